@@ -1,0 +1,62 @@
+"""What a run prints: a short table of values and derivatives, the outcome and the folder."""
+
+from __future__ import annotations
+
+from typing import Any, Dict, List
+
+import numpy as np
+
+_MAX_SHOWN = 6
+
+
+def show(value: Any) -> str:
+    """A value as a person reads it: 75.0, [1.0, 2.0], array(shape=[1000], mean=0.5)."""
+    if value is None:
+        return "None"
+    if isinstance(value, dict):
+        if "array" in value and "summary" in value:
+            s = value["summary"]
+            stats = ", ".join(f"{k}={_num(v)}" for k, v in s.items() if k != "non_finite")
+            return f"array(shape={value['array']['shape']}, {stats})"
+        return "{" + ", ".join(f"{k}: {show(v)}" for k, v in value.items()) + "}"
+    if isinstance(value, list):
+        flat = np.asarray(value, dtype=object).ravel()
+        if flat.size > _MAX_SHOWN:
+            return f"[{', '.join(_num(v) for v in flat[:_MAX_SHOWN])}, ...] (shape={list(np.shape(value))})"
+        return str(_nums(value))
+    return _num(value)
+
+
+def _nums(v: Any) -> Any:
+    if isinstance(v, list):
+        return [_nums(x) for x in v]
+    return float(_num(v)) if isinstance(v, float) else v
+
+
+def _num(v: Any) -> str:
+    if isinstance(v, float):
+        text = f"{v:.7g}"
+        return text if any(c in text for c in ".eni") else text + ".0"
+    return str(v)
+
+
+def table(record: Dict[str, Any], folder: str) -> str:
+    """The console summary of one run's log record."""
+    rows: List[tuple] = [("value", k, show(v)) for k, v in record["values"].items()]
+    rows += [(d["kind"], d["name"], show(d["value"])) for d in record["derivatives"]]
+    width = max((len(r[1]) for r in rows), default=0)
+    kindw = max((len(r[0]) for r in rows), default=0)
+    lines = [f"{record['experiment']}"]
+    lines += [f"  {kind:<{kindw}}  {name:<{width}} = {text}" for kind, name, text in rows]
+    err = record.get("error")
+    if err:
+        at = err.get("derivative") or err.get("step")
+        lines.append(f"  error: {err['type']}" + (f" at {at}" if at else "") + f": {err['message'].splitlines()[0][:200]}")
+    expect = record["expect"]
+    if expect["declared"]:
+        state = "met" if expect["met"] else "NOT met: " + "; ".join(expect.get("mismatches", []))
+        lines.append(f"  expect: {expect['declared']} -> {state}")
+    verdict = "as declared" if expect["met"] else "FAILED"
+    lines.append(f"status: {record['status']} ({verdict})")
+    lines.append(f"run folder: {folder}")
+    return "\n".join(lines)

@@ -1,0 +1,343 @@
+"""The expression language of `function.steps`: parsed from an allowlist, never executed.
+
+A step such as ``z: y * sin(x) ** 2`` is read by Python's parser into a syntax tree, and
+the tree is then copied, node by node, into the small typed tree defined here (`Num`,
+`Name`, `Unary`, `Binary`, `Compare`, `Call`). Only the constructs listed below are copied;
+anything else (attribute access, subscripts, lambdas, comprehensions, strings, keyword
+arguments, calls of anything but an allowlisted function name) is refused with an
+`ExpressionError` that names the column. Nothing is evaluated here: `ast.parse` does no
+constant folding, so ``10 ** 10 ** 10 ** 10`` parses instantly, and the numbers are only
+ever computed by TensorFlow, on tensors.
+
+The language:
+  numbers (int or float literals), names (inputs, earlier steps, the constants `pi`, `e`),
+  binary ``+ - * / ** @``, unary ``-`` and ``+``, parentheses, one comparison
+  ``< <= > >= == !=`` (for `where`), and calls of the functions in `FUNCTIONS`.
+
+This module imports neither TensorFlow nor anything heavy; the TensorFlow meaning of each
+construct lives in :mod:`runner.lowering`.
+"""
+
+from __future__ import annotations
+
+import ast
+import math
+from dataclasses import dataclass
+from typing import Dict, FrozenSet, Tuple, Union
+
+# Bounds that keep parsing cheap whatever a config holds.
+MAX_LENGTH = 2000
+MAX_DEPTH = 64
+
+
+@dataclass(frozen=True)
+class Signature:
+    """An allowlisted function: how many tensor arguments, and whether an int axis may follow."""
+
+    tensors: int
+    axis: bool = False  # a trailing optional integer literal: the reduction axis
+
+    def describe(self, name: str) -> str:
+        args = ", ".join(["t"] * self.tensors + (["axis"] if self.axis else []))
+        return f"{name}({args})"
+
+
+# The allowlist. Grow it here; `runner.lowering.TF_FUNCTIONS` gives each its TensorFlow op.
+FUNCTIONS: Dict[str, Signature] = {
+    "sin": Signature(1),
+    "cos": Signature(1),
+    "tan": Signature(1),
+    "asin": Signature(1),
+    "acos": Signature(1),
+    "atan": Signature(1),
+    "sinh": Signature(1),
+    "cosh": Signature(1),
+    "tanh": Signature(1),
+    "exp": Signature(1),
+    "expm1": Signature(1),
+    "log": Signature(1),
+    "log1p": Signature(1),
+    "sqrt": Signature(1),
+    "square": Signature(1),
+    "abs": Signature(1),
+    "sign": Signature(1),
+    "erf": Signature(1),
+    "sigmoid": Signature(1),
+    "softplus": Signature(1),
+    "relu": Signature(1),
+    "pow": Signature(2),
+    "maximum": Signature(2),
+    "minimum": Signature(2),
+    "atan2": Signature(2),
+    "reduce_sum": Signature(1, axis=True),
+    "reduce_mean": Signature(1, axis=True),
+    "reduce_prod": Signature(1, axis=True),
+    "reduce_max": Signature(1, axis=True),
+    "reduce_min": Signature(1, axis=True),
+    "matmul": Signature(2),
+    "transpose": Signature(1),
+    "stop_gradient": Signature(1),
+    "where": Signature(3),
+}
+
+CONSTANTS: Dict[str, float] = {"pi": math.pi, "e": math.e}
+
+BINARY_OPS: Dict[type, str] = {
+    ast.Add: "+",
+    ast.Sub: "-",
+    ast.Mult: "*",
+    ast.Div: "/",
+    ast.Pow: "**",
+    ast.MatMult: "@",
+}
+COMPARE_OPS: Dict[type, str] = {
+    ast.Lt: "<",
+    ast.LtE: "<=",
+    ast.Gt: ">",
+    ast.GtE: ">=",
+    ast.Eq: "==",
+    ast.NotEq: "!=",
+}
+UNARY_OPS: Dict[type, str] = {ast.USub: "-", ast.UAdd: "+"}
+
+# Words of the language that a user's input or step may not take as its name.
+RESERVED: FrozenSet[str] = frozenset(FUNCTIONS) | frozenset(CONSTANTS)
+
+# What a refused construct is called in an error message.
+_FORBIDDEN: Dict[type, str] = {
+    ast.Attribute: "attribute access",
+    ast.Subscript: "subscripts",
+    ast.Lambda: "lambdas",
+    ast.ListComp: "comprehensions",
+    ast.SetComp: "comprehensions",
+    ast.DictComp: "comprehensions",
+    ast.GeneratorExp: "comprehensions",
+    ast.IfExp: "conditional expressions (use where(cond, a, b))",
+    ast.BoolOp: "'and'/'or' (use where)",
+    ast.NamedExpr: "assignment expressions",
+    ast.Starred: "starred arguments",
+    ast.List: "list literals (declare tensors as points)",
+    ast.Tuple: "tuples",
+    ast.Dict: "dict literals",
+    ast.Set: "set literals",
+    ast.JoinedStr: "f-strings",
+    ast.Await: "await",
+    ast.Yield: "yield",
+    ast.YieldFrom: "yield",
+    ast.Slice: "slices",
+}
+
+
+class ExpressionError(ValueError):
+    """A step's expression is not in the language; `column` is 1-based, or None."""
+
+    def __init__(self, message: str, text: str, column: int | None = None):
+        super().__init__(message)
+        self.message = message
+        self.text = text
+        self.column = column
+
+    def __str__(self) -> str:
+        where = f" (column {self.column})" if self.column else ""
+        return f"{self.message}{where}"
+
+    def pointer(self) -> str:
+        """The expression with a caret under the fault, for a second line of an error."""
+        if not self.column:
+            return self.text
+        return f"{self.text}\n{' ' * (self.column - 1)}^"
+
+
+# ---- the typed tree -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Num:
+    value: Union[int, float]
+    column: int
+
+
+@dataclass(frozen=True)
+class Name:
+    id: str
+    column: int
+
+
+@dataclass(frozen=True)
+class Unary:
+    op: str
+    operand: "Expr"
+    column: int
+
+
+@dataclass(frozen=True)
+class Binary:
+    op: str
+    left: "Expr"
+    right: "Expr"
+    column: int
+
+
+@dataclass(frozen=True)
+class Compare:
+    op: str
+    left: "Expr"
+    right: "Expr"
+    column: int
+
+
+@dataclass(frozen=True)
+class Call:
+    func: str
+    args: Tuple["Expr", ...]
+    axis: int | None
+    column: int
+
+
+Expr = Union[Num, Name, Unary, Binary, Compare, Call]
+
+
+# ---- parsing --------------------------------------------------------------------------
+
+
+def parse(text: str) -> Expr:
+    """Parse one expression into the typed tree, or raise `ExpressionError`."""
+    if not isinstance(text, str):
+        raise ExpressionError(f"an expression must be a string, not {type(text).__name__}", str(text))
+    if len(text) > MAX_LENGTH:
+        raise ExpressionError(f"expression is {len(text)} characters long; the limit is {MAX_LENGTH}", text[:60] + "...")
+    if not text.strip():
+        raise ExpressionError("empty expression", text)
+    _check_bracket_depth(text)
+    try:
+        tree = ast.parse(text.strip(), mode="eval")
+    except SyntaxError as err:
+        col = err.offset if err.offset else None
+        raise ExpressionError(f"syntax error: {err.msg}", text.strip(), col) from None
+    except (MemoryError, RecursionError, ValueError) as err:
+        raise ExpressionError(f"cannot parse: {type(err).__name__}", text.strip()) from None
+    return _Converter(text.strip()).convert(tree.body, depth=0)
+
+
+def _check_bracket_depth(text: str) -> None:
+    depth = 0
+    for i, ch in enumerate(text):
+        if ch in "([{":
+            depth += 1
+            if depth > MAX_DEPTH:
+                raise ExpressionError(f"nesting deeper than {MAX_DEPTH}", text[:80], i + 1)
+        elif ch in ")]}":
+            depth -= 1
+
+
+class _Converter:
+    def __init__(self, text: str):
+        self.text = text
+
+    def fail(self, message: str, node: ast.AST) -> ExpressionError:
+        col = getattr(node, "col_offset", None)
+        return ExpressionError(message, self.text, None if col is None else col + 1)
+
+    def convert(self, node: ast.AST, depth: int) -> Expr:
+        if depth > MAX_DEPTH:
+            raise self.fail(f"nesting deeper than {MAX_DEPTH}", node)
+        col = getattr(node, "col_offset", 0) + 1
+        d = depth + 1
+        if isinstance(node, ast.Constant):
+            v = node.value
+            if isinstance(v, bool) or not isinstance(v, (int, float)):
+                what = "string literals" if isinstance(v, (str, bytes)) else f"the literal {v!r}"
+                raise self.fail(f"{what} are not allowed; only numbers", node)
+            return Num(v, col)
+        if isinstance(node, ast.Name):
+            return Name(node.id, col)
+        if isinstance(node, ast.UnaryOp):
+            op = UNARY_OPS.get(type(node.op))
+            if op is None:
+                raise self.fail(f"operator {_op_text(node.op)!r} is not allowed", node)
+            return Unary(op, self.convert(node.operand, d), col)
+        if isinstance(node, ast.BinOp):
+            op = BINARY_OPS.get(type(node.op))
+            if op is None:
+                raise self.fail(f"operator {_op_text(node.op)!r} is not allowed; use + - * / ** @", node)
+            return Binary(op, self.convert(node.left, d), self.convert(node.right, d), col)
+        if isinstance(node, ast.Compare):
+            if len(node.ops) != 1:
+                raise self.fail("chained comparisons are not allowed", node)
+            op = COMPARE_OPS.get(type(node.ops[0]))
+            if op is None:
+                raise self.fail(f"comparison {_op_text(node.ops[0])!r} is not allowed", node)
+            return Compare(op, self.convert(node.left, d), self.convert(node.comparators[0], d), col)
+        if isinstance(node, ast.Call):
+            return self.convert_call(node, d, col)
+        what = _FORBIDDEN.get(type(node), type(node).__name__)
+        raise self.fail(f"{what} not allowed in expressions", node)
+
+    def convert_call(self, node: ast.Call, depth: int, col: int) -> Call:
+        if not isinstance(node.func, ast.Name):
+            what = _FORBIDDEN.get(type(node.func), "this kind of call")
+            raise self.fail(f"only calls of allowlisted functions are allowed ({what} is not)", node)
+        fname = node.func.id
+        sig = FUNCTIONS.get(fname)
+        if sig is None:
+            raise self.fail(f"unknown function {fname!r}; allowed: {', '.join(sorted(FUNCTIONS))}", node)
+        if node.keywords:
+            raise self.fail(f"keyword arguments are not allowed; call {sig.describe(fname)}", node.keywords[0].value)
+        args = list(node.args)
+        axis = None
+        if sig.axis and len(args) == sig.tensors + 1:
+            axis = _int_literal(args.pop())
+            if axis is None:
+                raise self.fail(f"the axis of {fname} must be an integer literal", node.args[-1])
+        if len(args) != sig.tensors:
+            raise self.fail(f"{fname} takes {sig.describe(fname)}, got {len(node.args)} argument(s)", node)
+        return Call(fname, tuple(self.convert(a, depth) for a in args), axis, col)
+
+
+def _int_literal(node: ast.AST) -> int | None:
+    if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub):
+        inner = _int_literal(node.operand)
+        return None if inner is None else -inner
+    if isinstance(node, ast.Constant) and type(node.value) is int:
+        return node.value
+    return None
+
+
+def _op_text(op: ast.AST) -> str:
+    return {
+        ast.FloorDiv: "//",
+        ast.Mod: "%",
+        ast.BitAnd: "&",
+        ast.BitOr: "|",
+        ast.BitXor: "^",
+        ast.LShift: "<<",
+        ast.RShift: ">>",
+        ast.Invert: "~",
+        ast.Not: "not",
+        ast.Is: "is",
+        ast.IsNot: "is not",
+        ast.In: "in",
+        ast.NotIn: "not in",
+    }.get(type(op), type(op).__name__)
+
+
+# ---- queries on the tree --------------------------------------------------------------
+
+
+def names(expr: Expr) -> Dict[str, int]:
+    """Every name the expression uses (not functions), with the column of its first use."""
+    found: Dict[str, int] = {}
+    stack = [expr]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, Name):
+            found.setdefault(node.id, node.column)
+            if node.column < found[node.id]:
+                found[node.id] = node.column
+        elif isinstance(node, Unary):
+            stack.append(node.operand)
+        elif isinstance(node, (Binary, Compare)):
+            stack.extend((node.left, node.right))
+        elif isinstance(node, Call):
+            stack.extend(node.args)
+    return found

@@ -1,0 +1,101 @@
+"""One job, top to bottom: config -> validated spec -> tape program -> run log.
+
+`run` is a plain function of a composed config and an output folder; the Hydra entry
+point (:mod:`runner.cli`) only calls it, and tests call it directly.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+from typing import Any, Dict, Mapping, Optional
+
+from runner import console, runlog, spec as specs, tensorflow_startup
+from runner.errors import ConfigError
+from runner.expectations import judge
+
+# Exit codes (see README, "Outcomes and exit codes").
+EXIT_OK = 0  # completed as declared
+EXIT_NOT_AS_DECLARED = 1  # an unexpected error, a missing declared error, or a value mismatch
+EXIT_CONFIG_ERROR = 2  # refused before TensorFlow ran
+
+
+def run(cfg: Mapping[str, Any], output_dir: Path, name: str = "run", echo: bool = True) -> int:
+    """Run one job and write its `results.json` into `output_dir`; return the exit code."""
+    started = time.time()
+    t0 = time.perf_counter()
+    try:
+        spec = specs.build(cfg, name=name)
+    except ConfigError as err:
+        _log_config_error(err, cfg, output_dir, name, started, t0)
+        if echo:
+            print(err.headline(), file=sys.stderr)
+            if err.detail:
+                print("    " + err.detail.replace("\n", "\n    "), file=sys.stderr)
+        return EXIT_CONFIG_ERROR
+    t_spec = time.perf_counter()
+
+    tf, tf_startup = tensorflow_startup.load(spec.tf_verbose)  # only once the config is known good
+    from runner import program
+
+    t_import = time.perf_counter()
+    outcome = program.run(spec)
+    error_type = outcome.error.type if outcome.error else None
+    verdict = judge(spec.expect, error_type, {d.request.name: d.value for d in outcome.derivatives})
+
+    enc = runlog.Encoder(spec.max_inline_elements)
+    record: Dict[str, Any] = {
+        "schema_version": runlog.SCHEMA_VERSION,
+        "experiment": spec.name,
+        "status": "error" if outcome.error else "ok",
+        "values": {k: enc.value(f"values/{k}", v) for k, v in outcome.values.items()},
+        "derivatives": [
+            runlog.derivative_record(enc, d.request.name, d.request.kind, d.request.target, d.request.sources, d.request.order, d.value)
+            for d in outcome.derivatives
+        ],
+        "error": _error_record(outcome.error),
+        "expect": {
+            "declared": spec.expect.declared() if spec.expect else None,
+            "met": verdict.met,
+            "mismatches": verdict.mismatches,
+        },
+        "environment": {**runlog.environment(tf.__version__), "tensorflow_startup": tf_startup.splitlines()},
+        "timing": {
+            "started": started,
+            "validate_s": t_spec - t0,
+            "import_tensorflow_s": t_import - t_spec,
+            **{f"{k}_s": v for k, v in outcome.seconds.items()},
+            "total_s": time.perf_counter() - t0,
+        },
+    }
+    runlog.write(output_dir, record, enc.arrays)
+    if echo:
+        print(console.table(record, str(output_dir)))
+    return EXIT_OK if verdict.met else EXIT_NOT_AS_DECLARED
+
+
+def _error_record(failure: Any) -> Optional[Dict[str, Any]]:
+    if failure is None:
+        return None
+    rec = {"type": failure.type, "message": failure.message, "derivative": failure.derivative}
+    if failure.step is not None:
+        rec["step"] = failure.step
+    return rec
+
+
+def _log_config_error(err: ConfigError, cfg: Mapping[str, Any], output_dir: Path, name: str, started: float, t0: float) -> None:
+    """A refused config still leaves a log, so a sweep's summary lists every job."""
+    expect = cfg.get("expect") if isinstance(cfg.get("expect"), Mapping) else None
+    record = {
+        "schema_version": runlog.SCHEMA_VERSION,
+        "experiment": cfg.get("name") or name,
+        "status": "error",
+        "values": {},
+        "derivatives": [],
+        "error": {"type": "ConfigError", "message": str(err), "derivative": None, "key": err.key},
+        "expect": {"declared": dict(expect) if expect else None, "met": False, "mismatches": ["config refused"]},
+        "environment": runlog.environment(None),
+        "timing": {"started": started, "total_s": time.perf_counter() - t0},
+    }
+    runlog.write(output_dir, record, {})

@@ -1,0 +1,125 @@
+"""The run log: `results.json` (strict JSON, written atomically) and, for large tensors,
+`arrays.npz` beside it.
+
+Values are plain numbers or nested lists; non-finite numbers become the strings "NaN",
+"Infinity" and "-Infinity" so that every JSON parser reads the file. A tensor with more
+than `log.max_inline_elements` elements is stored in `arrays.npz`, and the JSON holds a
+reference (file, key, shape, dtype) and summary statistics in its place.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import os
+import platform
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+import numpy as np
+
+SCHEMA_VERSION = 1
+RESULTS_FILE = "results.json"
+ARRAYS_FILE = "arrays.npz"
+
+
+class Encoder:
+    """Turns arrays into JSON values, setting aside the large ones for `arrays.npz`."""
+
+    def __init__(self, max_inline_elements: int):
+        self.max_inline = max_inline_elements
+        self.arrays: Dict[str, np.ndarray] = {}
+
+    def value(self, key: str, v: Any) -> Any:
+        if v is None:
+            return None
+        if isinstance(v, dict):
+            return {k: self.value(f"{key}/{k}", x) for k, x in v.items()}
+        arr = np.asarray(v)
+        if arr.size > self.max_inline:
+            self.arrays[key] = arr
+            return array_reference(key, arr)
+        return plain(arr.tolist())
+
+
+def plain(v: Any) -> Any:
+    """Nested lists of Python numbers with non-finite floats spelled as the SPEC says."""
+    if isinstance(v, list):
+        return [plain(x) for x in v]
+    if isinstance(v, float) and not math.isfinite(v):
+        return "NaN" if math.isnan(v) else ("Infinity" if v > 0 else "-Infinity")
+    return v
+
+
+def array_reference(key: str, arr: np.ndarray) -> Dict[str, Any]:
+    finite = arr[np.isfinite(arr)] if arr.dtype.kind == "f" else arr
+    stats = {}
+    if finite.size:
+        stats = {"min": float(finite.min()), "max": float(finite.max()), "mean": float(finite.mean())}
+    return {
+        "array": {"file": ARRAYS_FILE, "key": key, "shape": list(arr.shape), "dtype": str(arr.dtype)},
+        "summary": {**stats, "non_finite": int(arr.size - finite.size)},
+    }
+
+
+def environment(tf_version: Optional[str]) -> Dict[str, Any]:
+    import hydra
+    import omegaconf
+
+    return {
+        "python": platform.python_version(),
+        "tensorflow": tf_version,
+        "numpy": np.__version__,
+        "hydra": hydra.__version__,
+        "omegaconf": omegaconf.__version__,
+        "platform": platform.platform(),
+        "machine": platform.machine(),
+        "argv": list(sys.argv),
+    }
+
+
+def write(folder: Path, record: Dict[str, Any], arrays: Dict[str, np.ndarray]) -> Path:
+    """Write `arrays.npz` (if any) and then `results.json`, each atomically."""
+    folder.mkdir(parents=True, exist_ok=True)
+    if arrays:
+        buf = io.BytesIO()
+        np.savez(buf, **arrays)
+        write_atomic(folder / ARRAYS_FILE, buf.getvalue())
+    text = json.dumps(record, indent=2, allow_nan=False) + "\n"
+    path = folder / RESULTS_FILE
+    write_atomic(path, text.encode())
+    return path
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write to a temporary file in the same folder, flush it to disk, then rename.
+
+    A reader, or a job killed half-way, never sees a partial file: the rename is atomic.
+    """
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+
+
+def derivative_record(enc: Encoder, name: str, kind: str, target: str, sources: List[str], order: int, value: Any) -> Dict[str, Any]:
+    return {
+        "name": name,
+        "kind": kind,
+        "target": target,
+        "sources": list(sources),
+        "order": order,
+        "value": enc.value(f"derivatives/{name}", value),
+    }

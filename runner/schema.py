@@ -1,0 +1,134 @@
+"""The config schema: typed dataclasses registered in Hydra's ConfigStore.
+
+This module is the single source of truth for what a config may contain. Hydra merges every
+YAML file onto `RunnerConfig`, so a misspelt key (``tape.persistant``) or a value of the
+wrong type (``tape.persistent: maybe``) fails at composition, naming the key, before any job
+runs. Fields whose shape is free-form (`function.inputs` may be a mapping or a list, points
+may be numbers, nested lists or generators) are typed ``Any`` here and checked, with the
+same care, in :mod:`runner.spec`.
+
+Nothing here imports TensorFlow.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any, Dict, List, Optional
+
+from hydra.core.config_store import ConfigStore
+
+
+class Kind(str, Enum):
+    """What a derivative request computes."""
+
+    gradient = "gradient"
+    jacobian = "jacobian"
+    batch_jacobian = "batch_jacobian"
+    hessian = "hessian"
+    jvp = "jvp"
+    hvp = "hvp"
+
+
+class Unconnected(str, Enum):
+    """`tf.UnconnectedGradients`: what a source the target does not depend on gives."""
+
+    none = "none"
+    zero = "zero"
+
+
+class Compile(str, Enum):
+    """How the tape program runs: eagerly, as a `tf.function`, or XLA-compiled."""
+
+    eager = "eager"
+    function = "function"
+    xla = "xla"
+
+
+# Keys an input's options mapping may hold (see `function.inputs`).
+INPUT_OPTION_KEYS = ("kind", "dtype", "trainable")
+INPUT_KINDS = ("constant", "variable")
+DTYPES = ("float16", "bfloat16", "float32", "float64", "int32", "int64")
+
+
+@dataclass
+class FunctionConfig:
+    """The function under study.
+
+    inputs: a mapping name -> {kind: constant|variable, dtype: float32, trainable: true},
+        or a plain list of names (float32 constants).
+    steps: ordered name -> expression; each may use the inputs and earlier steps.
+    """
+
+    inputs: Any = None
+    steps: Dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class TapeConfig:
+    """Options of `tf.GradientTape` and of how it is used."""
+
+    persistent: bool = False
+    watch_accessed_variables: bool = True
+    # null: watch every constant input; or a list of input names.
+    watch: Optional[List[str]] = None
+    # steps computed inside `tape.stop_recording()`.
+    stop_recording: List[str] = field(default_factory=list)
+    compile: Compile = Compile.eager
+
+
+@dataclass
+class DerivativeConfig:
+    """One derivative request; requests run in order on the same tape."""
+
+    target: str = "???"
+    sources: Any = "???"  # a name, or a list of names
+    name: Optional[str] = None  # default: "dy/dx"
+    kind: Kind = Kind.gradient
+    order: int = 1
+    output_gradients: Any = None
+    unconnected: Unconnected = Unconnected.none
+    tangents: Any = None
+    parallel_iterations: Optional[int] = None
+    experimental_use_pfor: bool = True
+
+
+@dataclass
+class ExpectConfig:
+    """A declared outcome; a run that differs from it has failed."""
+
+    error: Optional[str] = None  # e.g. RuntimeError
+    derivatives: Dict[str, Any] = field(default_factory=dict)  # name -> expected value
+    rtol: float = 1e-6
+    atol: float = 1e-6
+
+
+@dataclass
+class LogConfig:
+    """How the run log is written."""
+
+    # tensors with more elements than this go into arrays.npz instead of results.json
+    max_inline_elements: int = 10000
+    # show TensorFlow's C++ start-up messages (hidden by default)
+    tf_verbose: bool = False
+
+
+@dataclass
+class RunnerConfig:
+    """The whole composed config of one job."""
+
+    # shown in the console and the run log; default: the chosen experiment's name
+    name: Optional[str] = None
+    function: FunctionConfig = field(default_factory=FunctionConfig)
+    point: Dict[str, Any] = field(default_factory=dict)
+    tape: TapeConfig = field(default_factory=TapeConfig)
+    derivatives: List[DerivativeConfig] = field(default_factory=list)
+    expect: Optional[ExpectConfig] = None
+    log: LogConfig = field(default_factory=LogConfig)
+
+
+def register() -> None:
+    """Register the schema so that `conf/config.yaml` can name it in its defaults list."""
+    cs = ConfigStore.instance()
+    cs.store(name="runner_schema", node=RunnerConfig)
+    cs.store(group="tape", name="tape_schema", node=TapeConfig, package="tape")

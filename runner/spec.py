@@ -1,0 +1,332 @@
+"""From a composed config to a validated job spec.
+
+`build` reads the plain mapping Hydra composed (see :mod:`runner.schema`) and either
+returns a `JobSpec` whose every name resolves, every expression parses and every point
+is an array, or raises a `ConfigError` naming the key at fault. It runs before
+TensorFlow is imported, so a broken config is refused at once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Mapping, Optional, Tuple
+
+import numpy as np
+
+from runner import expression, points
+from runner.errors import ConfigError
+from runner.schema import DTYPES, INPUT_KINDS, INPUT_OPTION_KEYS
+
+_INSTANTIATION_KEYS = ("_target_", "_args_", "_partial_", "_recursive_", "_convert_")
+_MISSING = "???"
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    name: str
+    kind: str  # constant | variable
+    dtype: str
+    trainable: bool = True
+
+    @property
+    def is_float(self) -> bool:
+        return self.dtype.startswith(("float", "bfloat"))
+
+
+@dataclass(frozen=True)
+class StepSpec:
+    name: str
+    text: str
+    expr: expression.Expr
+
+
+@dataclass(frozen=True)
+class TapeSpec:
+    persistent: bool
+    watch_accessed_variables: bool
+    watch: Tuple[str, ...]  # the names to `tape.watch`, resolved from `watch: null`
+    stop_recording: Tuple[str, ...]
+    compile: str
+
+
+@dataclass(frozen=True)
+class RequestSpec:
+    name: str
+    kind: str
+    target: str
+    sources: Tuple[str, ...]
+    several: bool  # sources given as a list of more than one: the value is a mapping
+    order: int = 1
+    unconnected: str = "none"
+    output_gradients: Any = None
+    tangents: Any = None
+    parallel_iterations: Optional[int] = None
+    experimental_use_pfor: bool = True
+
+
+@dataclass(frozen=True)
+class ExpectSpec:
+    error: Optional[str]
+    derivatives: Dict[str, Any]
+    rtol: float
+    atol: float
+
+    def declared(self) -> Dict[str, Any]:
+        """What the run log records under `expect.declared`."""
+        out: Dict[str, Any] = {}
+        if self.error is not None:
+            out["error"] = self.error
+        if self.derivatives:
+            out["derivatives"] = dict(self.derivatives)
+            out["rtol"] = self.rtol
+            out["atol"] = self.atol
+        return out
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    name: str
+    inputs: Tuple[InputSpec, ...]
+    steps: Tuple[StepSpec, ...]
+    point: Dict[str, np.ndarray]
+    tape: TapeSpec
+    requests: Tuple[RequestSpec, ...]
+    expect: Optional[ExpectSpec]
+    max_inline_elements: int = 10000
+    tf_verbose: bool = False
+    constants_dtype: str = field(default="float32")
+
+
+def build(cfg: Mapping[str, Any], name: str = "run") -> JobSpec:
+    """Validate a composed config (as a plain mapping) into a `JobSpec`."""
+    function = cfg.get("function") or {}
+    _refuse_instantiation("function", function)
+    _refuse_instantiation("point", cfg.get("point") or {})
+    _refuse_instantiation("derivatives", cfg.get("derivatives") or [])
+    inputs = _inputs(function.get("inputs"))
+    steps = _steps(function.get("steps") or {}, {i.name for i in inputs})
+    point = _point(cfg.get("point") or {}, inputs)
+    names = [i.name for i in inputs] + [s.name for s in steps]
+    tape = _tape(cfg.get("tape") or {}, inputs, steps)
+    requests = _requests(cfg.get("derivatives") or [], names)
+    expect = _expect(cfg.get("expect"), [r.name for r in requests])
+    log = cfg.get("log") or {}
+    float_dtypes = {i.dtype for i in inputs if i.is_float}
+    return JobSpec(
+        name=cfg.get("name") or name,
+        inputs=inputs,
+        steps=steps,
+        point=point,
+        tape=tape,
+        requests=requests,
+        expect=expect,
+        max_inline_elements=int(log.get("max_inline_elements", 10000)),
+        tf_verbose=bool(log.get("tf_verbose", False)),
+        constants_dtype=float_dtypes.pop() if len(float_dtypes) == 1 else "float32",
+    )
+
+
+def _refuse_instantiation(key: str, node: Any) -> None:
+    if isinstance(node, Mapping):
+        for k, v in node.items():
+            if k in _INSTANTIATION_KEYS:
+                raise ConfigError(f"{key}.{k}", "instantiation keys are not allowed: a config never runs Python code")
+            _refuse_instantiation(f"{key}.{k}", v)
+    elif isinstance(node, (list, tuple)):
+        for i, v in enumerate(node):
+            _refuse_instantiation(f"{key}[{i}]", v)
+
+
+def _check_name(key: str, name: Any) -> str:
+    if not isinstance(name, str) or not name.isidentifier():
+        raise ConfigError(key, f"{name!r} is not a valid name (letters, digits and _, not starting with a digit)")
+    if name in expression.RESERVED:
+        raise ConfigError(key, f"{name!r} is a function or constant of the expression language; choose another name")
+    return name
+
+
+def _inputs(raw: Any) -> Tuple[InputSpec, ...]:
+    if raw is None or raw == {} or raw == []:
+        raise ConfigError("function.inputs", "no inputs declared; declare at least one, e.g. inputs: [x]")
+    if isinstance(raw, (list, tuple)):
+        return tuple(InputSpec(_check_name(f"function.inputs[{i}]", n), "constant", "float32") for i, n in enumerate(raw))
+    if not isinstance(raw, Mapping):
+        raise ConfigError("function.inputs", f"expected a mapping name -> options or a list of names, got {raw!r}")
+    out = []
+    for name, opts in raw.items():
+        key = f"function.inputs.{name}"
+        _check_name(key, name)
+        opts = {} if opts is None else opts
+        if not isinstance(opts, Mapping):
+            raise ConfigError(key, f"expected options such as {{kind: constant, dtype: float32}}, got {opts!r}")
+        unknown = set(opts) - set(INPUT_OPTION_KEYS)
+        if unknown:
+            raise ConfigError(f"{key}.{sorted(unknown)[0]}", f"unknown option; allowed: {', '.join(INPUT_OPTION_KEYS)}")
+        kind = opts.get("kind", "constant")
+        if kind not in INPUT_KINDS:
+            raise ConfigError(f"{key}.kind", f"expected one of {', '.join(INPUT_KINDS)}, got {kind!r}")
+        dtype = opts.get("dtype", "float32")
+        if dtype not in DTYPES:
+            raise ConfigError(f"{key}.dtype", f"expected one of {', '.join(DTYPES)}, got {dtype!r}")
+        trainable = opts.get("trainable", True)
+        if not isinstance(trainable, bool):
+            raise ConfigError(f"{key}.trainable", f"expected true or false, got {trainable!r}")
+        if "trainable" in opts and kind != "variable":
+            raise ConfigError(f"{key}.trainable", "only a variable can be trainable; set kind: variable")
+        out.append(InputSpec(name, kind, dtype, trainable))
+    return tuple(out)
+
+
+def _steps(raw: Any, input_names: set) -> Tuple[StepSpec, ...]:
+    if not isinstance(raw, Mapping):
+        raise ConfigError("function.steps", f"expected a mapping name -> expression, got {raw!r}")
+    all_steps = list(raw)
+    known = set(input_names)
+    out = []
+    for name, text in raw.items():
+        key = f"function.steps.{name}"
+        _check_name(key, name)
+        if name in input_names:
+            raise ConfigError(key, f"{name!r} is already an input; a step needs a name of its own")
+        if isinstance(text, (int, float)) and not isinstance(text, bool):
+            text = repr(text)
+        try:
+            expr = expression.parse(text)
+        except expression.ExpressionError as err:
+            raise ConfigError(key, str(err), err.pointer()) from None
+        for used, col in sorted(expression.names(expr).items(), key=lambda kv: kv[1]):
+            if used in known or used in expression.CONSTANTS:
+                continue
+            if used == name:
+                why = f"step {name!r} uses itself"
+            elif used in all_steps:
+                why = f"uses step {used!r}, which is defined later; steps may use only inputs and earlier steps"
+            else:
+                why = f"unknown name {used!r}; known here: {', '.join(sorted(known)) or 'none'}"
+            raise ConfigError(key, f"{why} (column {col})", f"{text.strip()}\n{' ' * (col - 1)}^")
+        known.add(name)
+        out.append(StepSpec(name, text.strip(), expr))
+    return tuple(out)
+
+
+def _point(raw: Any, inputs: Tuple[InputSpec, ...]) -> Dict[str, np.ndarray]:
+    if not isinstance(raw, Mapping):
+        raise ConfigError("point", f"expected a mapping input -> value, got {raw!r}")
+    by_name = {i.name: i for i in inputs}
+    for name in raw:
+        if name not in by_name:
+            raise ConfigError(f"point.{name}", f"no input named {name!r}; inputs: {', '.join(by_name)}")
+    out = {}
+    for inp in inputs:
+        if inp.name not in raw:
+            raise ConfigError(f"point.{inp.name}", f"input {inp.name!r} has no point; give it a value, e.g. point.{inp.name}=1.0")
+        arr = points.evaluate(f"point.{inp.name}", raw[inp.name])
+        if not inp.is_float and arr.dtype.kind == "f" and not np.all(np.mod(arr, 1) == 0):
+            raise ConfigError(f"point.{inp.name}", f"input {inp.name!r} is {inp.dtype}, but its point is not a whole number")
+        out[inp.name] = arr
+    return out
+
+
+def _name_list(key: str, raw: Any, allowed: List[str], what: str) -> Tuple[str, ...]:
+    if raw is None:
+        return ()
+    items = [raw] if isinstance(raw, str) else raw
+    if not isinstance(items, (list, tuple)):
+        raise ConfigError(key, f"expected a name or a list of names, got {raw!r}")
+    for n in items:
+        if n not in allowed:
+            raise ConfigError(key, f"unknown {what} {n!r}; known: {', '.join(allowed) or 'none'}")
+    return tuple(items)
+
+
+def _tape(raw: Mapping, inputs: Tuple[InputSpec, ...], steps: Tuple[StepSpec, ...]) -> TapeSpec:
+    input_names = [i.name for i in inputs]
+    if raw.get("watch") is None:
+        watch = tuple(i.name for i in inputs if i.kind == "constant")
+    else:
+        watch = _name_list("tape.watch", raw.get("watch"), input_names, "input")
+    stop = _name_list("tape.stop_recording", raw.get("stop_recording") or [], [s.name for s in steps], "step")
+    compile_mode = str(raw.get("compile", "eager"))
+    if compile_mode != "eager":
+        raise ConfigError("tape.compile", f"compile: {compile_mode} is not supported yet; use eager")
+    return TapeSpec(
+        persistent=bool(raw.get("persistent", False)),
+        watch_accessed_variables=bool(raw.get("watch_accessed_variables", True)),
+        watch=watch,
+        stop_recording=stop,
+        compile=compile_mode,
+    )
+
+
+def default_name(kind: str, target: str, sources: Tuple[str, ...], order: int) -> str:
+    """`dy/dx`, `d2y/dx2`, `dz/d(x,w)`; other kinds as `hessian(y; x)`."""
+    src = sources[0] if len(sources) == 1 else f"({','.join(sources)})"
+    if kind == "gradient":
+        if order == 1:
+            return f"d{target}/d{src}"
+        return f"d{order}{target}/d{src}{order}"
+    return f"{kind}({target}; {', '.join(sources)})"
+
+
+_SUPPORTED_KINDS = ("gradient",)
+
+
+def _requests(raw: Any, names: List[str]) -> Tuple[RequestSpec, ...]:
+    if not isinstance(raw, (list, tuple)):
+        raise ConfigError("derivatives", f"expected a list of requests, got {raw!r}")
+    out: List[RequestSpec] = []
+    seen: Dict[str, int] = {}
+    for i, req in enumerate(raw):
+        key = f"derivatives[{i}]"
+        if not isinstance(req, Mapping):
+            raise ConfigError(key, f"expected a mapping with target and sources, got {req!r}")
+        target = req.get("target")
+        if target in (None, _MISSING):
+            raise ConfigError(f"{key}.target", "missing; name the step or input to differentiate")
+        if target not in names:
+            raise ConfigError(f"{key}.target", f"unknown target {target!r}; known: {', '.join(names)}")
+        raw_sources = req.get("sources")
+        if raw_sources in (None, _MISSING, []):
+            raise ConfigError(f"{key}.sources", "missing; name the input(s) or step(s) to differentiate by")
+        sources = _name_list(f"{key}.sources", raw_sources, names, "source")
+        kind = str(req.get("kind", "gradient"))
+        if kind not in _SUPPORTED_KINDS:
+            raise ConfigError(f"{key}.kind", f"kind {kind!r} is not supported yet; supported: {', '.join(_SUPPORTED_KINDS)}")
+        order = req.get("order", 1)
+        if not isinstance(order, int) or isinstance(order, bool) or order != 1:
+            raise ConfigError(f"{key}.order", f"only order 1 is supported yet, got {order!r}")
+        name = req.get("name") or default_name(kind, target, sources, order)
+        if name in seen:
+            raise ConfigError(f"{key}.name", f"{name!r} is already the name of derivatives[{seen[name]}]; give this request a name")
+        seen[name] = i
+        out.append(
+            RequestSpec(
+                name=name,
+                kind=kind,
+                target=target,
+                sources=sources,
+                several=not isinstance(raw_sources, str) and len(sources) > 1,
+                order=order,
+                unconnected=str(req.get("unconnected", "none")),
+                output_gradients=req.get("output_gradients"),
+                tangents=req.get("tangents"),
+                parallel_iterations=req.get("parallel_iterations"),
+                experimental_use_pfor=bool(req.get("experimental_use_pfor", True)),
+            )
+        )
+    return tuple(out)
+
+
+def _expect(raw: Any, request_names: List[str]) -> Optional[ExpectSpec]:
+    if raw is None:
+        return None
+    if not isinstance(raw, Mapping):
+        raise ConfigError("expect", f"expected a mapping (error, derivatives, rtol, atol), got {raw!r}")
+    error = raw.get("error")
+    if error is not None and (not isinstance(error, str) or not error.isidentifier()):
+        raise ConfigError("expect.error", f"expected an exception type name such as RuntimeError, got {error!r}")
+    derivs = dict(raw.get("derivatives") or {})
+    for n in derivs:
+        if n not in request_names:
+            raise ConfigError(f"expect.derivatives.{n}", f"no derivative request is named {n!r}; names: {', '.join(request_names)}")
+    return ExpectSpec(error, derivs, float(raw.get("rtol", 1e-6)), float(raw.get("atol", 1e-6)))

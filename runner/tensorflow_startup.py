@@ -1,0 +1,45 @@
+"""Import TensorFlow once, with its start-up noise set aside.
+
+TensorFlow 2.21 prints several lines on import and on first device use (oneDNN notices,
+CUDA probing on a machine without a GPU) through absl's early logging, which ignores
+`TF_CPP_MIN_LOG_LEVEL`. They say nothing about the run, so they are captured from file
+descriptor 2 while TensorFlow starts and kept (the run log's `environment` holds them)
+instead of being shown; `log.tf_verbose=true` shows them as they come.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+from types import ModuleType
+from typing import Tuple
+
+_startup_text = ""
+
+
+def load(verbose: bool = False) -> Tuple[ModuleType, str]:
+    """Return the `tensorflow` module and what it printed while starting."""
+    global _startup_text
+    if "tensorflow" in sys.modules:
+        return sys.modules["tensorflow"], _startup_text
+    if verbose:
+        import tensorflow as tf
+
+        return tf, ""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as sink:
+        os.dup2(sink.fileno(), 2)
+        try:
+            import tensorflow as tf
+
+            tf.constant(0.0) + 0.0  # the first op initializes the devices, which also prints
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            sink.seek(0)
+            _startup_text = sink.read().decode(errors="replace")
+    return tf, _startup_text
