@@ -100,6 +100,22 @@ def run(spec: JobSpec) -> Outcome:
     return out
 
 
+def evaluate(spec: JobSpec, point: Dict[str, np.ndarray], dtype: Optional[str] = None) -> Dict[str, np.ndarray]:
+    """The values of every input and step at `point`, with no tape: the plain forward pass.
+
+    `dtype` (e.g. "float64") overrides every float input's dtype, for checks that need
+    more precision than the run itself; raises what TensorFlow raises.
+    """
+    constants = tf.as_dtype(dtype or spec.constants_dtype)
+    env: Dict[str, Any] = {}
+    for inp in spec.inputs:
+        d = dtype if (dtype and inp.is_float) else inp.dtype
+        env[inp.name] = tf.constant(point[inp.name], dtype=d)
+    for step in spec.steps:
+        env[step.name] = lower(step.expr, constants)(env)
+    return {name: _numpy(v) for name, v in env.items()}
+
+
 def _gradient(tape: tf.GradientTape, req: RequestSpec, env: Dict[str, Any]) -> Any:
     sources = [env[s] for s in req.sources]
     output_gradients = None
