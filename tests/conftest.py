@@ -67,3 +67,24 @@ def function_config(steps: Dict[str, str], point: Dict[str, Any], derivatives: L
         else:
             cfg[key] = value
     return cfg
+
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def cli(args: List[str], cwd: Path, env: Optional[Dict[str, str]] = None, timeout: float = 300):
+    """Run `python -m runner ARGS` in a subprocess, importing this checkout's `runner`."""
+    import os
+    import subprocess
+    import sys
+
+    full_env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
+    full_env.pop("HYDRA_FULL_ERROR", None) if env is None or "HYDRA_FULL_ERROR" not in env else None
+    return subprocess.run(
+        [sys.executable, "-m", "runner", *args],
+        cwd=cwd,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
