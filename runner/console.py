@@ -53,9 +53,9 @@ def table(record: Dict[str, Any], folder: str) -> str:
         at = err.get("derivative") or err.get("step")
         lines.append(f"  error: {err['type']}" + (f" at {at}" if at else "") + f": {err['message'].splitlines()[0][:200]}")
     expect = record["expect"]
-    if expect["declared"]:
+    if expect["declared"] or not expect["met"]:
         state = "met" if expect["met"] else "NOT met: " + "; ".join(expect.get("mismatches", []))
-        lines.append(f"  expect: {expect['declared']} -> {state}")
+        lines.append(f"  expect: {expect['declared'] or 'no error'} -> {state}")
     verdict = "as declared" if expect["met"] else "FAILED"
     lines.append(f"status: {record['status']} ({verdict})")
     lines.append(f"run folder: {folder}")

@@ -329,4 +329,6 @@ def _expect(raw: Any, request_names: List[str]) -> Optional[ExpectSpec]:
     for n in derivs:
         if n not in request_names:
             raise ConfigError(f"expect.derivatives.{n}", f"no derivative request is named {n!r}; names: {', '.join(request_names)}")
+    if error is None and not derivs:
+        return None  # `expect` with nothing declared (e.g. expect.error=null) declares nothing
     return ExpectSpec(error, derivs, float(raw.get("rtol", 1e-6)), float(raw.get("atol", 1e-6)))

@@ -1,0 +1,66 @@
+"""The run log: strict JSON, non-finite numbers as strings, large tensors beside it."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+from runner import runlog
+from tests.conftest import function_config
+
+
+def strict_load(path):
+    def refuse(name):
+        raise AssertionError(f"non-strict JSON constant {name}")
+
+    return json.loads(path.read_text(), parse_constant=refuse)
+
+
+@pytest.mark.parametrize(
+    "value, expected",
+    [
+        (1.5, 1.5),
+        (math.nan, "NaN"),
+        (math.inf, "Infinity"),
+        (-math.inf, "-Infinity"),
+        ([1.0, math.nan, [math.inf]], [1.0, "NaN", ["Infinity"]]),
+        (3, 3),
+    ],
+    ids=["finite", "nan", "inf", "-inf", "nested", "int"],
+)
+def test_non_finite_numbers_are_spelled_as_strings(value, expected):
+    assert runlog.plain(value) == expected
+
+
+def test_results_json_is_strict_and_complete(run_job):
+    cfg = function_config({"y": "log(x)", "z": "sqrt(x)"}, {"x": [0.0, 1.0]}, [{"target": "z", "sources": "x"}])
+    ran = run_job(cfg)
+    log = strict_load(ran.folder / "results.json")
+    assert log["values"]["y"] == ["-Infinity", 0.0]
+    assert log["derivatives"][0]["value"] == ["Infinity", 0.5]
+    assert set(log) >= {"schema_version", "status", "values", "derivatives", "error", "expect", "environment", "timing"}
+    env = log["environment"]
+    assert env["tensorflow"] and env["numpy"] and env["hydra"] and env["omegaconf"] and env["python"]
+    assert not list(ran.folder.glob(".*.tmp")), "no temporary file is left behind"
+
+
+def test_large_tensors_go_to_arrays_npz(run_job):
+    cfg = function_config({"y": "x * x"}, {"x": {"linspace": [0.0, 1.0, 1001]}}, [{"target": "y", "sources": "x"}],
+                          log={"max_inline_elements": 1000})
+    ran = run_job(cfg)
+    ref = ran.derivatives["dy/dx"]
+    assert ref["array"] == {"file": "arrays.npz", "key": "derivatives/dy/dx", "shape": [1001], "dtype": "float32"}
+    assert ref["summary"]["max"] == pytest.approx(2.0)
+    with np.load(ran.folder / "arrays.npz") as arrays:
+        np.testing.assert_allclose(arrays["derivatives/dy/dx"], 2 * np.linspace(0, 1, 1001), rtol=1e-6)
+        assert arrays["values/y"].shape == (1001,)
+    assert (ran.folder / "results.json").stat().st_size < 5000
+
+
+def test_atomic_write_replaces_whole_files(tmp_path):
+    target = tmp_path / "f.json"
+    runlog.write_atomic(target, b"first")
+    runlog.write_atomic(target, b"second")
+    assert target.read_bytes() == b"second"
+    assert [p.name for p in tmp_path.iterdir()] == ["f.json"]
