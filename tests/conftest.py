@@ -78,8 +78,9 @@ def cli(args: List[str], cwd: Path, env: Optional[Dict[str, str]] = None, timeou
     import subprocess
     import sys
 
-    full_env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
-    full_env.pop("HYDRA_FULL_ERROR", None) if env is None or "HYDRA_FULL_ERROR" not in env else None
+    # HYDRA_FULL_ERROR from the caller's shell would change what the tests see; drop it
+    full_env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
+    full_env.update({"PYTHONPATH": str(ROOT), **(env or {})})
     return subprocess.run(
         [sys.executable, "-m", "runner", *args],
         cwd=cwd,
