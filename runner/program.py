@@ -392,7 +392,7 @@ class _ListHandler(logging.Handler):
         self.sink = sink
 
     def emit(self, record: logging.LogRecord) -> None:
-        self.sink.append(f"{record.levelname}: {record.getMessage()}")
+        self.sink.append(f"{record.name}: {record.getMessage()}")
 
 
 @contextlib.contextmanager
