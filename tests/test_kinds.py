@@ -255,3 +255,16 @@ def test_ten_million_points_write_a_small_json(run_job):
         assert dy.shape == (10_000_000,)
         np.testing.assert_allclose(dy[::999_999], 2 * np.linspace(0.0, 1.0, 10_000_000, dtype=np.float32)[::999_999], rtol=1e-6)
     json.loads((ran.folder / "results.json").read_text())  # strict JSON
+
+
+@pytest.mark.slow
+def test_a_compiled_sweep_traces_once(tmp_path):
+    # the basic launcher runs every job in one process: only the first traces
+    from tests.conftest import cli
+
+    done = cli(["-m", "experiment=compiled", "point.x=1.0,2.0,3.0", f"hydra.sweep.dir={tmp_path}/sweep"], cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    logs = [json.loads((tmp_path / "sweep" / str(i) / "results.json").read_text()) for i in range(3)]
+    assert [log["tape"]["traced"] for log in logs] == [True, False, False]
+    # dz/dx = 4x**3, d2z/dx2 = 12x**2
+    assert [[d["value"] for d in log["derivatives"]] for log in logs] == [[2.0, 4.0, 12.0], [4.0, 32.0, 48.0], [6.0, 108.0, 108.0]]
