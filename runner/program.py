@@ -283,7 +283,7 @@ def _first_order(tape: tf.GradientTape, req: RequestSpec, env: Dict[str, Any]) -
     if req.kind == "gradient":
         output_gradients = None
         if req.output_gradients is not None:
-            output_gradients = tf.constant(req.output_gradients, dtype=target.dtype)
+            output_gradients = tf.constant(points.evaluate("output_gradients", req.output_gradients), dtype=target.dtype)
         grads = tape.gradient(target, sources, output_gradients=output_gradients, unconnected_gradients=unconnected)
     elif req.kind == "jacobian":
         grads = tape.jacobian(target, sources, **_jacobian_options(req))

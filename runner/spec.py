@@ -20,6 +20,10 @@ from runner.schema import DTYPES, INPUT_KINDS, INPUT_OPTION_KEYS
 _INSTANTIATION_KEYS = ("_target_", "_args_", "_partial_", "_recursive_", "_convert_")
 _MISSING = "???"
 COMPILE_MODES = ("eager", "function", "xla")
+# Kinds a request answers by running the function again on its own tapes or accumulator
+# (nested reverse mode, forward mode) instead of asking the shared tape; so does a
+# gradient of order > 1.
+RECOMPUTING_KINDS = ("hessian", "jvp", "hvp")
 
 
 @dataclass(frozen=True)
@@ -68,7 +72,7 @@ class RequestSpec:
     def recomputes(self) -> bool:
         """Whether the request runs the function again on its own tapes or accumulator
         (nested reverse mode, forward mode) instead of asking the shared tape."""
-        return self.kind in ("hessian", "jvp", "hvp") or self.order > 1
+        return self.kind in RECOMPUTING_KINDS or self.order > 1
 
 
 @dataclass(frozen=True)
@@ -314,7 +318,7 @@ def _requests(raw: Any, inputs: Tuple[InputSpec, ...], steps: Tuple[StepSpec, ..
         if kind == "batch_jacobian":
             _check_batch(key, target, sources, point)
         tangents = _tangents(key, kind, req.get("tangents"), sources, point) if kind in _FORWARD_KINDS else None
-        if kind in _FORWARD_KINDS + ("hessian",) or order > 1:
+        if kind in RECOMPUTING_KINDS or order > 1:
             _check_independent_sources(key, sources, depends)
         name = req.get("name") or default_name(kind, target, sources, order)
         if name in seen:
