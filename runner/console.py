@@ -48,6 +48,8 @@ def table(record: Dict[str, Any], folder: str) -> str:
     kindw = max((len(r[0]) for r in rows), default=0)
     lines = [f"{record['experiment']}"]
     lines += [f"  {kind:<{kindw}}  {name:<{width}} = {text}" for kind, name, text in rows]
+    for warning in record.get("warnings") or []:
+        lines.append(f"  warning: {warning.splitlines()[0][:200]}")
     err = record.get("error")
     if err:
         at = err.get("derivative") or err.get("step")

@@ -55,6 +55,8 @@ def run(cfg: Mapping[str, Any], output_dir: Path, name: str = "run", echo: bool 
             for d in outcome.derivatives
         ],
         "error": _error_record(outcome.error),
+        "warnings": outcome.warnings,
+        "tape": outcome.tape,
         "expect": {
             "declared": spec.expect.declared() if spec.expect else None,
             "met": verdict.met,

@@ -2,13 +2,19 @@
 
 A point is a number, a nested list (a tensor), or a generator mapping:
   {linspace: [start, stop, num]}, {arange: [start, stop, step]},
-  {random: {shape: [...], distribution: normal|uniform, seed: N}}.
+  {random: {shape: [...], distribution: normal|uniform, seed: N}},
+  {file: path.npy | path.csv}  (a relative path is read from the current working folder),
+or a grid axis, {grid: <any of the above, 1-D>}: the inputs given as grid axes are meshed
+together (NumPy's meshgrid, indexing "ij", in the order of `function.inputs`), so each of
+them becomes an array of shape [n1, n2, ...] and one tape call evaluates every grid point.
 Everything here is NumPy; TensorFlow sees only the finished arrays.
 """
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+import os
+from pathlib import Path
+from typing import Any, Dict, Mapping
 
 import numpy as np
 
@@ -18,12 +24,39 @@ from runner.errors import ConfigError
 # as linspace: [0, 1, 1e12] is refused up front instead of exhausting memory.
 MAX_ELEMENTS = 2**27
 
-GENERATORS = ("linspace", "arange", "random")
+GENERATORS = ("linspace", "arange", "random", "file")
+WRAPPERS = ("grid",)  # {grid: <1-D point>}: an axis of a grid over several inputs
+FILE_SUFFIXES = (".npy", ".csv")
+
+
+def evaluate_all(key: str, raw: Mapping[str, Any]) -> Dict[str, np.ndarray]:
+    """The arrays of a whole `point` mapping (input -> entry), grid axes meshed together.
+
+    Inputs given as `{grid: ...}` are the axes of one grid, in the mapping's order; each
+    becomes an array of shape [n1, n2, ...] (indexing "ij": axis k varies along dimension k).
+    """
+    out: Dict[str, np.ndarray] = {}
+    axes: Dict[str, np.ndarray] = {}
+    for name, value in raw.items():
+        if isinstance(value, Mapping) and set(value) == {"grid"}:
+            axis = evaluate(f"{key}.{name}.grid", value["grid"])
+            if axis.ndim != 1:
+                raise ConfigError(f"{key}.{name}.grid", f"a grid axis must be 1-D, got shape {list(axis.shape)}")
+            axes[name] = axis
+        else:
+            out[name] = evaluate(f"{key}.{name}", value)
+    if axes:
+        _check_size(f"{key} (grid of {', '.join(axes)})", int(np.prod([a.size for a in axes.values()], dtype=np.float64)))
+        for name, mesh in zip(axes, np.meshgrid(*axes.values(), indexing="ij")):
+            out[name] = mesh
+    return {name: out[name] for name in raw}
 
 
 def evaluate(key: str, value: Any) -> np.ndarray:
     """The array a point entry denotes; `key` (``point.x``) names it in errors."""
     if isinstance(value, Mapping):
+        if set(value) == {"grid"}:
+            raise ConfigError(f"{key}.grid", "a grid axis is allowed only as a whole input's point (point.NAME: {grid: ...})")
         return _generate(key, value)
     if isinstance(value, bool) or value is None:
         raise ConfigError(key, f"expected a number, a nested list or a generator, got {value!r}")
@@ -56,7 +89,42 @@ def _generate(key: str, spec: Mapping) -> np.ndarray:
             raise ConfigError(f"{key}.arange", "step must not be 0")
         _check_size(key, int(np.ceil((stop - start) / step)))
         return np.arange(start, stop, step, dtype=np.float64)
+    if gen == "file":
+        return _file(f"{key}.file", args)
     return _random(f"{key}.random", args)
+
+
+def _file(key: str, path: Any) -> np.ndarray:
+    """A .npy (read with allow_pickle=False: no code runs) or a .csv of numbers."""
+    if not isinstance(path, str) or not path:
+        raise ConfigError(key, f"expected a path to a .npy or .csv file, got {path!r}")
+    p = Path(os.path.expanduser(path))
+    if p.suffix.lower() not in FILE_SUFFIXES:
+        raise ConfigError(key, f"only {' and '.join(FILE_SUFFIXES)} files are read, got {path!r}")
+    if not p.is_absolute():
+        p = Path.cwd() / p  # Hydra does not change the working folder (hydra.job.chdir=false)
+    if not p.is_file():
+        raise ConfigError(key, f"no such file: {p}")
+    try:
+        if p.suffix.lower() == ".npy":
+            # The header alone gives the shape, so an oversized file is refused before reading.
+            head = np.load(p, mmap_mode="r", allow_pickle=False)
+            _check_size(key, int(head.size))
+            arr = np.array(head)
+        else:
+            if p.stat().st_size > 32 * MAX_ELEMENTS:
+                raise ConfigError(key, f"{p.stat().st_size:,} bytes is too large for a .csv point")
+            arr = np.loadtxt(p, delimiter=",", dtype=np.float64, ndmin=1)
+            if arr.ndim == 2 and 1 in arr.shape:
+                arr = arr.ravel()  # one row or one column: a vector
+    except ConfigError:
+        raise
+    except (ValueError, OSError) as err:
+        raise ConfigError(key, f"cannot read {p.name}: {err}") from None
+    if arr.dtype.kind not in "iuf":
+        raise ConfigError(key, f"{p.name} holds {arr.dtype}, not numbers")
+    _check_size(key, int(arr.size))
+    return arr
 
 
 def _random(key: str, args: Any) -> np.ndarray:

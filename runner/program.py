@@ -3,9 +3,23 @@
 The program does what the founding notebook does by hand: create the inputs, open one
 tape with the configured options, watch what is to be watched, compute every step inside
 it (steps listed in `tape.stop_recording` inside `tape.stop_recording()`), leave the
-`with` block, and then ask the tape for each derivative in request order. Because every
-request goes to that same tape, a non-persistent tape really refuses its second request,
-and the RuntimeError TensorFlow raises is recorded as the run's error.
+`with` block, and then ask the tape for each derivative in request order. First-order
+requests (`gradient`, `jacobian`, `batch_jacobian`) all go to that one shared tape, so a
+non-persistent tape really refuses its second request, and the RuntimeError TensorFlow
+raises is recorded as the run's error.
+
+Requests that need more than one tape (a `gradient` of `order` > 1, a `hessian`) or
+forward mode (`jvp`, and `hvp`, forward-over-reverse) cannot be answered by the shared
+tape: they run the function again on their own fresh tapes / `ForwardAccumulator`
+(see `_recomputed`), and leave the shared tape alone.
+
+`tape.compile: function | xla` runs the whole program (forward pass and requests) as one
+`tf.function` (XLA-compiled for `xla`). Compiled programs are cached per process, keyed on
+the spec's structure, and the point is passed in as tensors: jobs that differ only in
+point values reuse the traced program instead of tracing it again.
+
+TensorFlow's warnings during the program (a watched integer tensor, ...) are captured
+into `Outcome.warnings` instead of being left on stderr.
 
 Importing this module imports TensorFlow; :mod:`runner.job` imports it only after the
 config has been validated.
@@ -13,17 +27,29 @@ config has been validated.
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import time
+import warnings
+from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 import numpy as np
 import tensorflow as tf
+from tensorflow.python.platform import tf_logging  # home of log_first_n's counters
 
+from runner import points
 from runner.lowering import lower
 from runner.spec import JobSpec, RequestSpec
 
 _UNCONNECTED = {"none": tf.UnconnectedGradients.NONE, "zero": tf.UnconnectedGradients.ZERO}
+
+# How many times a compiled tape program has been traced in this process (tests read it).
+TRACES = 0
+# Compiled programs by the structure of their spec; bounded, oldest dropped first.
+_COMPILED: "OrderedDict[tuple, _Compiled]" = OrderedDict()
+_MAX_COMPILED = 32
 
 
 @dataclass
@@ -39,8 +65,8 @@ class Failure:
 @dataclass
 class Derivative:
     request: RequestSpec
-    value: Any  # np.ndarray, None (TF gave None), or {source: np.ndarray | None}
-    seconds: float
+    value: Any  # np.ndarray, None (TF gave None), or {source: value}
+    seconds: Optional[float]  # None when compiled (the requests run as one program)
 
 
 @dataclass
@@ -49,54 +75,20 @@ class Outcome:
     derivatives: List[Derivative] = field(default_factory=list)
     error: Optional[Failure] = None
     seconds: Dict[str, float] = field(default_factory=dict)
+    warnings: List[str] = field(default_factory=list)
+    # the run log's "tape" record: compile mode, whether this job traced, watched variables
+    tape: Dict[str, Any] = field(default_factory=dict)
 
 
 def run(spec: JobSpec) -> Outcome:
     """Run the job's tape program; never raises for what TensorFlow raises."""
     out = Outcome()
-    t0 = time.perf_counter()
-    evaluators = {s.name: lower(s.expr, tf.as_dtype(spec.constants_dtype)) for s in spec.steps}
-    env: Dict[str, Any] = {}
-    for inp in spec.inputs:
-        value = spec.point[inp.name]
-        if inp.kind == "variable":
-            env[inp.name] = tf.Variable(value, dtype=inp.dtype, trainable=inp.trainable, name=inp.name)
+    with _captured_warnings() as caught:
+        if spec.tape.compile == "eager":
+            _run_eager(spec, out)
         else:
-            env[inp.name] = tf.constant(value, dtype=inp.dtype)
-
-    stop = set(spec.tape.stop_recording)
-    current = None
-    try:
-        with tf.GradientTape(
-            persistent=spec.tape.persistent,
-            watch_accessed_variables=spec.tape.watch_accessed_variables,
-        ) as tape:
-            for name in spec.tape.watch:
-                tape.watch(env[name])
-            for step in spec.steps:
-                current = step.name
-                if step.name in stop:
-                    with tape.stop_recording():
-                        env[step.name] = evaluators[step.name](env)
-                else:
-                    env[step.name] = evaluators[step.name](env)
-    except Exception as err:  # TensorFlow's own errors: shapes, dtypes, ...
-        out.error = Failure(type(err).__name__, _message(err), step=current)
-    out.seconds["forward"] = time.perf_counter() - t0
-    out.values = {name: _numpy(v) for name, v in env.items()}
-    if out.error:
-        return out
-
-    t1 = time.perf_counter()
-    for req in spec.requests:
-        r0 = time.perf_counter()
-        try:
-            value = _gradient(tape, req, env)
-        except Exception as err:
-            out.error = Failure(type(err).__name__, _message(err), derivative=req.name)
-            break
-        out.derivatives.append(Derivative(req, value, time.perf_counter() - r0))
-    out.seconds["derivatives"] = time.perf_counter() - t1
+            _run_compiled(spec, out)
+    out.warnings = caught
     return out
 
 
@@ -116,26 +108,328 @@ def evaluate(spec: JobSpec, point: Dict[str, np.ndarray], dtype: Optional[str] =
     return {name: _numpy(v) for name, v in env.items()}
 
 
-def _gradient(tape: tf.GradientTape, req: RequestSpec, env: Dict[str, Any]) -> Any:
-    sources = [env[s] for s in req.sources]
-    output_gradients = None
-    if req.output_gradients is not None:
-        output_gradients = tf.constant(req.output_gradients, dtype=env[req.target].dtype)
-    grads = tape.gradient(
-        env[req.target],
-        sources,
-        output_gradients=output_gradients,
-        unconnected_gradients=_UNCONNECTED[req.unconnected],
+# ---- running: eagerly, or as a cached tf.function ---------------------------------------
+
+
+def _evaluators(spec: JobSpec) -> Dict[str, Any]:
+    return {s.name: lower(s.expr, tf.as_dtype(spec.constants_dtype)) for s in spec.steps}
+
+
+def _run_eager(spec: JobSpec, out: Outcome) -> None:
+    env: Dict[str, Any] = {}
+    for inp in spec.inputs:
+        value = spec.point[inp.name]
+        if inp.kind == "variable":
+            env[inp.name] = tf.Variable(value, dtype=inp.dtype, trainable=inp.trainable, name=inp.name)
+        else:
+            env[inp.name] = tf.constant(value, dtype=inp.dtype)
+    result = _program(spec, _evaluators(spec), env, clock=time.perf_counter)
+    out.values = {name: _numpy(v) for name, v in result.values.items()}
+    out.derivatives = [Derivative(req, _numpy(v), s) for req, v, s in result.derivatives]
+    out.error = result.failure
+    out.seconds.update(result.seconds)
+    out.tape = {"compile": "eager", "watched_variables": result.watched_variables}
+
+
+def _run_compiled(spec: JobSpec, out: Outcome) -> None:
+    key = _structure_key(spec)
+    compiled = _COMPILED.get(key)
+    if compiled is None:
+        compiled = _COMPILED[key] = _Compiled(spec)
+        while len(_COMPILED) > _MAX_COMPILED:
+            _COMPILED.popitem(last=False)
+    else:
+        _COMPILED.move_to_end(key)
+    traces_before = TRACES
+    t0 = time.perf_counter()
+    try:
+        values, derivatives = compiled(spec)
+    except Exception as err:  # raised while the compiled program ran (not while tracing)
+        out.error = Failure(type(err).__name__, _message(err))
+        out.seconds["program"] = time.perf_counter() - t0
+        out.tape = {"compile": spec.tape.compile, "traced": TRACES > traces_before}
+        return
+    out.seconds["program"] = time.perf_counter() - t0
+    # tf.function returns dicts with sorted keys; give them back in the spec's order
+    out.values = {name: _numpy(values[name]) for name in compiled.value_names if name in values}
+    out.derivatives = [Derivative(req, _numpy(v), None) for req, v in zip(compiled.completed, derivatives)]
+    out.error = compiled.failure
+    out.tape = {
+        "compile": spec.tape.compile,
+        "traced": TRACES > traces_before,
+        "traces": compiled.function.experimental_get_tracing_count(),
+        "watched_variables": compiled.watched_variables,
+    }
+
+
+def _structure_key(spec: JobSpec) -> tuple:
+    """Everything of a spec that shapes its graph; point values are left out on purpose."""
+    return (
+        spec.tape.compile,
+        repr(spec.inputs),
+        tuple((s.name, s.text) for s in spec.steps),
+        repr(spec.tape),
+        repr(spec.requests),
+        spec.constants_dtype,
+        tuple((name, np.shape(a)) for name, a in spec.point.items()),
     )
-    values = [_numpy(g) for g in grads]
-    if req.several:
-        return dict(zip(req.sources, values))
-    return values[0]
 
 
-def _numpy(v: Any) -> Optional[np.ndarray]:
+class _Compiled:
+    """One spec structure's `tf.function`, its variables, and what its trace found.
+
+    Variables are created once, outside the function (a `tf.function` may not create them
+    on later calls), and assigned each job's point. Constants are passed as tensor
+    arguments of fixed dtype and shape, so new values never cause a retrace. What tracing
+    learns (the first failure, which requests completed) depends only on the structure,
+    so it is kept here and stays right for every later call of the same trace.
+    """
+
+    def __init__(self, spec: JobSpec):
+        self.spec = spec
+        self.evaluators = _evaluators(spec)
+        self.variables = {
+            i.name: tf.Variable(spec.point[i.name], dtype=i.dtype, trainable=i.trainable, name=i.name)
+            for i in spec.inputs
+            if i.kind == "variable"
+        }
+        self.value_names: List[str] = []
+        self.completed: List[RequestSpec] = []
+        self.failure: Optional[Failure] = None
+        self.watched_variables: List[str] = []
+        self.function = tf.function(self._traced, jit_compile=spec.tape.compile == "xla", autograph=False)
+
+    def _traced(self, constants: Dict[str, tf.Tensor]) -> Tuple[Dict[str, Any], List[Any]]:
+        global TRACES
+        TRACES += 1  # a Python side effect: runs only while tracing
+        env = {i.name: self.variables[i.name] if i.kind == "variable" else constants[i.name] for i in self.spec.inputs}
+        result = _program(self.spec, self.evaluators, env, clock=None)
+        self.value_names = list(result.values)
+        self.completed = [req for req, _, _ in result.derivatives]
+        self.failure = result.failure
+        self.watched_variables = result.watched_variables
+        # variables are returned as their values (a tf.function cannot return a Variable)
+        values = {k: tf.convert_to_tensor(v) for k, v in result.values.items()}
+        return values, [v for _, v, _ in result.derivatives]
+
+    def __call__(self, spec: JobSpec) -> Tuple[Dict[str, Any], List[Any]]:
+        for name, var in self.variables.items():
+            var.assign(spec.point[name])
+        constants = {i.name: tf.constant(spec.point[i.name], dtype=i.dtype) for i in spec.inputs if i.kind == "constant"}
+        return self.function(constants)
+
+
+# ---- the program itself ---------------------------------------------------------------
+
+
+@dataclass
+class _Result:
+    values: Dict[str, Any]
+    derivatives: List[Tuple[RequestSpec, Any, Optional[float]]]
+    failure: Optional[Failure]
+    seconds: Dict[str, float]
+    watched_variables: List[str]
+
+
+def _program(spec: JobSpec, evaluators: Dict[str, Any], env: Dict[str, Any], clock: Any) -> _Result:
+    """The shared tape, the steps, then every request in order; stops at the first failure.
+
+    Runs eagerly, or inside a `tf.function` while tracing (then `clock` is None: times
+    measured while tracing would mean nothing).
+    """
+    now = clock or (lambda: 0.0)
+    t0 = now()
+    stop = set(spec.tape.stop_recording)
+    failure: Optional[Failure] = None
+    current = None
+    try:
+        with tf.GradientTape(
+            persistent=spec.tape.persistent,
+            watch_accessed_variables=spec.tape.watch_accessed_variables,
+        ) as tape:
+            for name in spec.tape.watch:
+                tape.watch(env[name])
+            for step in spec.steps:
+                current = step.name
+                if step.name in stop:
+                    with tape.stop_recording():
+                        env[step.name] = evaluators[step.name](env)
+                else:
+                    env[step.name] = evaluators[step.name](env)
+    except Exception as err:  # TensorFlow's own errors: shapes, dtypes, ...
+        failure = Failure(type(err).__name__, _message(err), step=current)
+    watched = [name for name, v in env.items() if any(v is w for w in tape.watched_variables())]
+    seconds = {"forward": now() - t0}
+    derivatives: List[Tuple[RequestSpec, Any, Optional[float]]] = []
+    t1 = now()
+    if failure is None:
+        for req in spec.requests:
+            r0 = now()
+            try:
+                value = _recomputed(spec, evaluators, env, req) if req.recomputes else _first_order(tape, req, env)
+            except Exception as err:
+                failure = Failure(type(err).__name__, _message(err), derivative=req.name)
+                break
+            derivatives.append((req, value, now() - r0 if clock else None))
+        seconds["derivatives"] = now() - t1
+    return _Result(dict(env), derivatives, failure, seconds, watched)
+
+
+def _first_order(tape: tf.GradientTape, req: RequestSpec, env: Dict[str, Any]) -> Any:
+    """A gradient, Jacobian or batch Jacobian from the shared tape."""
+    target = env[req.target]
+    sources = [env[s] for s in req.sources]
+    unconnected = _UNCONNECTED[req.unconnected]
+    if req.kind == "gradient":
+        output_gradients = None
+        if req.output_gradients is not None:
+            output_gradients = tf.constant(points.evaluate("output_gradients", req.output_gradients), dtype=target.dtype)
+        grads = tape.gradient(target, sources, output_gradients=output_gradients, unconnected_gradients=unconnected)
+    elif req.kind == "jacobian":
+        grads = tape.jacobian(target, sources, **_jacobian_options(req))
+    else:  # batch_jacobian: one source (checked in spec)
+        grads = [tape.batch_jacobian(target, sources[0], **_jacobian_options(req))]
+    return _by_source(req, grads)
+
+
+def _jacobian_options(req: RequestSpec) -> Dict[str, Any]:
+    return {
+        "unconnected_gradients": _UNCONNECTED[req.unconnected],
+        "parallel_iterations": req.parallel_iterations,
+        "experimental_use_pfor": req.experimental_use_pfor,
+    }
+
+
+def _by_source(req: RequestSpec, values: List[Any]) -> Any:
+    return dict(zip(req.sources, values)) if req.several else values[0]
+
+
+# ---- requests that run the function again: nested tapes, forward mode -------------------
+
+
+def _recomputed(spec: JobSpec, evaluators: Dict[str, Any], env: Dict[str, Any], req: RequestSpec) -> Any:
+    """A higher-order gradient, Hessian, JVP or HVP, on fresh tapes / accumulators.
+
+    The function is recomputed from the request's sources (the very tensors of the first
+    pass: inputs, or step values held fixed), so the tapes record exactly the path from
+    the sources to the target. Steps under `tape.stop_recording` keep their first-pass
+    values: constants here, as they are to the shared tape.
+    """
+    sources = {s: env[s] for s in req.sources}
+
+    def forward() -> Any:
+        e: Dict[str, Any] = {i.name: sources.get(i.name, env[i.name]) for i in spec.inputs}
+        for step in spec.steps:
+            if step.name in sources:
+                e[step.name] = sources[step.name]
+            elif step.name in spec.tape.stop_recording:
+                e[step.name] = env[step.name]
+            else:
+                e[step.name] = evaluators[step.name](e)
+        return e[req.target]
+
+    if req.kind == "gradient":
+        return _nth_gradient(forward, sources[req.sources[0]], req.order, _UNCONNECTED[req.unconnected])
+    if req.kind == "hessian":
+        return _hessian(forward, req, list(sources.values()))
+    tangents = [_tangent(req, s, t) for s, t in sources.items()]
+    if req.kind == "jvp":
+        with tf.autodiff.ForwardAccumulator(list(sources.values()), tangents) as acc:
+            target = forward()
+        return acc.jvp(target, unconnected_gradients=_UNCONNECTED[req.unconnected])
+    # hvp: forward over reverse, the Hessian of the target times the tangents
+    primals = list(sources.values())
+    with tf.autodiff.ForwardAccumulator(primals, tangents) as acc:
+        with tf.GradientTape() as tape:
+            tape.watch(primals)
+            target = forward()
+        grads = tape.gradient(target, primals, unconnected_gradients=tf.UnconnectedGradients.ZERO)
+    return _by_source(req, [acc.jvp(g, unconnected_gradients=_UNCONNECTED[req.unconnected]) for g in grads])
+
+
+def _nth_gradient(forward: Any, source: Any, order: int, unconnected: Any) -> Any:
+    """d^n target / d source^n through n nested tapes (None as soon as a level is None)."""
+    with tf.GradientTape() as tape:
+        tape.watch(source)
+        inner = forward() if order == 1 else _nth_gradient(forward, source, order - 1, unconnected)
+    if inner is None:
+        return None
+    return tape.gradient(inner, source, unconnected_gradients=unconnected)
+
+
+def _hessian(forward: Any, req: RequestSpec, sources: List[Any]) -> Any:
+    """The Jacobian of the gradient (of the target's sum, as `tf.hessians`): for one source
+    of shape S, an array of shape S + S; for several, a mapping source -> source -> block."""
+    with tf.GradientTape(persistent=len(sources) > 1) as outer:
+        outer.watch(sources)
+        with tf.GradientTape() as inner:
+            inner.watch(sources)
+            target = forward()
+        grads = inner.gradient(target, sources, unconnected_gradients=_UNCONNECTED[req.unconnected])
+    rows = []
+    for g in grads:
+        if g is None:
+            rows.append([None] * len(sources))
+        else:
+            rows.append([outer.jacobian(g, s, **_jacobian_options(req)) for s in sources])
+    if not req.several:
+        return rows[0][0]
+    return {a: dict(zip(req.sources, row)) for a, row in zip(req.sources, rows)}
+
+
+def _tangent(req: RequestSpec, source: str, primal: Any) -> tf.Tensor:
+    """The configured tangent for `source`, in its dtype, broadcast to its shape."""
+    value = points.evaluate(f"tangents.{source}", req.tangents[source])
+    return tf.broadcast_to(tf.constant(value, dtype=primal.dtype), tf.shape(primal))
+
+
+# ---- TensorFlow's warnings, into the run log --------------------------------------------
+
+
+class _ListHandler(logging.Handler):
+    def __init__(self, sink: List[str]):
+        super().__init__(logging.WARNING)
+        self.sink = sink
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.sink.append(f"{record.name}: {record.getMessage()}")
+
+
+@contextlib.contextmanager
+def _captured_warnings() -> Iterator[List[str]]:
+    """Collect what TensorFlow warns during the program (its `tensorflow` logger, absl's
+    logger and Python warnings) into a list, instead of printing it to stderr."""
+    caught: List[str] = []
+    handler = _ListHandler(caught)
+    loggers = [logging.getLogger("tensorflow"), logging.getLogger("absl")]
+    saved = [(lg, lg.handlers[:], lg.propagate) for lg in loggers]
+    # TensorFlow logs some warnings only the first n times per process (log_first_n);
+    # every job's log should still list its own, also after earlier jobs in this process
+    # (a sweep with the basic launcher, a test session), so the counts start afresh.
+    getattr(tf_logging, "_log_counter_per_token", {}).clear()
+    for lg in loggers:
+        lg.handlers = [handler]
+        lg.propagate = False
+    try:
+        with warnings.catch_warnings(record=True) as python_warnings:
+            warnings.simplefilter("always")
+            yield caught
+    finally:
+        for lg, handlers, propagate in saved:
+            lg.handlers = handlers
+            lg.propagate = propagate
+    caught.extend(f"{w.category.__name__}: {w.message}" for w in python_warnings)
+
+
+# ---- conversions ----------------------------------------------------------------------
+
+
+def _numpy(v: Any) -> Any:
+    """Tensors (also inside mappings) as NumPy arrays; None stays None."""
     if v is None:
         return None
+    if isinstance(v, dict):
+        return {k: _numpy(x) for k, x in v.items()}
     if isinstance(v, tf.IndexedSlices):
         v = tf.convert_to_tensor(v)
     return np.asarray(v.numpy() if hasattr(v, "numpy") else v)

@@ -19,6 +19,11 @@ from runner.schema import DTYPES, INPUT_KINDS, INPUT_OPTION_KEYS
 
 _INSTANTIATION_KEYS = ("_target_", "_args_", "_partial_", "_recursive_", "_convert_")
 _MISSING = "???"
+COMPILE_MODES = ("eager", "function", "xla")
+# Kinds a request answers by running the function again on its own tapes or accumulator
+# (nested reverse mode, forward mode) instead of asking the shared tape; so does a
+# gradient of order > 1.
+RECOMPUTING_KINDS = ("hessian", "jvp", "hvp")
 
 
 @dataclass(frozen=True)
@@ -63,6 +68,12 @@ class RequestSpec:
     parallel_iterations: Optional[int] = None
     experimental_use_pfor: bool = True
 
+    @property
+    def recomputes(self) -> bool:
+        """Whether the request runs the function again on its own tapes or accumulator
+        (nested reverse mode, forward mode) instead of asking the shared tape."""
+        return self.kind in RECOMPUTING_KINDS or self.order > 1
+
 
 @dataclass(frozen=True)
 class ExpectSpec:
@@ -106,9 +117,8 @@ def build(cfg: Mapping[str, Any], name: str = "run") -> JobSpec:
     inputs = _inputs(function.get("inputs"))
     steps = _steps(function.get("steps") or {}, {i.name for i in inputs})
     point = _point(cfg.get("point") or {}, inputs)
-    names = [i.name for i in inputs] + [s.name for s in steps]
     tape = _tape(cfg.get("tape") or {}, inputs, steps)
-    requests = _requests(cfg.get("derivatives") or [], names)
+    requests = _requests(cfg.get("derivatives") or [], inputs, steps, point)
     expect = _expect(cfg.get("expect"), [r.name for r in requests])
     log = cfg.get("log") or {}
     float_dtypes = {i.dtype for i in inputs if i.is_float}
@@ -216,11 +226,13 @@ def _point(raw: Any, inputs: Tuple[InputSpec, ...]) -> Dict[str, np.ndarray]:
     for name in raw:
         if name not in by_name:
             raise ConfigError(f"point.{name}", f"no input named {name!r}; inputs: {', '.join(by_name)}")
-    out = {}
     for inp in inputs:
         if inp.name not in raw:
             raise ConfigError(f"point.{inp.name}", f"input {inp.name!r} has no point; give it a value, e.g. point.{inp.name}=1.0")
-        arr = points.evaluate(f"point.{inp.name}", raw[inp.name])
+    arrays = points.evaluate_all("point", {i.name: raw[i.name] for i in inputs})
+    out = {}
+    for inp in inputs:
+        arr = arrays[inp.name]
         if not inp.is_float and arr.dtype.kind == "f" and not np.all(np.mod(arr, 1) == 0):
             raise ConfigError(f"point.{inp.name}", f"input {inp.name!r} is {inp.dtype}, but its point is not a whole number")
         out[inp.name] = arr
@@ -247,8 +259,8 @@ def _tape(raw: Mapping, inputs: Tuple[InputSpec, ...], steps: Tuple[StepSpec, ..
         watch = _name_list("tape.watch", raw.get("watch"), input_names, "input")
     stop = _name_list("tape.stop_recording", raw.get("stop_recording") or [], [s.name for s in steps], "step")
     compile_mode = str(raw.get("compile", "eager"))
-    if compile_mode != "eager":
-        raise ConfigError("tape.compile", f"compile: {compile_mode} is not supported yet; use eager")
+    if compile_mode not in COMPILE_MODES:
+        raise ConfigError("tape.compile", f"expected one of {', '.join(COMPILE_MODES)}, got {compile_mode!r}")
     return TapeSpec(
         persistent=bool(raw.get("persistent", False)),
         watch_accessed_variables=bool(raw.get("watch_accessed_variables", True)),
@@ -268,12 +280,19 @@ def default_name(kind: str, target: str, sources: Tuple[str, ...], order: int) -
     return f"{kind}({target}; {', '.join(sources)})"
 
 
-_SUPPORTED_KINDS = ("gradient",)
+_SUPPORTED_KINDS = ("gradient", "jacobian", "batch_jacobian", "hessian", "jvp", "hvp")
+# Kinds whose `order` is fixed: a Hessian and a Hessian-vector product are second order.
+_SECOND_ORDER_KINDS = ("hessian", "hvp")
+_FORWARD_KINDS = ("jvp", "hvp")  # they take `tangents`
+_JACOBIAN_KINDS = ("jacobian", "batch_jacobian", "hessian")  # parallel_iterations, experimental_use_pfor
+_UNCONNECTED = ("none", "zero")
 
 
-def _requests(raw: Any, names: List[str]) -> Tuple[RequestSpec, ...]:
+def _requests(raw: Any, inputs: Tuple[InputSpec, ...], steps: Tuple[StepSpec, ...], point: Mapping[str, np.ndarray]) -> Tuple[RequestSpec, ...]:
     if not isinstance(raw, (list, tuple)):
         raise ConfigError("derivatives", f"expected a list of requests, got {raw!r}")
+    names = [i.name for i in inputs] + [s.name for s in steps]
+    depends = _dependencies(steps)
     out: List[RequestSpec] = []
     seen: Dict[str, int] = {}
     for i, req in enumerate(raw):
@@ -289,12 +308,18 @@ def _requests(raw: Any, names: List[str]) -> Tuple[RequestSpec, ...]:
         if raw_sources in (None, _MISSING, []):
             raise ConfigError(f"{key}.sources", "missing; name the input(s) or step(s) to differentiate by")
         sources = _name_list(f"{key}.sources", raw_sources, names, "source")
+        if len(set(sources)) != len(sources):
+            raise ConfigError(f"{key}.sources", f"a source is listed twice: {list(sources)}")
         kind = str(req.get("kind", "gradient"))
         if kind not in _SUPPORTED_KINDS:
-            raise ConfigError(f"{key}.kind", f"kind {kind!r} is not supported yet; supported: {', '.join(_SUPPORTED_KINDS)}")
-        order = req.get("order", 1)
-        if not isinstance(order, int) or isinstance(order, bool) or order != 1:
-            raise ConfigError(f"{key}.order", f"only order 1 is supported yet, got {order!r}")
+            raise ConfigError(f"{key}.kind", f"unknown kind {kind!r}; supported: {', '.join(_SUPPORTED_KINDS)}")
+        order = _order(key, kind, req.get("order", 1), sources)
+        _check_options(key, kind, order, req)
+        if kind == "batch_jacobian":
+            _check_batch(key, target, sources, point)
+        tangents = _tangents(key, kind, req.get("tangents"), sources, point) if kind in _FORWARD_KINDS else None
+        if kind in RECOMPUTING_KINDS or order > 1:
+            _check_independent_sources(key, sources, depends)
         name = req.get("name") or default_name(kind, target, sources, order)
         if name in seen:
             raise ConfigError(f"{key}.name", f"{name!r} is already the name of derivatives[{seen[name]}]; give this request a name")
@@ -309,12 +334,110 @@ def _requests(raw: Any, names: List[str]) -> Tuple[RequestSpec, ...]:
                 order=order,
                 unconnected=str(req.get("unconnected", "none")),
                 output_gradients=req.get("output_gradients"),
-                tangents=req.get("tangents"),
+                tangents=tangents,
                 parallel_iterations=req.get("parallel_iterations"),
                 experimental_use_pfor=bool(req.get("experimental_use_pfor", True)),
             )
         )
     return tuple(out)
+
+
+def _order(key: str, kind: str, order: Any, sources: Tuple[str, ...]) -> int:
+    if not isinstance(order, int) or isinstance(order, bool) or order < 1:
+        raise ConfigError(f"{key}.order", f"expected a whole number >= 1, got {order!r}")
+    if kind in _SECOND_ORDER_KINDS:
+        if order not in (1, 2):
+            raise ConfigError(f"{key}.order", f"a {kind} is second order; leave order out (or 2), got {order}")
+        return 2
+    if kind != "gradient" and order != 1:
+        raise ConfigError(f"{key}.order", f"order > 1 is for kind gradient (nested tapes); use kind hessian for a {kind} of a gradient")
+    if order > 1 and len(sources) > 1:
+        raise ConfigError(f"{key}.sources", f"an order-{order} gradient takes one source; use kind hessian for mixed second derivatives")
+    return order
+
+
+def _check_options(key: str, kind: str, order: int, req: Mapping) -> None:
+    """Refuse options the chosen kind does not take, naming the option."""
+    unconnected = str(req.get("unconnected", "none"))
+    if unconnected not in _UNCONNECTED:
+        raise ConfigError(f"{key}.unconnected", f"expected none or zero, got {unconnected!r}")
+    if req.get("output_gradients") is not None:
+        if kind != "gradient" or order != 1:
+            raise ConfigError(f"{key}.output_gradients", "only a first-order gradient takes output_gradients")
+        points.evaluate(f"{key}.output_gradients", req["output_gradients"])
+    if req.get("tangents") is not None and kind not in _FORWARD_KINDS:
+        raise ConfigError(f"{key}.tangents", f"only kinds {' and '.join(_FORWARD_KINDS)} take tangents (forward mode)")
+    pi = req.get("parallel_iterations")
+    if pi is not None:
+        if kind not in _JACOBIAN_KINDS:
+            raise ConfigError(f"{key}.parallel_iterations", f"only kinds {', '.join(_JACOBIAN_KINDS)} take parallel_iterations")
+        if not isinstance(pi, int) or isinstance(pi, bool) or pi < 1:
+            raise ConfigError(f"{key}.parallel_iterations", f"expected a whole number >= 1, got {pi!r}")
+    pfor = req.get("experimental_use_pfor", True)
+    if not isinstance(pfor, bool):
+        raise ConfigError(f"{key}.experimental_use_pfor", f"expected true or false, got {pfor!r}")
+    if pfor is False and kind not in _JACOBIAN_KINDS:
+        raise ConfigError(f"{key}.experimental_use_pfor", f"only kinds {', '.join(_JACOBIAN_KINDS)} take experimental_use_pfor")
+
+
+def _check_batch(key: str, target: str, sources: Tuple[str, ...], point: Mapping[str, np.ndarray]) -> None:
+    if len(sources) != 1:
+        raise ConfigError(f"{key}.sources", "a batch_jacobian takes exactly one source")
+    # Inputs' shapes are known before TensorFlow runs; a step's shape is TensorFlow's to check.
+    for role, name in (("target", target), ("sources", sources[0])):
+        if name in point and np.ndim(point[name]) < 2:
+            raise ConfigError(
+                f"{key}.{role}",
+                f"a batch_jacobian needs a {role.rstrip('s')} of rank 2 or more ([batch, ...]); "
+                f"{name!r} has shape {list(np.shape(point[name]))}",
+            )
+
+
+def _tangents(key: str, kind: str, raw: Any, sources: Tuple[str, ...], point: Mapping[str, np.ndarray]) -> Dict[str, Any]:
+    """Forward mode's direction: a mapping source -> value (a bare value for one source).
+
+    Values are kept as the config gave them (so the spec stays printable and hashable by
+    its text) after checking that each denotes an array of a fitting shape.
+    """
+    if raw is None:
+        raise ConfigError(f"{key}.tangents", f"missing; a {kind} needs a direction: a value per source, e.g. tangents: 1.0")
+    if not (isinstance(raw, Mapping) and set(raw) <= set(sources) and raw and not set(raw) & set(points.GENERATORS + points.WRAPPERS)):
+        if len(sources) > 1:
+            raise ConfigError(f"{key}.tangents", f"expected a mapping source -> value for the sources {', '.join(sources)}")
+        raw = {sources[0]: raw}
+    missing = [s for s in sources if s not in raw]
+    if missing:
+        raise ConfigError(f"{key}.tangents", f"no tangent for source(s) {', '.join(missing)}")
+    for s in sources:
+        arr = points.evaluate(f"{key}.tangents.{s}", raw[s])
+        if s in point and arr.ndim and arr.shape != np.shape(point[s]):
+            raise ConfigError(
+                f"{key}.tangents.{s}",
+                f"shape {list(arr.shape)} does not match the source's shape {list(np.shape(point[s]))} (a number is broadcast)",
+            )
+    return {s: raw[s] for s in sources}
+
+
+def _dependencies(steps: Tuple[StepSpec, ...]) -> Dict[str, set]:
+    """For each step, every input and step it is computed from (transitively)."""
+    deps: Dict[str, set] = {}
+    for step in steps:
+        direct = set(expression.names(step.expr)) - set(expression.CONSTANTS)
+        deps[step.name] = set(direct).union(*(deps.get(d, set()) for d in direct))
+    return deps
+
+
+def _check_independent_sources(key: str, sources: Tuple[str, ...], depends: Dict[str, set]) -> None:
+    """Requests that recompute the function hold their step sources fixed (see program.py):
+    a step source computed from another source would then lose that path, so refuse it."""
+    for s in sources:
+        upstream = depends.get(s, set()) & set(sources)
+        if upstream:
+            raise ConfigError(
+                f"{key}.sources",
+                f"step {s!r} is computed from source {sorted(upstream)[0]!r}; a nested or forward-mode request "
+                "needs sources that do not depend on one another",
+            )
 
 
 def _expect(raw: Any, request_names: List[str]) -> Optional[ExpectSpec]:
