@@ -28,7 +28,7 @@ def write(folder: Path, log: Mapping[str, Any], spec: Any, outcome: Any, timing:
         except Exception as err:  # e.g. tensorboard not installed: the job's numbers stand
             made["tensorboard"] = {"error": f"{type(err).__name__}: {err}"}
         timing["tensorboard_s"] = time.perf_counter() - t0
-    if log.get("plots", True):
+    if _plot_runs(log.get("plots")):
         t0 = time.perf_counter()
         try:
             from runner import plots
@@ -74,3 +74,16 @@ def parse_overrides(overrides: List[str]) -> Dict[str, Any]:
                 pass
         out[key] = value
     return out
+
+
+def _plot_runs(setting: Any) -> bool:
+    """`log.plots`: true, false, or null (plot single runs, not each job of a sweep)."""
+    if setting is not None:
+        return bool(setting)
+    try:
+        from hydra.core.hydra_config import HydraConfig
+        from hydra.types import RunMode
+
+        return not (HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN)
+    except Exception:  # outside a Hydra app: a single run
+        return True

@@ -55,7 +55,6 @@ def run_plot(folder: Path, title: str, inputs: Sequence[str], values: Dict[str, 
         ax.legend(loc="best", fontsize="small")
     axes[-1].set_xlabel(x_name)
     axes[0].set_title(title)
-    fig.tight_layout()
     canvas.print_png(str(folder / RUN_PLOT))
     return RUN_PLOT
 
@@ -94,7 +93,6 @@ def sweep_plot(sweep_dir: Path, rows: List[Dict[str, Any]]) -> Optional[str]:
             ax.legend(loc="best", fontsize="small")
     fig.get_axes()[-1].set_xlabel(x_key)
     fig.get_axes()[0].set_title(f"sweep {sweep_dir.name}: derivatives against {x_key}")
-    fig.tight_layout()
     canvas.print_png(str(sweep_dir / SWEEP_PLOT))
     return SWEEP_PLOT
 
@@ -107,6 +105,8 @@ def _figure(panels: int, size: Tuple[float, float]):
     canvas = FigureCanvasAgg(fig)
     for i in range(panels):
         fig.add_subplot(panels, 1, i + 1)
+    # fixed margins: tight_layout would cost a third of the plot's time (~90 ms)
+    fig.subplots_adjust(left=0.13, right=0.97, top=1 - 0.45 / size[1], bottom=0.5 / size[1], hspace=0.3)
     return fig, canvas
 
 

@@ -68,6 +68,16 @@ def record(sweep_dir: Path, failed: bool) -> dict:
     return {"done": done, "failed": nfailed, "total": plan.get("total"), "elapsed_s": elapsed}
 
 
+def counts(sweep_dir: Path) -> Optional[dict]:
+    """The counts of a sweep folder as its jobs left them; None when it has none."""
+    folder = sweep_dir / PROGRESS_DIR
+    try:
+        plan = json.loads((folder / "plan.json").read_text())
+        return {"done": (folder / "done").stat().st_size, "failed": (folder / "failed").stat().st_size, "total": plan.get("total")}
+    except (OSError, ValueError):
+        return None
+
+
 def line(counts: dict, job: str, overrides: str, outcome: str) -> str:
     """`[2/3] #1 point.x=2.0: ok | failed 0 | 1.2 s elapsed, ~0.6 s left`."""
     done, total, elapsed = counts["done"], counts["total"], counts["elapsed_s"]

@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional
 
-from runner import artifacts, console, runlog
+from runner import artifacts, console, progress, runlog
 
 MULTIRUN_FILE = "multirun.yaml"  # Hydra writes it at the top of every sweep folder
 _KEY_DERIVATIVES = 3
@@ -125,7 +125,11 @@ def sweep_detail(folder: Path) -> str:
     """A sweep's summary table (rebuilt from its jobs' logs, so it is current)."""
     from runner import sweep
 
-    return sweep.table(sweep.collect(folder)) + f"\nsweep folder: {folder}"
+    text = sweep.table(sweep.collect(folder))
+    counts = progress.counts(folder)
+    if counts:  # a sweep still running (or killed): how far it got
+        text += f"\nprogress: {counts['done']}/{counts['total'] or '?'} jobs finished, {counts['failed']} failed"
+    return text + f"\nsweep folder: {folder}"
 
 
 def main(argv: Optional[List[str]] = None) -> int:

@@ -113,8 +113,9 @@ class LogConfig:
     tf_verbose: bool = False
     # write TensorBoard event files (scalars, histograms, hparams) into the run folder
     tensorboard: bool = True
-    # a run over a 1-D grid gets plot.png; a sweep gets sweep_plot.png (matplotlib)
-    plots: bool = True
+    # plot.png for a run over a 1-D grid, sweep_plot.png for a sweep (matplotlib). null:
+    # both, except a plot per job inside a sweep (~0.25 s each); true: also those; false: none
+    plots: Optional[bool] = None
 
 
 @dataclass

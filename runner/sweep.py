@@ -136,7 +136,7 @@ class SweepSummary(Callback):
         write(sweep_dir, rows)
         last_exit_code = 1 if any(not r["met"] for r in rows) else 0
         print(table(rows))
-        if config.get("log", {}).get("plots", True):
+        if config.get("log", {}).get("plots") is not False:
             try:
                 from runner import plots
 
