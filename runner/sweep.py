@@ -127,6 +127,18 @@ class SweepSummary(Callback):
     """Hydra callback: write `summary.json`, `summary.csv` and `sweep_plot.png`, print the
     table, set the exit code."""
 
+    def on_job_end(self, config: DictConfig, job_return: Any, **kwargs: Any) -> None:
+        """After the sweep's last job, write the summary files already: if a job raised,
+        Hydra's sweeper re-raises after the batch and skips `on_multirun_end`."""
+        from hydra.types import RunMode
+
+        if config.hydra.mode != RunMode.MULTIRUN:
+            return
+        sweep_dir = Path(config.hydra.sweep.dir)
+        counts = progress.counts(sweep_dir)  # the Progress callback counted this job first
+        if counts and counts["total"] and counts["done"] >= counts["total"]:
+            write(sweep_dir, collect(sweep_dir, started=_launch_started(sweep_dir)))
+
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         global last_exit_code
         sweep_dir = Path(config.hydra.sweep.dir)
