@@ -41,14 +41,19 @@ def write(folder: Path, log: Mapping[str, Any], spec: Any, outcome: Any, timing:
 
 
 def overrides(folder: Path) -> List[str]:
-    """The command-line overrides Hydra saved for this job (none outside Hydra)."""
+    """The command-line overrides Hydra saved for this job (none outside Hydra), less
+    `resume=...`, which says how the sweep was launched, not what the job computes."""
     path = folder / OVERRIDES_FILE
     if not path.is_file():
         return []
     import yaml  # Hydra's own dependency; a plain list of strings
 
-    data = yaml.safe_load(path.read_text()) or []
-    return [str(o) for o in data]
+    return job_overrides(yaml.safe_load(path.read_text()) or [])
+
+
+def job_overrides(overrides: List[Any]) -> List[str]:
+    """The overrides that define a job: all but `resume=...`."""
+    return [str(o) for o in overrides if not str(o).lstrip("+~").startswith("resume=")]
 
 
 def parse_overrides(overrides: List[str]) -> Dict[str, Any]:

@@ -22,6 +22,8 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
+from runner.artifacts import job_overrides
+
 PROGRESS_DIR = ".progress"
 
 
@@ -120,4 +122,4 @@ class Progress(Callback):
         else:
             outcome = f"FAILED ({type(job_return._return_value).__name__})"
         counts = record(Path(config.hydra.sweep.dir), failed=not outcome.startswith("ok"))
-        print(line(counts, str(config.hydra.job.num), " ".join(config.hydra.overrides.task), outcome), flush=True)
+        print(line(counts, str(config.hydra.job.num), " ".join(job_overrides(config.hydra.overrides.task)), outcome), flush=True)

@@ -49,7 +49,7 @@ def collect(sweep_dir: Path, started: Optional[float] = None) -> List[Dict[str, 
         except (OSError, ValueError):
             rec = None
         if rec is None:
-            row.update(status="missing", met=False, resumed=False, derivatives={}, checks={}, error="no results.json", duration_s=None)
+            row.update(status="missing", met=False, resumed=False, derivatives={}, checks={}, error="no results.json", mismatches=[], duration_s=None)
         else:
             err = rec.get("error")
             timing = rec.get("timing", {})
@@ -61,6 +61,7 @@ def collect(sweep_dir: Path, started: Optional[float] = None) -> List[Dict[str, 
                 # another module adds a `check` record to each derivative when checks run
                 checks={d["name"]: d["check"].get("passed") for d in rec["derivatives"] if isinstance(d.get("check"), dict)},
                 error=f"{err['type']}: {err['message'].splitlines()[0][:120]}" if err else None,
+                mismatches=list(rec["expect"].get("mismatches") or []),
                 duration_s=timing.get("total_s"),
             )
         rows.append(row)
@@ -85,11 +86,11 @@ def write(sweep_dir: Path, rows: List[Dict[str, Any]]) -> None:
     names, checks = _columns(rows, "derivatives"), _columns(rows, "checks")
     buf = io.StringIO()
     w = csv.writer(buf)
-    w.writerow(["job", "overrides", "status", "met", "resumed", *names, *[f"check:{n}" for n in checks], "error", "duration_s"])
+    w.writerow(["job", "overrides", "status", "met", "resumed", *names, *[f"check:{n}" for n in checks], "error", "mismatches", "duration_s"])
     for r in rows:
         values = [json.dumps(r["derivatives"][n]) if n in r["derivatives"] else "" for n in names]
         passed = [r["checks"].get(n, "") for n in checks]
-        w.writerow([r["job"], " ".join(r["overrides"]), r["status"], r["met"], r.get("resumed", False), *values, *passed, r["error"] or "", r["duration_s"]])
+        w.writerow([r["job"], " ".join(r["overrides"]), r["status"], r["met"], r.get("resumed", False), *values, *passed, r["error"] or "", "; ".join(r.get("mismatches") or []), r["duration_s"]])
     runlog.write_atomic(sweep_dir / SUMMARY_CSV, buf.getvalue().encode())
 
 
@@ -108,7 +109,8 @@ def table(rows: List[Dict[str, Any]]) -> str:
             *[_short(console.show(r["derivatives"][n])) if n in r["derivatives"] else "-" for n in names],
             *[{True: "passed", False: "FAILED", None: "-"}[r["checks"].get(n)] for n in checks],
             f"{r['duration_s']:.2f} s" if isinstance(r["duration_s"], (int, float)) else "-",
-            r["error"] or "",
+            # why a job failed, else the (declared) error it met
+            "; ".join(r.get("mismatches") or []) if not r["met"] and r.get("mismatches") else (r["error"] or ""),
         ]
         body.append(cells)
     widths = [max(len(str(c)) for c in col) for col in zip(header, *body)]
