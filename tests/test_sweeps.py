@@ -289,3 +289,28 @@ def test_artifacts_are_switchable(run_job, overrides, events, plot):
     ran = run_job(overrides)
     assert bool(list(ran.folder.glob("events.out.tfevents.*"))) is events
     assert (ran.folder / plots.RUN_PLOT).exists() is plot
+
+
+@pytest.mark.parametrize(
+    "mode, setting, plots_each_run",
+    [("RUN", None, True), ("MULTIRUN", None, False), ("MULTIRUN", True, True), ("RUN", False, False)],
+    ids=["single-run-default", "sweep-job-default", "sweep-job-forced", "single-run-off"],
+)
+def test_grid_plot_per_job_defaults_to_single_runs_only(mode, setting, plots_each_run):
+    from hydra import compose, initialize_config_dir
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+    from omegaconf import open_dict
+
+    from runner import artifacts
+    from runner.cli import config_dir
+
+    with initialize_config_dir(str(config_dir()), version_base="1.3"):
+        cfg = compose("config", return_hydra_config=True)
+    with open_dict(cfg):
+        cfg.hydra.mode = RunMode[mode]
+    HydraConfig.instance().set_config(cfg)
+    try:
+        assert artifacts._plot_runs(setting) is plots_each_run
+    finally:
+        HydraConfig.instance().cfg = None
