@@ -13,7 +13,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from runner import job, schema, sweep
+from runner import folders, job, schema, sweep
 
 
 def config_dir() -> Path:
@@ -26,6 +26,7 @@ def config_dir() -> Path:
 
 
 schema.register()
+folders.register()  # ${pid:} and ${first:} for collision-safe, resumable folders
 _exit_code = 0
 
 

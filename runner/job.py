@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 from typing import Any, Dict, Mapping, Optional
 
-from runner import console, runlog, spec as specs, tensorflow_startup
+from runner import artifacts, console, reproducibility, resume, runlog, spec as specs, tensorflow_startup
 from runner.errors import ConfigError
 from runner.expectations import judge
 
@@ -25,6 +25,13 @@ def run(cfg: Mapping[str, Any], output_dir: Path, name: str = "run", echo: bool 
     """Run one job and write its `results.json` into `output_dir`; return the exit code."""
     started = time.time()
     t0 = time.perf_counter()
+    digest = resume.config_digest(cfg)
+    if cfg.get("resume"):
+        done = resume.completed(output_dir, digest)
+        if done is not None:  # a resumed sweep: this job finished before, keep its result
+            if echo:
+                print(f"{done.get('experiment', name)}: skipped, complete in {output_dir} (resume)")
+            return EXIT_OK if done["expect"]["met"] else EXIT_NOT_AS_DECLARED
     try:
         spec = specs.build(cfg, name=name)
     except ConfigError as err:
@@ -40,6 +47,7 @@ def run(cfg: Mapping[str, Any], output_dir: Path, name: str = "run", echo: bool 
     from runner import program
 
     t_import = time.perf_counter()
+    seeding = reproducibility.apply(tf, int(cfg.get("seed") or 0), bool(cfg.get("determinism", True)))
     outcome = program.run(spec)
     error_type = outcome.error.type if outcome.error else None
     verdict = judge(spec.expect, error_type, {d.request.name: d.value for d in outcome.derivatives})
@@ -48,6 +56,7 @@ def run(cfg: Mapping[str, Any], output_dir: Path, name: str = "run", echo: bool 
     record: Dict[str, Any] = {
         "schema_version": runlog.SCHEMA_VERSION,
         "experiment": spec.name,
+        "config_sha256": digest,
         "status": "error" if outcome.error else "ok",
         "values": {k: enc.value(f"values/{k}", v) for k, v in outcome.values.items()},
         "derivatives": [
@@ -62,7 +71,7 @@ def run(cfg: Mapping[str, Any], output_dir: Path, name: str = "run", echo: bool 
             "met": verdict.met,
             "mismatches": verdict.mismatches,
         },
-        "environment": {**runlog.environment(tf.__version__), "tensorflow_startup": tf_startup.splitlines()},
+        "environment": {**runlog.environment(tf.__version__), "reproducibility": seeding, "tensorflow_startup": tf_startup.splitlines()},
         "timing": {
             "started": started,
             "validate_s": t_spec - t0,
@@ -71,7 +80,9 @@ def run(cfg: Mapping[str, Any], output_dir: Path, name: str = "run", echo: bool 
             "total_s": time.perf_counter() - t0,
         },
     }
-    runlog.write(output_dir, record, enc.arrays)
+    record["artifacts"] = artifacts.write(output_dir, cfg.get("log") or {}, spec, outcome, record["timing"])
+    record["timing"]["total_s"] = time.perf_counter() - t0
+    runlog.write(output_dir, record, enc.arrays)  # last: a complete results.json marks the job done
     if echo:
         print(console.table(record, str(output_dir)))
     return EXIT_OK if verdict.met else EXIT_NOT_AS_DECLARED
@@ -92,6 +103,7 @@ def _log_config_error(err: ConfigError, cfg: Mapping[str, Any], output_dir: Path
     record = {
         "schema_version": runlog.SCHEMA_VERSION,
         "experiment": cfg.get("name") or name,
+        "config_sha256": resume.config_digest(cfg),
         "status": "error",
         "values": {},
         "derivatives": [],

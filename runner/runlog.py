@@ -9,11 +9,14 @@ reference (file, key, shape, dtype) and summary statistics in its place.
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 import math
 import os
 import platform
+import shlex
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -66,6 +69,11 @@ def array_reference(key: str, arr: np.ndarray) -> Dict[str, Any]:
 
 
 def environment(tf_version: Optional[str]) -> Dict[str, Any]:
+    """Everything needed to say later what ran where: versions, machine, command, git state.
+
+    The expensive parts (git, /proc/cpuinfo) are computed once per process and cached, so a
+    sweep of many jobs in one process pays them once.
+    """
     import hydra
     import omegaconf
 
@@ -77,8 +85,63 @@ def environment(tf_version: Optional[str]) -> Dict[str, Any]:
         "omegaconf": omegaconf.__version__,
         "platform": platform.platform(),
         "machine": platform.machine(),
+        "cpu": _cpu(),
+        "cpu_count": os.cpu_count(),
+        "hostname": platform.node(),
+        "pid": os.getpid(),
         "argv": list(sys.argv),
+        "command": shlex.join(getattr(sys, "orig_argv", [sys.executable, *sys.argv])),
+        "cwd": os.getcwd(),
+        # the repositories of the config folders, and of the runner's own code
+        "git": {str(d): git_state(d) for d in _config_dirs()},
+        "runner_git": git_state(Path(__file__).resolve().parent),
     }
+
+
+@functools.lru_cache(maxsize=None)
+def _cpu() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _config_dirs() -> List[Path]:
+    """The folders this job's configs came from (Hydra's primary and --config-dir sources)."""
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        if not HydraConfig.initialized():
+            return []
+        sources = HydraConfig.get().runtime.config_sources
+    except Exception:  # outside a Hydra app (tests, rerun): no config source to report
+        return []
+    return [Path(s.path) for s in sources if s.schema == "file" and s.provider in ("main", "command-line")]
+
+
+@functools.lru_cache(maxsize=None)
+def git_state(folder: Path) -> Optional[Dict[str, Any]]:
+    """The commit and dirty flag of the repository holding `folder`; None when it is not one.
+
+    Run once per folder and process, with a short timeout: a slow or missing git must not
+    hold up a job.
+    """
+    def git(*args: str) -> Optional[str]:
+        try:
+            out = subprocess.run(["git", "-C", str(folder), *args], capture_output=True, text=True, timeout=3)
+        except (OSError, subprocess.TimeoutExpired):
+            return None
+        return out.stdout.strip() if out.returncode == 0 else None
+
+    commit = git("rev-parse", "HEAD")
+    if commit is None:
+        return None
+    status = git("status", "--porcelain", "--untracked-files=no")
+    return {"commit": commit, "dirty": None if status is None else bool(status), "root": git("rev-parse", "--show-toplevel")}
 
 
 def write(folder: Path, record: Dict[str, Any], arrays: Dict[str, np.ndarray]) -> Path:

@@ -111,6 +111,11 @@ class LogConfig:
     max_inline_elements: int = 10000
     # show TensorFlow's C++ start-up messages (hidden by default)
     tf_verbose: bool = False
+    # write TensorBoard event files (scalars, histograms, hparams) into the run folder
+    tensorboard: bool = True
+    # plot.png for a run over a 1-D grid, sweep_plot.png for a sweep (matplotlib). null:
+    # both, except a plot per job inside a sweep (~0.25 s each); true: also those; false: none
+    plots: Optional[bool] = None
 
 
 @dataclass
@@ -125,6 +130,13 @@ class RunnerConfig:
     derivatives: List[DerivativeConfig] = field(default_factory=list)
     expect: Optional[ExpectConfig] = None
     log: LogConfig = field(default_factory=LogConfig)
+    # seeds Python, NumPy and TensorFlow before the program runs (runner/reproducibility.py)
+    seed: int = 0
+    # tf.config.experimental.enable_op_determinism(): bit-identical re-runs
+    determinism: bool = True
+    # a sweep folder to resume (`-m ... resume=outputs/multirun/DATE/TIME`): the sweep runs
+    # in that folder and skips each job whose results.json is complete for the same config
+    resume: Optional[str] = None
 
 
 def register() -> None:

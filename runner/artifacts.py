@@ -1,0 +1,94 @@
+"""What a job leaves beside `results.json` for people to look at: TensorBoard events, plots.
+
+Both are optional (`log.tensorboard`, `log.plots`) and neither may fail a job: an error
+while writing them is recorded in the run log under `artifacts` and the job goes on. Their
+cost is measured per job and logged in `timing` (`tensorboard_s`, `plots_s`).
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any, Dict, List, Mapping
+
+OVERRIDES_FILE = Path(".hydra") / "overrides.yaml"
+
+
+def write(folder: Path, log: Mapping[str, Any], spec: Any, outcome: Any, timing: Dict[str, float]) -> Dict[str, Any]:
+    """Write the enabled artifacts into `folder`; return what was written (or what failed)."""
+    made: Dict[str, Any] = {}
+    folder.mkdir(parents=True, exist_ok=True)
+    derivatives = [(d.request.name, d.value) for d in outcome.derivatives]
+    if log.get("tensorboard", True):
+        t0 = time.perf_counter()
+        try:
+            from runner import tensorboard_log
+
+            made["tensorboard"] = tensorboard_log.write(folder, outcome.values, derivatives, overrides(folder))
+        except Exception as err:  # e.g. tensorboard not installed: the job's numbers stand
+            made["tensorboard"] = {"error": f"{type(err).__name__}: {err}"}
+        timing["tensorboard_s"] = time.perf_counter() - t0
+    if _plot_runs(log.get("plots")):
+        t0 = time.perf_counter()
+        try:
+            from runner import plots
+
+            made["plot"] = plots.run_plot(folder, spec.name, [i.name for i in spec.inputs], outcome.values, derivatives)
+        except Exception as err:
+            made["plot"] = {"error": f"{type(err).__name__}: {err}"}
+        timing["plots_s"] = time.perf_counter() - t0
+    return made
+
+
+def overrides(folder: Path) -> List[str]:
+    """The command-line overrides Hydra saved for this job (none outside Hydra), less
+    `resume=...`, which says how the sweep was launched, not what the job computes."""
+    path = folder / OVERRIDES_FILE
+    if not path.is_file():
+        return []
+    import yaml  # Hydra's own dependency; a plain list of strings
+
+    return job_overrides(yaml.safe_load(path.read_text()) or [])
+
+
+def job_overrides(overrides: List[Any]) -> List[str]:
+    """The overrides that define a job: all but `resume=...`."""
+    return [str(o) for o in overrides if not str(o).lstrip("+~").startswith("resume=")]
+
+
+def parse_overrides(overrides: List[str]) -> Dict[str, Any]:
+    """`["point.x=2.0", "+seed=3"]` -> {"point.x": 2.0, "seed": 3}: values as YAML reads them.
+
+    Numbers YAML 1.1 leaves as text (`1e-3`) are read as floats, as Hydra's grammar does.
+    """
+    import yaml
+
+    out: Dict[str, Any] = {}
+    for text in overrides:
+        key, sep, raw = text.lstrip("+~").partition("=")
+        if not sep:
+            continue
+        try:
+            value = yaml.safe_load(raw)
+        except yaml.YAMLError:
+            value = raw
+        if isinstance(value, str):
+            try:
+                value = float(value)
+            except ValueError:
+                pass
+        out[key] = value
+    return out
+
+
+def _plot_runs(setting: Any) -> bool:
+    """`log.plots`: true, false, or null (plot single runs, not each job of a sweep)."""
+    if setting is not None:
+        return bool(setting)
+    try:
+        from hydra.core.hydra_config import HydraConfig
+        from hydra.types import RunMode
+
+        return not (HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN)
+    except Exception:  # outside a Hydra app: a single run
+        return True

@@ -1,0 +1,125 @@
+"""Progress of a sweep: one line per finished job, with jobs done, failures and time left.
+
+Hydra calls `on_job_end` in the process that ran the job: the launching process under the
+basic launcher, a worker process under joblib (whose output reaches the same terminal), a
+separate process whose output goes to its log file under submitit. So the counts cannot
+live in memory: they are two counter files in the sweep folder, `.progress/done` and
+`.progress/failed`, to which each job appends one byte (an O_APPEND write, safe between
+processes); the counts are their sizes. Per job this costs one append and two `stat`s,
+whatever the sweep's size.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+from hydra.core.utils import JobReturn, JobStatus
+from hydra.experimental.callback import Callback
+from hydra.types import RunMode
+from omegaconf import DictConfig
+
+from runner.artifacts import job_overrides
+
+PROGRESS_DIR = ".progress"
+
+
+def planned_jobs(config: DictConfig) -> Optional[int]:
+    """How many jobs the basic sweeper will launch for this command line; None if unknown."""
+    try:
+        from hydra.core.override_parser.overrides_parser import OverridesParser
+
+        if not str(config.hydra.sweeper.get("_target_", "")).endswith("BasicSweeper"):
+            return None
+        params = config.hydra.sweeper.get("params") or {}
+        args = [f"{k}={v}" for k, v in params.items()] + list(config.hydra.overrides.task)
+        total = 1
+        for override in OverridesParser.create().parse_overrides(args):
+            if override.is_sweep_override():
+                total *= len(list(override.sweep_string_iterator()))
+        return total
+    except Exception:  # an exotic sweep (glob over configs, ranges of floats): no total
+        return None
+
+
+def start(sweep_dir: Path, total: Optional[int]) -> None:
+    """Reset the counters of a sweep folder and note the planned total and the start time."""
+    folder = sweep_dir / PROGRESS_DIR
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in ("done", "failed"):
+        (folder / name).write_bytes(b"")
+    (folder / "plan.json").write_text(json.dumps({"total": total, "started": time.time()}))
+
+
+def record(sweep_dir: Path, failed: bool) -> dict:
+    """Count one finished job; return the counts so far (done, failed, total, elapsed_s)."""
+    folder = sweep_dir / PROGRESS_DIR
+    try:
+        plan = json.loads((folder / "plan.json").read_text())
+    except (OSError, ValueError):
+        plan = {"total": None, "started": None}
+    _append(folder / "done")
+    if failed:
+        _append(folder / "failed")
+    done = (folder / "done").stat().st_size
+    nfailed = (folder / "failed").stat().st_size
+    elapsed = time.time() - plan["started"] if plan.get("started") else None
+    return {"done": done, "failed": nfailed, "total": plan.get("total"), "elapsed_s": elapsed}
+
+
+def counts(sweep_dir: Path) -> Optional[dict]:
+    """The counts of a sweep folder as its jobs left them; None when it has none."""
+    folder = sweep_dir / PROGRESS_DIR
+    try:
+        plan = json.loads((folder / "plan.json").read_text())
+        return {"done": (folder / "done").stat().st_size, "failed": (folder / "failed").stat().st_size, "total": plan.get("total")}
+    except (OSError, ValueError):
+        return None
+
+
+def line(counts: dict, job: str, overrides: str, outcome: str) -> str:
+    """`[2/3] #1 point.x=2.0: ok | failed 0 | 1.2 s elapsed, ~0.6 s left`."""
+    done, total, elapsed = counts["done"], counts["total"], counts["elapsed_s"]
+    text = f"[{done}/{total if total else '?'}] #{job} {overrides}: {outcome} | failed {counts['failed']}"
+    if elapsed is not None:
+        text += f" | {_duration(elapsed)} elapsed"
+        if total and done < total:
+            text += f", ~{_duration(elapsed / done * (total - done))} left"
+    return text
+
+
+def _append(path: Path) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, b".")
+    finally:
+        os.close(fd)
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.1f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+class Progress(Callback):
+    """Hydra callback: print one progress line per finished job of a sweep."""
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        start(Path(config.hydra.sweep.dir), planned_jobs(config))
+
+    def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
+        if config.hydra.mode != RunMode.MULTIRUN:
+            return
+        if job_return.status == JobStatus.COMPLETED:
+            code = job_return._return_value
+            outcome = "ok" if code == 0 else f"FAILED (exit {code})"
+        else:
+            outcome = f"FAILED ({type(job_return._return_value).__name__})"
+        counts = record(Path(config.hydra.sweep.dir), failed=not outcome.startswith("ok"))
+        print(line(counts, str(config.hydra.job.num), " ".join(job_overrides(config.hydra.overrides.task)), outcome), flush=True)
