@@ -1,0 +1,613 @@
+"""Check every derivative TensorFlow gave by a second, independent method.
+
+For each completed request the verifier computes a float64 *reference* and compares:
+
+- `symbolic`: the step expressions lowered to SymPy (:mod:`runner.symbolic`) and
+  differentiated exactly, then evaluated at the point. Used for `gradient` requests whose
+  target is built from elementwise operations only (any order, any broadcasting).
+- `finite_difference`: central differences of the same program, re-run in float64 by
+  TensorFlow (:class:`Forward`). Works for every kind, matmul and reductions included.
+
+`verify: auto` takes the symbolic check where it applies and finite differences elsewhere;
+at a kink site (`abs`, `relu`, `maximum`, ... whose switching argument is exactly 0) the
+symbolic check hands over to finite differences, whose one-sided differences tell a real
+kink (left and right slopes differ) from a harmless one.
+
+The reference follows the tape, not just the maths of the function: inputs the tape does
+not watch, steps computed under `tape.stop_recording` and `stop_gradient(...)` are held
+fixed, so a source the tape does not connect to the target has the reference `None` (or
+zeros with `unconnected: zero`), exactly what TensorFlow promises. What remains is where
+TensorFlow and the maths really disagree: kinks (TF picks a one-sided value), NaN
+gradients (sqrt of a sum of squares at 0, overflow in float32); those become failed
+checks with a readable `reason`, never a crash.
+
+Tolerances (see README, "Verification"): a check passes when every element satisfies
+|tf - ref| <= atol + rtol * |ref| with rtol = max(rtol of the run's dtype, rtol of the
+method) and atol = rtol * max(1, max |ref|) (+ the finite differences' rounding noise).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from typing import Any, Callable, Dict, List, Mapping, Optional, Set, Tuple
+
+import numpy as np
+
+from runner import expression as ex
+from runner.spec import JobSpec, RequestSpec
+
+# rtol by the dtype TensorFlow computed in (float64 reference, so this is TF's own rounding).
+DTYPE_RTOL = {"float64": 1e-8, "float32": 1e-4, "float16": 1e-2, "bfloat16": 5e-2}
+# rtol by method: the symbolic reference is exact; finite differences carry truncation error.
+METHOD_RTOL = {"symbolic": 0.0, "finite_difference": 1e-5, "finite_difference_nested": 1e-4}
+# Relative finite-difference steps: innermost level ~ eps**(1/3); outer levels of nested
+# differences (hessian, hvp, order > 1) take larger steps so the inner noise stays small.
+FD_STEPS = (6e-6, 1e-4, 1e-3, 5e-3)
+# Tensors larger than this are not verified element by element (cost: 2 runs per element).
+MAX_FD_ELEMENTS = 4096
+MAX_SYMBOLIC_ELEMENTS = 256
+_EPS64 = float(np.finfo(np.float64).eps)
+
+
+class Unverifiable(Exception):
+    """The check cannot be made (too large, unsupported form); its message is the reason."""
+
+
+# ---- the tape's graph --------------------------------------------------------------------
+
+
+def _used_outside_stop_gradient(expr: ex.Expr) -> Set[str]:
+    found: Set[str] = set()
+    stack = [expr]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, ex.Name):
+            found.add(node.id)
+        elif isinstance(node, ex.Unary):
+            stack.append(node.operand)
+        elif isinstance(node, (ex.Binary, ex.Compare)):
+            stack.extend((node.left, node.right))
+        elif isinstance(node, ex.Call) and node.func != "stop_gradient":
+            stack.extend(node.args)
+    return found
+
+
+def tracked_names(spec: JobSpec) -> Set[str]:
+    """Names whose tensors the tape records: watched float inputs and steps computed from them."""
+    out: Set[str] = set()
+    for inp in spec.inputs:
+        if not inp.is_float:
+            continue  # TensorFlow never watches integer tensors
+        if inp.name in spec.tape.watch:
+            out.add(inp.name)
+        elif inp.kind == "variable" and inp.trainable and spec.tape.watch_accessed_variables:
+            out.add(inp.name)
+    for step in spec.steps:
+        if step.name not in spec.tape.stop_recording and _used_outside_stop_gradient(step.expr) & out:
+            out.add(step.name)
+    return out
+
+
+def connected(spec: JobSpec, target: str, source: str, tracked: Set[str]) -> bool:
+    """Whether the tape has a recorded path from `source` to `target`."""
+    if source not in tracked:
+        return False
+    reach = {source}
+    for step in spec.steps:
+        if step.name in tracked and _used_outside_stop_gradient(step.expr) & reach:
+            reach.add(step.name)
+    return target in reach
+
+
+def _cone(spec: JobSpec, target: str) -> List[ex.Expr]:
+    """The expressions of every step the target depends on (by name, stop_gradient included)."""
+    by_name = {s.name: s for s in spec.steps}
+    need, seen, out = [target], set(), []
+    while need:
+        n = need.pop()
+        if n in seen or n not in by_name:
+            continue
+        seen.add(n)
+        out.append(by_name[n].expr)
+        need.extend(ex.names(by_name[n].expr))
+    return out
+
+
+# ---- the float64 forward pass ------------------------------------------------------------
+
+
+def _freeze_stop_gradients(expr: ex.Expr, prefix: str, found: List[Tuple[str, ex.Expr]]) -> ex.Expr:
+    """Replace each `stop_gradient(u)` by a name whose value is held at the point."""
+    if isinstance(expr, ex.Call) and expr.func == "stop_gradient":
+        key = f"{prefix}#stop_gradient{len(found)}"
+        found.append((key, expr.args[0]))
+        return ex.Name(key, expr.column)
+    if isinstance(expr, ex.Unary):
+        return dataclasses.replace(expr, operand=_freeze_stop_gradients(expr.operand, prefix, found))
+    if isinstance(expr, (ex.Binary, ex.Compare)):
+        return dataclasses.replace(
+            expr,
+            left=_freeze_stop_gradients(expr.left, prefix, found),
+            right=_freeze_stop_gradients(expr.right, prefix, found),
+        )
+    if isinstance(expr, ex.Call):
+        return dataclasses.replace(expr, args=tuple(_freeze_stop_gradients(a, prefix, found) for a in expr.args))
+    return expr
+
+
+class Forward:
+    """The job's steps re-run by TensorFlow in float64, with chosen names held or moved.
+
+    `base` holds every value at the point TensorFlow used (its inputs, rounded to the run's
+    dtype, then widened). `values(overrides)` re-runs the steps with some inputs or steps
+    replaced; steps under `tape.stop_recording` and `stop_gradient` arguments keep their
+    base values, as they have no derivative on the tape.
+    """
+
+    def __init__(self, spec: JobSpec, point: Mapping[str, Any]):
+        import tensorflow as tf
+
+        from runner.lowering import lower
+
+        self.tf = tf
+        self.spec = spec
+        self.inputs: Dict[str, np.ndarray] = {}
+        for inp in spec.inputs:
+            arr = np.asarray(point[inp.name])
+            self.inputs[inp.name] = arr.astype(np.float64) if inp.is_float else arr
+        self.steps = []
+        for step in spec.steps:
+            frozen: List[Tuple[str, ex.Expr]] = []
+            rewritten = _freeze_stop_gradients(step.expr, step.name, frozen)
+            sgs = [(key, lower(arg, tf.float64)) for key, arg in frozen]
+            self.steps.append((step.name, lower(rewritten, tf.float64), sgs))
+        self.held = set(spec.tape.stop_recording)
+        self.base: Dict[str, np.ndarray] = {}
+        self.base = self.values({})
+        self.evaluations = 0
+
+    def values(self, overrides: Mapping[str, np.ndarray]) -> Dict[str, np.ndarray]:
+        tf = self.tf
+        env: Dict[str, Any] = {}
+        for name, arr in self.inputs.items():
+            env[name] = tf.constant(overrides.get(name, arr))
+        first = not self.base
+        for name, evaluator, sgs in self.steps:
+            if name in overrides:
+                env[name] = tf.constant(overrides[name])
+                continue
+            if not first and name in self.held:
+                env[name] = tf.constant(self.base[name])
+                continue
+            for key, sg in sgs:
+                env[key] = sg(env) if first else tf.constant(self.base[key])
+            env[name] = evaluator(env)
+        self.evaluations = getattr(self, "evaluations", 0) + 1
+        return {k: np.asarray(v.numpy() if hasattr(v, "numpy") else v, dtype=np.float64) for k, v in env.items()}
+
+    def target(self, target: str, overrides: Mapping[str, np.ndarray]) -> np.ndarray:
+        return self.values(overrides)[target]
+
+
+# ---- finite differences ------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class Jacobian:
+    central: np.ndarray  # f.shape + x.shape
+    forward: np.ndarray
+    backward: np.ndarray
+    noise: float  # rounding noise of the differences, absolute
+    steps: np.ndarray  # the step per element of x
+
+
+def fd_jacobian(fun: Callable[[np.ndarray], np.ndarray], x0: np.ndarray, level: int = 0) -> Jacobian:
+    """Central (and one-sided) differences of `fun` at `x0`, one element of x at a time."""
+    x0 = np.asarray(x0, dtype=np.float64)
+    if x0.size > MAX_FD_ELEMENTS:
+        raise Unverifiable(f"not verified: the source has {x0.size} elements (limit {MAX_FD_ELEMENTS})")
+    f0 = np.asarray(fun(x0), dtype=np.float64)
+    flat = x0.ravel()
+    central = np.zeros(f0.shape + (flat.size,))
+    forward = np.zeros_like(central)
+    backward = np.zeros_like(central)
+    steps = np.zeros(flat.size)
+    rel = FD_STEPS[min(level, len(FD_STEPS) - 1)]
+    for j in range(flat.size):
+        h = rel * max(1.0, abs(flat[j]))
+        up, down = flat.copy(), flat.copy()
+        up[j] += h
+        down[j] -= h
+        h_up, h_down = up[j] - flat[j], flat[j] - down[j]  # the steps actually representable
+        fp = np.asarray(fun(up.reshape(x0.shape)), dtype=np.float64)
+        fm = np.asarray(fun(down.reshape(x0.shape)), dtype=np.float64)
+        central[..., j] = (fp - fm) / (h_up + h_down)
+        forward[..., j] = (fp - f0) / h_up
+        backward[..., j] = (f0 - fm) / h_down
+        steps[j] = h
+    shape = f0.shape + x0.shape
+    finite = f0[np.isfinite(f0)]
+    scale = float(np.max(np.abs(finite))) if finite.size else 0.0
+    noise = 10 * _EPS64 * max(1.0, scale) / float(np.min(steps)) if steps.size else 0.0
+    return Jacobian(central.reshape(shape), forward.reshape(shape), backward.reshape(shape), noise, steps.reshape(x0.shape))
+
+
+def kinks(fun: Callable[[np.ndarray], np.ndarray], x0: np.ndarray, jac: Jacobian) -> List[Tuple[Tuple[int, ...], float, float]]:
+    """Elements where the left and right slopes differ: (index into f.shape + x.shape, left, right).
+
+    A smooth function's one-sided slopes differ by about h * |f''|, which shrinks with the
+    step; a kink's differ by a jump that does not. Suspects are re-measured with a step
+    eight times smaller, and only a jump that stays is reported.
+    """
+    jump = np.abs(jac.forward - jac.backward)
+    suspect = np.argwhere(np.nan_to_num(jump, nan=0.0) > 1e-3 * np.maximum(1.0, np.abs(np.nan_to_num(jac.central))))
+    out = []
+    x0 = np.asarray(x0, dtype=np.float64)
+    f0 = np.asarray(fun(x0), dtype=np.float64)
+    nf = f0.ndim
+    for idx in suspect[:8]:
+        idx = tuple(int(i) for i in idx)
+        xi = idx[nf:]
+        h = float(jac.steps[xi]) / 8
+        up, down = x0.copy(), x0.copy()
+        up[xi] += h
+        down[xi] -= h
+        right = (np.asarray(fun(up))[idx[:nf]] - f0[idx[:nf]]) / h
+        left = (f0[idx[:nf]] - np.asarray(fun(down))[idx[:nf]]) / h
+        if abs(right - left) > 0.5 * jump[idx]:
+            out.append((idx, float(left), float(right)))
+    return out
+
+
+@dataclasses.dataclass
+class Reference:
+    value: Any  # np.ndarray, or None where the tape does not connect the source
+    method: str
+    noise: float = 0.0
+    kink: Optional[str] = None  # readable description of a non-differentiable point
+    note: Optional[str] = None
+
+
+def _weights(req: RequestSpec, shape: Tuple[int, ...]) -> np.ndarray:
+    if req.output_gradients is None:
+        return np.ones(shape)
+    return np.broadcast_to(np.asarray(req.output_gradients, dtype=np.float64), shape)
+
+
+def _tangent(req: RequestSpec, source: str, base: np.ndarray) -> np.ndarray:
+    """The tangent of one source: `tangents` may be one value, a list per source, or a mapping."""
+    t = req.tangents
+    if t is None:
+        return np.ones(base.shape)
+    if isinstance(t, Mapping):
+        if source not in t:
+            raise Unverifiable(f"no tangent given for source {source!r}")
+        t = t[source]
+    elif len(req.sources) > 1 and isinstance(t, (list, tuple)) and len(t) == len(req.sources):
+        t = t[req.sources.index(source)]
+    return np.broadcast_to(np.asarray(t, dtype=np.float64), base.shape)
+
+
+def _describe_kink(name: str, kink: Tuple[Tuple[int, ...], float, float], nf: int) -> str:
+    idx, left, right = kink
+    where = f"{name}[{', '.join(map(str, idx[nf:]))}]" if len(idx) > nf else name
+    return f"non-differentiable point at {where}: left slope {left:.6g}, right slope {right:.6g}"
+
+
+def fd_reference(fwd: Forward, req: RequestSpec, sources: Tuple[str, ...], combined: bool) -> Reference:
+    """The derivative `req` asks for, by finite differences on `fwd`.
+
+    Each source is moved alone; `combined` (jvp/hvp whose value is one tensor for all
+    sources) moves all sources along their tangents together.
+    """
+    target = req.target
+    base = fwd.base
+
+    def t_of(source: str) -> Callable[[np.ndarray], np.ndarray]:
+        return lambda s: fwd.target(target, {source: s})
+
+    kind, order = req.kind, req.order
+    if kind == "gradient":
+        (source,) = sources
+        w = _weights(req, base[target].shape)
+        if order == 1:
+            phi = lambda s: np.sum(w * t_of(source)(s))  # noqa: E731 - the scalar TF differentiates
+            jac = fd_jacobian(phi, base[source])
+            found = kinks(phi, base[source], jac)
+            kink = _describe_kink(source, found[0], 0) if found else None
+            return Reference(jac.central, "finite_difference", jac.noise, kink)
+
+        def grad_at(level: int) -> Callable[[np.ndarray], np.ndarray]:
+            if level == 0:
+                return lambda s: fd_jacobian(lambda u: np.sum(w * t_of(source)(u)), s, 0).central
+            inner = grad_at(level - 1)
+            return lambda s: fd_jacobian(lambda u: np.sum(inner(u)), s, level).central
+
+        return Reference(grad_at(order - 1)(base[source]), "finite_difference", 0.0)
+    if order != 1:
+        raise Unverifiable(f"kind {kind} with order {order} has no finite-difference check")
+    if kind in ("jacobian", "batch_jacobian"):
+        (source,) = sources
+        jac = fd_jacobian(t_of(source), base[source])
+        found = kinks(t_of(source), base[source], jac)
+        kink = _describe_kink(source, found[0], base[target].ndim) if found else None
+        value = jac.central
+        if kind == "batch_jacobian":
+            value = _batch_diagonal(value, base[target].shape, base[source].shape)
+        return Reference(value, "finite_difference", jac.noise, kink)
+    if kind == "hessian":
+        (source,) = sources
+        grad = lambda s: fd_jacobian(lambda u: np.sum(t_of(source)(u)), s, 0).central  # noqa: E731
+        return Reference(fd_jacobian(grad, base[source], 1).central, "finite_difference", 0.0)
+    if kind in ("jvp", "hvp"):
+        tangents = {s: _tangent(req, s, base[s]) for s in sources}
+
+        def moved(eps: float) -> Dict[str, np.ndarray]:
+            return {s: base[s] + eps * tangents[s] for s in sources}
+
+        scale = max(max(1.0, float(np.max(np.abs(base[s])))) if base[s].size else 1.0 for s in sources)
+        vmax = max((float(np.max(np.abs(v))) if v.size else 0.0) for v in tangents.values()) or 1.0
+        if kind == "jvp":
+            h = FD_STEPS[0] * scale / vmax
+            diff = (fwd.target(target, moved(h)) - fwd.target(target, moved(-h))) / (2 * h)
+            return Reference(diff, "finite_difference", 0.0)
+        # hvp: the gradient (by differences) moved along the tangents (by differences)
+        h = FD_STEPS[1] * scale / vmax
+        out = {}
+        for s in ([sources[0]] if combined else sources):
+            def grad(overrides: Dict[str, np.ndarray], s: str = s) -> np.ndarray:
+                return fd_jacobian(lambda u: np.sum(fwd.target(target, {**overrides, s: u})), overrides[s], 0).central
+
+            out[s] = (grad(moved(h)) - grad(moved(-h))) / (2 * h)
+        return Reference(out[sources[0]], "finite_difference", 0.0)
+    raise Unverifiable(f"kind {kind!r} has no finite-difference check")
+
+
+def _batch_diagonal(jac: np.ndarray, t_shape: Tuple[int, ...], s_shape: Tuple[int, ...]) -> np.ndarray:
+    """From a full Jacobian (t.shape + s.shape) to `batch_jacobian`'s [b, t..., s...] blocks."""
+    if not t_shape or not s_shape or t_shape[0] != s_shape[0]:
+        raise Unverifiable(f"batch_jacobian needs a shared batch axis, got {list(t_shape)} and {list(s_shape)}")
+    b = t_shape[0]
+    ti, si = int(np.prod(t_shape[1:], dtype=int)), int(np.prod(s_shape[1:], dtype=int))
+    full = jac.reshape(b, ti, b, si)
+    blocks = np.stack([full[k, :, k, :] for k in range(b)])
+    return blocks.reshape((b,) + tuple(t_shape[1:]) + tuple(s_shape[1:]))
+
+
+# ---- the symbolic reference --------------------------------------------------------------
+
+
+def symbolic_applies(spec: JobSpec, req: RequestSpec, fwd: Forward) -> Optional[str]:
+    """None when the symbolic check applies to `req`, else why it does not."""
+    from runner import symbolic
+
+    if req.kind != "gradient":
+        return f"kind {req.kind} is checked by finite differences"
+    if not all(symbolic.is_elementwise(e) for e in _cone(spec, req.target)):
+        return "the target uses matmul, a reduction or transpose"
+    if fwd.base[req.target].size > MAX_SYMBOLIC_ELEMENTS:
+        return f"the target has more than {MAX_SYMBOLIC_ELEMENTS} elements"
+    return None
+
+
+def _unbroadcast(grad: np.ndarray, shape: Tuple[int, ...]) -> np.ndarray:
+    """Sum a gradient over the axes broadcasting added, back to the source's shape."""
+    while grad.ndim > len(shape):
+        grad = grad.sum(axis=0)
+    for axis, n in enumerate(shape):
+        if n == 1 and grad.shape[axis] != 1:
+            grad = grad.sum(axis=axis, keepdims=True)
+    return grad.reshape(shape)
+
+
+def symbolic_reference(spec: JobSpec, req: RequestSpec, source: str, fwd: Forward) -> Reference:
+    """d^order(target)/d(source)^order by SymPy, evaluated elementwise at the point."""
+    import sympy as sp
+
+    from runner import symbolic
+
+    values: Dict[Any, np.ndarray] = {}
+    env: Dict[str, Any] = {}
+    for inp in spec.inputs:
+        sym = sp.Symbol(inp.name, real=True)
+        env[inp.name] = sym
+        values[sym] = fwd.base[inp.name]
+    lowerer = symbolic.SymbolicLowerer(env)
+    cone = {id(e) for e in _cone(spec, req.target)}
+    sites = []
+    for step in spec.steps:
+        if id(step.expr) not in cone:
+            continue
+        if step.name == source or step.name in spec.tape.stop_recording:
+            sym = sp.Dummy(step.name, real=True)  # a source, or held: a symbol of its own
+            values[sym] = fwd.base[step.name]
+            lowerer.env[step.name] = sym
+        else:
+            lowerer.kinks = []
+            lowerer.env[step.name] = lowerer.lower(step.expr)
+            sites += [(f"{desc} in step {step.name}", site) for desc, site in lowerer.kinks]
+    low = lowerer.result(lowerer.env[req.target])
+    src = lowerer.env[source]
+    derivative = sp.diff(low.expr, src, req.order)
+    shape = fwd.base[req.target].shape
+    grid = {s: np.broadcast_to(v, shape) for s, v in values.items()}
+    w = _weights(req, shape)
+    out = np.zeros(shape)
+    sites = [(desc, site) for desc, site in sites if src in site.free_symbols]
+    for idx in np.ndindex(*shape):
+        at = {s: float(v[idx]) for s, v in grid.items()}
+        for dummy, expr in low.frozen.items():  # created inner first, so in dependency order
+            at[dummy] = symbolic.evaluate(expr, at)
+        for desc, site in sites:
+            if src in site.free_symbols and symbolic.evaluate(site, at) == 0.0:
+                return Reference(None, "symbolic", note=f"{desc} switches at this point")
+        out[idx] = symbolic.evaluate(derivative, at)
+    return Reference(_unbroadcast(w * out, fwd.base[source].shape), "symbolic")
+
+
+# ---- comparison --------------------------------------------------------------------------
+
+
+def _dtype_rtol(value: np.ndarray) -> float:
+    return DTYPE_RTOL.get(str(value.dtype), 1e-4)
+
+
+def compare(got: Any, ref: Reference, req: RequestSpec) -> Dict[str, Any]:
+    """A check record (without timing) comparing TensorFlow's value with the reference."""
+    method_key = ref.method
+    if ref.method == "finite_difference" and (req.order > 1 or req.kind in ("hessian", "hvp")):
+        method_key = "finite_difference_nested"
+    rec: Dict[str, Any] = {"method": ref.method, "reference": ref.value}
+    if got is None or ref.value is None:
+        rec.update(max_abs_error=0.0, max_rel_error=0.0, tolerance=None)
+        if got is None and ref.value is None:
+            rec.update(passed=True, note="TensorFlow gives None: the tape does not connect the source to the target")
+        elif got is None:
+            rec.update(passed=False, reason="TensorFlow gives None, but the tape connects the source to the target")
+        else:
+            rec.update(passed=False, reason="TensorFlow gives a value, but the tape does not connect the source to the target")
+        return rec
+    g = np.asarray(got)
+    r = np.asarray(ref.value, dtype=np.float64)
+    rtol = max(_dtype_rtol(g), METHOD_RTOL[method_key])
+    if g.shape != r.shape:
+        rec.update(max_abs_error=None, max_rel_error=None, tolerance={"rtol": rtol, "atol": None}, passed=False,
+                   reason=f"shape {list(g.shape)} differs from the reference's {list(r.shape)}")
+        return rec
+    g64 = g.astype(np.float64)
+    finite_r = r[np.isfinite(r)]
+    atol = rtol * max(1.0, float(np.max(np.abs(finite_r))) if finite_r.size else 1.0) + ref.noise
+    both = np.isfinite(g64) & np.isfinite(r)
+    err = np.abs(g64 - r)
+    max_abs = float(np.max(err[both])) if both.any() else 0.0
+    rel = err[both] / np.maximum(np.abs(r[both]), np.finfo(np.float64).tiny)
+    max_rel = float(np.max(rel)) if rel.size else 0.0
+    rec.update(max_abs_error=max_abs, max_rel_error=max_rel, tolerance={"rtol": rtol, "atol": atol})
+    reasons = []
+    tf_nan = np.isnan(g64) & ~np.isnan(r)
+    if tf_nan.any():
+        reasons.append(f"TF gradient is NaN where the reference is {_first(r[tf_nan])}")
+    if ref.kink:
+        reasons.append(ref.kink)
+    elif not np.isfinite(r).all():
+        reasons.append(f"non-differentiable point: the reference derivative is {_first(r[~np.isfinite(r)])} (TF gives {_first(g64[~np.isfinite(r)])})")
+    if not tf_nan.any() and (np.isfinite(r) & ~np.isfinite(g64)).any():
+        reasons.append(f"TF gradient is {_first(g64[np.isfinite(r) & ~np.isfinite(g64)])} where the reference is finite")
+    bad = both & (err > atol + rtol * np.abs(r))
+    if bad.any():
+        k = np.argmax(np.where(bad, err, -1.0))
+        at = np.unravel_index(k, err.shape)
+        where = f" at [{', '.join(map(str, at))}]" if err.ndim else ""
+        reasons.append(f"TF gives {g64[at]:.9g}, the reference {r[at]:.9g}{where}: error {err[at]:.3g} > allowed {atol + rtol * abs(r[at]):.3g}")
+    rec["passed"] = not reasons
+    if reasons:
+        rec["reason"] = "; ".join(reasons)
+    if ref.note:
+        rec["note"] = ref.note
+    return rec
+
+
+def _first(a: np.ndarray) -> str:
+    v = float(np.asarray(a).ravel()[0])
+    return "NaN" if np.isnan(v) else ("inf" if v > 0 and np.isinf(v) else ("-inf" if np.isinf(v) else f"{v:.9g}"))
+
+
+# ---- orchestration -----------------------------------------------------------------------
+
+
+def _zeros(req: RequestSpec, fwd: Forward, source: str) -> np.ndarray:
+    """What `unconnected: zero` gives, shaped as the request's kind shapes it."""
+    t, s = fwd.base[req.target].shape, fwd.base[source].shape
+    shape = {
+        "gradient": s,
+        "hvp": s,
+        "jvp": t,
+        "jacobian": t + s,
+        "hessian": s + s,
+        "batch_jacobian": (t[:1] + t[1:] + s[1:]),
+    }[req.kind]
+    return np.zeros(shape)
+
+
+def _reference(spec: JobSpec, req: RequestSpec, source: str, fwd: Forward, mode: str, tracked: Set[str]) -> Reference:
+    if not connected(spec, req.target, source, tracked):
+        value = None if req.unconnected == "none" else _zeros(req, fwd, source)
+        return Reference(value, "finite_difference" if mode == "finite_difference" else "symbolic" if mode == "symbolic" else "finite_difference")
+    note = None
+    if mode in ("auto", "symbolic"):
+        why_not = symbolic_applies(spec, req, fwd)
+        if why_not is None:
+            ref = symbolic_reference(spec, req, source, fwd)
+            if ref.value is not None:
+                return ref
+            note = f"{ref.note}: finite differences decided whether it is a kink"
+        elif mode == "symbolic":
+            note = f"symbolic check does not apply ({why_not}): finite differences used"
+    ref = fd_reference(fwd, req, (source,), combined=False)
+    ref.note = note
+    return ref
+
+
+def check(spec: JobSpec, req: RequestSpec, got: Any, fwd: Forward, tracked: Set[str]) -> Dict[str, Any]:
+    """The `check` record of one derivative; never raises."""
+    t0 = time.perf_counter()
+    mode = spec.verify
+    try:
+        if req.kind in ("jvp", "hvp") and not isinstance(got, Mapping) and len(req.sources) > 1:
+            # one tensor for all sources: every source moves along its tangent together
+            if not any(connected(spec, req.target, s, tracked) for s in req.sources):
+                ref = Reference(None if req.unconnected == "none" else _zeros(req, fwd, req.sources[0]), "finite_difference")
+            else:
+                ref = fd_reference(fwd, req, req.sources, combined=True)
+            rec = compare(got, ref, req)
+        elif isinstance(got, Mapping) or req.several:
+            if not isinstance(got, Mapping):
+                raise Unverifiable("several sources, but TensorFlow's value is not a mapping source -> value")
+            recs = {s: compare(got.get(s), _reference(spec, req, s, fwd, mode, tracked), req) for s in req.sources}
+            rec = _merge(recs)
+        else:
+            rec = compare(got, _reference(spec, req, req.sources[0], fwd, mode, tracked), req)
+    except Exception as err:  # a check never crashes a run: it fails, saying why
+        reason = str(err) if isinstance(err, Unverifiable) else f"the check could not run: {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
+        rec = {"method": "finite_difference" if mode == "finite_difference" else mode, "max_abs_error": None, "max_rel_error": None,
+               "tolerance": None, "passed": False, "reason": reason}
+    rec["seconds"] = time.perf_counter() - t0
+    return rec
+
+
+def _merge(recs: Dict[str, Dict[str, Any]]) -> Dict[str, Any]:
+    """One check for several sources: the worst errors, passed when every source passed."""
+    methods = sorted({r["method"] for r in recs.values()})
+    errs = [r["max_abs_error"] for r in recs.values() if r.get("max_abs_error") is not None]
+    rels = [r["max_rel_error"] for r in recs.values() if r.get("max_rel_error") is not None]
+    out: Dict[str, Any] = {
+        "method": "+".join(methods),
+        "max_abs_error": max(errs) if errs else None,
+        "max_rel_error": max(rels) if rels else None,
+        "tolerance": {s: r.get("tolerance") for s, r in recs.items()},
+        "passed": all(r["passed"] for r in recs.values()),
+        "reference": {s: r.get("reference") for s, r in recs.items()},
+    }
+    reasons = [f"{s}: {r['reason']}" for s, r in recs.items() if r.get("reason")]
+    notes = [f"{s}: {r['note']}" for s, r in recs.items() if r.get("note")]
+    if reasons:
+        out["reason"] = "; ".join(reasons)
+    if notes:
+        out["note"] = "; ".join(notes)
+    return out
+
+
+def check_all(spec: JobSpec, values: Mapping[str, Any], derivatives: List[Tuple[RequestSpec, Any]]) -> List[Dict[str, Any]]:
+    """A check record per completed derivative, in order; `values` are the run's input values."""
+    if spec.verify == "off" or not derivatives:
+        return []
+    t0 = time.perf_counter()
+    try:
+        fwd = Forward(spec, values)
+    except Exception as err:
+        reason = f"the float64 forward pass failed: {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
+        return [{"method": spec.verify, "passed": False, "reason": reason, "max_abs_error": None, "max_rel_error": None,
+                 "tolerance": None, "seconds": time.perf_counter() - t0} for _ in derivatives]
+    tracked = tracked_names(spec)
+    return [check(spec, req, got, fwd, tracked) for req, got in derivatives]
