@@ -45,7 +45,7 @@ def collect(sweep_dir: Path) -> List[Dict[str, Any]]:
         row: Dict[str, Any] = {"job": job_dir.name, "overrides": _overrides(job_dir), "folder": str(job_dir)}
         results = job_dir / runlog.RESULTS_FILE
         if not results.exists():
-            row.update(status="missing", met=False, derivatives={}, error="no results.json", duration_s=None)
+            row.update(status="missing", met=False, derivatives={}, checks="", error="no results.json", duration_s=None)
         else:
             rec = json.loads(results.read_text())
             err = rec.get("error")
@@ -53,11 +53,21 @@ def collect(sweep_dir: Path) -> List[Dict[str, Any]]:
                 status=rec["status"],
                 met=rec["expect"]["met"],
                 derivatives={d["name"]: d["value"] for d in rec["derivatives"]},
+                checks=_checks(rec["derivatives"]),
                 error=f"{err['type']}: {err['message'].splitlines()[0][:120]}" if err else None,
                 duration_s=rec.get("timing", {}).get("total_s"),
             )
         rows.append(row)
     return rows
+
+
+def _checks(derivatives: List[Dict[str, Any]]) -> str:
+    """The checks column: "passed", "failed: NAME, ..." or "" when none ran (verify: off)."""
+    checked = [d for d in derivatives if d.get("check")]
+    failed = [d["name"] for d in checked if not d["check"].get("passed")]
+    if not checked:
+        return ""
+    return f"failed: {', '.join(failed)}" if failed else "passed"
 
 
 def write(sweep_dir: Path, rows: List[Dict[str, Any]]) -> None:
@@ -69,10 +79,10 @@ def write(sweep_dir: Path, rows: List[Dict[str, Any]]) -> None:
         names += [n for n in r["derivatives"] if n not in names]
     buf = io.StringIO()
     w = csv.writer(buf)
-    w.writerow(["job", "overrides", "status", "met", *names, "error", "duration_s"])
+    w.writerow(["job", "overrides", "status", "met", *names, "checks", "error", "duration_s"])
     for r in rows:
         values = [json.dumps(r["derivatives"][n]) if n in r["derivatives"] else "" for n in names]
-        w.writerow([r["job"], " ".join(r["overrides"]), r["status"], r["met"], *values, r["error"] or "", r["duration_s"]])
+        w.writerow([r["job"], " ".join(r["overrides"]), r["status"], r["met"], *values, r.get("checks", ""), r["error"] or "", r["duration_s"]])
     runlog.write_atomic(sweep_dir / SUMMARY_CSV, buf.getvalue().encode())
 
 
@@ -82,6 +92,7 @@ def table(rows: List[Dict[str, Any]]) -> str:
         derivs = ", ".join(f"{n} = {console.show(v)}" for n, v in r["derivatives"].items())
         mark = "ok " if r["met"] else "FAIL"
         tail = f"  [{r['error']}]" if r["error"] else ""
+        tail += f"  (checks {r['checks']})" if r.get("checks") else ""
         lines.append(f"  {mark} #{r['job']} {' '.join(r['overrides'])}: {r['status']} {derivs}{tail}")
     failed = sum(1 for r in rows if not r["met"])
     lines.append(f"sweep: {len(rows)} jobs, {failed} failed")
