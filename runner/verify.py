@@ -531,12 +531,13 @@ def _zeros(req: RequestSpec, fwd: Forward, source: str) -> np.ndarray:
 
 
 def _reference(spec: JobSpec, req: RequestSpec, source: str, fwd: Forward, mode: str, tracked: Set[str]) -> Reference:
+    why_not = symbolic_applies(spec, req, fwd) if mode in ("auto", "symbolic") else "finite differences chosen"
     if not connected(spec, req.target, source, tracked):
+        # the tape's graph decides: None (or zeros), whichever method would have run
         value = None if req.unconnected == "none" else _zeros(req, fwd, source)
-        return Reference(value, "finite_difference" if mode == "finite_difference" else "symbolic" if mode == "symbolic" else "finite_difference")
+        return Reference(value, "symbolic" if why_not is None else "finite_difference")
     note = None
     if mode in ("auto", "symbolic"):
-        why_not = symbolic_applies(spec, req, fwd)
         if why_not is None:
             ref = symbolic_reference(spec, req, source, fwd)
             if ref.value is not None:
