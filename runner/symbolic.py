@@ -94,7 +94,8 @@ def _binary_ops() -> Dict[str, Callable[[Any, Any], Any]]:
         "+": lambda a, b: a + b,
         "-": lambda a, b: a - b,
         "*": lambda a, b: a * b,
-        "/": lambda a, b: a / b,
+        # a * b**-1, not a / b: SymPy raises ZeroDivisionError on Float(1) / Float(0)
+        "/": lambda a, b: sp.Mul(a, sp.Pow(b, -1)),
         "**": lambda a, b: a**b,
         "<": sp.StrictLessThan,
         "<=": sp.LessThan,
@@ -159,7 +160,11 @@ class SymbolicLowerer:
             if node.func in _KINKED:
                 site = args[0] if _KINKED[node.func] == 1 else args[0] - args[1]
                 self.kinks.append((f"{node.func} (column {node.column})", site))
-            return self.functions[node.func](*args)
+            try:
+                return self.functions[node.func](*args)
+            except (TypeError, ValueError, ArithmeticError):
+                # e.g. Max of a complex constant such as pow(-0.05, 0.05): undefined in the reals
+                return sp.nan
         raise TypeError(f"not an expression node: {node!r}")
 
     def result(self, expr: Any) -> Lowered:
@@ -170,13 +175,14 @@ def evaluate(expr: Any, values: Mapping[Any, float]) -> float:
     """A SymPy expression at a point, as a float64 (NaN where it is complex or undefined)."""
     import sympy as sp
 
-    v = expr.xreplace({s: sp.Float(float(x), 17) for s, x in values.items()})
-    v = v.evalf(17) if not v.is_Number else v
-    if v.has(sp.zoo) or v.has(sp.nan):
-        return float("nan")
     try:
+        v = expr.xreplace({s: sp.Float(float(x), 17) for s, x in values.items()})
+        v = v.evalf(17) if not v.is_Number else v
+        if v.has(sp.zoo) or v.has(sp.nan):
+            return float("nan")
         c = complex(v)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, ArithmeticError):
+        # undefined here: 0/0, Max of a complex infinity, a relation SymPy cannot decide
         return float("nan")
     if abs(c.imag) > 1e-12 * max(1.0, abs(c.real)):
         return float("nan")

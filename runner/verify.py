@@ -539,10 +539,13 @@ def _reference(spec: JobSpec, req: RequestSpec, source: str, fwd: Forward, mode:
     note = None
     if mode in ("auto", "symbolic"):
         if why_not is None:
-            ref = symbolic_reference(spec, req, source, fwd)
+            try:
+                ref = symbolic_reference(spec, req, source, fwd)
+            except Exception as err:  # SymPy refused (e.g. Max of a complex infinity): differences decide
+                ref = Reference(None, "symbolic", note=f"SymPy could not differentiate ({type(err).__name__})")
             if ref.value is not None:
                 return ref
-            note = f"{ref.note}: finite differences decided whether it is a kink"
+            note = f"{ref.note}: finite differences decided whether it is a kink" if "switches" in (ref.note or "") else f"{ref.note}: finite differences used"
         elif mode == "symbolic":
             note = f"symbolic check does not apply ({why_not}): finite differences used"
     ref = fd_reference(fwd, req, (source,), combined=False)
