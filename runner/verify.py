@@ -460,13 +460,13 @@ def compare(got: Any, ref: Reference, req: RequestSpec) -> Dict[str, Any]:
         method_key = "finite_difference_nested"
     rec: Dict[str, Any] = {"method": ref.method, "reference": ref.value}
     if got is None or ref.value is None:
-        rec.update(max_abs_error=0.0, max_rel_error=0.0, tolerance=None)
+        rec.update(max_abs_error=None, max_rel_error=None, tolerance=None)
         if got is None and ref.value is None:
-            rec.update(passed=True, note="TensorFlow gives None: the tape does not connect the source to the target")
+            rec.update(max_abs_error=0.0, max_rel_error=0.0, passed=True, note=f"TensorFlow gives None: {ref.note or 'no path'}")
         elif got is None:
-            rec.update(passed=False, reason="TensorFlow gives None, but the tape connects the source to the target")
+            rec.update(passed=False, reason="TensorFlow gives None, but the tape records a path from the source to the target")
         else:
-            rec.update(passed=False, reason="TensorFlow gives a value, but the tape does not connect the source to the target")
+            rec.update(passed=False, reason=f"TensorFlow gives a value, but {ref.note or 'the tape records no path'}")
         return rec
     g = np.asarray(got)
     r = np.asarray(ref.value, dtype=np.float64)
@@ -535,7 +535,8 @@ def _reference(spec: JobSpec, req: RequestSpec, source: str, fwd: Forward, mode:
     if not connected(spec, req.target, source, tracked):
         # the tape's graph decides: None (or zeros), whichever method would have run
         value = None if req.unconnected == "none" else _zeros(req, fwd, source)
-        return Reference(value, "symbolic" if why_not is None else "finite_difference")
+        why = f"the tape does not watch {source}" if source not in tracked else f"the tape records no path from {source} to {req.target}"
+        return Reference(value, "symbolic" if why_not is None else "finite_difference", note=why)
     note = None
     if mode in ("auto", "symbolic"):
         if why_not is None:

@@ -378,3 +378,18 @@ def test_wrong_shape_fails_the_check_with_a_reason():
     check = _kind_case({"y": "x * x"}, {"x": [1.0, 2.0]}, {"target": "y", "sources": "x", "kind": "jacobian"}, np.zeros(2, np.float32))
     assert check["passed"] is False
     assert check["reason"] == "shape [2] differs from the reference's [2, 2]"
+
+
+NONE_REASONS = [
+    ("unwatched_constant", {"y": "x * w"}, {"x": 1.0, "w": 2.0}, {"watch": ["x"]}, "w", "TensorFlow gives None: the tape does not watch w"),
+    ("no_path", {"y": "x * x"}, {"x": 1.0, "w": 2.0}, {}, "w", "TensorFlow gives None: the tape records no path from w to y"),
+    ("held_step", {"s": "x * 3", "y": "s * x"}, {"x": 2.0}, {"stop_recording": ["s"]}, "s", "TensorFlow gives None: the tape does not watch s"),
+]
+
+
+@pytest.mark.parametrize("steps, point, tape, source, note", [n[1:] for n in NONE_REASONS], ids=[n[0] for n in NONE_REASONS])
+def test_none_gradients_are_explained(run_job, steps, point, tape, source, note):
+    ran = run_job(config(steps, point, [{"target": "y", "sources": source, "name": "d"}], tape=tape))
+    check = checks(ran)["d"]
+    assert ran.derivatives["d"] is None
+    assert check["passed"] is True and check["note"] == note
