@@ -3,8 +3,8 @@
 For each completed request the verifier computes a float64 *reference* and compares:
 
 - `symbolic`: the step expressions lowered to SymPy (:mod:`runner.symbolic`) and
-  differentiated exactly, then evaluated at the point. Used for `gradient` requests whose
-  target is built from elementwise operations only (any order, any broadcasting).
+  differentiated exactly, then evaluated at the point. Used for every kind whose target is
+  built from elementwise operations only (any broadcasting; `order` > 1 for gradients).
 - `finite_difference`: central differences of the same program, re-run in float64 by
   TensorFlow (:class:`Forward`). Works for every kind, matmul and reductions included.
 
@@ -382,8 +382,8 @@ def symbolic_applies(spec: JobSpec, req: RequestSpec, fwd: Forward) -> Optional[
     """None when the symbolic check applies to `req`, else why it does not."""
     from runner import symbolic
 
-    if req.kind != "gradient":
-        return f"kind {req.kind} is checked by finite differences"
+    if req.kind != "gradient" and req.order != 1:
+        return f"kind {req.kind} with order {req.order} is checked by finite differences"
     if not all(symbolic.is_elementwise(e) for e in _cone(spec, req.target)):
         return "the target uses matmul, a reduction or transpose"
     if fwd.base[req.target].size > MAX_SYMBOLIC_ELEMENTS:
@@ -401,12 +401,34 @@ def _unbroadcast(grad: np.ndarray, shape: Tuple[int, ...]) -> np.ndarray:
     return grad.reshape(shape)
 
 
-def symbolic_reference(spec: JobSpec, req: RequestSpec, source: str, fwd: Forward) -> Reference:
-    """d^order(target)/d(source)^order by SymPy, evaluated elementwise at the point."""
+def _expand_jacobian(d: np.ndarray, s_shape: Tuple[int, ...]) -> np.ndarray:
+    """The full Jacobian (t.shape + s.shape) of an elementwise target from its pointwise slopes.
+
+    Element i of the target depends on one element of the source: the one broadcasting
+    maps to i. Every other entry is 0.
+    """
+    jac = np.zeros(d.shape + tuple(s_shape))
+    lead = d.ndim - len(s_shape)
+    for i in np.ndindex(*d.shape):
+        j = tuple(0 if n == 1 else i[lead + k] for k, n in enumerate(s_shape))
+        jac[i + j] += d[i]
+    return jac
+
+
+def symbolic_reference(spec: JobSpec, req: RequestSpec, source: str, fwd: Forward, sources: Optional[Tuple[str, ...]] = None) -> Reference:
+    """The derivative `req` asks for, by SymPy, evaluated elementwise at the point.
+
+    An elementwise target's element i depends on one element of each source, so every
+    kind follows from the pointwise derivatives d(t_i)/d(s), d2(t_i)/d(s)d(s'):
+    broadcasting then says where they go (summed back for a gradient, spread out for a
+    Jacobian, on the diagonal for a Hessian). `sources` (jvp/hvp with one value for all
+    sources) moves them together; else `source` alone.
+    """
     import sympy as sp
 
     from runner import symbolic
 
+    moving = tuple(sources or (source,))
     values: Dict[Any, np.ndarray] = {}
     env: Dict[str, Any] = {}
     for inp in spec.inputs:
@@ -419,7 +441,7 @@ def symbolic_reference(spec: JobSpec, req: RequestSpec, source: str, fwd: Forwar
     for step in spec.steps:
         if id(step.expr) not in cone:
             continue
-        if step.name == source or step.name in spec.tape.stop_recording:
+        if step.name in moving or step.name in spec.tape.stop_recording:
             sym = sp.Dummy(step.name, real=True)  # a source, or held: a symbol of its own
             values[sym] = fwd.base[step.name]
             lowerer.env[step.name] = sym
@@ -428,22 +450,52 @@ def symbolic_reference(spec: JobSpec, req: RequestSpec, source: str, fwd: Forwar
             lowerer.env[step.name] = lowerer.lower(step.expr)
             sites += [(f"{desc} in step {step.name}", site) for desc, site in lowerer.kinks]
     low = lowerer.result(lowerer.env[req.target])
-    src = lowerer.env[source]
-    derivative = sp.diff(low.expr, src, req.order)
+    syms = {s: lowerer.env.get(s, sp.Dummy(s, real=True)) for s in moving}
     shape = fwd.base[req.target].shape
+    kind, order = req.kind, req.order
+
+    # the pointwise derivatives this kind needs, as (key, SymPy expression)
+    wanted: Dict[Any, Any] = {}
+    if kind == "gradient":
+        wanted["d"] = sp.diff(low.expr, syms[source], order)
+    elif kind in ("jacobian", "batch_jacobian", "jvp"):
+        wanted.update({("d", s): sp.diff(low.expr, syms[s]) for s in moving})
+    elif kind == "hessian":
+        wanted["d2"] = sp.diff(low.expr, syms[source], 2)
+    elif kind == "hvp":
+        wanted.update({("d2", a, b): sp.diff(low.expr, syms[a], syms[b]) for a in moving for b in moving})
+    else:
+        raise Unverifiable(f"kind {kind!r} has no symbolic check")
+
     grid = {s: np.broadcast_to(v, shape) for s, v in values.items()}
-    w = _weights(req, shape)
-    out = np.zeros(shape)
-    sites = [(desc, site) for desc, site in sites if src in site.free_symbols]
+    sites = [(desc, site) for desc, site in sites if any(syms[s] in site.free_symbols for s in moving)]
+    pointwise = {k: np.zeros(shape) for k in wanted}
     for idx in np.ndindex(*shape):
         at = {s: float(v[idx]) for s, v in grid.items()}
         for dummy, expr in low.frozen.items():  # created inner first, so in dependency order
             at[dummy] = symbolic.evaluate(expr, at)
         for desc, site in sites:
-            if src in site.free_symbols and symbolic.evaluate(site, at) == 0.0:
+            if symbolic.evaluate(site, at) == 0.0:
                 return Reference(None, "symbolic", note=f"{desc} switches at this point")
-        out[idx] = symbolic.evaluate(derivative, at)
-    return Reference(_unbroadcast(w * out, fwd.base[source].shape), "symbolic")
+        for k, expr in wanted.items():
+            pointwise[k][idx] = symbolic.evaluate(expr, at)
+
+    s_shape = fwd.base[source].shape
+    if kind == "gradient":
+        return Reference(_unbroadcast(_weights(req, shape) * pointwise["d"], s_shape), "symbolic")
+    if kind == "jacobian":
+        return Reference(_expand_jacobian(pointwise[("d", source)], s_shape), "symbolic")
+    if kind == "batch_jacobian":
+        return Reference(_batch_diagonal(_expand_jacobian(pointwise[("d", source)], s_shape), shape, s_shape), "symbolic")
+    if kind == "hessian":
+        diag = _unbroadcast(pointwise["d2"], s_shape).ravel()
+        return Reference(np.diag(diag).reshape(tuple(s_shape) * 2), "symbolic")
+    tangents = {s: np.broadcast_to(_tangent(req, s, fwd.base[s]), shape) for s in moving}
+    if kind == "jvp":
+        return Reference(sum(pointwise[("d", s)] * tangents[s] for s in moving), "symbolic")
+    # hvp: for the first moving source (the only one unless combined)
+    a = moving[0]
+    return Reference(_unbroadcast(sum(pointwise[("d2", a, b)] * tangents[b] for b in moving), fwd.base[a].shape), "symbolic")
 
 
 # ---- comparison --------------------------------------------------------------------------
@@ -554,6 +606,18 @@ def _reference(spec: JobSpec, req: RequestSpec, source: str, fwd: Forward, mode:
     return ref
 
 
+def _combined_reference(spec: JobSpec, req: RequestSpec, fwd: Forward, mode: str) -> Reference:
+    """jvp/hvp with one value for several sources: all sources move along their tangents."""
+    if mode in ("auto", "symbolic") and symbolic_applies(spec, req, fwd) is None:
+        try:
+            ref = symbolic_reference(spec, req, req.sources[0], fwd, sources=req.sources)
+            if ref.value is not None:
+                return ref
+        except Exception:  # SymPy refused: differences decide
+            pass
+    return fd_reference(fwd, req, req.sources, combined=True)
+
+
 def check(spec: JobSpec, req: RequestSpec, got: Any, fwd: Forward, tracked: Set[str]) -> Dict[str, Any]:
     """The `check` record of one derivative; never raises."""
     t0 = time.perf_counter()
@@ -564,7 +628,7 @@ def check(spec: JobSpec, req: RequestSpec, got: Any, fwd: Forward, tracked: Set[
             if not any(connected(spec, req.target, s, tracked) for s in req.sources):
                 ref = Reference(None if req.unconnected == "none" else _zeros(req, fwd, req.sources[0]), "finite_difference")
             else:
-                ref = fd_reference(fwd, req, req.sources, combined=True)
+                ref = _combined_reference(spec, req, fwd, mode)
             rec = compare(got, ref, req)
         elif isinstance(got, Mapping) or req.several:
             if not isinstance(got, Mapping):

@@ -264,12 +264,12 @@ def test_console_and_sweep_summary_show_the_check(run_job):
 # The other kinds of SPEC (jacobian, batch_jacobian, hessian, jvp, hvp, order > 1) are built
 # in program.py by another branch; their checks are ready. Here each request is checked
 # against TensorFlow's own answer, computed with the same TF API those kinds will use.
-def _kind_case(steps, point, request, tf_value):
+def _kind_case(steps, point, request, tf_value, mode="auto"):
     import dataclasses
 
     from runner import verify
 
-    base = config(steps, point, [{"target": request["target"], "sources": request["sources"]}])
+    base = config(steps, point, [{"target": request["target"], "sources": request["sources"]}], verify=mode)
     spec = specs.build(base)
     req = dataclasses.replace(spec.requests[0], **{k: v for k, v in request.items() if k not in ("target", "sources")})
     fwd = verify.Forward(spec, {k: np.asarray(v, dtype=np.float32) for k, v in spec.point.items()})
@@ -335,7 +335,7 @@ def test_jvp_checks_one_and_several_sources():
         y = tf.sin(x) * w
     check = _kind_case({"y": "sin(x) * w"}, {"x": [0.5, 1.0], "w": 3.0},
                        {"target": "y", "sources": ["x", "w"], "kind": "jvp", "tangents": [[1.0, 0.0], 1.0]}, acc.jvp(y).numpy())
-    assert check["passed"] is True, check
+    assert check["passed"] is True and check["method"] == "symbolic", check
     np.testing.assert_allclose(check["reference"], [3 * math.cos(0.5) + math.sin(0.5), math.sin(1.0)], rtol=1e-6)
 
 
@@ -393,3 +393,59 @@ def test_none_gradients_are_explained(run_job, steps, point, tape, source, note)
     check = checks(ran)["d"]
     assert ran.derivatives["d"] is None
     assert check["passed"] is True and check["note"] == note
+
+
+def _tf_jacobian(fn, x, batch=False):
+    tf = _tf()
+    x = tf.constant(x)
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        y = fn(x)
+    return (tape.batch_jacobian(y, x) if batch else tape.jacobian(y, x)).numpy()
+
+
+def _tf_hessian(fn, x):
+    tf = _tf()
+    x = tf.constant(x)
+    with tf.GradientTape() as outer:
+        outer.watch(x)
+        with tf.GradientTape() as inner:
+            inner.watch(x)
+            y = fn(x)
+        g = inner.gradient(y, x)
+    return outer.jacobian(g, x).numpy()
+
+
+def _tf_hvp(fn, x, v):
+    tf = _tf()
+    x, v = tf.constant(x), tf.constant(v)
+    with tf.GradientTape() as outer:
+        outer.watch(x)
+        with tf.GradientTape() as inner:
+            inner.watch(x)
+            y = fn(x)
+        gv = tf.reduce_sum(inner.gradient(y, x) * v)
+    return outer.gradient(gv, x).numpy()
+
+
+def _elementwise_kinds():
+    tf = _tf()
+    X = [[0.5, 1.0, 1.5], [-0.5, 2.0, 0.25]]
+    return [
+        ("jacobian", "sin(x) * 2.0", {"kind": "jacobian"}, _tf_jacobian(lambda x: tf.sin(x) * 2.0, X)),
+        ("batch_jacobian", "x ** 2", {"kind": "batch_jacobian"}, _tf_jacobian(lambda x: x**2, X, batch=True)),
+        ("hessian", "x ** 3", {"kind": "hessian"}, _tf_hessian(lambda x: x**3, X)),
+        ("hvp", "sin(x)", {"kind": "hvp", "tangents": [[1.0, -1.0, 2.0], [0.5, 0.0, 1.0]]},
+         _tf_hvp(tf.sin, X, [[1.0, -1.0, 2.0], [0.5, 0.0, 1.0]])),
+    ]
+
+
+@pytest.mark.parametrize("mode", ["auto", "finite_difference"])
+@pytest.mark.parametrize("case", range(4), ids=["jacobian", "batch_jacobian", "hessian", "hvp"])
+def test_elementwise_kinds_are_checked_symbolically(case, mode):
+    kind, step, request, got = _elementwise_kinds()[case]
+    X = [[0.5, 1.0, 1.5], [-0.5, 2.0, 0.25]]
+    check = _kind_case({"y": step}, {"x": X}, {"target": "y", "sources": "x", **request}, got, mode=mode)
+    assert check["passed"] is True, check
+    assert check["method"] == ("symbolic" if mode == "auto" else "finite_difference")
+    np.testing.assert_allclose(check["reference"], got, rtol=1e-4, atol=1e-4)
