@@ -47,6 +47,7 @@ FD_STEPS = (6e-6, 1e-4, 1e-3, 5e-3)
 # Tensors larger than this are not verified element by element (cost: 2 runs per element).
 MAX_FD_ELEMENTS = 4096
 MAX_SYMBOLIC_ELEMENTS = 256
+MAX_SYMBOLIC_NODES = 5000
 _EPS64 = float(np.finfo(np.float64).eps)
 
 
@@ -388,7 +389,38 @@ def symbolic_applies(spec: JobSpec, req: RequestSpec, fwd: Forward) -> Optional[
         return "the target uses matmul, a reduction or transpose"
     if fwd.base[req.target].size > MAX_SYMBOLIC_ELEMENTS:
         return f"the target has more than {MAX_SYMBOLIC_ELEMENTS} elements"
+    size = _expanded_size(spec, req.target)
+    if size > MAX_SYMBOLIC_NODES:
+        return f"the target's formula, with every step substituted, has {size} nodes (limit {MAX_SYMBOLIC_NODES})"
     return None
+
+
+def _expanded_size(spec: JobSpec, target: str) -> int:
+    """Nodes of the target's formula with each step written out in full.
+
+    Steps repeat in the substituted formula (z = y*y doubles y), so this can grow
+    exponentially with the chain of steps; SymPy's differentiation is kept to formulas
+    of bounded size, and finite differences, whose cost does not grow so, take the rest.
+    """
+    sizes: Dict[str, int] = {}
+    for step in spec.steps:
+        total, stack = 0, [step.expr]
+        while stack:
+            node = stack.pop()
+            if isinstance(node, ex.Name):
+                total += sizes.get(node.id, 1)
+            else:
+                total += 1
+                if isinstance(node, ex.Unary):
+                    stack.append(node.operand)
+                elif isinstance(node, (ex.Binary, ex.Compare)):
+                    stack.extend((node.left, node.right))
+                elif isinstance(node, ex.Call):
+                    stack.extend(node.args)
+        sizes[step.name] = min(total, 10**9)
+        if step.name == target:
+            break
+    return sizes.get(target, 1)
 
 
 def _unbroadcast(grad: np.ndarray, shape: Tuple[int, ...]) -> np.ndarray:

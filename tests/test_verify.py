@@ -449,3 +449,13 @@ def test_elementwise_kinds_are_checked_symbolically(case, mode):
     assert check["passed"] is True, check
     assert check["method"] == ("symbolic" if mode == "auto" else "finite_difference")
     np.testing.assert_allclose(check["reference"], got, rtol=1e-4, atol=1e-4)
+
+
+def test_formulas_too_large_for_sympy_go_to_finite_differences(run_job):
+    # each step doubles the written-out formula: 2**14 copies of x in s14
+    steps = {"s0": "sin(x)"}
+    steps.update({f"s{i}": f"s{i - 1} * s{i - 1} + 0.5" for i in range(1, 15)})
+    ran = run_job(config(steps, {"x": 0.1}, [{"target": "s14", "sources": "x", "name": "d"}], inputs={"x": {"dtype": "float64"}}))
+    check = checks(ran)["d"]
+    assert check["method"] == "finite_difference" and check["passed"] is True, check
+    assert ran.log["timing"]["verify_s"] < 5
