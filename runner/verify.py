@@ -399,12 +399,26 @@ def check(spec: JobSpec, req: RequestSpec, got: Any, fwd: Forward, tracked: Set[
             rec = _merge(recs)
         else:
             rec = compare(got, _reference(spec, req, req.sources[0], fwd, mode, tracked), req)
+        values = got.values() if isinstance(got, Mapping) else [got]
+        undefined = _undefined(fwd.base[req.target])
+        if undefined and any(v is not None for v in values):
+            # log(-1): TF's derivative is -1, but there is no function to differentiate
+            why = f"the function is undefined here: {req.target} is {undefined} at this point (in float64)"
+            rec.update(passed=False, reason="; ".join(filter(None, [why, rec.get("reason")])))
     except Exception as err:  # a check never crashes a run: it fails, saying why
         reason = str(err) if isinstance(err, Unverifiable) else f"the check could not run: {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
         rec = {"method": "finite_difference" if mode == "finite_difference" else mode, "max_abs_error": None, "max_rel_error": None,
                "tolerance": None, "passed": False, "reason": reason}
     rec["seconds"] = time.perf_counter() - t0
     return rec
+
+
+def _undefined(value: np.ndarray) -> Optional[str]:
+    """"NaN" or "inf" when some element of the float64 target is not finite, else None."""
+    bad = value[~np.isfinite(value)]
+    if not bad.size:
+        return None
+    return "NaN" if np.isnan(bad).any() else "infinite"
 
 
 def _merge(recs: Dict[str, Dict[str, Any]]) -> Dict[str, Any]:

@@ -459,3 +459,33 @@ def test_formulas_too_large_for_sympy_go_to_finite_differences(run_job):
     check = checks(ran)["d"]
     assert check["method"] == "finite_difference" and check["passed"] is True, check
     assert ran.log["timing"]["verify_s"] < 5
+
+
+UNDEFINED = [
+    ("log_of_negative", {"y": "log(x)"}, {"x": -1.0}, -1.0, "the function is undefined here: y is NaN at this point (in float64)"),
+    ("pole", {"y": "1 / x"}, {"x": 0.0}, "-Infinity", "the function is undefined here: y is infinite at this point (in float64)"),
+]
+
+
+@pytest.mark.parametrize("steps, point, tf_value, reason", [u[1:] for u in UNDEFINED], ids=[u[0] for u in UNDEFINED])
+def test_derivative_of_an_undefined_value_fails_its_check(run_job, steps, point, tf_value, reason):
+    ran = run_job(config(steps, point, [{"target": "y", "sources": "x", "name": "d"}]))
+    assert ran.code == 0 and ran.derivatives["d"] == tf_value
+    check = checks(ran)["d"]
+    assert check["passed"] is False and check["reason"].startswith(reason)
+
+
+def test_config_errors_import_neither_tensorflow_nor_sympy(tmp_path):
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from pathlib import Path; from runner import job\n"
+        "cfg = {'function': {'inputs': ['x'], 'steps': {'y': 'x'}}, 'point': {'x': 1.0},"
+        " 'derivatives': [{'target': 'y', 'sources': 'x'}], 'verify': 'exact'}\n"
+        f"assert job.run(cfg, Path({str(tmp_path)!r}), echo=False) == 2\n"
+        "print(sorted(m for m in ('tensorflow', 'sympy') if m in sys.modules))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
