@@ -47,7 +47,7 @@ def _close(got: float, ref: float) -> bool:
     return abs(got - ref) <= 1e-6 * max(1.0, abs(ref))
 
 
-@settings(max_examples=60, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=60, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
 @given(text=trees, x=coordinates, y=coordinates)
 def test_tf_gradient_agrees_with_sympy(text, x, y):
     from runner import program, verify
@@ -71,7 +71,7 @@ def test_tf_gradient_agrees_with_sympy(text, x, y):
             assert _close(tf_value, ref_value), f"d/d{source} of {text} at x={x}, y={y}: TF {tf_value}, SymPy {ref_value}"
 
 
-@settings(max_examples=60, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=60, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
 @given(text=trees, x=coordinates, y=coordinates)
 def test_sympy_lowering_computes_what_tensorflow_computes(text, x, y):
     import sympy as sp
