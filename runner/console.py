@@ -40,14 +40,30 @@ def _num(v: Any) -> str:
     return str(v)
 
 
+def check_summary(check: Dict[str, Any]) -> str:
+    """One derivative's check in brackets: [symbolic: ok, error 2.1e-08] or [finite_difference: FAILED]."""
+    if check.get("passed"):
+        err = check.get("max_abs_error")
+        shown = f", error {err:.2g}" if isinstance(err, float) else ""
+        return f"[{check['method']}: ok{shown}]"
+    return f"[{check['method']}: FAILED]"
+
+
 def table(record: Dict[str, Any], folder: str) -> str:
     """The console summary of one run's log record."""
-    rows: List[tuple] = [("value", k, show(v)) for k, v in record["values"].items()]
-    rows += [(d["kind"], d["name"], show(d["value"])) for d in record["derivatives"]]
+    rows: List[tuple] = [("value", k, show(v), None) for k, v in record["values"].items()]
+    rows += [(d["kind"], d["name"], show(d["value"]), d.get("check")) for d in record["derivatives"]]
     width = max((len(r[1]) for r in rows), default=0)
     kindw = max((len(r[0]) for r in rows), default=0)
+    textw = max((len(r[2]) for r in rows if r[3]), default=0)
     lines = [f"{record['experiment']}"]
-    lines += [f"  {kind:<{kindw}}  {name:<{width}} = {text}" for kind, name, text in rows]
+    for kind, name, text, check in rows:
+        if not check:
+            lines.append(f"  {kind:<{kindw}}  {name:<{width}} = {text}")
+            continue
+        lines.append(f"  {kind:<{kindw}}  {name:<{width}} = {text:<{textw}}  {check_summary(check)}")
+        if check.get("reason"):
+            lines.append(f"  {'':<{kindw}}  {'':<{width}}   check: {check['reason']}")
     for warning in record.get("warnings") or []:
         lines.append(f"  warning: {warning.splitlines()[0][:200]}")
     err = record.get("error")

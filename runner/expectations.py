@@ -3,6 +3,8 @@
 A run with no declaration is as declared when it completed without error. A declared
 `error: TYPE` is met only when the run failed with exactly that type. Declared derivative
 values are met when every number is within `atol + rtol * |expected|` (NumPy's `isclose`).
+A declared `checks: pass` is met when every derivative's independent check
+(:mod:`runner.verify`) passed; without it, a failed check is reported but judges nothing.
 """
 
 from __future__ import annotations
@@ -21,8 +23,14 @@ class Verdict:
     mismatches: List[str] = field(default_factory=list)
 
 
-def judge(expect: Optional[ExpectSpec], error_type: Optional[str], derivatives: Dict[str, Any]) -> Verdict:
-    """`derivatives` maps each completed request's name to its value (array, None or mapping)."""
+def judge(
+    expect: Optional[ExpectSpec],
+    error_type: Optional[str],
+    derivatives: Dict[str, Any],
+    checks: Optional[Dict[str, Dict[str, Any]]] = None,
+) -> Verdict:
+    """`derivatives` maps each completed request's name to its value (array, None or mapping);
+    `checks` maps it to its check record (`passed`, `reason`), when checks ran."""
     if expect is None:
         if error_type is None:
             return Verdict(True)
@@ -40,6 +48,14 @@ def judge(expect: Optional[ExpectSpec], error_type: Optional[str], derivatives: 
         problem = _compare(name, want, derivatives[name], expect.rtol, expect.atol)
         if problem:
             problems.append(problem)
+    if expect.checks == "pass":
+        checks = checks or {}
+        for name in derivatives:
+            check = checks.get(name)
+            if check is None:
+                problems.append(f"{name}: no check ran")
+            elif not check.get("passed"):
+                problems.append(f"{name}: check failed ({check.get('method')}): {check.get('reason', 'no reason given')}")
     return Verdict(not problems, problems)
 
 

@@ -49,8 +49,11 @@ def run(cfg: Mapping[str, Any], output_dir: Path, name: str = "run", echo: bool 
     t_import = time.perf_counter()
     seeding = reproducibility.apply(tf, int(cfg.get("seed") or 0), bool(cfg.get("determinism", True)))
     outcome = program.run(spec)
+    t_verify = time.perf_counter()
+    checks = _verify(spec, outcome)
+    verify_s = time.perf_counter() - t_verify
     error_type = outcome.error.type if outcome.error else None
-    verdict = judge(spec.expect, error_type, {d.request.name: d.value for d in outcome.derivatives})
+    verdict = judge(spec.expect, error_type, {d.request.name: d.value for d in outcome.derivatives}, checks)
 
     enc = runlog.Encoder(spec.max_inline_elements)
     record: Dict[str, Any] = {
@@ -80,12 +83,40 @@ def run(cfg: Mapping[str, Any], output_dir: Path, name: str = "run", echo: bool 
             "total_s": time.perf_counter() - t0,
         },
     }
+    for rec in record["derivatives"]:
+        if rec["name"] in checks:
+            rec["check"] = _check_record(enc, rec["name"], checks[rec["name"]])
+    record["timing"]["verify_s"] = verify_s
     record["artifacts"] = artifacts.write(output_dir, cfg.get("log") or {}, spec, outcome, record["timing"])
     record["timing"]["total_s"] = time.perf_counter() - t0
     runlog.write(output_dir, record, enc.arrays)  # last: a complete results.json marks the job done
     if echo:
         print(console.table(record, str(output_dir)))
     return EXIT_OK if verdict.met else EXIT_NOT_AS_DECLARED
+
+
+def _verify(spec: Any, outcome: Any) -> Dict[str, Dict[str, Any]]:
+    """Each derivative's independent check, by request name (none when `verify: off`)."""
+    if spec.verify == "off" or not outcome.derivatives:
+        return {}
+    from runner import verify
+
+    pairs = [(d.request, d.value) for d in outcome.derivatives]
+    return {req.name: c for (req, _), c in zip(pairs, verify.check_all(spec, outcome.values, pairs))}
+
+
+def _check_record(enc: runlog.Encoder, name: str, check: Dict[str, Any]) -> Dict[str, Any]:
+    """A check as strict JSON: non-finite errors spelt as strings, like every value."""
+    out = {k: _json_safe(v) for k, v in check.items() if k != "reference"}
+    if "reference" in check:
+        out["reference"] = enc.value(f"checks/{name}", check["reference"])
+    return out
+
+
+def _json_safe(v: Any) -> Any:
+    if isinstance(v, dict):
+        return {k: _json_safe(x) for k, x in v.items()}
+    return runlog.plain(float(v)) if isinstance(v, float) else v
 
 
 def _error_record(failure: Any) -> Optional[Dict[str, Any]]:

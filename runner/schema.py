@@ -37,6 +37,15 @@ class Unconnected(str, Enum):
     zero = "zero"
 
 
+class Verify(str, Enum):
+    """How each derivative is checked by a second method (see README, "Verification")."""
+
+    auto = "auto"  # symbolic where the function is elementwise, else finite differences
+    symbolic = "symbolic"
+    finite_difference = "finite_difference"
+    off = "off"
+
+
 class Compile(str, Enum):
     """How the tape program runs: eagerly, as a `tf.function`, or XLA-compiled."""
 
@@ -101,6 +110,8 @@ class ExpectConfig:
     derivatives: Dict[str, Any] = field(default_factory=dict)  # name -> expected value
     rtol: float = 1e-6
     atol: float = 1e-6
+    # "pass": every derivative's independent check (see `verify`) must pass
+    checks: Optional[str] = None
 
 
 @dataclass
@@ -129,6 +140,8 @@ class RunnerConfig:
     tape: TapeConfig = field(default_factory=TapeConfig)
     derivatives: List[DerivativeConfig] = field(default_factory=list)
     expect: Optional[ExpectConfig] = None
+    # check every derivative by a second method: auto | symbolic | finite_difference | off
+    verify: Verify = Verify.auto
     log: LogConfig = field(default_factory=LogConfig)
     # seeds Python, NumPy and TensorFlow before the program runs (runner/reproducibility.py)
     seed: int = 0

@@ -15,7 +15,7 @@ import numpy as np
 
 from runner import expression, points
 from runner.errors import ConfigError
-from runner.schema import DTYPES, INPUT_KINDS, INPUT_OPTION_KEYS
+from runner.schema import DTYPES, INPUT_KINDS, INPUT_OPTION_KEYS, Verify
 
 _INSTANTIATION_KEYS = ("_target_", "_args_", "_partial_", "_recursive_", "_convert_")
 _MISSING = "???"
@@ -81,6 +81,7 @@ class ExpectSpec:
     derivatives: Dict[str, Any]
     rtol: float
     atol: float
+    checks: Optional[str] = None  # "pass": every derivative's check must pass
 
     def declared(self) -> Dict[str, Any]:
         """What the run log records under `expect.declared`."""
@@ -91,6 +92,8 @@ class ExpectSpec:
             out["derivatives"] = dict(self.derivatives)
             out["rtol"] = self.rtol
             out["atol"] = self.atol
+        if self.checks is not None:
+            out["checks"] = self.checks
         return out
 
 
@@ -106,6 +109,7 @@ class JobSpec:
     max_inline_elements: int = 10000
     tf_verbose: bool = False
     constants_dtype: str = field(default="float32")
+    verify: str = "auto"  # auto | symbolic | finite_difference | off
 
 
 def build(cfg: Mapping[str, Any], name: str = "run") -> JobSpec:
@@ -120,6 +124,7 @@ def build(cfg: Mapping[str, Any], name: str = "run") -> JobSpec:
     tape = _tape(cfg.get("tape") or {}, inputs, steps)
     requests = _requests(cfg.get("derivatives") or [], inputs, steps, point)
     expect = _expect(cfg.get("expect"), [r.name for r in requests])
+    verify = _verify(cfg.get("verify"), expect)
     log = cfg.get("log") or {}
     float_dtypes = {i.dtype for i in inputs if i.is_float}
     return JobSpec(
@@ -133,6 +138,7 @@ def build(cfg: Mapping[str, Any], name: str = "run") -> JobSpec:
         max_inline_elements=int(log.get("max_inline_elements", 10000)),
         tf_verbose=bool(log.get("tf_verbose", False)),
         constants_dtype=float_dtypes.pop() if len(float_dtypes) == 1 else "float32",
+        verify=verify,
     )
 
 
@@ -452,6 +458,19 @@ def _expect(raw: Any, request_names: List[str]) -> Optional[ExpectSpec]:
     for n in derivs:
         if n not in request_names:
             raise ConfigError(f"expect.derivatives.{n}", f"no derivative request is named {n!r}; names: {', '.join(request_names)}")
-    if error is None and not derivs:
+    checks = raw.get("checks")
+    if checks is not None and checks != "pass":
+        raise ConfigError("expect.checks", f"expected pass (every derivative's check must pass) or null, got {checks!r}")
+    if error is None and not derivs and checks is None:
         return None  # `expect` with nothing declared (e.g. expect.error=null) declares nothing
-    return ExpectSpec(error, derivs, float(raw.get("rtol", 1e-6)), float(raw.get("atol", 1e-6)))
+    return ExpectSpec(error, derivs, float(raw.get("rtol", 1e-6)), float(raw.get("atol", 1e-6)), checks)
+
+
+def _verify(raw: Any, expect: Optional[ExpectSpec]) -> str:
+    mode = "auto" if raw is None else str(getattr(raw, "value", raw))
+    allowed = [v.value for v in Verify]
+    if mode not in allowed:
+        raise ConfigError("verify", f"expected one of {', '.join(allowed)}, got {raw!r}")
+    if mode == "off" and expect is not None and expect.checks is not None:
+        raise ConfigError("expect.checks", "declares that checks pass, but verify: off runs none; set verify: auto")
+    return mode

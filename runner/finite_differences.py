@@ -1,0 +1,290 @@
+"""Finite differences of the job's own program, re-run by TensorFlow in float64.
+
+`Forward` re-runs the steps (lowered by :mod:`runner.lowering`, as the run did) at any
+point, with chosen inputs or steps moved and the tape's held names kept fixed;
+`fd_jacobian` takes central (and one-sided) differences of it, one element at a time;
+`kinks` tells a real kink from a smooth bend; `fd_reference` assembles the derivative a
+request asks for, for every kind of SPEC.
+
+Importing this module does not import TensorFlow; building a `Forward` does.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
+
+import numpy as np
+
+from runner import expression as ex
+from runner.spec import JobSpec, RequestSpec
+
+# Relative finite-difference steps: innermost level ~ eps**(1/3); outer levels of nested
+# differences (hessian, hvp, order > 1) take larger steps so the inner noise stays small.
+FD_STEPS = (6e-6, 1e-4, 1e-3, 5e-3)
+# Tensors larger than this are not verified element by element (cost: 2 runs per element).
+MAX_FD_ELEMENTS = 4096
+_EPS64 = float(np.finfo(np.float64).eps)
+
+
+class Unverifiable(Exception):
+    """The check cannot be made (too large, unsupported form); its message is the reason."""
+
+
+# ---- the float64 forward pass ------------------------------------------------------------
+
+
+def _freeze_stop_gradients(expr: ex.Expr, prefix: str, found: List[Tuple[str, ex.Expr]]) -> ex.Expr:
+    """Replace each `stop_gradient(u)` by a name whose value is held at the point."""
+    if isinstance(expr, ex.Call) and expr.func == "stop_gradient":
+        key = f"{prefix}#stop_gradient{len(found)}"
+        found.append((key, expr.args[0]))
+        return ex.Name(key, expr.column)
+    if isinstance(expr, ex.Unary):
+        return dataclasses.replace(expr, operand=_freeze_stop_gradients(expr.operand, prefix, found))
+    if isinstance(expr, (ex.Binary, ex.Compare)):
+        return dataclasses.replace(
+            expr,
+            left=_freeze_stop_gradients(expr.left, prefix, found),
+            right=_freeze_stop_gradients(expr.right, prefix, found),
+        )
+    if isinstance(expr, ex.Call):
+        return dataclasses.replace(expr, args=tuple(_freeze_stop_gradients(a, prefix, found) for a in expr.args))
+    return expr
+
+
+class Forward:
+    """The job's steps re-run by TensorFlow in float64, with chosen names held or moved.
+
+    `base` holds every value at the point TensorFlow used (its inputs, rounded to the run's
+    dtype, then widened). `values(overrides)` re-runs the steps with some inputs or steps
+    replaced; steps under `tape.stop_recording` and `stop_gradient` arguments keep their
+    base values, as they have no derivative on the tape.
+    """
+
+    def __init__(self, spec: JobSpec, point: Mapping[str, Any]):
+        import tensorflow as tf
+
+        from runner.lowering import lower
+
+        self.tf = tf
+        self.spec = spec
+        self.inputs: Dict[str, np.ndarray] = {}
+        for inp in spec.inputs:
+            arr = np.asarray(point[inp.name])
+            self.inputs[inp.name] = arr.astype(np.float64) if inp.is_float else arr
+        self.steps = []
+        for step in spec.steps:
+            frozen: List[Tuple[str, ex.Expr]] = []
+            rewritten = _freeze_stop_gradients(step.expr, step.name, frozen)
+            sgs = [(key, lower(arg, tf.float64)) for key, arg in frozen]
+            self.steps.append((step.name, lower(rewritten, tf.float64), sgs))
+        self.held = set(spec.tape.stop_recording)
+        self.base: Dict[str, np.ndarray] = {}
+        self.base = self.values({})
+
+    def values(self, overrides: Mapping[str, np.ndarray]) -> Dict[str, np.ndarray]:
+        tf = self.tf
+        env: Dict[str, Any] = {}
+        for name, arr in self.inputs.items():
+            env[name] = tf.constant(overrides.get(name, arr))
+        first = not self.base
+        for name, evaluator, sgs in self.steps:
+            if name in overrides:
+                env[name] = tf.constant(overrides[name])
+                continue
+            if not first and name in self.held:
+                env[name] = tf.constant(self.base[name])
+                continue
+            for key, sg in sgs:
+                env[key] = sg(env) if first else tf.constant(self.base[key])
+            env[name] = evaluator(env)
+        return {k: np.asarray(v.numpy() if hasattr(v, "numpy") else v, dtype=np.float64) for k, v in env.items()}
+
+    def target(self, target: str, overrides: Mapping[str, np.ndarray]) -> np.ndarray:
+        return self.values(overrides)[target]
+
+
+# ---- finite differences ------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class Jacobian:
+    central: np.ndarray  # f.shape + x.shape
+    forward: np.ndarray
+    backward: np.ndarray
+    noise: float  # rounding noise of the differences, absolute
+    steps: np.ndarray  # the step per element of x
+
+
+def fd_jacobian(fun: Callable[[np.ndarray], np.ndarray], x0: np.ndarray, level: int = 0) -> Jacobian:
+    """Central (and one-sided) differences of `fun` at `x0`, one element of x at a time."""
+    x0 = np.asarray(x0, dtype=np.float64)
+    if x0.size > MAX_FD_ELEMENTS:
+        raise Unverifiable(f"not verified: the source has {x0.size} elements (limit {MAX_FD_ELEMENTS})")
+    f0 = np.asarray(fun(x0), dtype=np.float64)
+    flat = x0.ravel()
+    central = np.zeros(f0.shape + (flat.size,))
+    forward = np.zeros_like(central)
+    backward = np.zeros_like(central)
+    steps = np.zeros(flat.size)
+    rel = FD_STEPS[min(level, len(FD_STEPS) - 1)]
+    for j in range(flat.size):
+        h = rel * max(1.0, abs(flat[j]))
+        up, down = flat.copy(), flat.copy()
+        up[j] += h
+        down[j] -= h
+        h_up, h_down = up[j] - flat[j], flat[j] - down[j]  # the steps actually representable
+        fp = np.asarray(fun(up.reshape(x0.shape)), dtype=np.float64)
+        fm = np.asarray(fun(down.reshape(x0.shape)), dtype=np.float64)
+        central[..., j] = (fp - fm) / (h_up + h_down)
+        forward[..., j] = (fp - f0) / h_up
+        backward[..., j] = (f0 - fm) / h_down
+        steps[j] = h
+    shape = f0.shape + x0.shape
+    finite = f0[np.isfinite(f0)]
+    scale = float(np.max(np.abs(finite))) if finite.size else 0.0
+    noise = 10 * _EPS64 * max(1.0, scale) / float(np.min(steps)) if steps.size else 0.0
+    return Jacobian(central.reshape(shape), forward.reshape(shape), backward.reshape(shape), noise, steps.reshape(x0.shape))
+
+
+def kinks(fun: Callable[[np.ndarray], np.ndarray], x0: np.ndarray, jac: Jacobian) -> List[Tuple[Tuple[int, ...], float, float]]:
+    """Elements where the left and right slopes differ: (index into f.shape + x.shape, left, right).
+
+    A smooth function's one-sided slopes differ by about h * |f''|, which shrinks with the
+    step; a kink's differ by a jump that does not. Suspects are re-measured with a step
+    eight times smaller, and only a jump that stays is reported.
+    """
+    jump = np.abs(jac.forward - jac.backward)
+    suspect = np.argwhere(np.nan_to_num(jump, nan=0.0) > 1e-3 * np.maximum(1.0, np.abs(np.nan_to_num(jac.central))))
+    out = []
+    x0 = np.asarray(x0, dtype=np.float64)
+    f0 = np.asarray(fun(x0), dtype=np.float64)
+    nf = f0.ndim
+    for idx in suspect[:8]:
+        idx = tuple(int(i) for i in idx)
+        xi = idx[nf:]
+        h = float(jac.steps[xi]) / 8
+        up, down = x0.copy(), x0.copy()
+        up[xi] += h
+        down[xi] -= h
+        right = (np.asarray(fun(up))[idx[:nf]] - f0[idx[:nf]]) / h
+        left = (f0[idx[:nf]] - np.asarray(fun(down))[idx[:nf]]) / h
+        if abs(right - left) > 0.5 * jump[idx]:
+            out.append((idx, float(left), float(right)))
+    return out
+
+
+@dataclasses.dataclass
+class Reference:
+    value: Any  # np.ndarray, or None where the tape does not connect the source
+    method: str
+    noise: float = 0.0
+    kink: Optional[str] = None  # readable description of a non-differentiable point
+    note: Optional[str] = None
+
+
+def weights(req: RequestSpec, shape: Tuple[int, ...]) -> np.ndarray:
+    if req.output_gradients is None:
+        return np.ones(shape)
+    return np.broadcast_to(np.asarray(req.output_gradients, dtype=np.float64), shape)
+
+
+def tangent(req: RequestSpec, source: str, base: np.ndarray) -> np.ndarray:
+    """The tangent of one source: `tangents` may be one value, a list per source, or a mapping."""
+    t = req.tangents
+    if t is None:
+        return np.ones(base.shape)
+    if isinstance(t, Mapping):
+        if source not in t:
+            raise Unverifiable(f"no tangent given for source {source!r}")
+        t = t[source]
+    elif len(req.sources) > 1 and isinstance(t, (list, tuple)) and len(t) == len(req.sources):
+        t = t[req.sources.index(source)]
+    return np.broadcast_to(np.asarray(t, dtype=np.float64), base.shape)
+
+
+def _describe_kink(name: str, kink: Tuple[Tuple[int, ...], float, float], nf: int) -> str:
+    idx, left, right = kink
+    where = f"{name}[{', '.join(map(str, idx[nf:]))}]" if len(idx) > nf else name
+    return f"non-differentiable point at {where}: left slope {left:.6g}, right slope {right:.6g}"
+
+
+def fd_reference(fwd: Forward, req: RequestSpec, sources: Tuple[str, ...], combined: bool) -> Reference:
+    """The derivative `req` asks for, by finite differences on `fwd`.
+
+    Each source is moved alone; `combined` (jvp/hvp whose value is one tensor for all
+    sources) moves all sources along their tangents together.
+    """
+    target = req.target
+    base = fwd.base
+
+    def t_of(source: str) -> Callable[[np.ndarray], np.ndarray]:
+        return lambda s: fwd.target(target, {source: s})
+
+    kind, order = req.kind, req.order
+    if kind == "gradient":
+        (source,) = sources
+        w = weights(req, base[target].shape)
+        if order == 1:
+            phi = lambda s: np.sum(w * t_of(source)(s))  # noqa: E731 - the scalar TF differentiates
+            jac = fd_jacobian(phi, base[source])
+            found = kinks(phi, base[source], jac)
+            kink = _describe_kink(source, found[0], 0) if found else None
+            return Reference(jac.central, "finite_difference", jac.noise, kink)
+
+        def grad_at(level: int) -> Callable[[np.ndarray], np.ndarray]:
+            if level == 0:
+                return lambda s: fd_jacobian(lambda u: np.sum(w * t_of(source)(u)), s, 0).central
+            inner = grad_at(level - 1)
+            return lambda s: fd_jacobian(lambda u: np.sum(inner(u)), s, level).central
+
+        return Reference(grad_at(order - 1)(base[source]), "finite_difference", 0.0)
+    if order != 1:
+        raise Unverifiable(f"kind {kind} with order {order} has no finite-difference check")
+    if kind in ("jacobian", "batch_jacobian"):
+        (source,) = sources
+        jac = fd_jacobian(t_of(source), base[source])
+        found = kinks(t_of(source), base[source], jac)
+        kink = _describe_kink(source, found[0], base[target].ndim) if found else None
+        value = jac.central
+        if kind == "batch_jacobian":
+            value = batch_diagonal(value, base[target].shape, base[source].shape)
+        return Reference(value, "finite_difference", jac.noise, kink)
+    if kind == "hessian":
+        (source,) = sources
+        grad = lambda s: fd_jacobian(lambda u: np.sum(t_of(source)(u)), s, 0).central  # noqa: E731
+        return Reference(fd_jacobian(grad, base[source], 1).central, "finite_difference", 0.0)
+    if kind in ("jvp", "hvp"):
+        tangents = {s: tangent(req, s, base[s]) for s in sources}
+
+        def moved(eps: float) -> Dict[str, np.ndarray]:
+            return {s: base[s] + eps * tangents[s] for s in sources}
+
+        scale = max(max(1.0, float(np.max(np.abs(base[s])))) if base[s].size else 1.0 for s in sources)
+        vmax = max((float(np.max(np.abs(v))) if v.size else 0.0) for v in tangents.values()) or 1.0
+        if kind == "jvp":
+            h = FD_STEPS[0] * scale / vmax
+            diff = (fwd.target(target, moved(h)) - fwd.target(target, moved(-h))) / (2 * h)
+            return Reference(diff, "finite_difference", 0.0)
+        # hvp: the gradient (by differences) moved along the tangents (by differences)
+        h = FD_STEPS[1] * scale / vmax
+        out = {}
+        for s in ([sources[0]] if combined else sources):
+            def grad(overrides: Dict[str, np.ndarray], s: str = s) -> np.ndarray:
+                return fd_jacobian(lambda u: np.sum(fwd.target(target, {**overrides, s: u})), overrides[s], 0).central
+
+            out[s] = (grad(moved(h)) - grad(moved(-h))) / (2 * h)
+        return Reference(out[sources[0]], "finite_difference", 0.0)
+    raise Unverifiable(f"kind {kind!r} has no finite-difference check")
+
+
+def batch_diagonal(jac: np.ndarray, t_shape: Tuple[int, ...], s_shape: Tuple[int, ...]) -> np.ndarray:
+    """From a full Jacobian (t.shape + s.shape) to `batch_jacobian`'s [b, t..., s...] blocks."""
+    if not t_shape or not s_shape or t_shape[0] != s_shape[0]:
+        raise Unverifiable(f"batch_jacobian needs a shared batch axis, got {list(t_shape)} and {list(s_shape)}")
+    b = t_shape[0]
+    ti, si = int(np.prod(t_shape[1:], dtype=int)), int(np.prod(s_shape[1:], dtype=int))
+    full = jac.reshape(b, ti, b, si)
+    blocks = np.stack([full[k, :, k, :] for k in range(b)])
+    return blocks.reshape((b,) + tuple(t_shape[1:]) + tuple(s_shape[1:]))

@@ -1,0 +1,189 @@
+"""Lower a parsed expression to SymPy, node by node, for exact derivatives.
+
+The same typed tree that :mod:`runner.lowering` turns into TensorFlow ops is turned here
+into a SymPy expression, through `sympy_functions()`, a table written in code. No string
+ever reaches SymPy's parser (`sympify`/`parse_expr` evaluate Python): every node is built
+by calling a SymPy constructor on already-built children.
+
+Only elementwise functions have a SymPy meaning here (`ELEMENTWISE`); a tree that uses a
+reduction, `matmul`, `@` or `transpose` is not lowered (`is_elementwise` says so first),
+and the finite-difference check covers it instead.
+
+The lowering also records *kink sites*: for `abs`, `relu`, `sign`, `maximum`, `minimum` and
+`sqrt`, the expression whose zero is a point where the function is not differentiable
+(or, for `sqrt`, has an infinite slope). The verifier evaluates them at the point and
+hands a hit to the finite-difference check, which tells a real kink from a harmless one.
+
+SymPy is imported lazily, so nothing on the `--help` or config-error path pays for it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, List, Mapping, Tuple
+
+from runner import expression as ex
+
+# Functions of the language that act on each element on its own.
+ELEMENTWISE = frozenset(
+    "sin cos tan asin acos atan sinh cosh tanh exp expm1 log log1p sqrt square abs sign erf "
+    "sigmoid softplus relu pow maximum minimum atan2 stop_gradient where".split()
+)
+# Functions whose derivative has a kink (or an infinite slope) where this argument is 0.
+_KINKED = {"abs": 1, "relu": 1, "sign": 1, "sqrt": 1, "maximum": 2, "minimum": 2}
+
+
+def is_elementwise(expr: ex.Expr) -> bool:
+    """True when every operation in `expr` acts elementwise (no reductions, matmul, @, transpose)."""
+    stack = [expr]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, ex.Binary):
+            if node.op == "@":
+                return False
+            stack.extend((node.left, node.right))
+        elif isinstance(node, ex.Compare):
+            stack.extend((node.left, node.right))
+        elif isinstance(node, ex.Unary):
+            stack.append(node.operand)
+        elif isinstance(node, ex.Call):
+            if node.func not in ELEMENTWISE:
+                return False
+            stack.extend(node.args)
+    return True
+
+
+def sympy_functions() -> Dict[str, Callable[..., Any]]:
+    """The table: function name of the language -> a function building its SymPy expression."""
+    import sympy as sp
+
+    return {
+        "sin": sp.sin,
+        "cos": sp.cos,
+        "tan": sp.tan,
+        "asin": sp.asin,
+        "acos": sp.acos,
+        "atan": sp.atan,
+        "sinh": sp.sinh,
+        "cosh": sp.cosh,
+        "tanh": sp.tanh,
+        "exp": sp.exp,
+        "expm1": lambda u: sp.exp(u) - 1,
+        "log": sp.log,
+        "log1p": lambda u: sp.log(1 + u),
+        "sqrt": sp.sqrt,
+        "square": lambda u: u**2,
+        "abs": sp.Abs,
+        "sign": sp.sign,
+        "erf": sp.erf,
+        "sigmoid": lambda u: 1 / (1 + sp.exp(-u)),
+        "softplus": lambda u: sp.log(1 + sp.exp(u)),
+        "relu": lambda u: sp.Max(0, u),
+        "pow": lambda a, b: a**b,
+        "maximum": sp.Max,
+        "minimum": sp.Min,
+        "atan2": sp.atan2,
+        "where": lambda c, a, b: sp.Piecewise((a, c), (b, True)),
+    }
+
+
+def _binary_ops() -> Dict[str, Callable[[Any, Any], Any]]:
+    import sympy as sp
+
+    return {
+        "+": lambda a, b: a + b,
+        "-": lambda a, b: a - b,
+        "*": lambda a, b: a * b,
+        # a * b**-1, not a / b: SymPy raises ZeroDivisionError on Float(1) / Float(0)
+        "/": lambda a, b: sp.Mul(a, sp.Pow(b, -1)),
+        "**": lambda a, b: a**b,
+        "<": sp.StrictLessThan,
+        "<=": sp.LessThan,
+        ">": sp.StrictGreaterThan,
+        ">=": sp.GreaterThan,
+        "==": sp.Eq,
+        "!=": sp.Ne,
+    }
+
+
+@dataclass
+class Lowered:
+    """A SymPy expression, its kink sites, and the stop_gradient arguments it froze."""
+
+    expr: Any
+    kinks: List[Tuple[str, Any]] = field(default_factory=list)  # (description, expression zero at a kink)
+    frozen: Dict[Any, Any] = field(default_factory=dict)  # fresh symbol -> the expression it stands for
+
+
+class SymbolicLowerer:
+    """Lowers trees against `env` (name -> SymPy expression); `stop_gradient(u)` becomes a fresh symbol.
+
+    A frozen symbol has the value of `u` at the point and no derivative, which is what
+    TensorFlow's `stop_gradient` means for the tape.
+    """
+
+    def __init__(self, env: Mapping[str, Any]):
+        import sympy as sp
+
+        self.sp = sp
+        self.env = dict(env)
+        self.functions = sympy_functions()
+        self.ops = _binary_ops()
+        self.kinks: List[Tuple[str, Any]] = []
+        self.frozen: Dict[Any, Any] = {}
+
+    def lower(self, node: ex.Expr) -> Any:
+        sp = self.sp
+        if isinstance(node, ex.Num):
+            return sp.Integer(node.value) if isinstance(node.value, int) else sp.Float(node.value, 17)
+        if isinstance(node, ex.Name):
+            if node.id == "pi":
+                return sp.pi
+            if node.id == "e":
+                return sp.E
+            return self.env[node.id]
+        if isinstance(node, ex.Unary):
+            operand = self.lower(node.operand)
+            return -operand if node.op == "-" else operand
+        if isinstance(node, (ex.Binary, ex.Compare)):
+            if node.op == "@":
+                raise ValueError("matmul has no elementwise SymPy meaning")
+            return self.ops[node.op](self.lower(node.left), self.lower(node.right))
+        if isinstance(node, ex.Call):
+            args = [self.lower(a) for a in node.args]
+            if node.func == "stop_gradient":
+                sym = sp.Dummy(f"stop_gradient{len(self.frozen)}", real=True)
+                self.frozen[sym] = args[0]
+                return sym
+            if node.func not in self.functions:
+                raise ValueError(f"{node.func} has no elementwise SymPy meaning")
+            if node.func in _KINKED:
+                site = args[0] if _KINKED[node.func] == 1 else args[0] - args[1]
+                self.kinks.append((f"{node.func} (column {node.column})", site))
+            try:
+                return self.functions[node.func](*args)
+            except (TypeError, ValueError, ArithmeticError):
+                # e.g. Max of a complex constant such as pow(-0.05, 0.05): undefined in the reals
+                return sp.nan
+        raise TypeError(f"not an expression node: {node!r}")
+
+    def result(self, expr: Any) -> Lowered:
+        return Lowered(expr, list(self.kinks), dict(self.frozen))
+
+
+def evaluate(expr: Any, values: Mapping[Any, float]) -> float:
+    """A SymPy expression at a point, as a float64 (NaN where it is complex or undefined)."""
+    import sympy as sp
+
+    try:
+        v = expr.xreplace({s: sp.Float(float(x), 17) for s, x in values.items()})
+        v = v.evalf(17) if not v.is_Number else v
+        if v.has(sp.zoo) or v.has(sp.nan):
+            return float("nan")
+        c = complex(v)
+    except (TypeError, ValueError, ArithmeticError):
+        # undefined here: 0/0, Max of a complex infinity, a relation SymPy cannot decide
+        return float("nan")
+    if abs(c.imag) > 1e-12 * max(1.0, abs(c.real)):
+        return float("nan")
+    return c.real

@@ -1,0 +1,458 @@
+"""Check every derivative TensorFlow gave by a second, independent method.
+
+For each completed request the verifier computes a float64 *reference* and compares:
+
+- `symbolic`: the step expressions lowered to SymPy (:mod:`runner.symbolic`) and
+  differentiated exactly, then evaluated at the point. Used for every kind whose target is
+  built from elementwise operations only (any broadcasting; `order` > 1 for gradients).
+- `finite_difference`: central differences of the same program, re-run in float64 by
+  TensorFlow (:mod:`runner.finite_differences`). Works for every kind, matmul and
+  reductions included.
+
+`verify: auto` takes the symbolic check where it applies and finite differences elsewhere;
+at a kink site (`abs`, `relu`, `maximum`, ... whose switching argument is exactly 0) the
+symbolic check hands over to finite differences, whose one-sided differences tell a real
+kink (left and right slopes differ) from a harmless one.
+
+The reference follows the tape, not just the maths of the function: inputs the tape does
+not watch, steps computed under `tape.stop_recording` and `stop_gradient(...)` are held
+fixed, so a source the tape does not connect to the target has the reference `None` (or
+zeros with `unconnected: zero`), exactly what TensorFlow promises. What remains is where
+TensorFlow and the maths really disagree: kinks (TF picks a one-sided value), NaN
+gradients (sqrt of a sum of squares at 0, overflow in float32); those become failed
+checks with a readable `reason`, never a crash.
+
+Tolerances (see README, "Verification"): a check passes when every element satisfies
+|tf - ref| <= atol + rtol * |ref| with rtol = max(rtol of the run's dtype, rtol of the
+method) and atol = rtol * max(1, max |ref|) (+ the finite differences' rounding noise).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Dict, List, Mapping, Optional, Set, Tuple
+
+import numpy as np
+
+from runner import expression as ex
+from runner.finite_differences import Forward, Reference, Unverifiable, batch_diagonal, fd_reference, tangent, weights
+from runner.spec import JobSpec, RequestSpec
+
+# rtol by the dtype TensorFlow computed in (float64 reference, so this is TF's own rounding).
+DTYPE_RTOL = {"float64": 1e-8, "float32": 1e-4, "float16": 1e-2, "bfloat16": 5e-2}
+# rtol by method: the symbolic reference is exact; finite differences carry truncation error.
+METHOD_RTOL = {"symbolic": 0.0, "finite_difference": 1e-5, "finite_difference_nested": 1e-4}
+MAX_SYMBOLIC_ELEMENTS = 256
+MAX_SYMBOLIC_NODES = 5000
+
+
+# ---- the tape's graph --------------------------------------------------------------------
+
+
+def _used_outside_stop_gradient(expr: ex.Expr) -> Set[str]:
+    found: Set[str] = set()
+    stack = [expr]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, ex.Name):
+            found.add(node.id)
+        elif isinstance(node, ex.Unary):
+            stack.append(node.operand)
+        elif isinstance(node, (ex.Binary, ex.Compare)):
+            stack.extend((node.left, node.right))
+        elif isinstance(node, ex.Call) and node.func != "stop_gradient":
+            stack.extend(node.args)
+    return found
+
+
+def tracked_names(spec: JobSpec) -> Set[str]:
+    """Names whose tensors the tape records: watched float inputs and steps computed from them."""
+    out: Set[str] = set()
+    for inp in spec.inputs:
+        if not inp.is_float:
+            continue  # TensorFlow never watches integer tensors
+        if inp.name in spec.tape.watch:
+            out.add(inp.name)
+        elif inp.kind == "variable" and inp.trainable and spec.tape.watch_accessed_variables:
+            out.add(inp.name)
+    for step in spec.steps:
+        if step.name not in spec.tape.stop_recording and _used_outside_stop_gradient(step.expr) & out:
+            out.add(step.name)
+    return out
+
+
+def connected(spec: JobSpec, target: str, source: str, tracked: Set[str]) -> bool:
+    """Whether the tape has a recorded path from `source` to `target`."""
+    if source not in tracked:
+        return False
+    reach = {source}
+    for step in spec.steps:
+        if step.name in tracked and _used_outside_stop_gradient(step.expr) & reach:
+            reach.add(step.name)
+    return target in reach
+
+
+def _cone(spec: JobSpec, target: str) -> List[ex.Expr]:
+    """The expressions of every step the target depends on (by name, stop_gradient included)."""
+    by_name = {s.name: s for s in spec.steps}
+    need, seen, out = [target], set(), []
+    while need:
+        n = need.pop()
+        if n in seen or n not in by_name:
+            continue
+        seen.add(n)
+        out.append(by_name[n].expr)
+        need.extend(ex.names(by_name[n].expr))
+    return out
+
+
+# ---- the symbolic reference --------------------------------------------------------------
+
+
+def symbolic_applies(spec: JobSpec, req: RequestSpec, fwd: Forward) -> Optional[str]:
+    """None when the symbolic check applies to `req`, else why it does not."""
+    from runner import symbolic
+
+    if req.kind != "gradient" and req.order != 1:
+        return f"kind {req.kind} with order {req.order} is checked by finite differences"
+    if not all(symbolic.is_elementwise(e) for e in _cone(spec, req.target)):
+        return "the target uses matmul, a reduction or transpose"
+    if fwd.base[req.target].size > MAX_SYMBOLIC_ELEMENTS:
+        return f"the target has more than {MAX_SYMBOLIC_ELEMENTS} elements"
+    size = _expanded_size(spec, req.target)
+    if size > MAX_SYMBOLIC_NODES:
+        return f"the target's formula, with every step substituted, has {size} nodes (limit {MAX_SYMBOLIC_NODES})"
+    return None
+
+
+def _expanded_size(spec: JobSpec, target: str) -> int:
+    """Nodes of the target's formula with each step written out in full.
+
+    Steps repeat in the substituted formula (z = y*y doubles y), so this can grow
+    exponentially with the chain of steps; SymPy's differentiation is kept to formulas
+    of bounded size, and finite differences, whose cost does not grow so, take the rest.
+    """
+    sizes: Dict[str, int] = {}
+    for step in spec.steps:
+        total, stack = 0, [step.expr]
+        while stack:
+            node = stack.pop()
+            if isinstance(node, ex.Name):
+                total += sizes.get(node.id, 1)
+            else:
+                total += 1
+                if isinstance(node, ex.Unary):
+                    stack.append(node.operand)
+                elif isinstance(node, (ex.Binary, ex.Compare)):
+                    stack.extend((node.left, node.right))
+                elif isinstance(node, ex.Call):
+                    stack.extend(node.args)
+        sizes[step.name] = min(total, 10**9)
+        if step.name == target:
+            break
+    return sizes.get(target, 1)
+
+
+def _unbroadcast(grad: np.ndarray, shape: Tuple[int, ...]) -> np.ndarray:
+    """Sum a gradient over the axes broadcasting added, back to the source's shape."""
+    while grad.ndim > len(shape):
+        grad = grad.sum(axis=0)
+    for axis, n in enumerate(shape):
+        if n == 1 and grad.shape[axis] != 1:
+            grad = grad.sum(axis=axis, keepdims=True)
+    return grad.reshape(shape)
+
+
+def _expand_jacobian(d: np.ndarray, s_shape: Tuple[int, ...]) -> np.ndarray:
+    """The full Jacobian (t.shape + s.shape) of an elementwise target from its pointwise slopes.
+
+    Element i of the target depends on one element of the source: the one broadcasting
+    maps to i. Every other entry is 0.
+    """
+    jac = np.zeros(d.shape + tuple(s_shape))
+    lead = d.ndim - len(s_shape)
+    for i in np.ndindex(*d.shape):
+        j = tuple(0 if n == 1 else i[lead + k] for k, n in enumerate(s_shape))
+        jac[i + j] += d[i]
+    return jac
+
+
+def symbolic_reference(spec: JobSpec, req: RequestSpec, source: str, fwd: Forward, sources: Optional[Tuple[str, ...]] = None) -> Reference:
+    """The derivative `req` asks for, by SymPy, evaluated elementwise at the point.
+
+    An elementwise target's element i depends on one element of each source, so every
+    kind follows from the pointwise derivatives d(t_i)/d(s), d2(t_i)/d(s)d(s'):
+    broadcasting then says where they go (summed back for a gradient, spread out for a
+    Jacobian, on the diagonal for a Hessian). `sources` (jvp/hvp with one value for all
+    sources) moves them together; else `source` alone.
+    """
+    import sympy as sp
+
+    from runner import symbolic
+
+    moving = tuple(sources or (source,))
+    values: Dict[Any, np.ndarray] = {}
+    env: Dict[str, Any] = {}
+    for inp in spec.inputs:
+        sym = sp.Symbol(inp.name, real=True)
+        env[inp.name] = sym
+        values[sym] = fwd.base[inp.name]
+    lowerer = symbolic.SymbolicLowerer(env)
+    cone = {id(e) for e in _cone(spec, req.target)}
+    sites = []
+    for step in spec.steps:
+        if id(step.expr) not in cone:
+            continue
+        if step.name in moving or step.name in spec.tape.stop_recording:
+            sym = sp.Dummy(step.name, real=True)  # a source, or held: a symbol of its own
+            values[sym] = fwd.base[step.name]
+            lowerer.env[step.name] = sym
+        else:
+            lowerer.kinks = []
+            lowerer.env[step.name] = lowerer.lower(step.expr)
+            sites += [(f"{desc} in step {step.name}", site) for desc, site in lowerer.kinks]
+    low = lowerer.result(lowerer.env[req.target])
+    syms = {s: lowerer.env.get(s, sp.Dummy(s, real=True)) for s in moving}
+    shape = fwd.base[req.target].shape
+    kind, order = req.kind, req.order
+
+    # the pointwise derivatives this kind needs, as (key, SymPy expression)
+    wanted: Dict[Any, Any] = {}
+    if kind == "gradient":
+        wanted["d"] = sp.diff(low.expr, syms[source], order)
+    elif kind in ("jacobian", "batch_jacobian", "jvp"):
+        wanted.update({("d", s): sp.diff(low.expr, syms[s]) for s in moving})
+    elif kind == "hessian":
+        wanted["d2"] = sp.diff(low.expr, syms[source], 2)
+    elif kind == "hvp":
+        wanted.update({("d2", a, b): sp.diff(low.expr, syms[a], syms[b]) for a in moving for b in moving})
+    else:
+        raise Unverifiable(f"kind {kind!r} has no symbolic check")
+
+    grid = {s: np.broadcast_to(v, shape) for s, v in values.items()}
+    sites = [(desc, site) for desc, site in sites if any(syms[s] in site.free_symbols for s in moving)]
+    pointwise = {k: np.zeros(shape) for k in wanted}
+    for idx in np.ndindex(*shape):
+        at = {s: float(v[idx]) for s, v in grid.items()}
+        for dummy, expr in low.frozen.items():  # created inner first, so in dependency order
+            at[dummy] = symbolic.evaluate(expr, at)
+        for desc, site in sites:
+            if symbolic.evaluate(site, at) == 0.0:
+                return Reference(None, "symbolic", note=f"{desc} switches at this point")
+        for k, expr in wanted.items():
+            pointwise[k][idx] = symbolic.evaluate(expr, at)
+
+    s_shape = fwd.base[source].shape
+    if kind == "gradient":
+        return Reference(_unbroadcast(weights(req, shape) * pointwise["d"], s_shape), "symbolic")
+    if kind == "jacobian":
+        return Reference(_expand_jacobian(pointwise[("d", source)], s_shape), "symbolic")
+    if kind == "batch_jacobian":
+        return Reference(batch_diagonal(_expand_jacobian(pointwise[("d", source)], s_shape), shape, s_shape), "symbolic")
+    if kind == "hessian":
+        diag = _unbroadcast(pointwise["d2"], s_shape).ravel()
+        return Reference(np.diag(diag).reshape(tuple(s_shape) * 2), "symbolic")
+    tangents = {s: np.broadcast_to(tangent(req, s, fwd.base[s]), shape) for s in moving}
+    if kind == "jvp":
+        return Reference(sum(pointwise[("d", s)] * tangents[s] for s in moving), "symbolic")
+    # hvp: for the first moving source (the only one unless combined)
+    a = moving[0]
+    return Reference(_unbroadcast(sum(pointwise[("d2", a, b)] * tangents[b] for b in moving), fwd.base[a].shape), "symbolic")
+
+
+# ---- comparison --------------------------------------------------------------------------
+
+
+def _dtype_rtol(value: np.ndarray) -> float:
+    return DTYPE_RTOL.get(str(value.dtype), 1e-4)
+
+
+def compare(got: Any, ref: Reference, req: RequestSpec) -> Dict[str, Any]:
+    """A check record (without timing) comparing TensorFlow's value with the reference."""
+    method_key = ref.method
+    if ref.method == "finite_difference" and (req.order > 1 or req.kind in ("hessian", "hvp")):
+        method_key = "finite_difference_nested"
+    rec: Dict[str, Any] = {"method": ref.method, "reference": ref.value}
+    if got is None or ref.value is None:
+        rec.update(max_abs_error=None, max_rel_error=None, tolerance=None)
+        if got is None and ref.value is None:
+            rec.update(max_abs_error=0.0, max_rel_error=0.0, passed=True, note=f"TensorFlow gives None: {ref.note or 'no path'}")
+        elif got is None:
+            rec.update(passed=False, reason="TensorFlow gives None, but the tape records a path from the source to the target")
+        else:
+            rec.update(passed=False, reason=f"TensorFlow gives a value, but {ref.note or 'the tape records no path'}")
+        return rec
+    g = np.asarray(got)
+    r = np.asarray(ref.value, dtype=np.float64)
+    rtol = max(_dtype_rtol(g), METHOD_RTOL[method_key])
+    if g.shape != r.shape:
+        rec.update(max_abs_error=None, max_rel_error=None, tolerance={"rtol": rtol, "atol": None}, passed=False,
+                   reason=f"shape {list(g.shape)} differs from the reference's {list(r.shape)}")
+        return rec
+    g64 = g.astype(np.float64)
+    finite_r = r[np.isfinite(r)]
+    atol = rtol * max(1.0, float(np.max(np.abs(finite_r))) if finite_r.size else 1.0) + ref.noise
+    both = np.isfinite(g64) & np.isfinite(r)
+    err = np.abs(g64 - r)
+    max_abs = float(np.max(err[both])) if both.any() else 0.0
+    rel = err[both] / np.maximum(np.abs(r[both]), np.finfo(np.float64).tiny)
+    max_rel = float(np.max(rel)) if rel.size else 0.0
+    rec.update(max_abs_error=max_abs, max_rel_error=max_rel, tolerance={"rtol": rtol, "atol": atol})
+    reasons = []
+    tf_nan = np.isnan(g64) & ~np.isnan(r)
+    if tf_nan.any():
+        reasons.append(f"TF gradient is NaN where the reference is {_first(r[tf_nan])}")
+    if ref.kink:
+        reasons.append(ref.kink)
+    elif not np.isfinite(r).all():
+        reasons.append(f"non-differentiable point: the reference derivative is {_first(r[~np.isfinite(r)])} (TF gives {_first(g64[~np.isfinite(r)])})")
+    if not tf_nan.any() and (np.isfinite(r) & ~np.isfinite(g64)).any():
+        reasons.append(f"TF gradient is {_first(g64[np.isfinite(r) & ~np.isfinite(g64)])} where the reference is finite")
+    bad = both & (err > atol + rtol * np.abs(r))
+    if bad.any():
+        k = np.argmax(np.where(bad, err, -1.0))
+        at = np.unravel_index(k, err.shape)
+        where = f" at [{', '.join(map(str, at))}]" if err.ndim else ""
+        reasons.append(f"TF gives {g64[at]:.9g}, the reference {r[at]:.9g}{where}: error {err[at]:.3g} > allowed {atol + rtol * abs(r[at]):.3g}")
+    rec["passed"] = not reasons
+    if reasons:
+        rec["reason"] = "; ".join(reasons)
+    if ref.note:
+        rec["note"] = ref.note
+    return rec
+
+
+def _first(a: np.ndarray) -> str:
+    v = float(np.asarray(a).ravel()[0])
+    return "NaN" if np.isnan(v) else ("inf" if v > 0 and np.isinf(v) else ("-inf" if np.isinf(v) else f"{v:.9g}"))
+
+
+# ---- orchestration -----------------------------------------------------------------------
+
+
+def _zeros(req: RequestSpec, fwd: Forward, source: str) -> np.ndarray:
+    """What `unconnected: zero` gives, shaped as the request's kind shapes it."""
+    t, s = fwd.base[req.target].shape, fwd.base[source].shape
+    shape = {
+        "gradient": s,
+        "hvp": s,
+        "jvp": t,
+        "jacobian": t + s,
+        "hessian": s + s,
+        "batch_jacobian": (t[:1] + t[1:] + s[1:]),
+    }[req.kind]
+    return np.zeros(shape)
+
+
+def _reference(spec: JobSpec, req: RequestSpec, source: str, fwd: Forward, mode: str, tracked: Set[str]) -> Reference:
+    why_not = symbolic_applies(spec, req, fwd) if mode in ("auto", "symbolic") else "finite differences chosen"
+    if not connected(spec, req.target, source, tracked):
+        # the tape's graph decides: None (or zeros), whichever method would have run
+        value = None if req.unconnected == "none" else _zeros(req, fwd, source)
+        why = f"the tape does not watch {source}" if source not in tracked else f"the tape records no path from {source} to {req.target}"
+        return Reference(value, "symbolic" if why_not is None else "finite_difference", note=why)
+    note = None
+    if mode in ("auto", "symbolic"):
+        if why_not is None:
+            try:
+                ref = symbolic_reference(spec, req, source, fwd)
+            except Exception as err:  # SymPy refused (e.g. Max of a complex infinity): differences decide
+                ref = Reference(None, "symbolic", note=f"SymPy could not differentiate ({type(err).__name__})")
+            if ref.value is not None:
+                return ref
+            note = f"{ref.note}: finite differences decided whether it is a kink" if "switches" in (ref.note or "") else f"{ref.note}: finite differences used"
+        elif mode == "symbolic":
+            note = f"symbolic check does not apply ({why_not}): finite differences used"
+    ref = fd_reference(fwd, req, (source,), combined=False)
+    ref.note = note
+    return ref
+
+
+def _combined_reference(spec: JobSpec, req: RequestSpec, fwd: Forward, mode: str) -> Reference:
+    """jvp/hvp with one value for several sources: all sources move along their tangents."""
+    if mode in ("auto", "symbolic") and symbolic_applies(spec, req, fwd) is None:
+        try:
+            ref = symbolic_reference(spec, req, req.sources[0], fwd, sources=req.sources)
+            if ref.value is not None:
+                return ref
+        except Exception:  # SymPy refused: differences decide
+            pass
+    return fd_reference(fwd, req, req.sources, combined=True)
+
+
+def check(spec: JobSpec, req: RequestSpec, got: Any, fwd: Forward, tracked: Set[str]) -> Dict[str, Any]:
+    """The `check` record of one derivative; never raises."""
+    t0 = time.perf_counter()
+    mode = spec.verify
+    try:
+        if req.kind in ("jvp", "hvp") and not isinstance(got, Mapping) and len(req.sources) > 1:
+            # one tensor for all sources: every source moves along its tangent together
+            if not any(connected(spec, req.target, s, tracked) for s in req.sources):
+                ref = Reference(None if req.unconnected == "none" else _zeros(req, fwd, req.sources[0]), "finite_difference")
+            else:
+                ref = _combined_reference(spec, req, fwd, mode)
+            rec = compare(got, ref, req)
+        elif isinstance(got, Mapping) or req.several:
+            if not isinstance(got, Mapping):
+                raise Unverifiable("several sources, but TensorFlow's value is not a mapping source -> value")
+            recs = {s: compare(got.get(s), _reference(spec, req, s, fwd, mode, tracked), req) for s in req.sources}
+            rec = _merge(recs)
+        else:
+            rec = compare(got, _reference(spec, req, req.sources[0], fwd, mode, tracked), req)
+        values = got.values() if isinstance(got, Mapping) else [got]
+        undefined = _undefined(fwd.base[req.target])
+        if undefined and any(v is not None for v in values):
+            # log(-1): TF's derivative is -1, but there is no function to differentiate
+            why = f"the function is undefined here: {req.target} is {undefined} at this point (in float64)"
+            rec.update(passed=False, reason="; ".join(filter(None, [why, rec.get("reason")])))
+    except Exception as err:  # a check never crashes a run: it fails, saying why
+        reason = str(err) if isinstance(err, Unverifiable) else f"the check could not run: {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
+        rec = {"method": "finite_difference" if mode == "finite_difference" else mode, "max_abs_error": None, "max_rel_error": None,
+               "tolerance": None, "passed": False, "reason": reason}
+    rec["seconds"] = time.perf_counter() - t0
+    return rec
+
+
+def _undefined(value: np.ndarray) -> Optional[str]:
+    """"NaN" or "inf" when some element of the float64 target is not finite, else None."""
+    bad = value[~np.isfinite(value)]
+    if not bad.size:
+        return None
+    return "NaN" if np.isnan(bad).any() else "infinite"
+
+
+def _merge(recs: Dict[str, Dict[str, Any]]) -> Dict[str, Any]:
+    """One check for several sources: the worst errors, passed when every source passed."""
+    methods = sorted({r["method"] for r in recs.values()})
+    errs = [r["max_abs_error"] for r in recs.values() if r.get("max_abs_error") is not None]
+    rels = [r["max_rel_error"] for r in recs.values() if r.get("max_rel_error") is not None]
+    out: Dict[str, Any] = {
+        "method": "+".join(methods),
+        "max_abs_error": max(errs) if errs else None,
+        "max_rel_error": max(rels) if rels else None,
+        "tolerance": {s: r.get("tolerance") for s, r in recs.items()},
+        "passed": all(r["passed"] for r in recs.values()),
+        "reference": {s: r.get("reference") for s, r in recs.items()},
+    }
+    reasons = [f"{s}: {r['reason']}" for s, r in recs.items() if r.get("reason")]
+    notes = [f"{s}: {r['note']}" for s, r in recs.items() if r.get("note")]
+    if reasons:
+        out["reason"] = "; ".join(reasons)
+    if notes:
+        out["note"] = "; ".join(notes)
+    return out
+
+
+def check_all(spec: JobSpec, values: Mapping[str, Any], derivatives: List[Tuple[RequestSpec, Any]]) -> List[Dict[str, Any]]:
+    """A check record per completed derivative, in order; `values` are the run's input values."""
+    if spec.verify == "off" or not derivatives:
+        return []
+    t0 = time.perf_counter()
+    try:
+        fwd = Forward(spec, values)
+    except Exception as err:
+        reason = f"the float64 forward pass failed: {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
+        return [{"method": spec.verify, "passed": False, "reason": reason, "max_abs_error": None, "max_rel_error": None,
+                 "tolerance": None, "seconds": time.perf_counter() - t0} for _ in derivatives]
+    tracked = tracked_names(spec)
+    return [check(spec, req, got, fwd, tracked) for req, got in derivatives]
