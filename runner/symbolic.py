@@ -79,12 +79,32 @@ def sympy_functions() -> Dict[str, Callable[..., Any]]:
         "sigmoid": lambda u: 1 / (1 + sp.exp(-u)),
         "softplus": lambda u: sp.log(1 + sp.exp(u)),
         "relu": lambda u: sp.Max(0, u),
-        "pow": lambda a, b: a**b,
+        "pow": bounded_pow,
         "maximum": sp.Max,
         "minimum": sp.Min,
         "atan2": sp.atan2,
         "where": lambda c, a, b: sp.Piecewise((a, c), (b, True)),
     }
+
+
+def bounded_pow(a: Any, b: Any) -> Any:
+    """`a ** b`, with a power of two numbers computed in float64, as TensorFlow would.
+
+    SymPy folds Integer ** Integer exactly: `10 ** 10 ** 10 ** 10` would never finish.
+    The run itself computes it in floating point (giving inf), and so does its check.
+    """
+    import numpy as np
+    import sympy as sp
+
+    if not (getattr(a, "is_Number", False) and getattr(b, "is_Number", False)):
+        return a**b
+    with np.errstate(all="ignore"):
+        v = float(np.power(np.float64(float(a)), np.float64(float(b))))
+    if np.isnan(v):
+        return sp.nan
+    if np.isinf(v):
+        return sp.oo if v > 0 else -sp.oo
+    return sp.Float(v, 17)
 
 
 def _binary_ops() -> Dict[str, Callable[[Any, Any], Any]]:
@@ -96,7 +116,7 @@ def _binary_ops() -> Dict[str, Callable[[Any, Any], Any]]:
         "*": lambda a, b: a * b,
         # a * b**-1, not a / b: SymPy raises ZeroDivisionError on Float(1) / Float(0)
         "/": lambda a, b: sp.Mul(a, sp.Pow(b, -1)),
-        "**": lambda a, b: a**b,
+        "**": bounded_pow,
         "<": sp.StrictLessThan,
         "<=": sp.LessThan,
         ">": sp.StrictGreaterThan,
