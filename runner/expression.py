@@ -225,7 +225,7 @@ def _check_bracket_depth(text: str) -> None:
         if ch in "([{":
             depth += 1
             if depth > MAX_DEPTH:
-                raise ExpressionError(f"nesting deeper than {MAX_DEPTH}", text[:80], i + 1)
+                raise ExpressionError(f"brackets nested deeper than {MAX_DEPTH} levels", text[:80], i + 1)
         elif ch in ")]}":
             depth -= 1
 
@@ -240,14 +240,16 @@ class _Converter:
 
     def convert(self, node: ast.AST, depth: int) -> Expr:
         if depth > MAX_DEPTH:
-            raise self.fail(f"nesting deeper than {MAX_DEPTH}", node)
+            raise self.fail(f"nesting deeper than {MAX_DEPTH} levels (each operation of a chain such as a + b + c counts one)", node)
         col = getattr(node, "col_offset", 0) + 1
         d = depth + 1
         if isinstance(node, ast.Constant):
             v = node.value
             if isinstance(v, bool) or not isinstance(v, (int, float)):
-                what = "string literals" if isinstance(v, (str, bytes)) else f"the literal {v!r}"
-                raise self.fail(f"{what} are not allowed; only numbers", node)
+                what = "string literals are" if isinstance(v, (str, bytes)) else f"the literal {v!r} is"
+                raise self.fail(f"{what} not allowed; only numbers", node)
+            if isinstance(v, int) and v.bit_length() > 1024:  # beyond every float type
+                raise self.fail(f"the number {str(v)[:12]}... ({len(str(v))} digits) is too large for any float type", node)
             return Num(v, col)
         if isinstance(node, ast.Name):
             return Name(node.id, col)
