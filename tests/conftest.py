@@ -57,7 +57,7 @@ def run_job(tmp_path):
 
 def function_config(steps: Dict[str, str], point: Dict[str, Any], derivatives: List[Dict[str, Any]], inputs: Any = None, **extra: Any) -> Dict[str, Any]:
     """A complete config mapping, as an experiment file would give after composition."""
-    cfg = composed(["experiment=null"])
+    cfg = composed(["~experiment"])
     cfg["function"] = {"inputs": inputs if inputs is not None else list(point), "steps": steps}
     cfg["point"] = point
     cfg["derivatives"] = derivatives
