@@ -13,7 +13,7 @@ import csv
 import io
 import json
 from pathlib import Path
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Optional
 
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
@@ -25,6 +25,9 @@ SUMMARY_CSV = "summary.csv"
 
 # The exit code the last sweep in this process earned: non-zero when any job failed.
 last_exit_code = 0
+# The folder of the sweep running in this process, for `runner.cli` to summarize when a
+# signal stops it (Hydra then skips on_multirun_end).
+current_sweep_dir: Optional[Path] = None
 
 
 def _overrides(job_dir: Path) -> List[str]:
@@ -90,6 +93,10 @@ def table(rows: List[Dict[str, Any]]) -> str:
 
 class SweepSummary(Callback):
     """Hydra callback: write `summary.json` and `summary.csv`, print the table, set the exit code."""
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        global current_sweep_dir
+        current_sweep_dir = Path(config.hydra.sweep.dir)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         global last_exit_code
