@@ -18,6 +18,9 @@ Two things happen around Hydra's entry point, both within Hydra's documented int
   `main` writes the sweep's summary itself from what the finished jobs left on disk and
   exits 130 (SIGINT) or 143 (SIGTERM). Each job's log is written atomically, so a job cut
   short leaves no `results.json` at all, never half of one.
+- Trust. A config folder from elsewhere (`--config-dir`) is read first by `runner.trust`,
+  which refuses one whose `hydra:` section could run code (callbacks, launcher targets,
+  logging factories), since Hydra acts on it before any job starts.
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ from typing import Any, Optional
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from runner import errors, job, schema, sweep
+from runner import errors, job, schema, sweep, trust
 
 
 def config_dir() -> Path:
@@ -83,6 +86,7 @@ def main() -> None:
     os.environ["HYDRA_FULL_ERROR"] = "1"  # Hydra then re-raises, and we report (see above)
     handlers = {s: signal.signal(s, _raise_interrupted) for s in EXIT_INTERRUPTED}
     try:
+        trust.check_argv(sys.argv[1:])  # before Hydra acts on a config folder's hydra: section
         _hydra_entry()
     except KeyboardInterrupt as err:
         signum = err.signum if isinstance(err, Interrupted) else signal.SIGINT

@@ -42,6 +42,8 @@ def explain(err: BaseException) -> Tuple[str, Optional[str], int]:
     from hydra.errors import HydraException, MissingConfigException, OverrideParseException
     from omegaconf.errors import OmegaConfBaseException
 
+    if isinstance(err, ConfigError):
+        return err.headline(), _indent(err.detail) if err.detail else None, EXIT_CONFIG_ERROR
     chain = _chain(err)
     marked = next((e for e in chain if isinstance(e, yaml.MarkedYAMLError)), None)
     if marked is not None:
@@ -56,6 +58,8 @@ def explain(err: BaseException) -> Tuple[str, Optional[str], int]:
     omega = next((e for e in chain if isinstance(e, OmegaConfBaseException)), None)
     if omega is not None and isinstance(err, (HydraException, OmegaConfBaseException)):
         return _omegaconf_headline(omega, err), None, EXIT_CONFIG_ERROR
+    if isinstance(err, RecursionError):  # YAML, OmegaConf and Hydra's grammar all recurse
+        return "config error: a value is nested too deeply to read (Python's recursion limit)", None, EXIT_CONFIG_ERROR
     if isinstance(err, (HydraException, yaml.YAMLError)):
         first, _, rest = str(err).strip().partition("\n")
         return f"config error: {first}", _indent(rest.strip()) if rest.strip() else None, EXIT_CONFIG_ERROR

@@ -155,6 +155,7 @@ def user_conf(tmp_path_factory):
     (exp / "tabs.yaml").write_text("# @package _global_\nfunction:\n\tsteps: {}\n")
     (exp / "typo.yaml").write_text("# @package _global_\ntape:\n  persistant: true\n")
     (exp / "wrong_type.yaml").write_text("# @package _global_\ntape:\n  persistent: maybe\n")
+    (exp / "deep.yaml").write_text("# @package _global_\npoint:\n  x: " + "[" * 5000 + "1.0" + "]" * 5000 + "\n")
     # PyYAML would run this with an unsafe loader; OmegaConf's loader refuses the tag
     (exp / "python_tag.yaml").write_text(
         "# @package _global_\nname: !!python/object/apply:os.system ['touch PWNED']\n"
@@ -175,6 +176,7 @@ HYDRA_ERRORS = [
     ("tab in YAML", ["experiment=tabs"], "experiment/tabs.yaml, line 3, column 1: malformed YAML: found character '\\t' that cannot start any token"),
     ("misspelt key in a file", ["experiment=typo"], "config error: tape.persistant: no such key in TapeConfig; did you mean 'persistent'? (in experiment/typo)"),
     ("wrong type in a file", ["experiment=wrong_type"], "config error: tape.persistent: Value 'maybe' is not a valid bool"),
+    ("deeply nested YAML", ["experiment=deep"], "config error: a value is nested too deeply to read"),
     ("python tag in YAML", ["experiment=python_tag"], "malformed YAML: could not determine a constructor for the tag 'tag:yaml.org,2002:python/object/apply:os.system'"),
 ]
 
@@ -182,7 +184,7 @@ HYDRA_ERRORS = [
 @pytest.mark.parametrize("overrides, headline", [r[1:] for r in HYDRA_ERRORS], ids=[r[0] for r in HYDRA_ERRORS])
 def test_hydra_composition_errors_read_as_one_line(user_conf, tmp_path, monkeypatch, overrides, headline):
     monkeypatch.chdir(tmp_path)
-    with pytest.raises((HydraException, OmegaConfBaseException, yaml.YAMLError)) as info:
+    with pytest.raises((HydraException, OmegaConfBaseException, yaml.YAMLError, RecursionError)) as info:
         composed(overrides, config_path=user_conf)
     first, detail, code = errors.explain(info.value)
     assert headline in first
@@ -255,3 +257,52 @@ def test_config_errors_never_import_tensorflow(tmp_path):
             timeout=60,
         )
         assert result.stdout.split() == ["2", "False"], (args, result.stdout, result.stderr)
+
+
+# ---- a config folder that configures Hydra itself ----------------------------------------
+
+EVIL = "# @package _global_\nhydra:\n"
+HYDRA_SECTIONS = [
+    # id, file (relative path, text), the key refused (None: allowed)
+    ("callback target", ("experiment/a.yaml", EVIL + "  callbacks:\n    x: {_target_: numpy.save, file: OWNED, arr: [1]}\n"), "hydra.callbacks.x._target_"),
+    ("logging factory", ("experiment/a.yaml", EVIL + "  job_logging:\n    handlers:\n      h: {'()': subprocess.getoutput, cmd: touch OWNED}\n"), "hydra.job_logging.handlers.h.()"),
+    ("launcher target", ("experiment/a.yaml", EVIL + "  launcher:\n    _target_: builtins.print\n"), "hydra.launcher._target_"),
+    ("slurm setup lines", ("experiment/a.yaml", EVIL + "  launcher:\n    setup: ['touch OWNED']\n"), "hydra.launcher.setup"),
+    ("worker environment", ("experiment/a.yaml", EVIL + "  job:\n    env_set: {PYTHONPATH: /tmp/evil}\n"), "hydra.job.env_set.PYTHONPATH"),
+    ("search path", ("experiment/a.yaml", EVIL + "  searchpath: ['pkg://evil']\n"), "hydra.searchpath"),
+    ("callbacks removed", ("experiment/a.yaml", EVIL + "  callbacks: null\n"), "hydra.callbacks"),
+    ("file in hydra's groups", ("hydra/callbacks/x.yaml", "x: {_target_: numpy.save}\n"), "hydra/callbacks/x.yaml"),
+    ("package header", ("experiment/a.yaml", "# @package hydra.callbacks\nx: {_target_: numpy.save}\n"), "experiment/a.yaml"),
+    ("defaults into hydra", ("experiment/a.yaml", "defaults:\n  - /function/cubic@hydra.callbacks.x\n"), "experiment/a.yaml: defaults"),
+    ("where runs go: allowed", ("experiment/a.yaml", EVIL + "  run: {dir: runs/x}\n  sweep: {dir: runs/m, subdir: '${hydra.job.num}'}\n  job: {chdir: false}\n"), None),
+    ("parallel workers: allowed", ("experiment/a.yaml", EVIL + "  launcher: {n_jobs: 4}\n"), None),
+]
+
+
+@pytest.mark.parametrize("file, key", [r[1:] for r in HYDRA_SECTIONS], ids=[r[0] for r in HYDRA_SECTIONS])
+def test_a_config_folder_may_not_configure_hydra_to_run_code(tmp_path, file, key):
+    from runner import trust
+
+    rel, text = file
+    (tmp_path / rel).parent.mkdir(parents=True)
+    (tmp_path / rel).write_text(text)
+    if key is None:
+        trust.check_folder(tmp_path)
+        return
+    with pytest.raises(ConfigError) as info:
+        trust.check_argv(["--config-dir", str(tmp_path), "experiment=a"])
+    assert info.value.key.endswith(key)
+    assert "\n" not in info.value.headline()
+
+
+@pytest.mark.slow
+def test_a_hydra_callback_from_a_config_folder_never_runs(tmp_path):
+    conf = tmp_path / "conf" / "experiment"
+    conf.mkdir(parents=True)
+    (conf / "evil.yaml").write_text(
+        "# @package _global_\nhydra:\n  callbacks:\n    x: {_target_: numpy.save, file: " + str(tmp_path / "OWNED") + ", arr: [1]}\n"
+    )
+    result = cli(["--config-dir", str(tmp_path / "conf"), "experiment=evil"], cwd=tmp_path, timeout=60)
+    assert result.returncode == 2
+    assert result.stderr.startswith(f"config error: {conf / 'evil.yaml'}: hydra.callbacks.x._target_: a config file may set only")
+    assert not list(tmp_path.glob("OWNED*"))

@@ -1,0 +1,113 @@
+"""What a user's config folder may say about Hydra itself.
+
+A config's `hydra:` section is Hydra's, not the runner's: Hydra instantiates the classes it
+names (`callbacks`, `launcher`, `sweeper`), hands `job_logging` to `logging.config`
+(whose `()` key calls any importable function), imports the packages `searchpath` names,
+exports `job.env_set` to every worker process, and the SLURM launcher runs `setup` lines
+in a shell. All of that happens before a job starts, so the runner's own validation comes
+too late. Config files from elsewhere (`--config-dir`, `--config-path`, a `file://` entry of
+`hydra.searchpath`) are therefore read first, as plain YAML with a safe loader, and
+refused when they reach into Hydra beyond the harmless keys in `ALLOWED`, place a file
+in Hydra's groups (a `hydra/` folder), or move content into Hydra's package
+(`# @package hydra...`, `...@hydra...` in a defaults list). Selecting an installed launcher
+(`override hydra/launcher: joblib`) stays allowed, as does everything typed on the
+command line: that is the user's own hand.
+
+The runner's shipped `conf/` is trusted and not read here. Nothing here imports TensorFlow.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any, Iterator, List, Optional
+
+from runner.errors import ConfigError
+
+# Dotted keys under `hydra:` a config file may set: where runs go, and how many workers.
+ALLOWED = (
+    "run.dir",
+    "sweep.dir",
+    "sweep.subdir",
+    "job.name",
+    "job.chdir",
+    "output_subdir",
+    "verbose",
+    "launcher.n_jobs",
+)
+MAX_FILES = 2000  # a config folder larger than this is not a config folder
+
+_PACKAGE = re.compile(r"^\s*#\s*@package\s+(\S+)", re.MULTILINE)
+
+
+def config_folders(argv: List[str]) -> List[Path]:
+    """The folders of configs the command line brings in besides the shipped `conf/`."""
+    found: List[str] = []
+    flags = ("--config-dir", "-cd", "--config-path", "-cp")
+    for i, arg in enumerate(argv):
+        for flag in flags:
+            if arg == flag and i + 1 < len(argv):
+                found.append(argv[i + 1])
+            elif arg.startswith(flag + "="):
+                found.append(arg[len(flag) + 1 :])
+        if arg.lstrip("+").startswith("hydra.searchpath="):
+            found += re.findall(r"file://([^,\]\s'\"]+)", arg)
+    return [Path(f).expanduser() for f in found if Path(f).expanduser().is_dir()]
+
+
+def check_argv(argv: List[str]) -> None:
+    """Refuse, as a `ConfigError`, a config folder on the command line that configures Hydra."""
+    for folder in config_folders(argv):
+        check_folder(folder)
+
+
+def check_folder(folder: Path) -> None:
+    files = sorted(p for p in folder.rglob("*") if p.suffix in (".yaml", ".yml") and p.is_file())
+    if len(files) > MAX_FILES:
+        raise ConfigError(str(folder), f"{len(files)} YAML files; a config folder may hold at most {MAX_FILES}")
+    for path in files:
+        _check_file(path, path.relative_to(folder))
+
+
+def _check_file(path: Path, rel: Path) -> None:
+    if rel.parts[0] == "hydra":
+        raise ConfigError(str(path), "a config folder may not add configs to Hydra's own groups (hydra/...); "
+                          "choose an installed one on the command line, e.g. hydra/launcher=joblib")
+    text = path.read_text(errors="replace")
+    header = _PACKAGE.search(text)
+    if header and header.group(1).removeprefix("_global_.").split(".")[0] == "hydra":
+        raise ConfigError(str(path), f"'# @package {header.group(1)}' moves this file into Hydra's own config")
+    import yaml
+
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError:
+        return  # Hydra will refuse it, naming the line (runner.errors.explain)
+    if not isinstance(data, dict):
+        return
+    for entry in data.get("defaults") or []:
+        words = entry if isinstance(entry, str) else " ".join(str(k) for k in entry) if isinstance(entry, dict) else ""
+        if re.search(r"@\s*(_global_\.)?hydra\b", words):
+            raise ConfigError(f"{path}: defaults", f"{words!r} places a config inside Hydra's own config")
+    section = data.get("hydra")
+    if section is None:
+        return
+    for key in _leaves(section):
+        if key not in ALLOWED:
+            raise ConfigError(
+                f"{path}: hydra.{key}",
+                f"a config file may set only hydra.{{{', '.join(ALLOWED)}}}; hydra.{key} can run code "
+                "or is Hydra's own: give it on the command line if you mean it",
+            )
+
+
+def _leaves(node: Any, prefix: str = "") -> Iterator[str]:
+    if isinstance(node, dict) and node:
+        for k, v in node.items():
+            key = f"{prefix}{k}"
+            if key in ALLOWED:
+                yield key
+            else:
+                yield from _leaves(v, key + ".")
+    elif prefix:
+        yield prefix[:-1]
