@@ -96,8 +96,8 @@ def _check_file(path: Path, rel: Path) -> None:
         if key not in ALLOWED:
             raise ConfigError(
                 f"{path}: hydra.{key}",
-                f"a config file may set only hydra.{{{', '.join(ALLOWED)}}}; hydra.{key} can run code "
-                "or is Hydra's own: give it on the command line if you mean it",
+                f"a config file may not set this (Hydra acts on it before any check, and it can run code); "
+                f"allowed under hydra: {', '.join(ALLOWED)}; anything else goes on the command line",
             )
 
 

@@ -304,5 +304,5 @@ def test_a_hydra_callback_from_a_config_folder_never_runs(tmp_path):
     )
     result = cli(["--config-dir", str(tmp_path / "conf"), "experiment=evil"], cwd=tmp_path, timeout=60)
     assert result.returncode == 2
-    assert result.stderr.startswith(f"config error: {conf / 'evil.yaml'}: hydra.callbacks.x._target_: a config file may set only")
+    assert result.stderr.startswith(f"config error: {conf / 'evil.yaml'}: hydra.callbacks.x._target_: a config file may not set this")
     assert not list(tmp_path.glob("OWNED*"))
