@@ -2,7 +2,7 @@
 
 Nothing here imports TensorFlow, so `--help`, `--cfg job` and refused configs answer
 at once. The process exits with the job's code (see `runner.job`), or for a sweep with 1
-when any job did not complete as declared.
+when any job did not complete as declared (a refused config included).
 
 Two things happen around Hydra's entry point, both within Hydra's documented interfaces:
 
@@ -107,7 +107,11 @@ def main() -> None:
                 signal.signal(s, h)
         if not user_wants_traceback:
             os.environ.pop("HYDRA_FULL_ERROR", None)
-    sys.exit(max(_exit_code, sweep.last_exit_code))
+    if sweep.current_sweep_dir is not None:
+        # a sweep's code comes from its summary, the same under every launcher (a job's own
+        # code stays in its worker process under joblib or submitit): 1 if any job failed
+        sys.exit(sweep.last_exit_code)
+    sys.exit(_exit_code)
 
 
 def _report_interruption(signum: int) -> int:
