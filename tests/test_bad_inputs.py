@@ -306,3 +306,14 @@ def test_a_hydra_callback_from_a_config_folder_never_runs(tmp_path):
     assert result.returncode == 2
     assert result.stderr.startswith(f"config error: {conf / 'evil.yaml'}: hydra.callbacks.x._target_: a config file may not set this")
     assert not list(tmp_path.glob("OWNED*"))
+
+
+@pytest.mark.slow
+def test_a_refused_job_in_a_sweep_is_listed_and_fails_the_sweep(tmp_path):
+    result = cli(["-m", "function.steps.y=x*q,x*x"], cwd=tmp_path, timeout=300)
+    assert result.returncode == 1, result.stderr
+    (summary,) = tmp_path.glob("outputs/multirun/*/*/summary.json")
+    rows = json.loads(summary.read_text())["rows"]
+    assert [(r["status"], r["met"]) for r in rows] == [("error", False), ("ok", True)]
+    assert rows[0]["error"] == "ConfigError: function.steps.y: unknown name 'q'; known here: x (column 3)"
+    assert "config error: function.steps.y: unknown name 'q'" in result.stderr and "Traceback" not in result.stderr
