@@ -276,6 +276,8 @@ HYDRA_SECTIONS = [
     ("defaults into hydra", ("experiment/a.yaml", "defaults:\n  - /function/cubic@hydra.callbacks.x\n"), "experiment/a.yaml: defaults"),
     ("where runs go: allowed", ("experiment/a.yaml", EVIL + "  run: {dir: runs/x}\n  sweep: {dir: runs/m, subdir: '${hydra.job.num}'}\n  job: {chdir: false}\n"), None),
     ("parallel workers: allowed", ("experiment/a.yaml", EVIL + "  launcher: {n_jobs: 4}\n"), None),
+    ("the runner's own callback: allowed", ("config.yaml", "hydra:\n  callbacks:\n    s: {_target_: runner.sweep.SweepSummary}\n"), None),
+    ("a copy of the shipped conf/: allowed", ("config.yaml", (config_dir() / "config.yaml").read_text()), None),
 ]
 
 
@@ -284,7 +286,7 @@ def test_a_config_folder_may_not_configure_hydra_to_run_code(tmp_path, file, key
     from runner import trust
 
     rel, text = file
-    (tmp_path / rel).parent.mkdir(parents=True)
+    (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
     (tmp_path / rel).write_text(text)
     if key is None:
         trust.check_folder(tmp_path)
