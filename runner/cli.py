@@ -76,7 +76,12 @@ def _hydra_entry(cfg: DictConfig) -> int:
     return code
 
 
+_signal_received: Optional[int] = None
+
+
 def _raise_interrupted(signum: int, frame: Any) -> None:
+    global _signal_received
+    _signal_received = signum  # remembered: code the exception passes through may replace it
     raise Interrupted(signum)
 
 
@@ -94,6 +99,12 @@ def main() -> None:
             signal.signal(s, signal.SIG_IGN)
         sys.exit(_report_interruption(signum))
     except Exception as err:
+        if _signal_received is not None:
+            # The signal landed in library code whose cleanup raised anew (seen in OmegaConf
+            # mid-composition: an AttributeError replaces the interruption); it is still one.
+            for s in EXIT_INTERRUPTED:
+                signal.signal(s, signal.SIG_IGN)
+            sys.exit(_report_interruption(_signal_received))
         if user_wants_traceback:
             raise
         headline, detail, code = errors.explain(err)

@@ -80,11 +80,21 @@ def _results(tmp_path: Path) -> list:
     return sorted(tmp_path.glob("outputs/multirun/*/*/*/results.json"))
 
 
+SIGNALS = [
+    # signal, exit code, extra overrides, the status of a finished job
+    (signal.SIGINT, 130, [], "ok"),  # real TensorFlow jobs: d(x**3)/dx
+    (signal.SIGTERM, 143, [], "ok"),
+    # every job refused before TensorFlow: the signal lands in Hydra's own work
+    (signal.SIGTERM, 143, ["function.steps.y=x*q"], "error"),
+]
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("signum, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)], ids=["SIGINT", "SIGTERM"])
-def test_a_signal_stops_a_sweep_with_every_finished_log_whole_and_a_summary(tmp_path, signum, code):
+@pytest.mark.parametrize("signum, code, extra, status", SIGNALS, ids=["SIGINT", "SIGTERM", "SIGTERM-refused-jobs"])
+def test_a_signal_stops_a_sweep_with_every_finished_log_whole_and_a_summary(tmp_path, signum, code, extra, status):
     proc = subprocess.Popen(
-        [sys.executable, "-m", "runner", "-m", "point.x=range(0,400)"],
+        # small batches: Hydra's basic sweeper composes every job of a batch before starting it
+        [sys.executable, "-m", "runner", "-m", "point.x=range(0,400)", "hydra.sweeper.max_batch_size=8", *extra],
         cwd=tmp_path,
         env={**os.environ, "PYTHONPATH": str(ROOT)},
         stdout=subprocess.PIPE,
@@ -103,13 +113,17 @@ def test_a_signal_stops_a_sweep_with_every_finished_log_whole_and_a_summary(tmp_
     summary = json.loads((sweep_dir / "summary.json").read_text())
     jobs = sorted(p for p in sweep_dir.iterdir() if p.is_dir())
     assert summary["jobs"] == len(jobs) < 400  # every started job, and it really stopped early
+    assert [r["job"] for r in summary["rows"]] == [str(i) for i in range(len(jobs))]
     finished = [r for r in summary["rows"] if r["status"] != "interrupted"]
+    # the jobs run in order; the one cut short may not have written its overrides yet
+    assert [r["overrides"] for r in finished] == [[f"point.x={i}", *extra] for i in range(len(finished))]
     assert len(finished) == len(_results(tmp_path)) >= 3
     assert len(summary["rows"]) - len(finished) <= 1  # at most the one job the signal cut short
     for row in finished:  # each finished log is whole and right: d(x**3)/dx = 3 x**2
         log = json.loads((sweep_dir / row["job"] / "results.json").read_text())
         x = float(row["overrides"][0].split("=")[1])
-        assert log["status"] == "ok" and row["derivatives"] == {"dy/dx": 3 * x * x}
+        assert log["status"] == status
+        assert row["derivatives"] == ({"dy/dx": 3 * x * x} if status == "ok" else {})
     assert not list(sweep_dir.glob("**/.results.json.*.tmp"))  # no temporary left behind
     name = signal.Signals(signum).name
     assert f"sweep interrupted by {name}: {len(finished)} job(s) finished and logged" in err
