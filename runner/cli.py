@@ -94,16 +94,11 @@ def main() -> None:
         trust.check_argv(sys.argv[1:])  # before Hydra acts on a config folder's hydra: section
         _hydra_entry()
     except KeyboardInterrupt as err:
-        signum = err.signum if isinstance(err, Interrupted) else signal.SIGINT
-        for s in EXIT_INTERRUPTED:  # a second signal must not cut the summary short
-            signal.signal(s, signal.SIG_IGN)
-        sys.exit(_report_interruption(signum))
+        sys.exit(_report_interruption(err.signum if isinstance(err, Interrupted) else signal.SIGINT))
     except Exception as err:
         if _signal_received is not None:
             # The signal landed in library code whose cleanup raised anew (seen in OmegaConf
             # mid-composition: an AttributeError replaces the interruption); it is still one.
-            for s in EXIT_INTERRUPTED:
-                signal.signal(s, signal.SIG_IGN)
             sys.exit(_report_interruption(_signal_received))
         if user_wants_traceback:
             raise
@@ -127,6 +122,8 @@ def main() -> None:
 
 def _report_interruption(signum: int) -> int:
     """Summarize what finished before the signal; return the exit code (128 + signum)."""
+    for s in EXIT_INTERRUPTED:  # a second signal must not cut the summary short
+        signal.signal(s, signal.SIG_IGN)
     name = signal.Signals(signum).name
     sweep_dir = sweep.current_sweep_dir
     if sweep_dir is not None and sweep_dir.is_dir():
