@@ -128,6 +128,15 @@ _FORBIDDEN: Dict[type, str] = {
 }
 
 
+# What a call of something other than a name calls, in an error message.
+_CALLEES: Dict[type, str] = {
+    ast.Attribute: "an attribute (a method)",
+    ast.Subscript: "a subscript",
+    ast.Lambda: "a lambda",
+    ast.Call: "the result of a call",
+}
+
+
 class ExpressionError(ValueError):
     """A step's expression is not in the language; `column` is 1-based, or None."""
 
@@ -277,8 +286,8 @@ class _Converter:
 
     def convert_call(self, node: ast.Call, depth: int, col: int) -> Call:
         if not isinstance(node.func, ast.Name):
-            what = _FORBIDDEN.get(type(node.func), "this kind of call")
-            raise self.fail(f"only calls of allowlisted functions are allowed ({what} is not)", node)
+            what = _CALLEES.get(type(node.func), "this expression")
+            raise self.fail(f"only allowlisted functions can be called, by name; calling {what} is not allowed", node)
         fname = node.func.id
         sig = FUNCTIONS.get(fname)
         if sig is None:
