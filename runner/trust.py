@@ -97,12 +97,33 @@ def _check_file(path: Path, rel: Path) -> None:
     for key, value in _leaves(section):
         if re.fullmatch(r"callbacks\.\w+\._target_", key) and value in SAFE_CALLBACKS:
             continue
+        if key in _FOLDERS and not _inside(str(value)):
+            raise ConfigError(
+                f"{path}: hydra.{key}",
+                f"{value!r} leaves the working folder; a config file may choose only relative folders "
+                "without '..' (give another on the command line)",
+            )
         if key not in ALLOWED:
             raise ConfigError(
                 f"{path}: hydra.{key}",
                 f"a config file may not set this (Hydra acts on it before any check, and it can run code); "
                 f"allowed under hydra: {', '.join(ALLOWED)}; anything else goes on the command line",
             )
+
+
+_FOLDERS = ("run.dir", "sweep.dir", "sweep.subdir", "output_subdir")
+
+
+def _inside(folder: str) -> bool:
+    """A relative path that stays below the working folder.
+
+    Interpolations may give only a timestamp or the job's name/number (`${now:...}`,
+    `${hydra.job.num}`), which cannot make a path absolute.
+    """
+    plain = re.sub(r"\$\{(now:(?:[^}/\\.]|\.(?!\.))*|hydra[.:]job\.\w+)\}", "x", folder)
+    if "${" in plain or plain.startswith(("/", "~", "\\")) or re.match(r"^[A-Za-z]:", plain):
+        return False
+    return ".." not in re.split(r"[/\\]", plain)
 
 
 def _leaves(node: Any, prefix: str = "") -> Iterator[Tuple[str, Any]]:
