@@ -44,17 +44,20 @@ _PACKAGE = re.compile(r"^\s*#\s*@package\s+(\S+)", re.MULTILINE)
 
 def config_folders(argv: List[str]) -> List[Path]:
     """The folders of configs the command line brings in besides the shipped `conf/`."""
-    found: List[str] = []
+    found: List[Path] = []
     flags = ("--config-dir", "-cd", "--config-path", "-cp")
     for i, arg in enumerate(argv):
         for flag in flags:
-            if arg == flag and i + 1 < len(argv):
-                found.append(argv[i + 1])
-            elif arg.startswith(flag + "="):
-                found.append(arg[len(flag) + 1 :])
+            value = argv[i + 1] if arg == flag and i + 1 < len(argv) else arg[len(flag) + 1 :] if arg.startswith(flag + "=") else None
+            if value is not None:
+                found.append(Path(value).expanduser())
+                if flag in ("--config-path", "-cp"):  # Hydra reads it relative to runner/cli.py
+                    found.append(Path(__file__).resolve().parent / value)
         if arg.lstrip("+").startswith("hydra.searchpath="):
-            found += re.findall(r"file://([^,\]\s'\"]+)", arg)
-    return [Path(f).expanduser() for f in found if Path(f).expanduser().is_dir()]
+            found += [Path(f) for f in re.findall(r"file://([^,\]\s'\"]+)", arg)]
+    here = Path(__file__).resolve().parent
+    shipped = {(here / "conf").resolve(), (here.parent / "conf").resolve()}  # wheel, checkout
+    return [f for f in found if f.is_dir() and f.resolve() not in shipped]
 
 
 def check_argv(argv: List[str]) -> None:
