@@ -323,3 +323,13 @@ def test_a_refused_job_in_a_sweep_is_listed_and_fails_the_sweep(tmp_path):
     assert [(r["status"], r["met"]) for r in rows] == [("error", False), ("ok", True)]
     assert rows[0]["error"] == "ConfigError: function.steps.y: unknown name 'q'; known here: x (column 3)"
     assert "config error: function.steps.y: unknown name 'q'" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_every_way_of_naming_a_config_folder_is_read(tmp_path):
+    from runner import trust
+
+    a, b, c = (tmp_path / n for n in "abc")
+    for folder in (a, b, c):
+        folder.mkdir()
+    argv = ["--config-dir", str(a), f"-cp={b}", f"+hydra.searchpath=[file://{c}]", "experiment=x", "--config-dir", str(config_dir())]
+    assert trust.config_folders(argv) == [a, b, c]  # the shipped conf/ is trusted, not read
