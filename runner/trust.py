@@ -57,7 +57,8 @@ def config_folders(argv: List[str]) -> List[Path]:
             found += [Path(f) for f in re.findall(r"file://([^,\]\s'\"]+)", arg)]
     here = Path(__file__).resolve().parent
     shipped = {(here / "conf").resolve(), (here.parent / "conf").resolve()}  # wheel, checkout
-    return [f for f in found if f.is_dir() and f.resolve() not in shipped]
+    unique = list(dict.fromkeys(found))  # an absolute --config-path is found twice
+    return [f for f in unique if f.is_dir() and f.resolve() not in shipped]
 
 
 def check_argv(argv: List[str]) -> None:
