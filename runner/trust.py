@@ -18,9 +18,10 @@ The runner's shipped `conf/` is trusted and not read here. Nothing here imports 
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
-from typing import Any, Iterator, List, Tuple
+from typing import Any, Iterator, List, Optional, Tuple
 
 from runner.errors import ConfigError
 
@@ -48,7 +49,7 @@ def config_folders(argv: List[str]) -> List[Path]:
     flags = ("--config-dir", "-cd", "--config-path", "-cp")
     for i, arg in enumerate(argv):
         for flag in flags:
-            value = argv[i + 1] if arg == flag and i + 1 < len(argv) else arg[len(flag) + 1 :] if arg.startswith(flag + "=") else None
+            value = _flag_value(argv, i, flag)
             if value is not None:
                 found.append(Path(value).expanduser())
                 if flag in ("--config-path", "-cp"):  # Hydra reads it relative to runner/cli.py
@@ -61,6 +62,15 @@ def config_folders(argv: List[str]) -> List[Path]:
     return [f for f in unique if f.is_dir() and f.resolve() not in shipped]
 
 
+def _flag_value(argv: List[str], i: int, flag: str) -> Optional[str]:
+    """The value of `flag` if argv[i] is it (`--config-dir DIR` or `--config-dir=DIR`)."""
+    if argv[i] == flag:
+        return argv[i + 1] if i + 1 < len(argv) else None
+    if argv[i].startswith(flag + "="):
+        return argv[i][len(flag) + 1 :]
+    return None
+
+
 def check_argv(argv: List[str]) -> None:
     """Refuse, as a `ConfigError`, a config folder on the command line that configures Hydra."""
     for folder in config_folders(argv):
@@ -68,10 +78,13 @@ def check_argv(argv: List[str]) -> None:
 
 
 def check_folder(folder: Path) -> None:
-    files = sorted(p for p in folder.rglob("*") if p.suffix in (".yaml", ".yml") and p.is_file())
-    if len(files) > MAX_FILES:
-        raise ConfigError(str(folder), f"{len(files)} YAML files; a config folder may hold at most {MAX_FILES}")
-    for path in files:
+    """Refuse, as a `ConfigError`, a folder with a file that reaches into Hydra's config."""
+    files: List[Path] = []
+    for root, _dirs, names in os.walk(folder):  # symlinked folders are not followed
+        files += [Path(root) / n for n in names if n.endswith((".yaml", ".yml"))]
+        if len(files) > MAX_FILES:  # stop early: `--config-dir ~` must not walk a whole home
+            raise ConfigError(str(folder), f"more than {MAX_FILES} YAML files; that is not a config folder")
+    for path in sorted(files):
         _check_file(path, path.relative_to(folder))
 
 
