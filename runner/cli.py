@@ -2,18 +2,39 @@
 
 Nothing here imports TensorFlow, so `--help`, `--cfg job` and refused configs answer
 at once. The process exits with the job's code (see `runner.job`), or for a sweep with 1
-when any job did not complete as declared.
+when any job did not complete as declared (a refused config included).
+
+Two things happen around Hydra's entry point, both within Hydra's documented interfaces:
+
+- Errors. Hydra prints its own composition errors (a misspelt key, malformed YAML, a
+  missing config) as several lines or a stack trace and exits 1, from inside
+  `hydra._internal.utils.run_and_report`, which leaves no hook. But it re-raises instead
+  when `HYDRA_FULL_ERROR=1`, so `main` sets that variable for Hydra, catches what comes
+  out, and prints one line naming the file or key at fault (`runner.errors.explain`),
+  exiting 2 like the runner's own config errors. A user who set `HYDRA_FULL_ERROR=1`
+  gets the full traceback, as Hydra promises.
+- Signals. SIGINT and SIGTERM raise `Interrupted` (a KeyboardInterrupt, so no
+  `except Exception` swallows it). Hydra skips `on_multirun_end` on an interruption, so
+  `main` writes the sweep's summary itself from what the finished jobs left on disk and
+  exits 130 (SIGINT) or 143 (SIGTERM). Each job's log is written atomically, so a job cut
+  short leaves no `results.json` at all, never half of one.
+- Trust. A config folder from elsewhere (`--config-dir`) is read first by `runner.trust`,
+  which refuses one whose `hydra:` section could run code (callbacks, launcher targets,
+  logging factories), since Hydra acts on it before any job starts.
 """
 
 from __future__ import annotations
 
+import os
+import signal
 import sys
 from pathlib import Path
+from typing import Any, Optional
 
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from runner import folders, job, schema, sweep
+from runner import errors, folders, job, schema, sweep, trust
 
 
 def config_dir() -> Path:
@@ -28,21 +49,95 @@ def config_dir() -> Path:
 schema.register()
 folders.register()  # ${pid:} and ${first:} for collision-safe, resumable folders
 _exit_code = 0
+_last_run_dir: Optional[Path] = None  # the output folder of the job running in this process
+
+# The exit code of a process stopped by signal N is 128 + N, as a shell reports it.
+EXIT_INTERRUPTED = {signal.SIGINT: 128 + signal.SIGINT, signal.SIGTERM: 128 + signal.SIGTERM}
+
+
+class Interrupted(KeyboardInterrupt):
+    """SIGINT or SIGTERM arrived; `signum` says which."""
+
+    def __init__(self, signum: int):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
 
 
 @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="config")
 def _hydra_entry(cfg: DictConfig) -> int:
-    global _exit_code
+    global _exit_code, _last_run_dir
     from hydra.core.hydra_config import HydraConfig
 
     hc = HydraConfig.get()
     name = cfg.get("name") or hc.runtime.choices.get("experiment") or "run"
     container = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
-    code = job.run(container, Path(hc.runtime.output_dir), name=str(name))
+    _last_run_dir = Path(hc.runtime.output_dir)
+    code = job.run(container, _last_run_dir, name=str(name))
     _exit_code = max(_exit_code, code)
     return code
 
 
+_signal_received: Optional[int] = None
+
+
+def _raise_interrupted(signum: int, frame: Any) -> None:
+    global _signal_received
+    _signal_received = signum  # remembered: code the exception passes through may replace it
+    raise Interrupted(signum)
+
+
 def main() -> None:
-    _hydra_entry()
-    sys.exit(max(_exit_code, sweep.last_exit_code))
+    """`python -m runner`: run Hydra's entry point and exit with the outcome's code."""
+    user_wants_traceback = os.environ.get("HYDRA_FULL_ERROR") == "1"
+    os.environ["HYDRA_FULL_ERROR"] = "1"  # Hydra then re-raises, and we report (see above)
+    handlers = {s: signal.signal(s, _raise_interrupted) for s in EXIT_INTERRUPTED}
+    try:
+        trust.check_argv(sys.argv[1:])  # before Hydra acts on a config folder's hydra: section
+        _hydra_entry()
+    except KeyboardInterrupt as err:
+        sys.exit(_report_interruption(err.signum if isinstance(err, Interrupted) else signal.SIGINT))
+    except Exception as err:
+        if _signal_received is not None:
+            # The signal landed in library code whose cleanup raised anew (seen in OmegaConf
+            # mid-composition: an AttributeError replaces the interruption); it is still one.
+            sys.exit(_report_interruption(_signal_received))
+        if user_wants_traceback:
+            raise
+        headline, detail, code = errors.explain(err)
+        print(headline, file=sys.stderr)
+        if detail:
+            print(detail, file=sys.stderr)
+        sys.exit(code)
+    finally:
+        for s, h in handlers.items():
+            if signal.getsignal(s) is _raise_interrupted:
+                signal.signal(s, h)
+        if not user_wants_traceback:
+            os.environ.pop("HYDRA_FULL_ERROR", None)
+    if sweep.current_sweep_dir is not None:
+        # a sweep's code comes from its summary, the same under every launcher (a job's own
+        # code stays in its worker process under joblib or submitit): 1 if any job failed
+        sys.exit(sweep.last_exit_code)
+    sys.exit(_exit_code)
+
+
+def _report_interruption(signum: int) -> int:
+    """Summarize what finished before the signal; return the exit code (128 + signum)."""
+    for s in EXIT_INTERRUPTED:  # a second signal must not cut the summary short
+        signal.signal(s, signal.SIG_IGN)
+    name = signal.Signals(signum).name
+    sweep_dir = sweep.current_sweep_dir
+    if sweep_dir is not None and sweep_dir.is_dir():
+        rows = sweep.collect(sweep_dir)
+        for row in rows:
+            if row["status"] == "missing":  # the job the signal cut short
+                row.update(status="interrupted", error=f"interrupted by {name} before results.json was written")
+        sweep.write(sweep_dir, rows)
+        print(sweep.table(rows))
+        finished = sum(1 for r in rows if r["status"] != "interrupted")
+        print(f"sweep interrupted by {name}: {finished} job(s) finished and logged; summary in {sweep_dir}", file=sys.stderr)
+    elif _last_run_dir is not None:
+        print(f"interrupted by {name}; run folder: {_last_run_dir}", file=sys.stderr)
+    else:
+        print(f"interrupted by {name}", file=sys.stderr)
+    return EXIT_INTERRUPTED[signum]

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import difflib
+from typing import Any, List, Optional, Tuple
+
 
 class ConfigError(ValueError):
     """A config that cannot run: refused before TensorFlow is imported.
@@ -19,3 +22,89 @@ class ConfigError(ValueError):
 
     def headline(self) -> str:
         return f"config error: {self.key}: {self.message}"
+
+
+# Exit codes of refused configs and of the runner's own failures (see README, "Outcomes
+# and exit codes"); `runner.job` uses the same 2 for the configs it refuses.
+EXIT_CONFIG_ERROR = 2
+EXIT_INTERNAL_ERROR = 1
+
+
+def explain(err: BaseException) -> Tuple[str, Optional[str], int]:
+    """One headline, an optional detail and the exit code for an error Hydra raised.
+
+    Hydra's composition errors (a misspelt key, a value of the wrong type, malformed YAML,
+    a missing config, an override the grammar rejects) are config errors: the headline
+    names the file or key at fault. Anything else is the runner's own failure, reported in
+    one line with a pointer to the traceback.
+    """
+    import yaml
+    from hydra.errors import HydraException, MissingConfigException, OverrideParseException
+    from omegaconf.errors import OmegaConfBaseException
+
+    if isinstance(err, ConfigError):
+        return err.headline(), _indent(err.detail) if err.detail else None, EXIT_CONFIG_ERROR
+    chain = _chain(err)
+    marked = next((e for e in chain if isinstance(e, yaml.MarkedYAMLError)), None)
+    if marked is not None:
+        return _yaml_headline(marked), None, EXIT_CONFIG_ERROR
+    if isinstance(err, OverrideParseException):
+        first, _, rest = str(err).partition("\n")
+        return f"config error: command line: cannot parse the override: {first}", _indent(rest) or None, EXIT_CONFIG_ERROR
+    if isinstance(err, MissingConfigException):
+        first, _, rest = str(err).partition("\n")
+        options = rest.split("Config search path:")[0].strip()
+        return f"config error: {first}", _indent(options) if options else None, EXIT_CONFIG_ERROR
+    omega = next((e for e in chain if isinstance(e, OmegaConfBaseException)), None)
+    if omega is not None and isinstance(err, (HydraException, OmegaConfBaseException)):
+        return _omegaconf_headline(omega, err), None, EXIT_CONFIG_ERROR
+    if isinstance(err, RecursionError):  # YAML, OmegaConf and Hydra's grammar all recurse
+        return "config error: a value is nested too deeply to read (Python's recursion limit)", None, EXIT_CONFIG_ERROR
+    if isinstance(err, (HydraException, yaml.YAMLError)):
+        first, _, rest = str(err).strip().partition("\n")
+        return f"config error: {first}", _indent(rest.strip()) if rest.strip() else None, EXIT_CONFIG_ERROR
+    return (
+        f"error: {type(err).__name__}: {str(err).strip().splitlines()[0] if str(err).strip() else ''}",
+        "    (a fault of the runner, not of the config; set HYDRA_FULL_ERROR=1 for the traceback)",
+        EXIT_INTERNAL_ERROR,
+    )
+
+
+def _chain(err: BaseException) -> List[BaseException]:
+    out: List[BaseException] = []
+    e: Optional[BaseException] = err
+    while e is not None and e not in out:
+        out.append(e)
+        e = e.__cause__ or e.__context__
+    return out
+
+
+def _indent(text: str) -> str:
+    return "\n".join("    " + line.strip() for line in text.splitlines() if line.strip())
+
+
+def _yaml_headline(err: Any) -> str:
+    mark = err.problem_mark or err.context_mark
+    where = f"{mark.name}, line {mark.line + 1}, column {mark.column + 1}" if mark else "a config file"
+    what = err.problem or "malformed YAML"
+    context = f" ({err.context})" if err.context else ""
+    return f"config error: {where}: malformed YAML: {what}{context}"
+
+
+def _omegaconf_headline(omega: Any, outer: BaseException) -> str:
+    """`tape.persistant: no such key in TapeConfig; did you mean 'persistent'?`"""
+    from omegaconf.errors import ConfigAttributeError, ConfigKeyError
+
+    key = omega.full_key or getattr(omega, "key", None) or "config"
+    message = (omega.msg or str(omega)).strip().splitlines()[0]
+    if isinstance(omega, (ConfigKeyError, ConfigAttributeError)) and "not in" in message:
+        owner = getattr(omega.object_type, "__name__", None) or "this section"
+        fields = list(getattr(omega.object_type, "__dataclass_fields__", {}))
+        close = difflib.get_close_matches(str(omega.key), fields, n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else (f"; keys: {', '.join(fields)}" if fields else "")
+        message = f"no such key in {owner}{hint}"
+    source = ""
+    outer_first = str(outer).strip().splitlines()[0] if str(outer).strip() else ""
+    if outer_first.startswith("Error merging '") or outer_first.startswith("In '"):
+        source = f" (in {outer_first.split(chr(39))[1]})"
+    return f"config error: {key}: {message}{source}"

@@ -128,6 +128,15 @@ _FORBIDDEN: Dict[type, str] = {
 }
 
 
+# What a call of something other than a name calls, in an error message.
+_CALLEES: Dict[type, str] = {
+    ast.Attribute: "an attribute (a method)",
+    ast.Subscript: "a subscript",
+    ast.Lambda: "a lambda",
+    ast.Call: "the result of a call",
+}
+
+
 class ExpressionError(ValueError):
     """A step's expression is not in the language; `column` is 1-based, or None."""
 
@@ -225,7 +234,7 @@ def _check_bracket_depth(text: str) -> None:
         if ch in "([{":
             depth += 1
             if depth > MAX_DEPTH:
-                raise ExpressionError(f"nesting deeper than {MAX_DEPTH}", text[:80], i + 1)
+                raise ExpressionError(f"brackets nested deeper than {MAX_DEPTH} levels", text[:80], i + 1)
         elif ch in ")]}":
             depth -= 1
 
@@ -240,14 +249,16 @@ class _Converter:
 
     def convert(self, node: ast.AST, depth: int) -> Expr:
         if depth > MAX_DEPTH:
-            raise self.fail(f"nesting deeper than {MAX_DEPTH}", node)
+            raise self.fail(f"nesting deeper than {MAX_DEPTH} levels (each operation of a chain such as a + b + c counts one)", node)
         col = getattr(node, "col_offset", 0) + 1
         d = depth + 1
         if isinstance(node, ast.Constant):
             v = node.value
             if isinstance(v, bool) or not isinstance(v, (int, float)):
-                what = "string literals" if isinstance(v, (str, bytes)) else f"the literal {v!r}"
-                raise self.fail(f"{what} are not allowed; only numbers", node)
+                what = "string literals are" if isinstance(v, (str, bytes)) else f"the literal {v!r} is"
+                raise self.fail(f"{what} not allowed; only numbers", node)
+            if isinstance(v, int) and v.bit_length() > 1024:  # beyond every float type
+                raise self.fail(f"the number {str(v)[:12]}... ({len(str(v))} digits) is too large for any float type", node)
             return Num(v, col)
         if isinstance(node, ast.Name):
             return Name(node.id, col)
@@ -275,8 +286,8 @@ class _Converter:
 
     def convert_call(self, node: ast.Call, depth: int, col: int) -> Call:
         if not isinstance(node.func, ast.Name):
-            what = _FORBIDDEN.get(type(node.func), "this kind of call")
-            raise self.fail(f"only calls of allowlisted functions are allowed ({what} is not)", node)
+            what = _CALLEES.get(type(node.func), "this expression")
+            raise self.fail(f"only allowlisted functions can be called, by name; calling {what} is not allowed", node)
         fname = node.func.id
         sig = FUNCTIONS.get(fname)
         if sig is None:

@@ -13,7 +13,7 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 import numpy as np
 
-from runner import expression, points
+from runner import expression, points, shapes
 from runner.errors import ConfigError
 from runner.schema import DTYPES, INPUT_KINDS, INPUT_OPTION_KEYS, Verify
 
@@ -115,9 +115,9 @@ class JobSpec:
 def build(cfg: Mapping[str, Any], name: str = "run") -> JobSpec:
     """Validate a composed config (as a plain mapping) into a `JobSpec`."""
     function = cfg.get("function") or {}
-    _refuse_instantiation("function", function)
-    _refuse_instantiation("point", cfg.get("point") or {})
-    _refuse_instantiation("derivatives", cfg.get("derivatives") or [])
+    for key in cfg:  # function, point, derivatives, expect, ...: a config never instantiates
+        _refuse_instantiation(str(key), cfg[key])
+    _refuse_unknown_keys(cfg)
     inputs = _inputs(function.get("inputs"))
     steps = _steps(function.get("steps") or {}, {i.name for i in inputs})
     point = _point(cfg.get("point") or {}, inputs)
@@ -125,6 +125,7 @@ def build(cfg: Mapping[str, Any], name: str = "run") -> JobSpec:
     requests = _requests(cfg.get("derivatives") or [], inputs, steps, point)
     expect = _expect(cfg.get("expect"), [r.name for r in requests])
     verify = _verify(cfg.get("verify"), expect)
+    shapes.check_job(steps, {k: v.shape for k, v in point.items()}, [i.dtype for i in inputs], len(requests))
     log = cfg.get("log") or {}
     float_dtypes = {i.dtype for i in inputs if i.is_float}
     return JobSpec(
@@ -151,6 +152,35 @@ def _refuse_instantiation(key: str, node: Any) -> None:
     elif isinstance(node, (list, tuple)):
         for i, v in enumerate(node):
             _refuse_instantiation(f"{key}[{i}]", v)
+
+
+def _refuse_unknown_keys(cfg: Mapping[str, Any]) -> None:
+    """A key the schema does not know is a typo (or `+tape.persistant=1`): name it.
+
+    Hydra refuses most of them at composition; this catches what it lets through
+    (appended keys, configs built in code) with the same message.
+    """
+    import dataclasses
+    import difflib
+
+    from runner import schema
+
+    def check(prefix: str, node: Any, cls: type) -> None:
+        if not isinstance(node, Mapping):
+            return
+        fields = [f.name for f in dataclasses.fields(cls)]
+        for k in node:
+            if k not in fields:
+                close = difflib.get_close_matches(str(k), fields, n=1)
+                hint = f"did you mean {close[0]!r}?" if close else f"keys: {', '.join(fields)}"
+                raise ConfigError(f"{prefix}{k}", f"no such key in {cls.__name__}; {hint}")
+
+    check("", cfg, schema.RunnerConfig)
+    for key, cls in (("function", schema.FunctionConfig), ("tape", schema.TapeConfig), ("expect", schema.ExpectConfig), ("log", schema.LogConfig)):
+        check(f"{key}.", cfg.get(key), cls)
+    if isinstance(cfg.get("derivatives"), (list, tuple)):
+        for i, req in enumerate(cfg["derivatives"]):
+            check(f"derivatives[{i}].", req, schema.DerivativeConfig)
 
 
 def _check_name(key: str, name: Any) -> str:

@@ -29,6 +29,9 @@ SUMMARY_CSV = "summary.csv"
 
 # The exit code the last sweep in this process earned: non-zero when any job failed.
 last_exit_code = 0
+# The folder of the sweep running in this process, for `runner.cli` to summarize when a
+# signal stops it (Hydra then skips on_multirun_end).
+current_sweep_dir: Optional[Path] = None
 
 
 def job_folders(sweep_dir: Path) -> List[Path]:
@@ -140,6 +143,10 @@ class SweepSummary(Callback):
         counts = progress.counts(sweep_dir)  # the Progress callback counted this job first
         if counts and counts["total"] and counts["done"] >= counts["total"]:
             write(sweep_dir, collect(sweep_dir, started=_launch_started(sweep_dir)))
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        global current_sweep_dir
+        current_sweep_dir = Path(config.hydra.sweep.dir)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         global last_exit_code

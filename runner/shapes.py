@@ -1,0 +1,206 @@
+"""Static shape inference: every step's shape from the point shapes, before TensorFlow runs.
+
+A step whose operands cannot meet (``x * y`` with shapes [3] and [4], ``a @ b`` with inner
+sizes 3 and 5, ``reduce_sum(x, 2)`` of a vector) would fail deep inside TensorFlow after
+its multi-second import; here it is refused at once, naming the step, the operation and
+its column. The rules are TensorFlow's, written out in plain Python:
+
+- elementwise operators and functions (``+ - * / **``, comparisons, ``pow maximum
+  minimum atan2 where``): NumPy broadcasting, aligned from the right, sizes equal or 1;
+- ``@`` and ``matmul``: both operands of rank >= 2, inner sizes equal
+  (``a[..., k] @ b[..., k, n]``), leading (batch) dimensions broadcast;
+- reductions: no axis gives a scalar; an integer axis in ``[-rank, rank)`` drops that axis;
+- ``transpose``: reverses the dimensions; every other function keeps its operand's shape.
+
+The inferred shapes also give the job's memory estimate (`estimate_bytes`), refused up
+front when it is too large. Pure Python: no NumPy arrays are built, no TensorFlow imported.
+"""
+
+from __future__ import annotations
+
+from typing import Dict, Iterable, Mapping, Tuple
+
+from runner import expression as ex
+
+Shape = Tuple[int, ...]
+
+# Largest tensor any step may produce (the same bound as a point's, runner.points).
+MAX_STEP_ELEMENTS = 2**27
+# Largest memory estimate a job may have: 4 GiB.
+MAX_JOB_BYTES = 2**32
+
+_ELEMENTWISE_CALLS = frozenset({"pow", "maximum", "minimum", "atan2", "where"})
+_SHAPE_KEEPING_CALLS = frozenset(
+    name for name, sig in ex.FUNCTIONS.items() if sig.tensors == 1 and not sig.axis and name != "transpose"
+)
+
+
+class ShapeError(ex.ExpressionError):
+    """Operands whose shapes TensorFlow would refuse; `column` points at the operation."""
+
+
+def show(shape: Shape) -> str:
+    """A shape as users write it: [] for a scalar, [3, 4]."""
+    return "[" + ", ".join(str(n) for n in shape) + "]"
+
+
+def broadcast(shapes: Iterable[Shape]) -> Shape | None:
+    """The broadcast of `shapes` by NumPy's rules, or None when they do not broadcast."""
+    shapes = list(shapes)
+    rank = max((len(s) for s in shapes), default=0)
+    out = []
+    for i in range(1, rank + 1):
+        sizes = {s[-i] for s in shapes if len(s) >= i}
+        sizes.discard(1)
+        if len(sizes) > 1:
+            return None
+        out.append(sizes.pop() if sizes else 1)
+    return tuple(reversed(out))
+
+
+def infer(expr: ex.Expr, known: Mapping[str, Shape], text: str = "") -> Shape:
+    """The shape of `expr`, given the shapes of the names it uses; or raise `ShapeError`."""
+    return _Inference(known, text).shape(expr)
+
+
+class _Inference:
+    def __init__(self, known: Mapping[str, Shape], text: str):
+        self.known = known
+        self.text = text
+
+    def fail(self, message: str, node: ex.Expr) -> ShapeError:
+        return ShapeError(message, self.text, node.column)
+
+    def shape(self, node: ex.Expr) -> Shape:
+        out = self._shape(node)
+        if elements(out) > MAX_STEP_ELEMENTS:  # intermediates too: reduce_sum(x * y) builds x * y
+            raise self.fail(
+                f"builds a tensor of shape {show(out)}: {elements(out):,} elements, more than the limit of {MAX_STEP_ELEMENTS:,}",
+                node,
+            )
+        return out
+
+    def _shape(self, node: ex.Expr) -> Shape:
+        if isinstance(node, ex.Num):
+            return ()
+        if isinstance(node, ex.Name):
+            return () if node.id in ex.CONSTANTS else tuple(self.known[node.id])
+        if isinstance(node, ex.Unary):
+            return self.shape(node.operand)
+        if isinstance(node, (ex.Binary, ex.Compare)):
+            left, right = self.shape(node.left), self.shape(node.right)
+            if isinstance(node, ex.Binary) and node.op == "@":
+                return self.matmul(node, left, right)
+            return self.elementwise(node, node.op, [left, right])
+        if isinstance(node, ex.Call):
+            return self.call(node)
+        raise TypeError(f"not an expression node: {node!r}")  # unreachable for parsed trees
+
+    def elementwise(self, node: ex.Expr, what: str, shapes: list) -> Shape:
+        out = broadcast(shapes)
+        if out is None:
+            listed = " and ".join(show(s) for s in shapes)
+            raise self.fail(f"shapes {listed} do not broadcast in {what!r} (sizes must be equal or 1, aligned from the right)", node)
+        return out
+
+    def matmul(self, node: ex.Expr, a: Shape, b: Shape) -> Shape:
+        if len(a) < 2 or len(b) < 2:
+            raise self.fail(
+                f"matrix product of shapes {show(a)} and {show(b)}: both operands need rank 2 or more "
+                "(a vector is a [n, 1] or [1, n] point)",
+                node,
+            )
+        if a[-1] != b[-2]:
+            raise self.fail(f"matrix product of shapes {show(a)} and {show(b)}: inner sizes {a[-1]} and {b[-2]} differ", node)
+        batch = broadcast([a[:-2], b[:-2]])
+        if batch is None:
+            raise self.fail(f"matrix product of shapes {show(a)} and {show(b)}: batch dimensions do not broadcast", node)
+        return batch + (a[-2], b[-1])
+
+    def call(self, node: ex.Call) -> Shape:
+        args = [self.shape(a) for a in node.args]
+        if node.func in ("matmul",):
+            return self.matmul(node, args[0], args[1])
+        if node.func in _ELEMENTWISE_CALLS:
+            return self.elementwise(node, node.func, args)
+        if node.func == "transpose":
+            return tuple(reversed(args[0]))
+        if node.func.startswith("reduce_"):
+            (shape,) = args
+            if node.axis is None:
+                return ()
+            if not -len(shape) <= node.axis < len(shape):
+                raise self.fail(f"{node.func}: axis {node.axis} is out of range for shape {show(shape)} (rank {len(shape)})", node)
+            axis = node.axis % len(shape)
+            return shape[:axis] + shape[axis + 1 :]
+        if node.func in _SHAPE_KEEPING_CALLS:
+            return args[0]
+        raise TypeError(f"no shape rule for {node.func}")  # a new function needs its rule here
+
+
+def elements(shape: Shape) -> int:
+    n = 1
+    for d in shape:
+        n *= d
+    return n
+
+
+def estimate_bytes(shapes: Mapping[str, Shape], itemsize: int, gradients: int) -> int:
+    """Memory a job needs at least: every value it keeps, plus one gradient per request,
+    each held twice (as a tensor, and as the NumPy copy that goes into the log).
+
+    Each gradient is counted as large as the largest value (a gradient has its source's
+    shape; the sources are among the values). TensorFlow's temporaries come on top, so
+    this is a lower bound, which is what a refusal needs.
+    """
+    sizes = [elements(s) for s in shapes.values()]
+    return 2 * (sum(sizes) + gradients * max(sizes, default=0)) * itemsize
+
+
+def describe_bytes(n: int) -> str:
+    for unit, size in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if n >= size:
+            return f"{n / size:,.1f} {unit}"
+    return f"{n} bytes"
+
+
+def step_shapes(steps: Iterable[Tuple[str, str, ex.Expr]], inputs: Mapping[str, Shape]) -> Dict[str, Shape]:
+    """Every input's and step's shape, in order; raises `ShapeError` tagged with the step.
+
+    `steps` yields (name, text, tree); the error's `step` attribute names the step at fault.
+    """
+    known: Dict[str, Shape] = dict(inputs)
+    for name, text, tree in steps:
+        try:
+            known[name] = infer(tree, known, text)
+        except ShapeError as err:
+            err.step = name  # type: ignore[attr-defined]
+            raise
+    return known
+
+
+_ITEMSIZE = {"float16": 2, "bfloat16": 2, "float32": 4, "int32": 4, "float64": 8, "int64": 8}
+
+
+def check_job(steps: Iterable, point_shapes: Mapping[str, Shape], dtypes: Iterable[str], requests: int) -> Dict[str, Shape]:
+    """Refuse, as a `ConfigError`, a job whose shapes do not fit or whose memory is too large.
+
+    `steps` are `runner.spec.StepSpec`s; returns every input's and step's shape.
+    """
+    from runner.errors import ConfigError
+
+    try:
+        shapes = step_shapes(((s.name, s.text, s.expr) for s in steps), point_shapes)
+    except ShapeError as err:
+        raise ConfigError(f"function.steps.{err.step}", str(err), err.pointer()) from None  # type: ignore[attr-defined]
+    itemsize = max((_ITEMSIZE.get(d, 8) for d in dtypes), default=4)
+    need = estimate_bytes(shapes, itemsize, requests)
+    if need > MAX_JOB_BYTES:
+        largest = max(shapes, key=lambda k: elements(shapes[k]))
+        raise ConfigError(
+            "point",
+            f"the job needs at least {describe_bytes(need)} ({len(shapes)} tensors and {requests} gradient(s) of "
+            f"{itemsize}-byte numbers; the largest, {largest}, has shape {show(shapes[largest])}); "
+            f"the limit is {describe_bytes(MAX_JOB_BYTES)}",
+        )
+    return shapes

@@ -1,0 +1,335 @@
+"""Every bad input gets one short error naming what is at fault, exit 2, and no success logged.
+
+Three tables:
+- `BAD_CONFIGS`: composed configs the runner refuses (in-process, through `job.run`):
+  the key at fault and the message each must give.
+- `HYDRA_ERRORS`: what Hydra refuses at composition, as `runner.errors.explain` words it.
+- `CLI_ROWS`: a few of both through the real command line, checking the one-line stderr,
+  the exit code, no traceback, and that TensorFlow was never imported.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from hydra.errors import HydraException
+from omegaconf.errors import OmegaConfBaseException
+
+from runner import errors, spec as specs
+from runner.cli import config_dir
+from runner.errors import ConfigError
+from tests.conftest import ROOT, cli, composed, function_config
+
+
+@functools.lru_cache(maxsize=1)
+def _base():
+    return function_config({"y": "x * x"}, {"x": 3.0}, [{"target": "y", "sources": "x"}])
+
+
+def with_(*changes):
+    """The base config (y = x * x at x = 3, dy/dx) with (dotted key, value) changes applied."""
+
+    def build():
+        cfg = copy.deepcopy(_base())
+        for key, value in changes:
+            node = cfg
+            *path, last = key.split(".")
+            for part in path:
+                node = node[int(part)] if isinstance(node, list) else node.setdefault(part, {})
+            if isinstance(node, list):
+                node[int(last)] = value
+            else:
+                node[last] = value
+        return cfg
+
+    return build
+
+
+BIG = {"random": {"shape": [5000, 5000]}}  # 25M elements: allowed as a point
+MANY_STEPS = {f"y{i}": "x * x" for i in range(12)}  # 13 values of 200 MB as float64
+
+BAD_CONFIGS = [
+    # id, config, the key at fault, what the message must contain
+    ("unknown name", with_(("function.steps.y", "x * q")), "function.steps.y", "unknown name 'q'; known here: x (column 5)"),
+    ("unknown function", with_(("function.steps.y", "open(x)")), "function.steps.y", "unknown function 'open'"),
+    ("syntax error", with_(("function.steps.y", "x * (")), "function.steps.y", "syntax error"),
+    ("attribute access", with_(("function.steps.y", "x.__class__")), "function.steps.y", "attribute access not allowed in expressions (column 1)"),
+    ("dunder call", with_(("function.steps.y", "__import__(x)")), "function.steps.y", "unknown function '__import__'"),
+    ("lambda", with_(("function.steps.y", "(lambda: x)()")), "function.steps.y", "calling a lambda is not allowed"),
+    ("comprehension", with_(("function.steps.y", "[x for x in x]")), "function.steps.y", "comprehensions not allowed"),
+    ("string literal", with_(("function.steps.y", "x * 'a'")), "function.steps.y", "string literals are not allowed; only numbers (column 5)"),
+    ("subscript of a function", with_(("function.steps.y", "sin[0](x)")), "function.steps.y", "calling a subscript is not allowed"),
+    ("subscript of a number", with_(("function.steps.y", "x * 3[0]")), "function.steps.y", "subscripts not allowed in expressions (column 5)"),
+    ("keyword argument", with_(("function.steps.y", "sin(x=x)")), "function.steps.y", "keyword arguments are not allowed"),
+    ("wrong arity", with_(("function.steps.y", "pow(x)")), "function.steps.y", "pow takes pow(t, t), got 1 argument(s)"),
+    ("empty expression", with_(("function.steps.y", "  ")), "function.steps.y", "empty expression"),
+    ("expression not a string", with_(("function.steps.y", ["x"])), "function.steps.y", "must be a string, not list"),
+    ("too long", with_(("function.steps.y", "x+" * 1100 + "x")), "function.steps.y", "the limit is 2000"),
+    ("too deep", with_(("function.steps.y", "(" * 100 + "x" + ")" * 100)), "function.steps.y", "nested deeper than 64"),
+    ("huge literal", with_(("function.steps.y", "9" * 400)), "function.steps.y", "too large for any float type"),
+    ("uses a later step", with_(("function.steps", {"y": "z * 2", "z": "x * x"})), "function.steps.y", "uses step 'z', which is defined later"),
+    ("uses itself", with_(("function.steps.y", "y * x")), "function.steps.y", "step 'y' uses itself (column 1)"),
+    ("step named like an input", with_(("function.steps", {"x": "x * 2"})), "function.steps.x", "'x' is already an input"),
+    ("step named like a function", with_(("function.steps", {"sin": "x * 2"})), "function.steps.sin", "is a function or constant"),
+    ("invalid step name", with_(("function.steps", {"1y": "x"})), "function.steps.1y", "'1y' is not a valid name"),
+    ("no inputs", with_(("function.inputs", [])), "function.inputs", "no inputs declared"),
+    ("misspelt input option", with_(("function.inputs", {"x": {"kidn": "constant"}})), "function.inputs.x.kidn", "unknown option; allowed: kind, dtype, trainable"),
+    ("unknown input kind", with_(("function.inputs", {"x": {"kind": "placeholder"}})), "function.inputs.x.kind", "expected one of constant, variable"),
+    ("unknown dtype", with_(("function.inputs", {"x": {"dtype": "float128"}})), "function.inputs.x.dtype", "got 'float128'"),
+    ("input with no point", with_(("function.inputs", ["x", "w"])), "point.w", "input 'w' has no point"),
+    ("point for no input", with_(("point.w", 1.0)), "point.w", "no input named 'w'"),
+    ("point is a string", with_(("point.x", "three")), "point.x", "expected a number, a nested list or a generator, got str"),
+    ("point is a bool", with_(("point.x", True)), "point.x", "got True"),
+    ("point is null", with_(("point.x", None)), "point.x", "got None"),
+    ("ragged point", with_(("point.x", [[1.0, 2.0], [3.0]])), "point.x", "must be rectangular"),
+    ("point of strings", with_(("point.x", ["a", "b"])), "point.x", "only numbers"),
+    ("unknown generator", with_(("point.x", {"logspace": [0, 1, 5]})), "point.x", "a generator is one of"),
+    ("grid too large", with_(("point.x", {"linspace": [0, 1, 1e12]})), "point.x", "1,000,000,000,000 elements (about 7,450.6 GiB as float64) exceeds the limit"),
+    ("random too large", with_(("point.x", {"random": {"shape": [100000, 100000]}})), "point.x.random", "exceeds the limit"),
+    ("shapes do not broadcast", with_(("function.inputs", ["x", "w"]), ("point.x", [1.0, 2.0, 3.0]), ("point.w", [1.0, 2.0]), ("function.steps.y", "x * w")),
+     "function.steps.y", "shapes [3] and [2] do not broadcast in '*'"),
+    ("matmul inner sizes", with_(("point.x", [[1.0, 2.0, 3.0]]), ("function.steps.y", "x @ x")), "function.steps.y", "inner sizes 3 and 1 differ"),
+    ("reduction axis", with_(("function.steps.y", "reduce_sum(x, 1)")), "function.steps.y", "axis 1 is out of range for shape [] (rank 0)"),
+    ("step too large", with_(("point.x", {"random": {"shape": [20000, 1]}}), ("function.steps.y", "x @ transpose(x)")),
+     "function.steps.y", "builds a tensor of shape [20000, 20000]: 400,000,000 elements"),
+    ("job too large", with_(("function.inputs", {"x": {"dtype": "float64"}}), ("point.x", BIG), ("function.steps", MANY_STEPS), ("derivatives", [])),
+     "point", "the job needs at least 4.8 GiB (13 tensors and 0 gradient(s) of 8-byte numbers; the largest, x, has shape [5000, 5000]); the limit is 4.0 GiB"),
+    ("unknown target", with_(("derivatives", [{"target": "q", "sources": "x"}])), "derivatives[0].target", "unknown target 'q'; known: x, y"),
+    ("unknown source", with_(("derivatives", [{"target": "y", "sources": ["x", "w"]}])), "derivatives[0].sources", "unknown source 'w'"),
+    ("missing sources", with_(("derivatives", [{"target": "y"}])), "derivatives[0].sources", "missing"),
+    ("misspelt request option", with_(("derivatives", [{"target": "y", "sources": "x", "nmae": "g"}])), "derivatives[0].nmae", "did you mean 'name'?"),
+    ("misspelt tape option", with_(("tape.persistant", True)), "tape.persistant", "no such key in TapeConfig; did you mean 'persistent'?"),
+    ("unknown top-level key", with_(("fucntion", {})), "fucntion", "did you mean 'function'?"),
+    ("unknown watch", with_(("tape.watch", ["w"])), "tape.watch", "unknown input 'w'"),
+    ("expect names no request", with_(("expect", {"derivatives": {"dz/dx": 1.0}})), "expect.derivatives.dz/dx", "no derivative request is named 'dz/dx'"),
+    ("expect error not a type", with_(("expect", {"error": "it fails"})), "expect.error", "exception type name"),
+    ("_target_ in inputs", with_(("function.inputs", {"x": {"_target_": "os.system"}})), "function.inputs.x._target_", "instantiation keys are not allowed"),
+    ("_target_ in point", with_(("point.x", {"_target_": "numpy.load", "file": "a.npy"})), "point.x._target_", "instantiation keys are not allowed"),
+    ("_target_ in a request", with_(("derivatives", [{"target": "y", "sources": "x", "output_gradients": {"_target_": "os.system"}}])),
+     "derivatives[0].output_gradients._target_", "instantiation keys are not allowed"),
+    ("_target_ in expect", with_(("expect", {"derivatives": {"dy/dx": {"_target_": "builtins.eval", "_args_": ["1"]}}})),
+     "expect.derivatives.dy/dx._target_", "instantiation keys are not allowed"),
+    ("_partial_ in tape", with_(("tape._partial_", True)), "tape._partial_", "instantiation keys are not allowed"),
+]
+
+
+@pytest.mark.parametrize("make, key, message", [r[1:] for r in BAD_CONFIGS], ids=[r[0] for r in BAD_CONFIGS])
+def test_bad_config_is_refused_naming_the_key(run_job, make, key, message):
+    cfg = make()
+    with pytest.raises(ConfigError) as info:
+        specs.build(cfg)
+    assert info.value.key == key
+    assert message in info.value.message
+    assert "\n" not in info.value.headline()  # one line; a caret, if any, goes in `detail`
+
+    ran = run_job(cfg)
+    assert ran.code == 2
+    assert ran.log["status"] == "error" and ran.log["expect"]["met"] is False  # no success claimed
+    assert ran.log["error"]["type"] == "ConfigError" and ran.log["error"]["key"] == key
+    assert ran.log["values"] == {} and ran.log["derivatives"] == []
+
+
+def test_expression_errors_point_at_the_column(run_job):
+    with pytest.raises(ConfigError) as info:
+        specs.build(with_(("function.steps.y", "x + sin(x).real"))())
+    assert info.value.detail == "x + sin(x).real\n    ^"
+
+
+# ---- what Hydra refuses at composition --------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def user_conf(tmp_path_factory):
+    """A user's config folder: the shipped configs plus a few broken experiment files."""
+    root = tmp_path_factory.mktemp("conf")
+    shutil.copytree(config_dir(), root, dirs_exist_ok=True)
+    exp = root / "experiment"
+    (exp / "unclosed.yaml").write_text("# @package _global_\nfunction:\n  steps: {y: x * x\n")
+    (exp / "tabs.yaml").write_text("# @package _global_\nfunction:\n\tsteps: {}\n")
+    (exp / "typo.yaml").write_text("# @package _global_\ntape:\n  persistant: true\n")
+    (exp / "wrong_type.yaml").write_text("# @package _global_\ntape:\n  persistent: maybe\n")
+    (exp / "deep.yaml").write_text("# @package _global_\npoint:\n  x: " + "[" * 5000 + "1.0" + "]" * 5000 + "\n")
+    # PyYAML would run this with an unsafe loader; OmegaConf's loader refuses the tag
+    (exp / "python_tag.yaml").write_text(
+        "# @package _global_\nname: !!python/object/apply:os.system ['touch PWNED']\n"
+    )
+    return root
+
+
+HYDRA_ERRORS = [
+    # id, overrides, the one line the user sees (a prefix of it)
+    ("misspelt key", ["tape.persistant=true"], "config error: tape.persistant: no such key in TapeConfig; did you mean 'persistent'?"),
+    ("misspelt request key", ["derivatives.0.soures=x"], "config error: derivatives[0].soures: no such key in DerivativeConfig; did you mean 'sources'?"),
+    ("wrong type", ["tape.persistent=maybe"], "config error: tape.persistent: Value 'maybe' is not a valid bool"),
+    ("not an integer", ["log.max_inline_elements=many"], "config error: log.max_inline_elements: Value 'many' of type 'str' could not be converted to Integer"),
+    ("unknown enum", ["tape.compile=jit"], "config error: tape.compile: Invalid value 'jit', expected one of [eager, function, xla]"),
+    ("missing experiment", ["experiment=nope"], "config error: In 'config': Could not find 'experiment/nope'"),
+    ("override grammar", ["point.x=range("], "config error: command line: cannot parse the override: "),
+    ("malformed YAML", ["experiment=unclosed"], "experiment/unclosed.yaml, line 4, column 1: malformed YAML: expected ',' or '}', but got '<stream end>' (while parsing a flow mapping)"),
+    ("tab in YAML", ["experiment=tabs"], "experiment/tabs.yaml, line 3, column 1: malformed YAML: found character '\\t' that cannot start any token"),
+    ("misspelt key in a file", ["experiment=typo"], "config error: tape.persistant: no such key in TapeConfig; did you mean 'persistent'? (in experiment/typo)"),
+    ("wrong type in a file", ["experiment=wrong_type"], "config error: tape.persistent: Value 'maybe' is not a valid bool"),
+    ("deeply nested YAML", ["experiment=deep"], "config error: a value is nested too deeply to read"),
+    ("python tag in YAML", ["experiment=python_tag"], "malformed YAML: could not determine a constructor for the tag 'tag:yaml.org,2002:python/object/apply:os.system'"),
+]
+
+
+@pytest.mark.parametrize("overrides, headline", [r[1:] for r in HYDRA_ERRORS], ids=[r[0] for r in HYDRA_ERRORS])
+def test_hydra_composition_errors_read_as_one_line(user_conf, tmp_path, monkeypatch, overrides, headline):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises((HydraException, OmegaConfBaseException, yaml.YAMLError, RecursionError)) as info:
+        composed(overrides, config_path=user_conf)
+    first, detail, code = errors.explain(info.value)
+    assert headline in first
+    assert first.startswith("config error: ")
+    assert "\n" not in first and "Traceback" not in (detail or "")
+    assert code == 2
+    assert not (tmp_path / "PWNED").exists()
+
+
+def test_a_fault_of_the_runner_is_not_called_a_config_error():
+    first, detail, code = errors.explain(ZeroDivisionError("division by zero"))
+    assert (first, code) == ("error: ZeroDivisionError: division by zero", 1)
+    assert "HYDRA_FULL_ERROR=1" in detail
+
+
+# ---- through the command line -----------------------------------------------------------
+
+CLI_ROWS = [
+    # id, arguments, the first line of stderr
+    ("unknown name", ["function.steps.y='x * q'"], "config error: function.steps.y: unknown name 'q'; known here: x (column 5)"),
+    ("attribute access", ["function.steps.y='x.__class__.__bases__'"], "config error: function.steps.y: attribute access not allowed in expressions (column 1)"),
+    ("misspelt key", ["tape.persistant=true"], "config error: tape.persistant: no such key in TapeConfig; did you mean 'persistent'?"),
+    ("appended misspelt key", ["+tape.persistant=true"], "config error: tape.persistant: no such key in TapeConfig; did you mean 'persistent'?"),
+    ("malformed YAML", ["--config-dir", "{conf}", "experiment=unclosed"], "config error: {conf}/experiment/unclosed.yaml, line 4, column 1: malformed YAML"),
+    ("python tag in YAML", ["--config-dir", "{conf}", "experiment=python_tag"], "config error: {conf}/experiment/python_tag.yaml, line 2, column 7: malformed YAML: could not determine a constructor"),
+    ("grid too large", ["point.x={linspace: [0, 1, 1e12]}"], "config error: point.x: 1,000,000,000,000 elements"),
+]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("args, first_line", [r[1:] for r in CLI_ROWS], ids=[r[0] for r in CLI_ROWS])
+def test_cli_refuses_in_one_line_without_traceback(user_conf, tmp_path, args, first_line):
+    args = [a.replace("{conf}", str(user_conf)) for a in args]
+    result = cli(args, cwd=tmp_path, timeout=60)
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.splitlines()
+    assert lines[0].startswith(first_line.replace("{conf}", str(user_conf))), result.stderr
+    assert all(line.startswith("    ") for line in lines[1:]), result.stderr  # detail only, indented
+    assert "Traceback" not in result.stderr and result.stdout == ""
+    for log in tmp_path.glob("outputs/**/results.json"):  # a refused run never claims success
+        assert json.loads(log.read_text())["status"] == "error"
+    assert not (tmp_path / "PWNED").exists()
+
+
+@pytest.mark.slow
+def test_hydra_full_error_shows_the_traceback(tmp_path):
+    result = cli(["tape.persistant=true"], cwd=tmp_path, env={"HYDRA_FULL_ERROR": "1"}, timeout=60)
+    assert result.returncode == 1
+    assert "Traceback" in result.stderr and "ConfigCompositionException" in result.stderr
+
+
+@pytest.mark.slow
+def test_config_errors_never_import_tensorflow(tmp_path):
+    """The whole error path, Hydra composition to refusal, leaves TensorFlow unimported."""
+    script = (
+        "import sys\n"
+        "from runner import cli\n"
+        "try:\n"
+        "    cli.main()\n"
+        "except SystemExit as done:\n"
+        "    print(done.code, 'tensorflow' in sys.modules, file=sys.stdout)\n"
+    )
+    for args in (["function.steps.y=x * q"], ["point.x=[1, [2]]"], ["tape.persistant=1"]):
+        result = subprocess.run(
+            [sys.executable, "-c", script, *args],
+            cwd=tmp_path,
+            env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert result.stdout.split() == ["2", "False"], (args, result.stdout, result.stderr)
+
+
+# ---- a config folder that configures Hydra itself ----------------------------------------
+
+EVIL = "# @package _global_\nhydra:\n"
+HYDRA_SECTIONS = [
+    # id, file (relative path, text), the key refused (None: allowed)
+    ("callback target", ("experiment/a.yaml", EVIL + "  callbacks:\n    x: {_target_: numpy.save, file: OWNED, arr: [1]}\n"), "hydra.callbacks.x._target_"),
+    ("logging factory", ("experiment/a.yaml", EVIL + "  job_logging:\n    handlers:\n      h: {'()': subprocess.getoutput, cmd: touch OWNED}\n"), "hydra.job_logging.handlers.h.()"),
+    ("launcher target", ("experiment/a.yaml", EVIL + "  launcher:\n    _target_: builtins.print\n"), "hydra.launcher._target_"),
+    ("slurm setup lines", ("experiment/a.yaml", EVIL + "  launcher:\n    setup: ['touch OWNED']\n"), "hydra.launcher.setup"),
+    ("worker environment", ("experiment/a.yaml", EVIL + "  job:\n    env_set: {PYTHONPATH: /tmp/evil}\n"), "hydra.job.env_set.PYTHONPATH"),
+    ("search path", ("experiment/a.yaml", EVIL + "  searchpath: ['pkg://evil']\n"), "hydra.searchpath"),
+    ("callbacks removed", ("experiment/a.yaml", EVIL + "  callbacks: null\n"), "hydra.callbacks"),
+    ("file in hydra's groups", ("hydra/callbacks/x.yaml", "x: {_target_: numpy.save}\n"), "hydra/callbacks/x.yaml"),
+    ("package header", ("experiment/a.yaml", "# @package hydra.callbacks\nx: {_target_: numpy.save}\n"), "experiment/a.yaml"),
+    ("defaults into hydra", ("experiment/a.yaml", "defaults:\n  - /function/cubic@hydra.callbacks.x\n"), "experiment/a.yaml: defaults"),
+    ("where runs go: allowed", ("experiment/a.yaml", EVIL + "  run: {dir: runs/x}\n  sweep: {dir: runs/m, subdir: '${hydra.job.num}'}\n  job: {chdir: false}\n"), None),
+    ("runs outside the working folder", ("experiment/a.yaml", EVIL + "  run: {dir: /home/user/.ssh}\n"), "hydra.run.dir"),
+    ("runs above the working folder", ("experiment/a.yaml", EVIL + "  sweep: {dir: ../../x}\n"), "hydra.sweep.dir"),
+    ("runs in an environment path", ("experiment/a.yaml", EVIL + "  run: {dir: '${oc.env:HOME}/x'}\n"), "hydra.run.dir"),
+    ("parallel workers: allowed", ("experiment/a.yaml", EVIL + "  launcher: {n_jobs: 4}\n"), None),
+    ("the runner's own callback: allowed", ("config.yaml", "hydra:\n  callbacks:\n    s: {_target_: runner.sweep.SweepSummary}\n"), None),
+    ("a copy of the shipped conf/: allowed", ("config.yaml", (config_dir() / "config.yaml").read_text()), None),
+]
+
+
+@pytest.mark.parametrize("file, key", [r[1:] for r in HYDRA_SECTIONS], ids=[r[0] for r in HYDRA_SECTIONS])
+def test_a_config_folder_may_not_configure_hydra_to_run_code(tmp_path, file, key):
+    from runner import trust
+
+    rel, text = file
+    (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+    (tmp_path / rel).write_text(text)
+    if key is None:
+        trust.check_folder(tmp_path)
+        return
+    with pytest.raises(ConfigError) as info:
+        trust.check_argv(["--config-dir", str(tmp_path), "experiment=a"])
+    assert info.value.key.endswith(key)
+    assert "\n" not in info.value.headline()
+
+
+@pytest.mark.slow
+def test_a_hydra_callback_from_a_config_folder_never_runs(tmp_path):
+    conf = tmp_path / "conf" / "experiment"
+    conf.mkdir(parents=True)
+    (conf / "evil.yaml").write_text(
+        "# @package _global_\nhydra:\n  callbacks:\n    x: {_target_: numpy.save, file: " + str(tmp_path / "OWNED") + ", arr: [1]}\n"
+    )
+    result = cli(["--config-dir", str(tmp_path / "conf"), "experiment=evil"], cwd=tmp_path, timeout=60)
+    assert result.returncode == 2
+    assert result.stderr.startswith(f"config error: {conf / 'evil.yaml'}: hydra.callbacks.x._target_: a config file may not set this")
+    assert not list(tmp_path.glob("OWNED*"))
+
+
+@pytest.mark.slow
+def test_a_refused_job_in_a_sweep_is_listed_and_fails_the_sweep(tmp_path):
+    result = cli(["-m", "function.steps.y=x*q,x*x"], cwd=tmp_path, timeout=300)
+    assert result.returncode == 1, result.stderr
+    (summary,) = tmp_path.glob("outputs/multirun/*/*/summary.json")
+    rows = json.loads(summary.read_text())["rows"]
+    assert [(r["status"], r["met"]) for r in rows] == [("error", False), ("ok", True)]
+    assert rows[0]["error"] == "ConfigError: function.steps.y: unknown name 'q'; known here: x (column 3)"
+    assert "config error: function.steps.y: unknown name 'q'" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_every_way_of_naming_a_config_folder_is_read(tmp_path):
+    from runner import trust
+
+    a, b, c = (tmp_path / n for n in "abc")
+    for folder in (a, b, c):
+        folder.mkdir()
+    argv = ["--config-dir", str(a), f"-cp={b}", f"+hydra.searchpath=[file://{c}]", "experiment=x", "--config-dir", str(config_dir())]
+    assert trust.config_folders(argv) == [a, b, c]  # the shipped conf/ is trusted, not read
