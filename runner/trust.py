@@ -37,7 +37,7 @@ ALLOWED = (
     "launcher.n_jobs",
 )
 # Callbacks a config file may name: the runner's own (a copy of conf/config.yaml names it).
-SAFE_CALLBACKS = ("runner.sweep.SweepSummary",)
+SAFE_CALLBACKS = ("runner.sweep.SweepSummary", "runner.progress.Progress")
 MAX_FILES = 2000  # a config folder larger than this is not a config folder
 
 _PACKAGE = re.compile(r"^\s*#\s*@package\s+(\S+)", re.MULTILINE)
@@ -134,10 +134,15 @@ _FOLDERS = ("run.dir", "sweep.dir", "sweep.subdir", "output_subdir")
 def _inside(folder: str) -> bool:
     """A relative path that stays below the working folder.
 
-    Interpolations may give only a timestamp or the job's name/number (`${now:...}`,
-    `${hydra.job.num}`), which cannot make a path absolute.
+    Interpolations may give only a timestamp, the process id or the job's name/number
+    (`${now:...}`, `${pid:}`, `${hydra.job.num}`), which cannot make a path absolute.
     """
-    plain = re.sub(r"\$\{(now:(?:[^}/\\.]|\.(?!\.))*|hydra[.:]job\.\w+)\}", "x", folder)
+    # The shipped sweep folder is ${first:${resume},DEFAULT}: `resume` comes from the command
+    # line (trusted); only DEFAULT is the file's own choice.
+    m = re.fullmatch(r"\$\{first:\$\{resume\},(.*)\}", folder)
+    if m:
+        folder = m.group(1)
+    plain = re.sub(r"\$\{(now:(?:[^}/\\.]|\.(?!\.))*|hydra[.:]job\.\w+|pid:)\}", "x", folder)
     if "${" in plain or plain.startswith(("/", "~", "\\")) or re.match(r"^[A-Za-z]:", plain):
         return False
     return ".." not in re.split(r"[/\\]", plain)
