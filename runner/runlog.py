@@ -9,15 +9,17 @@ reference (file, key, shape, dtype) and summary statistics in its place.
 
 from __future__ import annotations
 
-import io
+import atexit
 import json
 import math
 import os
 import platform
 import sys
 import tempfile
+import threading
+import time
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, BinaryIO, Callable, Dict, List, Optional, Union
 
 import numpy as np
 
@@ -55,7 +57,9 @@ def plain(v: Any) -> Any:
 
 
 def array_reference(key: str, arr: np.ndarray) -> Dict[str, Any]:
-    finite = arr[np.isfinite(arr)] if arr.dtype.kind == "f" else arr
+    finite = arr.reshape(-1)
+    if arr.dtype.kind == "f" and not np.isfinite(arr).all():
+        finite = arr[np.isfinite(arr)]  # only then a copy of the finite elements
     stats = {}
     if finite.size:
         stats = {"min": float(finite.min()), "max": float(finite.max()), "mean": float(finite.mean())}
@@ -85,27 +89,31 @@ def write(folder: Path, record: Dict[str, Any], arrays: Dict[str, np.ndarray]) -
     """Write `arrays.npz` (if any) and then `results.json`, each atomically."""
     folder.mkdir(parents=True, exist_ok=True)
     if arrays:
-        buf = io.BytesIO()
-        np.savez(buf, **arrays)
-        write_atomic(folder / ARRAYS_FILE, buf.getvalue())
+        # Streamed into the temporary file: an in-memory archive would hold every array twice.
+        write_atomic(folder / ARRAYS_FILE, lambda f: np.savez(f, **arrays))
     text = json.dumps(record, indent=2, allow_nan=False) + "\n"
     path = folder / RESULTS_FILE
     write_atomic(path, text.encode())
     return path
 
 
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write to a temporary file in the same folder, flush it to disk, then rename.
+def write_atomic(path: Path, data: Union[bytes, Callable[[BinaryIO], None]]) -> None:
+    """Write to a temporary file in the same folder, then rename it into place.
 
-    A reader, or a job killed half-way, never sees a partial file: the rename is atomic.
+    `data` is the bytes, or a function writing them to the open file. A reader, or a job
+    killed half-way, never sees a partial file: the rename is atomic. The flush to disk
+    follows within about a second, and at exit at the latest (`_Syncer`).
     """
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
-            f.write(data)
+            if callable(data):
+                data(f)
+            else:
+                f.write(data)
             f.flush()
-            os.fsync(f.fileno())
         os.replace(tmp, path)
+        _mark_written()  # flushed to disk in the background (see _Syncer)
     except BaseException:
         try:
             os.unlink(tmp)
@@ -123,3 +131,52 @@ def derivative_record(enc: Encoder, name: str, kind: str, target: str, sources: 
         "order": order,
         "value": enc.value(f"derivatives/{name}", value),
     }
+
+
+class _Syncer:
+    """Flushes the file systems (`os.sync`) in a background thread, about once a second.
+
+    A job writes a few files, and an `fsync` each (4-8 ms on a shared disk, more for a
+    large arrays.npz) would cost more than a small job, or a sweep's whole bookkeeping.
+    So files are renamed into place complete (atomic, as before) without waiting for the
+    disk, and reach it within about a second, and at exit at the latest.
+    """
+
+    def __init__(self, period_s: float):
+        self.period_s = period_s
+        self.dirty = threading.Event()
+        threading.Thread(target=self._loop, name="runlog-sync", daemon=True).start()
+        atexit.register(self.flush)
+
+    def mark(self) -> None:
+        self.dirty.set()
+
+    def flush(self) -> None:
+        if self.dirty.is_set():
+            self.dirty.clear()
+            os.sync()
+
+    def _loop(self) -> None:
+        while True:
+            self.dirty.wait()
+            time.sleep(self.period_s)
+            self.flush()
+
+
+_SYNC_PERIOD_S = 1.0
+_syncer: Optional[_Syncer] = None
+_syncer_lock = threading.Lock()
+
+
+def _mark_written() -> None:
+    global _syncer
+    with _syncer_lock:
+        if _syncer is None:
+            _syncer = _Syncer(_SYNC_PERIOD_S)
+    _syncer.mark()
+
+
+def flush() -> None:
+    """Flush written files to disk now (a no-op when nothing is pending)."""
+    if _syncer is not None:
+        _syncer.flush()
