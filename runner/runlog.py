@@ -113,7 +113,7 @@ def write_atomic(path: Path, data: Union[bytes, Callable[[BinaryIO], None]]) -> 
                 f.write(data)
             f.flush()
         os.replace(tmp, path)
-        _mark_written()  # flushed to disk in the background (see _Syncer)
+        _mark_written(path)  # flushed to disk in the background (see _Syncer)
     except BaseException:
         try:
             os.unlink(tmp)
@@ -134,27 +134,41 @@ def derivative_record(enc: Encoder, name: str, kind: str, target: str, sources: 
 
 
 class _Syncer:
-    """Flushes the file systems (`os.sync`) in a background thread, about once a second.
+    """Flushes the files written (`fsync`) in a background thread, about once a second.
 
     A job writes a few files, and an `fsync` each (4-8 ms on a shared disk, more for a
     large arrays.npz) would cost more than a small job, or a sweep's whole bookkeeping.
-    So files are renamed into place complete (atomic, as before) without waiting for the
-    disk, and reach it within about a second, and at exit at the latest.
+    So files are renamed into place complete (atomic for readers, as before) without
+    waiting for the disk; this thread flushes them within about a second, and `flush()`
+    (registered to run at exit) flushes whatever is left.
     """
 
     def __init__(self, period_s: float):
         self.period_s = period_s
+        self.pending: List[Path] = []
+        self.lock = threading.Lock()
         self.dirty = threading.Event()
         threading.Thread(target=self._loop, name="runlog-sync", daemon=True).start()
         atexit.register(self.flush)
 
-    def mark(self) -> None:
+    def mark(self, path: Path) -> None:
+        with self.lock:
+            self.pending.append(path)
         self.dirty.set()
 
     def flush(self) -> None:
-        if self.dirty.is_set():
+        with self.lock:
+            paths, self.pending = self.pending, []
             self.dirty.clear()
-            os.sync()
+        for path in paths:
+            try:
+                fd = os.open(path, os.O_RDONLY)
+            except FileNotFoundError:  # moved or removed since: nothing of ours to flush
+                continue
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
 
     def _loop(self) -> None:
         while True:
@@ -168,12 +182,12 @@ _syncer: Optional[_Syncer] = None
 _syncer_lock = threading.Lock()
 
 
-def _mark_written() -> None:
+def _mark_written(path: Path) -> None:
     global _syncer
     with _syncer_lock:
         if _syncer is None:
             _syncer = _Syncer(_SYNC_PERIOD_S)
-    _syncer.mark()
+    _syncer.mark(path)
 
 
 def flush() -> None:
