@@ -139,8 +139,9 @@ class _Syncer:
     A job writes a few files, and an `fsync` each (4-8 ms on a shared disk, more for a
     large arrays.npz) would cost more than a small job, or a sweep's whole bookkeeping.
     So files are renamed into place complete (atomic for readers, as before) without
-    waiting for the disk; this thread flushes them within about a second, and `flush()`
-    (registered to run at exit) flushes whatever is left.
+    waiting for the disk; this thread flushes them within about a second (`fsync` each,
+    or one `os.sync` when a sweep wrote many), and `flush()` (registered to run at exit)
+    flushes whatever is left.
     """
 
     def __init__(self, period_s: float):
@@ -160,6 +161,9 @@ class _Syncer:
         with self.lock:
             paths, self.pending = self.pending, []
             self.dirty.clear()
+        if len(paths) > _FSYNC_AT_MOST:
+            os.sync()  # one journal commit for all, where an fsync each would commit each
+            return
         for path in paths:
             try:
                 fd = os.open(path, os.O_RDONLY)
@@ -178,6 +182,7 @@ class _Syncer:
 
 
 _SYNC_PERIOD_S = 1.0
+_FSYNC_AT_MOST = 4  # files flushed one by one; more than this (a sweep) and the system is synced
 _syncer: Optional[_Syncer] = None
 _syncer_lock = threading.Lock()
 
