@@ -58,11 +58,17 @@ def plain(v: Any) -> Any:
 
 def array_reference(key: str, arr: np.ndarray) -> Dict[str, Any]:
     finite = arr.reshape(-1)
-    if arr.dtype.kind == "f" and not np.isfinite(arr).all():
-        finite = arr[np.isfinite(arr)]  # only then a copy of the finite elements
     stats = {}
     if finite.size:
-        stats = {"min": float(finite.min()), "max": float(finite.max()), "mean": float(finite.mean())}
+        low, high = finite.min(), finite.max()
+        # min and max propagate NaN and show an infinity: both finite means all are, and
+        # the finite elements are copied out only when some are not.
+        if arr.dtype.kind == "f" and not (np.isfinite(low) and np.isfinite(high)):
+            finite = finite[np.isfinite(finite)]
+            if finite.size:
+                low, high = finite.min(), finite.max()
+        if finite.size:
+            stats = {"min": float(low), "max": float(high), "mean": float(finite.mean())}
     return {
         "array": {"file": ARRAYS_FILE, "key": key, "shape": list(arr.shape), "dtype": str(arr.dtype)},
         "summary": {**stats, "non_finite": int(arr.size - finite.size)},
