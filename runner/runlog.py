@@ -9,8 +9,8 @@ reference (file, key, shape, dtype) and summary statistics in its place.
 
 from __future__ import annotations
 
+import atexit
 import functools
-import io
 import json
 import math
 import os
@@ -19,8 +19,10 @@ import shlex
 import subprocess
 import sys
 import tempfile
+import threading
+import time
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, BinaryIO, Callable, Dict, List, Optional, Union
 
 import numpy as np
 
@@ -58,10 +60,18 @@ def plain(v: Any) -> Any:
 
 
 def array_reference(key: str, arr: np.ndarray) -> Dict[str, Any]:
-    finite = arr[np.isfinite(arr)] if arr.dtype.kind == "f" else arr
+    finite = arr.reshape(-1)
     stats = {}
     if finite.size:
-        stats = {"min": float(finite.min()), "max": float(finite.max()), "mean": float(finite.mean())}
+        low, high = finite.min(), finite.max()
+        # min and max propagate NaN and show an infinity: both finite means all are, and
+        # the finite elements are copied out only when some are not.
+        if arr.dtype.kind == "f" and not (np.isfinite(low) and np.isfinite(high)):
+            finite = finite[np.isfinite(finite)]
+            if finite.size:
+                low, high = finite.min(), finite.max()
+        if finite.size:
+            stats = {"min": float(low), "max": float(high), "mean": float(finite.mean())}
     return {
         "array": {"file": ARRAYS_FILE, "key": key, "shape": list(arr.shape), "dtype": str(arr.dtype)},
         "summary": {**stats, "non_finite": int(arr.size - finite.size)},
@@ -148,27 +158,31 @@ def write(folder: Path, record: Dict[str, Any], arrays: Dict[str, np.ndarray]) -
     """Write `arrays.npz` (if any) and then `results.json`, each atomically."""
     folder.mkdir(parents=True, exist_ok=True)
     if arrays:
-        buf = io.BytesIO()
-        np.savez(buf, **arrays)
-        write_atomic(folder / ARRAYS_FILE, buf.getvalue())
+        # Streamed into the temporary file: an in-memory archive would hold every array twice.
+        write_atomic(folder / ARRAYS_FILE, lambda f: np.savez(f, **arrays))
     text = json.dumps(record, indent=2, allow_nan=False) + "\n"
     path = folder / RESULTS_FILE
     write_atomic(path, text.encode())
     return path
 
 
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write to a temporary file in the same folder, flush it to disk, then rename.
+def write_atomic(path: Path, data: Union[bytes, Callable[[BinaryIO], None]]) -> None:
+    """Write to a temporary file in the same folder, then rename it into place.
 
-    A reader, or a job killed half-way, never sees a partial file: the rename is atomic.
+    `data` is the bytes, or a function writing them to the open file. A reader, or a job
+    killed half-way, never sees a partial file: the rename is atomic. The flush to disk
+    follows within about a second, and at exit at the latest (`_Syncer`).
     """
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
-            f.write(data)
+            if callable(data):
+                data(f)
+            else:
+                f.write(data)
             f.flush()
-            os.fsync(f.fileno())
         os.replace(tmp, path)
+        _mark_written(path)  # flushed to disk in the background (see _Syncer)
     except BaseException:
         try:
             os.unlink(tmp)
@@ -186,3 +200,71 @@ def derivative_record(enc: Encoder, name: str, kind: str, target: str, sources: 
         "order": order,
         "value": enc.value(f"derivatives/{name}", value),
     }
+
+
+class _Syncer:
+    """Flushes the files written (`fsync`) in a background thread, about once a second.
+
+    A job writes a few files, and an `fsync` each (4-8 ms on a shared disk, more for a
+    large arrays.npz) would cost more than a small job, or a sweep's whole bookkeeping.
+    So files are renamed into place complete (atomic for readers, as before) without
+    waiting for the disk; this thread flushes them within about a second (`fsync` each,
+    or one `os.sync` when a sweep wrote many), and `flush()` (registered to run at exit)
+    flushes whatever is left.
+    """
+
+    def __init__(self, period_s: float):
+        self.period_s = period_s
+        self.pending: List[Path] = []
+        self.lock = threading.Lock()
+        self.dirty = threading.Event()
+        threading.Thread(target=self._loop, name="runlog-sync", daemon=True).start()
+        atexit.register(self.flush)
+
+    def mark(self, path: Path) -> None:
+        with self.lock:
+            self.pending.append(path)
+        self.dirty.set()
+
+    def flush(self) -> None:
+        with self.lock:
+            paths, self.pending = self.pending, []
+            self.dirty.clear()
+        if len(paths) > _FSYNC_AT_MOST:
+            os.sync()  # one journal commit for all, where an fsync each would commit each
+            return
+        for path in paths:
+            try:
+                fd = os.open(path, os.O_RDONLY)
+            except FileNotFoundError:  # moved or removed since: nothing of ours to flush
+                continue
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+
+    def _loop(self) -> None:
+        while True:
+            self.dirty.wait()
+            time.sleep(self.period_s)
+            self.flush()
+
+
+_SYNC_PERIOD_S = 1.0
+_FSYNC_AT_MOST = 4  # files flushed one by one; more than this (a sweep) and the system is synced
+_syncer: Optional[_Syncer] = None
+_syncer_lock = threading.Lock()
+
+
+def _mark_written(path: Path) -> None:
+    global _syncer
+    with _syncer_lock:
+        if _syncer is None:
+            _syncer = _Syncer(_SYNC_PERIOD_S)
+    _syncer.mark(path)
+
+
+def flush() -> None:
+    """Flush written files to disk now (a no-op when nothing is pending)."""
+    if _syncer is not None:
+        _syncer.flush()

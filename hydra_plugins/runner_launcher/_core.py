@@ -1,0 +1,270 @@
+"""The launcher's work: Hydra's BasicLauncher loop, with `run_job` done on a shared config.
+
+`hydra.core.utils.run_job` costs about 20 ms a job on its own: two deep copies of the
+whole config (the hydra node is most of it), a masked copy for `HydraConfig`, and YAML
+dumps. For a job whose overrides `_compose` can apply and undo in place (scalar values),
+`run_job` is replicated here step by step on one `LiveConfig` per template, whose hydra
+node is copied once instead of per job. The files written, the callbacks called (with
+the same arguments) and the `JobReturn` are those of `run_job`; any other job goes
+through Hydra's `load_sweep_config` and `run_job` unchanged.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import os
+import re
+from pathlib import Path
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Callable, List, Optional, Sequence
+
+from hydra import version
+from hydra.core.hydra_config import HydraConfig
+from hydra.core.utils import (
+    JobReturn,
+    JobRuntime,
+    JobStatus,
+    _flush_loggers,
+    _save_config,
+    configure_log,
+    env_override,
+    filter_overrides,
+    run_job,
+    setup_globals,
+)
+from omegaconf import DictConfig, OmegaConf, open_dict, read_write
+
+from hydra_plugins.runner_launcher import _compose, _hydra_yaml, _logging
+
+if TYPE_CHECKING:
+    from hydra_plugins.runner_launcher.runner_launcher import RunnerLauncher
+
+log = logging.getLogger(__name__)
+
+
+def launch(launcher: "RunnerLauncher", job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
+    """Run each job in this process, in order, as Hydra's BasicLauncher does."""
+    setup_globals()
+    config, context, task = launcher.config, launcher.hydra_context, launcher.task_function
+    assert config is not None and context is not None and task is not None
+    configure_log(config.hydra.hydra_logging, config.hydra.verbose)
+    Path(str(config.hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)
+    log.info(f"Launching {len(job_overrides)} jobs locally")
+    composer = _compose.composer_for(context.config_loader, config)
+    live: Optional[LiveConfig] = None
+    runs: List[JobReturn] = []
+    hydra_logging = OmegaConf.to_container(config.hydra.hydra_logging, resolve=True) if config.hydra.hydra_logging is not None else None
+    verbose = config.hydra.verbose
+    for idx, overrides in enumerate(job_overrides):
+        idx = initial_job_idx + idx
+        log.info(f"\t#{idx} : {' '.join(filter_overrides(overrides))}")
+        job = composer.split(overrides)
+        template = composer.template(job.groups) if job is not None else None
+        if job is None or template is None or not template.undoable(job):
+            runs.append(_run_composed(launcher, list(overrides), idx))
+        else:
+            if live is None or live.template is not template:
+                live = LiveConfig(template)
+            runs.append(_run_live(launcher, composer, live, job, idx))
+        _logging.configure(copy.deepcopy(hydra_logging), verbose)
+    return runs
+
+
+def _run_composed(launcher: "RunnerLauncher", overrides: List[str], idx: int) -> JobReturn:
+    """Hydra's own path, exactly as BasicLauncher takes it."""
+    assert launcher.hydra_context is not None and launcher.config is not None and launcher.task_function is not None
+    sweep_config = launcher.hydra_context.config_loader.load_sweep_config(launcher.config, overrides)
+    with open_dict(sweep_config):
+        sweep_config.hydra.job.id = idx
+        sweep_config.hydra.job.num = idx
+    return run_job(
+        hydra_context=launcher.hydra_context,
+        task_function=launcher.task_function,
+        config=sweep_config,
+        job_dir_key="hydra.sweep.dir",
+        job_subdir_key="hydra.sweep.subdir",
+    )
+
+
+class LiveConfig:
+    """One full config (and its `HydraConfig` view) reused job after job for one template.
+
+    Between jobs the task keys a job changed are set back (`_compose.undo`) and the
+    per-job hydra fields are overwritten, so each job sees exactly the config Hydra would
+    have composed for it. The task function never gets this object: it gets its own copy.
+    """
+
+    def __init__(self, template: _compose.Template):
+        self.template = template
+        self.full = copy.deepcopy(template.full)
+        # What HydraConfig.set_config does: the hydra node read-only, and a copy of it whose
+        # parent is the full config (so interpolations into the task config resolve).
+        # set_config copies the node; here the view holds the full config's own hydra node
+        # (its parent still the full config), so the per-job fields are set once for both.
+        OmegaConf.set_readonly(self.full.hydra, True)
+        self.view = OmegaConf.masked_copy(self.full, "hydra")
+        self.view.__dict__["_content"]["hydra"] = self.full._get_node("hydra")
+        self.job_logging = _logging.JobLogging(self.full)
+        self.verbose = self.full.hydra.verbose
+        self.hydra_yaml = _hydra_yaml.HydraYaml(OmegaConf.to_container(self.view, resolve=False, enum_to_str=True))
+        self.applied: Optional[_compose.JobOverrides] = None
+        sweep = self.full.hydra.sweep
+        self._fixed_dir = _resolves_alike(sweep._get_node("dir")._value())
+        self._num_subdir = sweep._get_node("subdir")._value() == "${hydra.job.num}"
+        self._dir: Optional[str] = None
+
+    def output_dir(self, idx: int) -> str:
+        """hydra.sweep.dir / hydra.sweep.subdir, as run_job resolves them for job `idx`.
+
+        Resolving means parsing the interpolations (about 1 ms each); the common forms are
+        known without it: a dir whose only interpolations are `${now:...}` (cached by Hydra
+        for the whole run) is the same for every job, and the default subdir is the number.
+        """
+        if self._dir is None or not self._fixed_dir:
+            self._dir = str(OmegaConf.select(self.full, "hydra.sweep.dir"))
+        subdir = str(idx) if self._num_subdir else str(OmegaConf.select(self.full, "hydra.sweep.subdir"))
+        return os.path.join(self._dir, subdir)
+
+    def enter(self, job: _compose.JobOverrides) -> None:
+        """Make the full config that of `job` (its value overrides applied)."""
+        self.leave()
+        _compose.apply(job.values, self.full)
+        self.applied = job
+
+    def leave(self) -> None:
+        if self.applied is not None:
+            job, self.applied = self.applied, None
+            _compose.undo(self.template, job, self.full)
+
+    def set_job(self, fields: "JobFields") -> None:
+        """Set the per-job hydra fields (in the node the full config and the view share)."""
+        _set_fields(self.full.hydra, fields)
+
+    def set_output_dir(self, output_dir: str) -> None:
+        hydra = self.full.hydra
+        with read_write(hydra), open_dict(hydra):
+            hydra.runtime.output_dir = output_dir
+
+    def snapshot(self, fields: "JobFields") -> DictConfig:
+        """What run_job keeps as `JobReturn.hydra_cfg`: a deep copy of the job's HydraConfig."""
+        cfg = copy.deepcopy(self.view)
+        _set_fields(cfg.hydra, fields)
+        return cfg
+
+
+def _set_fields(hydra: DictConfig, fields: "JobFields") -> None:
+    with read_write(hydra), open_dict(hydra):
+        hydra.job.id = fields.idx
+        hydra.job.num = fields.idx
+        hydra.overrides.task = list(fields.lines)
+        hydra.job.override_dirname = fields.override_dirname
+        if fields.output_dir is not None:
+            hydra.runtime.output_dir = fields.output_dir
+
+
+def _resolves_alike(raw: object) -> bool:
+    """Whether a raw config string resolves the same for every job: only ${now:...} in it."""
+    return isinstance(raw, str) and "${" not in _NOW.sub("", raw)
+
+
+_NOW = re.compile(r"\$\{now:[^${}]*\}")
+
+
+@dataclass
+class JobFields:
+    """The fields of a job's hydra config that differ between jobs of one composition."""
+
+    idx: int
+    lines: List[str]
+    override_dirname: str
+    output_dir: Optional[str] = None
+
+    def yaml_values(self) -> List[object]:
+        """In `_hydra_yaml.PER_JOB` order, as the container of the hydra config holds them."""
+        return [list(self.lines), self.override_dirname, str(self.idx), self.idx, self.output_dir]
+
+
+class LazyJobReturn(JobReturn):
+    """A JobReturn whose `hydra_cfg`, a deep copy of the job's hydra config, is made on first use.
+
+    run_job copies the hydra config for every job (a few ms); Hydra's sweepers never read
+    it, callbacks seldom do, so the copy is made only when someone asks.
+    """
+
+    def __init__(self, snapshot: Callable[[], DictConfig]):
+        super().__init__()
+        self._snapshot: Optional[Callable[[], DictConfig]] = snapshot
+
+    @property  # type: ignore[override]
+    def hydra_cfg(self) -> Optional[DictConfig]:
+        if self.__dict__.get("_hydra_cfg") is None and self.__dict__.get("_snapshot") is not None:
+            self.__dict__["_hydra_cfg"] = self._snapshot()
+        return self.__dict__.get("_hydra_cfg")
+
+    @hydra_cfg.setter
+    def hydra_cfg(self, value: Optional[DictConfig]) -> None:
+        self.__dict__["_hydra_cfg"] = value
+
+    def __reduce__(self) -> tuple:
+        """Pickled (and deep-copied) as the plain JobReturn it stands for, snapshot made now."""
+        fields = (self.overrides, self.cfg, self.hydra_cfg, self.working_dir, self.task_name, self.status, self._return_value)
+        return (JobReturn, fields)
+
+
+def _run_live(launcher: "RunnerLauncher", composer: _compose.Composer, live: LiveConfig, job: _compose.JobOverrides, idx: int) -> JobReturn:
+    """`hydra.core.utils.run_job` for one job, step for step, on the live config."""
+    context, task_function = launcher.hydra_context, launcher.task_function
+    assert context is not None and task_function is not None
+    callbacks = context.callbacks
+    live.enter(job)
+    config = live.full
+    # BasicLauncher's part (the job's number) and load_sweep_config's (its overrides).
+    fields = JobFields(idx, list(job.lines), composer.override_dirname(job))
+    live.set_job(fields)
+
+    old_cwd = os.getcwd()
+    orig_hydra_cfg = HydraConfig.instance().cfg
+    HydraConfig.instance().cfg = live.view  # type: ignore[assignment]
+    output_dir = live.output_dir(idx)
+    fields.output_dir = os.path.abspath(output_dir)
+    live.set_output_dir(fields.output_dir)
+    _chdir = None
+    try:
+        ret = LazyJobReturn(lambda: live.snapshot(fields))
+        task_cfg = composer.task_config(live.template, job)
+        ret.cfg = task_cfg
+        ret.overrides = list(job.lines)
+        Path(output_dir).mkdir(parents=True, exist_ok=True)
+        _chdir = config.hydra.job.chdir
+        if _chdir is None and version.base_at_least("1.2"):
+            _chdir = False
+        if _chdir is None:  # the pre-1.2 default, which run_job also warns about
+            _chdir = True
+        if _chdir:
+            os.chdir(output_dir)
+            ret.working_dir = output_dir
+        else:
+            ret.working_dir = os.getcwd()
+        _logging.configure(live.job_logging.container(fields.output_dir), live.verbose)
+        if config.hydra.output_subdir is not None:
+            hydra_output = Path(config.hydra.runtime.output_dir) / Path(config.hydra.output_subdir)
+            _save_config(task_cfg, "config.yaml", hydra_output)
+            (hydra_output / "hydra.yaml").write_text(live.hydra_yaml.render(fields.yaml_values()), encoding="utf-8")
+            _save_config(config.hydra.overrides.task, "overrides.yaml", hydra_output)
+        with env_override(config.hydra.job.env_set):
+            callbacks.on_job_start(config=config, task_function=task_function)
+            try:
+                ret.return_value = task_function(task_cfg)
+                ret.status = JobStatus.COMPLETED
+            except Exception as e:
+                ret.return_value = e
+                ret.status = JobStatus.FAILED
+        ret.task_name = JobRuntime.instance().get("name")
+        _flush_loggers()
+        callbacks.on_job_end(config=config, job_return=ret)
+        return ret
+    finally:
+        HydraConfig.instance().cfg = orig_hydra_cfg
+        if _chdir:
+            os.chdir(old_cwd)

@@ -1,0 +1,213 @@
+"""The runner launcher and sweeper leave what Hydra's basic ones leave, file for file.
+
+The same sweep runs twice from the command line, once with `hydra/launcher=basic
+hydra/sweeper=basic` and once with `runner`, each in its own working folder, with two of
+Hydra's own callbacks added (one logs each job's return into the job's log, one pickles
+each job's config and `JobReturn`). The two output trees must hold the same files with the
+same contents, except for these fields, which differ by construction:
+
+- anything naming the working folder (`hydra.runtime.cwd`, `hydra.runtime.output_dir`,
+  the pickled `working_dir`), replaced by `<cwd>`;
+- which launcher and sweeper ran (`hydra.launcher`, `hydra.sweeper`, their entries in
+  `hydra.overrides.hydra` and `hydra.runtime.choices`), replaced by `<plugin>`;
+- in `results.json`, `timing` and `environment` (clock times, the process's argv);
+  in the logs, the timestamp of each line; in the summary, each job's duration.
+
+The sweep mixes jobs the fast path takes (scalar values, two config-group choices) with
+jobs Hydra composes in full (a list value), so both paths are compared.
+"""
+
+from __future__ import annotations
+
+import json
+import pickle
+import re
+from pathlib import Path
+from typing import Any, Dict
+
+import pytest
+from omegaconf import OmegaConf, open_dict, read_write
+
+from tests.conftest import cli
+
+SWEEP = ["experiment=seed_cubic,seed_chain_rule", "point.x=2.0,[1.0,3.0],4", "tape.persistent=true"]
+CALLBACKS = [
+    "+hydra.callbacks.log_return._target_=hydra.experimental.callbacks.LogJobReturnCallback",
+    "+hydra.callbacks.pickle_info._target_=hydra.experimental.callbacks.PickleJobInfoCallback",
+]
+PLUGIN_NAMES = [
+    "hydra._internal.core_plugins.basic_launcher.BasicLauncher",
+    "hydra._internal.core_plugins.basic_sweeper.BasicSweeper",
+    "hydra_plugins.runner_launcher.runner_launcher.RunnerLauncher",
+    "hydra_plugins.runner_launcher.runner_sweeper.RunnerSweeper",
+]
+
+
+def _normalize_text(text: str, cwd: Path, plugin: str) -> str:
+    text = text.replace(str(cwd), "<cwd>")
+    for name in PLUGIN_NAMES:
+        text = text.replace(name, "<plugin>")
+    text = re.sub(rf"(hydra/(launcher|sweeper)\"?[=:] ?\"?){plugin}\b", r"\1<plugin>", text)
+    return re.sub(r"^\[\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+\]", "[<time>]", text, flags=re.M)
+
+
+def _plain(obj: Any, cwd: Path, plugin: str) -> Any:
+    """A pickled config or JobReturn as comparable plain data."""
+    if OmegaConf.is_config(obj):
+        return json.loads(_normalize_text(json.dumps(OmegaConf.to_container(obj, resolve=False, enum_to_str=True)), cwd, plugin))
+    fields = {k: getattr(obj, k) for k in ("overrides", "cfg", "hydra_cfg", "working_dir", "task_name", "status", "_return_value")}
+    fields = {k: _plain(v, cwd, plugin) if OmegaConf.is_config(v) else v for k, v in fields.items()}
+    fields["working_dir"] = str(fields["working_dir"]).replace(str(cwd), "<cwd>")
+    return type(obj).__name__, fields
+
+
+def _tree(cwd: Path, plugin: str) -> Dict[str, Any]:
+    """Every file of the sweep folder, by relative path, with the listed fields normalized."""
+    root = cwd / "sweep"
+    out: Dict[str, Any] = {}
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        rel = str(path.relative_to(root))
+        if path.suffix == ".pickle":
+            out[rel] = _plain(pickle.loads(path.read_bytes()), cwd, plugin)
+        elif path.name == "results.json":
+            rec = json.loads(path.read_text())
+            rec.pop("timing"), rec.pop("environment")
+            out[rel] = rec
+        elif path.name == "summary.json":
+            summary = json.loads(_normalize_text(path.read_text(), cwd, plugin))
+            for row in summary["rows"]:
+                row.pop("duration_s")
+            out[rel] = summary
+        elif path.name == "summary.csv":
+            out[rel] = [line.rsplit(",", 1)[0] for line in _normalize_text(path.read_text(), cwd, plugin).splitlines()]
+        else:
+            out[rel] = _normalize_text(path.read_text(), cwd, plugin)
+    return out
+
+
+@pytest.mark.slow
+def test_runner_launcher_leaves_the_basic_launchers_files(tmp_path):
+    trees = {}
+    for plugin in ("basic", "runner"):
+        cwd = tmp_path / plugin
+        cwd.mkdir()
+        args = ["-m", *SWEEP, *CALLBACKS, f"hydra/launcher={plugin}", f"hydra/sweeper={plugin}", "hydra.sweep.dir=sweep"]
+        res = cli(args, cwd=cwd)
+        assert res.returncode == 0, res.stderr[-3000:]
+        trees[plugin] = _tree(cwd, plugin)
+    basic, runner = trees["basic"], trees["runner"]
+    assert sorted(basic) == sorted(runner)
+    # 6 jobs, each with results.json, runner.log and .hydra/{config,hydra,overrides}.yaml + 2 pickles
+    assert sum(1 for name in basic if name.endswith("results.json")) == 6
+    assert sum(1 for name in basic if name.endswith("job_return.pickle")) == 6
+    for name in basic:
+        assert runner[name] == basic[name], name
+    # the callbacks ran: each job's log holds its return value
+    assert "Succeeded with return value: 0" in basic["0/runner.log"]
+
+
+# --- The pieces, in-process ---------------------------------------------------------
+
+import copy  # noqa: E402
+
+from hydra import initialize_config_dir  # noqa: E402
+from hydra.core.global_hydra import GlobalHydra  # noqa: E402
+from hydra.types import RunMode  # noqa: E402
+
+from hydra_plugins.runner_launcher import _compose, _hydra_yaml  # noqa: E402
+from runner.cli import config_dir  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def composer():
+    """The composer of a real multirun config (`-m point.x=1,2`), as the plugins get it."""
+    with initialize_config_dir(str(config_dir()), version_base="1.3"):
+        loader = GlobalHydra.instance().config_loader()
+        master = loader.load_configuration("config", ["point.x=1,2"], RunMode.MULTIRUN)
+        yield _compose.Composer(loader, master)
+
+
+@pytest.mark.parametrize(
+    "lines, groups, scalar",
+    [
+        (["point.x=3"], (), True),
+        (["point.x=3", "tape.persistent=true", "name=abc"], (), True),
+        (["experiment=seed_chain_rule", "point.x=2.5"], ("experiment=seed_chain_rule",), True),
+        (["function=chain_rule"], ("function=chain_rule",), True),
+        (["point.x=[1.0,2.0]"], (), False),
+        (["+expect.error=RuntimeError"], (), False),
+        (["~name"], (), False),
+        (["point={x: 1.0}"], (), False),  # a dict for a group: a value override, as Hydra says
+    ],
+    ids=["one value", "three values", "group and value", "group only", "list value", "add", "delete", "dict for a group"],
+)
+def test_overrides_split_as_hydras_defaults_list_splits_them(composer, lines, groups, scalar):
+    job = composer.split(lines)
+    assert job is not None and job.groups == groups and job.scalar == scalar
+    assert job.lines == lines
+
+
+@pytest.mark.parametrize("lines", [["hydra.job.chdir=true"], ["hydra/job_logging=disabled"], ["point.x=1,2"]], ids=["hydra value", "hydra group", "a sweep"])
+def test_what_the_composer_is_unsure_of_goes_to_hydra(composer, lines):
+    assert composer.split(lines) is None
+
+
+def test_a_job_config_equals_hydras_composition(composer):
+    """Template + value overrides == load_sweep_config, for the task part (what the task gets)."""
+    lines = ["experiment=seed_chain_rule", "point.x=2.5", "tape.persistent=true"]
+    job = composer.split(lines)
+    ours = composer.task_config(composer.template(job.groups), job)
+    hydras = composer.loader.load_sweep_config(composer.master, lines)
+    with read_write(hydras), open_dict(hydras):
+        del hydras["hydra"]
+    assert OmegaConf.to_yaml(ours) == OmegaConf.to_yaml(hydras)
+
+
+def test_undo_sets_back_every_changed_key(composer):
+    template = composer.template(())
+    before = OmegaConf.to_yaml(template.task)
+    cfg = copy.deepcopy(template.task)
+    job = composer.split(["point.x=7", "tape.persistent=true", "name=changed"])
+    assert template.undoable(job)
+    _compose.apply(job.values, cfg)
+    assert cfg.point.x == 7 and cfg.tape.persistent is True
+    _compose.undo(template, job, cfg)
+    assert OmegaConf.to_yaml(cfg) == before
+
+
+def test_a_refused_override_is_refused_as_hydra_refuses_it(composer):
+    from hydra.errors import ConfigCompositionException
+
+    with pytest.raises(ConfigCompositionException) as ours:
+        composer.validate(["tape.no_such_key=1"])
+    with pytest.raises(ConfigCompositionException) as hydras:
+        composer.loader.load_sweep_config(composer.master, ["tape.no_such_key=1"])
+    assert str(ours.value.__cause__) == str(hydras.value.__cause__)
+    assert OmegaConf.to_yaml(composer.template(()).task).count("no_such_key") == 0
+
+
+TRICKY = [
+    ["point.x=3"],
+    [],
+    ["name='a: b'", "point.x=-1e-05"],
+    ["name=" + "word " * 30],
+    ["name=ünïcödé ✓", 'name="quoted \\"inner\\""'],
+]
+
+
+@pytest.mark.parametrize("task", TRICKY, ids=["plain", "empty", "quotes and colon", "longer than a line", "unicode and escapes"])
+def test_hydra_yaml_is_spliced_byte_for_byte(composer, task):
+    """HydraYaml.render gives the text OmegaConf.to_yaml gives for the same values."""
+    full = composer.template(()).full
+    container = OmegaConf.to_container(full, resolve=False, enum_to_str=True)
+    hydra_only = {"hydra": container["hydra"]}
+    out_dir = "/some/where/" + "deep/" * 20 + "7"
+    dirname = ",".join(task)
+    values = [task, dirname, "7", 7, out_dir]
+    expected = copy.deepcopy(hydra_only)
+    for path, value in zip(_hydra_yaml.PER_JOB, values):
+        node = expected
+        for key in path[:-1]:
+            node = node[key]
+        node[path[-1]] = value
+    assert _hydra_yaml.HydraYaml(hydra_only).render(values) == _hydra_yaml.dump(expected) == OmegaConf.to_yaml(OmegaConf.create(expected))
