@@ -32,7 +32,8 @@ def planned_jobs(config: DictConfig) -> Optional[int]:
     try:
         from hydra.core.override_parser.overrides_parser import OverridesParser
 
-        if not str(config.hydra.sweeper.get("_target_", "")).endswith("BasicSweeper"):
+        # the runner's sweeper (hydra_plugins/runner_launcher) is a BasicSweeper too
+        if not str(config.hydra.sweeper.get("_target_", "")).endswith(("BasicSweeper", "RunnerSweeper")):
             return None
         params = config.hydra.sweeper.get("params") or {}
         args = [f"{k}={v}" for k, v in params.items()] + list(config.hydra.overrides.task)

@@ -87,7 +87,9 @@ def test_config_gives_numbers(run_job, case, pieces, derivatives, values):
 
 
 def test_a_failing_step_is_recorded_not_raised(run_job):
-    cfg = function_config({"y": "matmul(x, x)"}, {"x": [1.0, 2.0]}, [{"target": "y", "sources": "x"}])
+    # shapes are checked before TensorFlow runs; dtypes are TensorFlow's to refuse
+    cfg = function_config({"y": "x * w"}, {"x": 2.0, "w": 3}, [{"target": "y", "sources": "x"}],
+                          inputs={"x": {"dtype": "float32"}, "w": {"dtype": "int32"}})
     ran = run_job(cfg)
     assert ran.code == 1
     assert ran.log["status"] == "error"

@@ -67,11 +67,21 @@ def _tree(cwd: Path, plugin: str) -> Dict[str, Any]:
     out: Dict[str, Any] = {}
     for path in sorted(p for p in root.rglob("*") if p.is_file()):
         rel = str(path.relative_to(root))
-        if path.suffix == ".pickle":
+        if path.name.startswith("events.out.tfevents.") or path.suffix == ".png":
+            # binary, with wall times (and host and pid in the event file's name): present in both
+            out[str(path.parent.relative_to(root) / path.name.split(".")[0]) + path.suffix] = "present"
+        elif path.name == "plan.json":
+            out[rel] = sorted(json.loads(path.read_text()))  # its keys; "started" is a time
+        elif path.suffix == ".pickle":
             out[rel] = _plain(pickle.loads(path.read_bytes()), cwd, plugin)
         elif path.name == "results.json":
             rec = json.loads(path.read_text())
             rec.pop("timing"), rec.pop("environment")
+            for d in rec["derivatives"]:  # how long each check took
+                (d.get("check") or {}).pop("seconds", None)
+            for art in (rec.get("artifacts") or {}).values():  # event file names hold a time and pid
+                if isinstance(art, dict):
+                    art.pop("file", None), art.pop("seconds", None)
             out[rel] = rec
         elif path.name == "summary.json":
             summary = json.loads(_normalize_text(path.read_text(), cwd, plugin))
