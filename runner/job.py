@@ -119,6 +119,12 @@ def _json_safe(v: Any) -> Any:
     return runlog.plain(float(v)) if isinstance(v, float) else v
 
 
+def _declared(expect: Optional[Mapping[str, Any]]) -> Optional[Dict[str, Any]]:
+    """What a (refused) config declared under `expect`: the keys it set, or None."""
+    declared = {k: expect[k] for k in ("error", "derivatives", "checks") if expect and expect.get(k)}
+    return declared or None
+
+
 def _error_record(failure: Any) -> Optional[Dict[str, Any]]:
     if failure is None:
         return None
@@ -139,7 +145,7 @@ def _log_config_error(err: ConfigError, cfg: Mapping[str, Any], output_dir: Path
         "values": {},
         "derivatives": [],
         "error": {"type": "ConfigError", "message": str(err), "derivative": None, "key": err.key},
-        "expect": {"declared": dict(expect) if expect else None, "met": False, "mismatches": ["config refused"]},
+        "expect": {"declared": _declared(expect), "met": False, "mismatches": ["config refused"]},
         "environment": runlog.environment(None),
         "timing": {"started": started, "total_s": time.perf_counter() - t0},
     }

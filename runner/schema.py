@@ -139,7 +139,9 @@ class RunnerConfig:
     point: Dict[str, Any] = field(default_factory=dict)
     tape: TapeConfig = field(default_factory=TapeConfig)
     derivatives: List[DerivativeConfig] = field(default_factory=list)
-    expect: Optional[ExpectConfig] = None
+    # nothing declared by default; a mapping (not null) so that the command line can add to it:
+    # `expect.error=RuntimeError`, `expect.checks=pass`
+    expect: ExpectConfig = field(default_factory=ExpectConfig)
     # check every derivative by a second method: auto | symbolic | finite_difference | off
     verify: Verify = Verify.auto
     log: LogConfig = field(default_factory=LogConfig)

@@ -58,3 +58,10 @@ def test_groups_compose_on_the_command_line(run_job):
     ran = run_job(["function=chain_rule"])
     assert ran.derivatives == {"dy/dx": 10.0}
     assert ran.values == {"x": 5.0, "y": 25.0, "z": 625.0}
+
+
+def test_expect_can_be_declared_from_the_command_line(run_job):
+    assert run_job(["experiment=seed_cubic", "expect.checks=pass"]).code == 0
+    ran = run_job(["experiment=seed_cubic", "expect.error=RuntimeError"])
+    assert ran.code == 1
+    assert ran.log["expect"]["mismatches"] == ["expected RuntimeError, got no error"]
