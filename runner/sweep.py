@@ -35,8 +35,9 @@ current_sweep_dir: Optional[Path] = None
 
 
 def job_folders(sweep_dir: Path) -> List[Path]:
-    """The sweep's job folders (sub-folders with Hydra's `.hydra/`), by job number."""
-    jobs = [p for p in sweep_dir.iterdir() if p.is_dir() and (p / ".hydra").is_dir()]
+    """The sweep's job folders, by job number: sub-folders with Hydra's `.hydra/`, and numbered
+    ones without it yet (a job stopped between making its folder and writing `.hydra/`)."""
+    jobs = [p for p in sweep_dir.iterdir() if p.is_dir() and ((p / ".hydra").is_dir() or p.name.isdigit())]
     return sorted(jobs, key=lambda p: (not p.name.isdigit(), int(p.name) if p.name.isdigit() else 0, p.name))
 
 
