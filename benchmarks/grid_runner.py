@@ -1,6 +1,6 @@
 """B3's runner side: the marginal cost of a grid job, timed inside one process.
 
-    python benchmarks/grid_runner.py SMALL BIG REPEATS OUT_DIR
+    python benchmarks/grid_runner.py SMALL BIG REPEATS OUT_DIR [OVERRIDE ...]
 
 Composes `experiment=bench_grid` (benchmarks/conf) with Hydra's compose API at SMALL and
 BIG points, imports TensorFlow, runs each once untimed, then times `runner.job.run` (spec,
@@ -20,14 +20,14 @@ from omegaconf import OmegaConf
 HERE = Path(__file__).resolve().parent
 
 
-def main(small: int, big: int, repeats: int, out_dir: Path) -> None:
+def main(small: int, big: int, repeats: int, out_dir: Path, extra: list) -> None:
     from runner import job, schema, tensorflow_startup
     from runner.cli import config_dir
 
     schema.register()
     configs = {}
     for label, n in (("small", small), ("big", big)):
-        overrides = [f"hydra.searchpath=[file://{HERE / 'conf'}]", "experiment=bench_grid", f"point.x.linspace=[0.0,1.0,{n}]"]
+        overrides = [f"hydra.searchpath=[file://{HERE / 'conf'}]", "experiment=bench_grid", f"point.x.linspace=[0.0,1.0,{n}]", *extra]
         with initialize_config_dir(str(config_dir()), version_base="1.3"):
             configs[label] = OmegaConf.to_container(compose("config", overrides=overrides), resolve=True, enum_to_str=True)
     tensorflow_startup.load()
@@ -44,4 +44,4 @@ def main(small: int, big: int, repeats: int, out_dir: Path) -> None:
 
 
 if __name__ == "__main__":
-    main(int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), Path(sys.argv[4]))
+    main(int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), Path(sys.argv[4]), sys.argv[5:])

@@ -10,6 +10,8 @@ Commands run in subprocesses, cold, as a user runs them; each is timed by wall c
 its CPU time and peak memory come from the kernel (`os.wait4`).
 
 B1  one cold run: `python -m runner experiment=seed_cubic` against baselines/seed_cubic.py
+(B2-B4 run the runner with SAME_WORK: checks, event files and plots off, as the baselines
+have none.)
 B2  a sweep's marginal cost per job, (t(200 jobs) - t(10 jobs)) / 190: the runner's
     `-m point.x=range(..)`, Hydra's basic sweeper on a task that does nothing
     (baselines/hydra_noop.py) and a hand-written loop (baselines/sweep_loop.py)
@@ -96,6 +98,12 @@ def runner_cmd(*args: str) -> List[str]:
     return [PY, "-m", "runner", *args]
 
 
+# What the runner does by default beyond the baselines' work: an independent check of every
+# derivative, TensorBoard event files, plots. The goals compare equal work, so these are
+# off for B2-B4's goal figures; B2 also reports the cost per job with the defaults.
+SAME_WORK = ("verify=off", "log.tensorboard=false", "log.plots=false")
+
+
 def b1_cold_run(sizes: Sizes, work: Path) -> Dict[str, float]:
     runner, base = [], []
     for i in range(sizes.b1_repeats):  # interleaved, so both see the same load
@@ -107,7 +115,8 @@ def b1_cold_run(sizes: Sizes, work: Path) -> Dict[str, float]:
 def b2_sweep(sizes: Sizes, work: Path) -> Dict[str, float]:
     small, big = sizes.sweep_small, sizes.sweep_big
     sides = {
-        "runner": lambda n, i: runner_cmd("-m", f"point.x=range(0,{n})", f"hydra.sweep.dir={work}/b2/runner-{n}-{i}"),
+        "runner": lambda n, i: runner_cmd("-m", f"point.x=range(0,{n})", f"hydra.sweep.dir={work}/b2/runner-{n}-{i}", *SAME_WORK),
+        "runner_defaults": lambda n, i: runner_cmd("-m", f"point.x=range(0,{n})", f"hydra.sweep.dir={work}/b2/defaults-{n}-{i}"),
         "hydra_floor": lambda n, i: [PY, str(BASELINES / "hydra_noop.py"), "-m", f"x=range(0,{n})", f"hydra.sweep.dir={work}/b2/hydra-{n}-{i}"],
         "loop": lambda n, i: [PY, str(BASELINES / "sweep_loop.py"), str(n), str(work / "b2" / f"loop-{n}-{i}")],
     }
@@ -136,7 +145,7 @@ def check_sweep_folders(sweep_dir: Path, jobs: int) -> None:
 
 def b3_grid(sizes: Sizes, work: Path) -> Dict[str, float]:
     small, big, reps = sizes.grid_small, sizes.grid_big, sizes.repeats + 2
-    runner = json.loads(run([PY, str(HERE / "grid_runner.py"), str(small), str(big), str(reps), str(work / "b3" / "runner")], work / "b3").stdout)
+    runner = json.loads(run([PY, str(HERE / "grid_runner.py"), str(small), str(big), str(reps), str(work / "b3" / "runner"), *SAME_WORK], work / "b3").stdout)
     base = json.loads(run([PY, str(BASELINES / "grid_function.py"), "--time", str(small), str(big), str(reps), str(work / "b3" / "base")], work / "b3").stdout)
     loop = json.loads(run([PY, str(BASELINES / "grid_eager_loop.py"), str(sizes.loop_points)], work / "b3").stdout)
 
@@ -153,7 +162,7 @@ def b3_grid(sizes: Sizes, work: Path) -> Dict[str, float]:
 
 def b4_memory(sizes: Sizes, work: Path) -> Dict[str, float]:
     n = sizes.memory_points
-    runner = run(runner_cmd("--config-dir", str(HERE / "conf"), "experiment=bench_grid", f"point.x.linspace=[0.0,1.0,{n}]"), work / "b4")
+    runner = run(runner_cmd("--config-dir", str(HERE / "conf"), "experiment=bench_grid", f"point.x.linspace=[0.0,1.0,{n}]", *SAME_WORK), work / "b4")
     base = run([PY, str(BASELINES / "grid_function.py"), str(n), str(work / "b4" / "base")], work / "b4")
     return {"points": n, "runner_mb": runner.max_rss_mb, "tf_function_mb": base.max_rss_mb, "ratio": runner.max_rss_mb / base.max_rss_mb}
 
@@ -210,6 +219,8 @@ def report(m: Dict[str, object], figures: Dict[str, Dict[str, float]]) -> str:
         f"   Hydra basic sweeper, task doing nothing {b2['hydra_floor_ms_per_job']:.1f} ms ({b2['hydra_floor_cpu_ms_per_job']:.1f} ms CPU)"
         f" -> {b2['hydra_floor_over_runner']:.1f}x the runner  ({verdict('B2 vs Hydra', 'B2')})",
         f"   hand-written loop {b2['loop_ms_per_job']:.1f} ms ({b2['loop_cpu_ms_per_job']:.1f} ms CPU)",
+        f"   runner with its defaults (checks, event files on) {b2['runner_defaults_ms_per_job']:.1f} ms"
+        f" ({b2['runner_defaults_cpu_ms_per_job']:.1f} ms CPU)",
         f"B3 grid of {b3['points']:,} points, marginal cost (median of {b3['repeats']}): runner {1000 * b3['runner_s']:.1f} ms,"
         f" hand-written tf.function {1000 * b3['tf_function_s']:.1f} ms -> {b3['ratio']:.2f}x  ({verdict('B3', 'B3')})",
         f"   notebook's eager loop ({b3['eager_loop_points_timed']:,} points timed, scaled) {b3['eager_loop_s_scaled']:.1f} s"

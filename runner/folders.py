@@ -10,7 +10,8 @@ processes that reuse a pid later.
 from __future__ import annotations
 
 import os
-from typing import Any
+from pathlib import Path
+from typing import Any, Dict
 
 from omegaconf import OmegaConf
 
@@ -29,3 +30,21 @@ def register() -> None:
     # in a worker process (joblib, submitit) resolves the launching process's folder
     OmegaConf.register_new_resolver("pid", os.getpid, replace=True, use_cache=True)
     OmegaConf.register_new_resolver("first", _first, replace=True)
+
+
+_sweep_dirs: Dict[str, Path] = {}
+
+
+def sweep_dir(config: Any) -> Path:
+    """`hydra.sweep.dir` of a job's config, resolved once per process and folder spec.
+
+    Resolving its interpolations (`${first:${resume},...${now:...}-${pid:}}`) runs
+    OmegaConf's grammar parser, a few milliseconds; the callbacks ask for it after every job.
+    The folder spec (the unresolved text) and the cached `now` and `pid` resolvers are the
+    same for every job of one sweep in one process, so the answer is too.
+    """
+    node = config.hydra.sweep._get_node("dir")
+    raw = str(node._value())
+    if raw not in _sweep_dirs:
+        _sweep_dirs[raw] = Path(config.hydra.sweep.dir)
+    return _sweep_dirs[raw]

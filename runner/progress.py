@@ -22,6 +22,7 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
+from runner import folders
 from runner.artifacts import job_overrides
 
 PROGRESS_DIR = ".progress"
@@ -112,7 +113,7 @@ class Progress(Callback):
     """Hydra callback: print one progress line per finished job of a sweep."""
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        start(Path(config.hydra.sweep.dir), planned_jobs(config))
+        start(folders.sweep_dir(config), planned_jobs(config))
 
     def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
         if config.hydra.mode != RunMode.MULTIRUN:
@@ -122,5 +123,5 @@ class Progress(Callback):
             outcome = "ok" if code == 0 else f"FAILED (exit {code})"
         else:
             outcome = f"FAILED ({type(job_return._return_value).__name__})"
-        counts = record(Path(config.hydra.sweep.dir), failed=not outcome.startswith("ok"))
+        counts = record(folders.sweep_dir(config), failed=not outcome.startswith("ok"))
         print(line(counts, str(config.hydra.job.num), " ".join(job_overrides(config.hydra.overrides.task)), outcome), flush=True)

@@ -22,7 +22,7 @@ from typing import Any, Dict, List, Optional
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from runner import artifacts, console, progress, runlog
+from runner import artifacts, console, folders, progress, runlog
 
 SUMMARY_JSON = "summary.json"
 SUMMARY_CSV = "summary.csv"
@@ -140,18 +140,18 @@ class SweepSummary(Callback):
 
         if config.hydra.mode != RunMode.MULTIRUN:
             return
-        sweep_dir = Path(config.hydra.sweep.dir)
+        sweep_dir = folders.sweep_dir(config)
         counts = progress.counts(sweep_dir)  # the Progress callback counted this job first
         if counts and counts["total"] and counts["done"] >= counts["total"]:
             write(sweep_dir, collect(sweep_dir, started=_launch_started(sweep_dir)))
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         global current_sweep_dir
-        current_sweep_dir = Path(config.hydra.sweep.dir)
+        current_sweep_dir = folders.sweep_dir(config)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         global last_exit_code
-        sweep_dir = Path(config.hydra.sweep.dir)
+        sweep_dir = folders.sweep_dir(config)
         if not sweep_dir.is_dir():
             return
         rows = collect(sweep_dir, started=_launch_started(sweep_dir))
