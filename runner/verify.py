@@ -113,7 +113,7 @@ def symbolic_applies(spec: JobSpec, req: RequestSpec, fwd: Forward) -> Optional[
     """None when the symbolic check applies to `req`, else why it does not."""
     from runner import symbolic
 
-    if req.kind != "gradient" and req.order != 1:
+    if req.kind not in ("gradient", "hessian", "hvp") and req.order != 1:
         return f"kind {req.kind} with order {req.order} is checked by finite differences"
     if not all(symbolic.is_elementwise(e) for e in _cone(spec, req.target)):
         return "the target uses matmul, a reduction or transpose"
@@ -395,7 +395,13 @@ def check(spec: JobSpec, req: RequestSpec, got: Any, fwd: Forward, tracked: Set[
         elif isinstance(got, Mapping) or req.several:
             if not isinstance(got, Mapping):
                 raise Unverifiable("several sources, but TensorFlow's value is not a mapping source -> value")
-            recs = {s: compare(got.get(s), _reference(spec, req, s, fwd, mode, tracked), req) for s in req.sources}
+            # a hessian by several sources is a mapping source -> source -> block: the
+            # diagonal blocks (d2/ds ds) are the ones checked
+            def block(s: str) -> Any:
+                v = got.get(s)
+                return v.get(s) if req.kind == "hessian" and isinstance(v, Mapping) else v
+
+            recs = {s: compare(block(s), _reference(spec, req, s, fwd, mode, tracked), req) for s in req.sources}
             rec = _merge(recs)
         else:
             rec = compare(got, _reference(spec, req, req.sources[0], fwd, mode, tracked), req)

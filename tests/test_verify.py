@@ -242,12 +242,21 @@ def test_seed_examples_pass_their_checks(run_job, experiment):
         assert d["check"]["passed"] is True and d["check"]["method"] == "symbolic", d
 
 
+# Example configs whose checks fail on purpose; every other example's checks must pass.
+FAILING_ON_PURPOSE = {
+    "checks_kinks": "TensorFlow and the maths disagree at kinks and NaN gradients",
+    "linspace_million": "a source of 10^6 elements is more than a check takes on",
+}
+
+
 def test_every_example_config_checks_every_derivative(run_job):
     experiments = sorted(p.stem for p in (ROOT / "conf" / "experiment").glob("*.yaml"))
     for experiment in experiments:
         ran = run_job([f"experiment={experiment}"])
         for d in ran.log["derivatives"]:
             assert "check" in d and isinstance(d["check"]["passed"], bool), (experiment, d)
+            if experiment not in FAILING_ON_PURPOSE:
+                assert d["check"]["passed"], (experiment, d["name"], d["check"].get("reason"))
 
 
 def test_console_and_sweep_summary_show_the_check(run_job):
