@@ -110,12 +110,3 @@ def test_non_editable_install_finds_its_configs_from_any_folder(tmp_path):
     assert "dz/dx = 108.0" in proc.stdout
     assert results(elsewhere)["derivatives"][0]["value"] == 108.0
 
-
-def test_sweep_runs_every_job_and_writes_a_summary(tmp_path):
-    proc = cli(["-m", "experiment=seed_cubic", "point.x=1.0,2.0,3.0"], cwd=tmp_path)
-    assert proc.returncode == 0, proc.stderr
-    summaries = list(tmp_path.glob("outputs/multirun/*/*/summary.json"))
-    assert len(summaries) == 1
-    rows = json.loads(summaries[0].read_text())["rows"]
-    assert [r["derivatives"]["dy/dx"] for r in rows] == [3.0, 12.0, 27.0]
-    assert "sweep: 3 jobs, 0 failed" in proc.stdout
