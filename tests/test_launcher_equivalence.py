@@ -221,3 +221,56 @@ def test_hydra_yaml_is_spliced_byte_for_byte(composer, task):
             node = node[key]
         node[path[-1]] = value
     assert _hydra_yaml.HydraYaml(hydra_only).render(values) == _hydra_yaml.dump(expected) == OmegaConf.to_yaml(OmegaConf.create(expected))
+
+
+SCALAR_JOBS = [
+    ["point.x=3"],
+    ["point.x=-2.5e-07", "seed=12"],
+    ["tape.compile=function", "tape.persistent=true"],  # an enum field: written by name
+    ["name='a: b'", "verify=off"],
+    ["name='ünïcödé ✓'", "point.x=null"],
+    ["expect.error=RuntimeError", "log.max_inline_elements=5"],
+    ["name=x", "name=y"],  # the same key twice: the last one holds
+    ["experiment=seed_chain_rule", "point.x=1e300"],
+]
+
+
+@pytest.mark.parametrize("lines", SCALAR_JOBS, ids=lambda lines: " ".join(lines)[:40])
+def test_config_yaml_is_spliced_byte_for_byte(composer, lines):
+    """The launcher's config.yaml is OmegaConf.to_yaml of the job's config, as _save_config writes it."""
+    from hydra_plugins.runner_launcher import _core
+
+    job = composer.split(lines)
+    template = composer.template(job.groups)
+    assert template.undoable(job)
+    task_cfg = composer.task_config(template, job)
+    paths = tuple(dict.fromkeys(tuple(o.key_or_group.split(".")) for o in job.values))
+    assert template.config_yaml(paths) is not None  # spliced, not dumped whole
+    assert _core._config_yaml(template, job, task_cfg) == OmegaConf.to_yaml(task_cfg)
+    assert _hydra_yaml.sequence(lines) == OmegaConf.to_yaml(OmegaConf.create(lines))
+
+
+from hypothesis import given, settings, strategies as st  # noqa: E402
+
+_SCALARS = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-(10**30), max_value=10**30),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.text(alphabet="abXY_019./=+,-: '#\"ü", max_size=12),
+    st.from_regex(r"[A-Za-z_/][A-Za-z0-9_./=+,-]{0,10}", fullmatch=True),
+    st.from_regex(r"[0-9]{1,6}", fullmatch=True),
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(value=st.one_of(_SCALARS, st.lists(_SCALARS, max_size=3)), depth=st.integers(min_value=1, max_value=3))
+def test_an_entry_written_by_hand_is_what_the_dumper_writes(value, depth):
+    path = tuple(f"k{i}" for i in range(depth))
+    doc = value
+    for key in reversed(path):
+        doc = {key: doc}
+    expected = "".join(_hydra_yaml.dump(doc).splitlines(keepends=True)[depth - 1 :])
+    assert _hydra_yaml.entry(path, value) == expected
+    if isinstance(value, list):
+        assert _hydra_yaml.sequence(value) == _hydra_yaml.dump(value)

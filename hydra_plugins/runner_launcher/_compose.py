@@ -28,6 +28,8 @@ from hydra.core.config_loader import ConfigLoader
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 from omegaconf.errors import OmegaConfBaseException
 
+from hydra_plugins.runner_launcher import _hydra_yaml
+
 # Distinct group-choice tuples kept composed (a sweep over experiment=a,b,c keeps three).
 _TEMPLATES_KEPT = 16
 
@@ -53,6 +55,18 @@ class Template:
             del task["hydra"]
         self.task = task
         self._raw: Optional[Dict[str, Any]] = None
+        self._config_yaml: Dict[Tuple[Tuple[str, ...], ...], Optional[_hydra_yaml.SplicedYaml]] = {}
+
+    def config_yaml(self, paths: Tuple[Tuple[str, ...], ...]) -> Optional[_hydra_yaml.SplicedYaml]:
+        """config.yaml of this composition with the fields at `paths` left to fill in per job
+        (None when it cannot be spliced there: the caller dumps the whole config)."""
+        if paths not in self._config_yaml:
+            container = OmegaConf.to_container(self.task, resolve=False, enum_to_str=True)
+            try:
+                self._config_yaml[paths] = _hydra_yaml.SplicedYaml(container, paths)  # type: ignore[arg-type]
+            except ValueError:
+                self._config_yaml[paths] = None
+        return self._config_yaml[paths]
 
     def undoable(self, job: "JobOverrides") -> bool:
         """Whether `undo` can set back everything the job's overrides change: scalars only."""

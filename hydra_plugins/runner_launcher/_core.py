@@ -17,7 +17,8 @@ import os
 import re
 from pathlib import Path
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable, List, Optional, Sequence
+from enum import Enum
+from typing import TYPE_CHECKING, Any, Callable, List, Optional, Sequence, Tuple
 
 from hydra import version
 from hydra.core.hydra_config import HydraConfig
@@ -26,14 +27,13 @@ from hydra.core.utils import (
     JobRuntime,
     JobStatus,
     _flush_loggers,
-    _save_config,
     configure_log,
     env_override,
     filter_overrides,
     run_job,
     setup_globals,
 )
-from omegaconf import DictConfig, OmegaConf, open_dict, read_write
+from omegaconf import Container, DictConfig, OmegaConf, open_dict, read_write
 
 from hydra_plugins.runner_launcher import _compose, _hydra_yaml, _logging
 
@@ -212,6 +212,35 @@ class LazyJobReturn(JobReturn):
         return (JobReturn, fields)
 
 
+def _config_yaml(template: _compose.Template, job: _compose.JobOverrides, task_cfg: DictConfig) -> str:
+    """`OmegaConf.to_yaml(task_cfg)`: the template's text with the job's overridden keys filled in."""
+    paths = tuple(dict.fromkeys(tuple(o.key_or_group.split(".")) for o in job.values))
+    spliced = template.config_yaml(paths)
+    values = [_container_value(task_cfg, path) for path in paths] if spliced is not None else None
+    if spliced is None or values is None or any(v is _NOT_SCALAR for v in values):
+        return OmegaConf.to_yaml(task_cfg)
+    return spliced.render(values)
+
+
+_NOT_SCALAR = object()
+
+
+def _container_value(cfg: DictConfig, path: Tuple[str, ...]) -> Any:
+    """The value `OmegaConf.to_container(cfg, resolve=False, enum_to_str=True)` holds at `path`."""
+    node: Any = cfg
+    for key in path:
+        if not isinstance(node, DictConfig) or node._is_none() or node._is_missing() or node._is_interpolation():
+            return _NOT_SCALAR
+        try:
+            node = node._get_child(key)
+        except Exception:  # not a key of it (validate_and_normalize raised): dump it all
+            return _NOT_SCALAR
+    if node is None or isinstance(node, Container):
+        return _NOT_SCALAR
+    value = node._value()
+    return value.name if isinstance(value, Enum) else value
+
+
 def _run_live(launcher: "RunnerLauncher", composer: _compose.Composer, live: LiveConfig, job: _compose.JobOverrides, idx: int) -> JobReturn:
     """`hydra.core.utils.run_job` for one job, step for step, on the live config."""
     context, task_function = launcher.hydra_context, launcher.task_function
@@ -248,10 +277,12 @@ def _run_live(launcher: "RunnerLauncher", composer: _compose.Composer, live: Liv
             ret.working_dir = os.getcwd()
         _logging.configure(live.job_logging.container(fields.output_dir), live.verbose)
         if config.hydra.output_subdir is not None:
+            # _save_config's three files, the same text (see _hydra_yaml)
             hydra_output = Path(config.hydra.runtime.output_dir) / Path(config.hydra.output_subdir)
-            _save_config(task_cfg, "config.yaml", hydra_output)
+            hydra_output.mkdir(parents=True, exist_ok=True)
+            (hydra_output / "config.yaml").write_text(_config_yaml(live.template, job, task_cfg), encoding="utf-8")
             (hydra_output / "hydra.yaml").write_text(live.hydra_yaml.render(fields.yaml_values()), encoding="utf-8")
-            _save_config(config.hydra.overrides.task, "overrides.yaml", hydra_output)
+            (hydra_output / "overrides.yaml").write_text(_hydra_yaml.sequence(fields.lines), encoding="utf-8")
         with env_override(config.hydra.job.env_set):
             callbacks.on_job_start(config=config, task_function=task_function)
             try:

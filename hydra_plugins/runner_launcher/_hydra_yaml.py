@@ -1,23 +1,35 @@
-"""`.hydra/hydra.yaml` for job after job, without dumping the whole hydra config each time.
+"""The `.hydra/*.yaml` files of job after job, without dumping a whole config each time.
 
-`run_job` writes `OmegaConf.to_yaml` of the job's hydra config: about 160 lines, 3-4 ms of
-pure-Python YAML emission. Within one sweep (one composition) the jobs' hydra configs
-differ in five fields only (`PER_JOB`). So the document is dumped once with a placeholder
-in each of those fields, and for each job every placeholder line is replaced by that
-field's entry, dumped by the same YAML dumper at the same depth. PyYAML emits a block
-mapping entry from its indentation, key and value alone, so the result is the same text,
-byte for byte (`tests/test_launcher_equivalence.py` compares it with `run_job`'s files).
+`run_job` writes three YAML files per job with `OmegaConf.to_yaml`: the job's config
+(`config.yaml`), its hydra config (`hydra.yaml`, about 160 lines) and its overrides
+(`overrides.yaml`). PyYAML's pure-Python emitter takes about 3 ms a job for them. Within
+one sweep (one composition) the documents differ from job to job in a few fields only:
+hydra.yaml in five (`PER_JOB`), config.yaml in the keys the job overrides. So each
+document is dumped once with a placeholder in each of those fields (`SplicedYaml`), and for
+each job every placeholder line is replaced by that field's entry.
+
+An entry is written by hand when its text is certain (`_fast_entry`): numbers, booleans,
+null, and strings made only of characters that can neither start a YAML indicator nor be
+read back as another type (a path, `key=value`). Anything else is dumped by the same YAML
+dumper at the same depth. PyYAML emits a block mapping entry from its indentation, key
+and value alone, so the result is the same text, byte for byte
+(`tests/test_launcher_equivalence.py` compares it with `OmegaConf.to_yaml`, and with
+`run_job`'s files).
 """
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Sequence, Tuple
+import math
+import re
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import yaml
 from omegaconf._utils import get_omega_conf_dumper
 
+Path = Tuple[str, ...]
+
 # hydra.yaml's fields that differ between the jobs of one composition.
-PER_JOB: Tuple[Tuple[str, ...], ...] = (
+PER_JOB: Tuple[Path, ...] = (
     ("hydra", "overrides", "task"),
     ("hydra", "job", "override_dirname"),
     ("hydra", "job", "id"),
@@ -31,41 +43,63 @@ def dump(container: Any) -> str:
     return yaml.dump(container, default_flow_style=False, allow_unicode=True, sort_keys=False, Dumper=get_omega_conf_dumper())
 
 
-class HydraYaml:
-    """The hydra.yaml text of a container, with `PER_JOB` fields filled in per job."""
+class SplicedYaml:
+    """The YAML text of a container, with the fields at `paths` filled in per job.
 
-    def __init__(self, container: Dict[str, Any]):
-        marked = _copy_paths(container, PER_JOB)
-        marks = [f"RUNNERPLACEHOLDER{i}X" for i in range(len(PER_JOB))]
-        for path, mark in zip(PER_JOB, marks):
+    Raises ValueError when the container cannot be spliced at these paths (a path through
+    a list, or a field whose placeholder does not come out as one line of its own).
+    """
+
+    def __init__(self, container: Dict[str, Any], paths: Sequence[Path]):
+        self.paths = tuple(paths)
+        marked = _copy_paths(container, self.paths)
+        marks = [f"RUNNERPLACEHOLDER{i}X" for i in range(len(self.paths))]
+        for path, mark in zip(self.paths, marks):
             _put(marked, path, mark)
         text = dump(marked)
-        # The text between placeholders, and each placeholder's line (without its value).
+        # The text between placeholders (in the order they appear), and each one's path.
+        found = sorted((text.find(mark), i) for i, mark in enumerate(marks))
         self._pieces: List[str] = []
-        rest = text
-        for path, mark in zip(PER_JOB, marks):
-            assert rest.count(mark) == 1, f"placeholder {mark} must appear once"
-            at = rest.index(mark)
-            start = rest.rfind("\n", 0, at) + 1
-            end = rest.index("\n", at) + 1
-            line = rest[start:end]
-            expected = " " * (2 * (len(path) - 1)) + path[-1] + ": " + mark + "\n"
-            assert line == expected, f"unexpected placeholder line {line!r}"
-            self._pieces.append(rest[:start])
-            rest = rest[end:]
-        self._pieces.append(rest)
+        self._order: List[int] = []
+        rest_start = 0
+        for at, i in found:
+            path, mark = self.paths[i], marks[i]
+            if at < 0 or text.count(mark) != 1:
+                raise ValueError(f"placeholder for {'.'.join(path)} must appear once")
+            start = text.rfind("\n", 0, at) + 1
+            end = text.index("\n", at) + 1
+            if text[start:end] != _indent(path) + path[-1] + ": " + mark + "\n":
+                raise ValueError(f"unexpected placeholder line {text[start:end]!r}")
+            self._pieces.append(text[rest_start:start])
+            self._order.append(i)
+            rest_start = end
+        self._pieces.append(text[rest_start:])
 
     def render(self, values: Sequence[Any]) -> str:
-        """The document with `values` (in `PER_JOB` order) in the per-job fields."""
+        """The document with `values` (in the order of `paths`) in the per-job fields."""
         out = [self._pieces[0]]
-        for path, value, piece in zip(PER_JOB, values, self._pieces[1:]):
-            out.append(_entry(path, value))
+        for i, piece in zip(self._order, self._pieces[1:]):
+            out.append(entry(self.paths[i], values[i]))
             out.append(piece)
         return "".join(out)
 
 
-def _entry(path: Tuple[str, ...], value: Any) -> str:
+def HydraYaml(container: Dict[str, Any]) -> SplicedYaml:
+    """hydra.yaml of one composition, filled in with `PER_JOB` values."""
+    return SplicedYaml(container, PER_JOB)
+
+
+def sequence(items: Sequence[Any]) -> str:
+    """`OmegaConf.to_yaml` of a list (overrides.yaml)."""
+    fast = _fast_sequence(items, "")
+    return fast if fast is not None else dump(list(items))
+
+
+def entry(path: Path, value: Any) -> str:
     """The lines of `path: value` as the dumper writes them at that depth."""
+    fast = _fast_entry(path, value)
+    if fast is not None:
+        return fast
     doc: Any = value
     for key in reversed(path):
         doc = {key: doc}
@@ -73,20 +107,80 @@ def _entry(path: Tuple[str, ...], value: Any) -> str:
     return "".join(lines[len(path) - 1 :])
 
 
-def _copy_paths(container: Dict[str, Any], paths: Sequence[Tuple[str, ...]]) -> Dict[str, Any]:
+# Strings the dumper writes as they are (plain): they hold `=` or `/`, so no YAML resolver
+# and neither OmegaConf's bool, int nor float test can read them as anything but a string;
+# they start with a letter, `_` or `/`, so with no indicator; and have no space, quote,
+# colon, `#` or non-ASCII character, so nothing to escape or fold.
+_PLAIN = re.compile(r"[A-Za-z_/][A-Za-z0-9_./=+,-]*\Z")
+_DIGITS = re.compile(r"[0-9]+\Z")  # a string of digits: OmegaConf single-quotes it
+
+
+def _fast_scalar(value: Any) -> Optional[str]:
+    """The dumper's text for a scalar whose text is certain, else None."""
+    if value is None:
+        return "null"
+    if value is True:
+        return "true"
+    if value is False:
+        return "false"
+    if type(value) is int:
+        return str(value)
+    if type(value) is float:  # yaml's SafeRepresenter.represent_float
+        if math.isnan(value):
+            return ".nan"
+        if math.isinf(value):
+            return ".inf" if value > 0 else "-.inf"
+        text = repr(value).lower()
+        if "." not in text and "e" in text:
+            text = text.replace("e", ".0e", 1)
+        return text
+    if type(value) is str:
+        if _PLAIN.match(value) and ("=" in value or "/" in value):
+            return value
+        if _DIGITS.match(value):
+            return f"'{value}'"
+    return None
+
+
+def _fast_entry(path: Path, value: Any) -> Optional[str]:
+    indent = _indent(path)
+    if isinstance(value, list):
+        items = _fast_sequence(value, indent)  # a block sequence in a mapping is not indented
+        return None if items is None else indent + path[-1] + (": []\n" if not value else ":\n" + items)
+    text = _fast_scalar(value)
+    return None if text is None else indent + path[-1] + ": " + text + "\n"
+
+
+def _fast_sequence(items: Sequence[Any], indent: str) -> Optional[str]:
+    if not items:
+        return "[]\n" if not indent else ""
+    texts = [_fast_scalar(v) for v in items]
+    if any(t is None for t in texts):
+        return None
+    return "".join(f"{indent}- {t}\n" for t in texts)
+
+
+def _indent(path: Path) -> str:
+    return " " * (2 * (len(path) - 1))
+
+
+def _copy_paths(container: Dict[str, Any], paths: Sequence[Path]) -> Dict[str, Any]:
     """A copy of the dicts along `paths` (the rest shared), so placeholders leave the original alone."""
     root = dict(container)
     for path in paths:
         node = root
         for key in path[:-1]:
+            if not isinstance(node.get(key), dict):
+                raise ValueError(f"{'.'.join(path)} does not go through mappings only")
             node[key] = dict(node[key])
             node = node[key]
     return root
 
 
-def _put(container: Dict[str, Any], path: Tuple[str, ...], value: Any) -> None:
+def _put(container: Dict[str, Any], path: Path, value: Any) -> None:
     node = container
     for key in path[:-1]:
         node = node[key]
-    assert path[-1] in node, f"{'.'.join(path)} is not in the hydra config"
+    if path[-1] not in node:
+        raise ValueError(f"{'.'.join(path)} is not in the config")
     node[path[-1]] = value
