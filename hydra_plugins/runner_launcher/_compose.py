@@ -14,6 +14,8 @@ override, a sweep left in a job's overrides) goes back to Hydra's full compositi
 from __future__ import annotations
 
 import copy
+import pickle
+import re
 import sys
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -22,7 +24,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 from hydra._internal.config_loader_impl import ConfigLoaderImpl, get_overrides_dirname
 from hydra.core.object_type import ObjectType
 from hydra.core.override_parser.overrides_parser import OverridesParser
-from hydra.core.override_parser.types import Override, OverrideType
+from hydra.core.override_parser.types import Override, OverrideType, ValueType
 from hydra.errors import ConfigCompositionException
 from hydra.core.config_loader import ConfigLoader
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
@@ -54,6 +56,12 @@ class Template:
         with read_write(task), open_dict(task):
             del task["hydra"]
         self.task = task
+        # The task config pickled once: unpickling a copy per job takes a third of the time
+        # of copy.deepcopy, and gives the same nodes, types, flags and metadata.
+        try:
+            self._task_pickle: Optional[bytes] = pickle.dumps(task, protocol=pickle.HIGHEST_PROTOCOL)
+        except Exception:  # a value pickle cannot take: deepcopy it is
+            self._task_pickle = None
         self._raw: Optional[Dict[str, Any]] = None
         self._config_yaml: Dict[Tuple[Tuple[str, ...], ...], Optional[_hydra_yaml.SplicedYaml]] = {}
 
@@ -67,6 +75,12 @@ class Template:
             except ValueError:
                 self._config_yaml[paths] = None
         return self._config_yaml[paths]
+
+    def task_copy(self) -> DictConfig:
+        """A fresh copy of the task config, as `copy.deepcopy` makes it."""
+        if self._task_pickle is None:
+            return copy.deepcopy(self.task)
+        return pickle.loads(self._task_pickle)
 
     def undoable(self, job: "JobOverrides") -> bool:
         """Whether `undo` can set back everything the job's overrides change: scalars only."""
@@ -116,7 +130,7 @@ class Composer:
         return self._split_now(lines)
 
     def _split_now(self, lines: Sequence[str]) -> Optional[JobOverrides]:
-        parsed = self.parser.parse_overrides(overrides=list(lines))
+        parsed = self.parse(lines)
         groups: List[str] = []
         values: List[Override] = []
         scalar = True
@@ -131,6 +145,13 @@ class Composer:
             else:
                 groups.append(o.input_line)
         return JobOverrides(list(lines), tuple(groups), values, scalar, parsed)
+
+    def parse(self, lines: Sequence[str]) -> List[Override]:
+        """Hydra's parse of the lines; `key=number` lines (a sweep's usual jobs) without ANTLR."""
+        fast = [_number_override(line) for line in lines]
+        if all(o is not None for o in fast):
+            return fast  # type: ignore[return-value]
+        return self.parser.parse_overrides(overrides=list(lines))
 
     def override_dirname(self, job: JobOverrides) -> str:
         """hydra.job.override_dirname, computed as Hydra computes it."""
@@ -149,7 +170,7 @@ class Composer:
 
     def task_config(self, template: Template, job: JobOverrides) -> DictConfig:
         """A fresh copy of the template's task config with the job's value overrides applied."""
-        cfg = copy.deepcopy(template.task)
+        cfg = template.task_copy()
         apply(job.values, cfg)
         return cfg
 
@@ -199,6 +220,31 @@ def _check_scalars(template: Template, job: JobOverrides) -> None:
         apply(job.values, template.task)
     finally:
         undo(template, job, template.task)
+
+
+# `key=number` as Hydra's override grammar (hydra/grammar/Override*.g4) reads it: a dotted
+# key of identifiers, then one INT or FLOAT token (without the `_` separators, inf or nan,
+# which go to the parser). Hydra converts these tokens with int() and float().
+_KEY = r"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*"
+_UINT = r"(?:0|[1-9][0-9]*)"
+_INT_LINE = re.compile(rf"({_KEY})=([+-]?{_UINT})\Z")
+_FLOAT_LINE = re.compile(rf"({_KEY})=([+-]?(?:(?:{_UINT}?\.[0-9]+|{_UINT}\.)(?:[eE][+-]?[0-9]+)?|{_UINT}[eE][+-]?[0-9]+))\Z")
+
+
+def _number_override(line: str) -> Optional[Override]:
+    """The Override Hydra's parser makes of `key=number`, or None for any other line."""
+    match = _INT_LINE.match(line)
+    value: Any
+    if match:
+        value = int(match.group(2))
+    else:
+        match = _FLOAT_LINE.match(line)
+        if not match:
+            return None
+        value = float(match.group(2))
+    return Override(
+        type=OverrideType.CHANGE, key_or_group=match.group(1), value_type=ValueType.ELEMENT, _value=value, package=None, input_line=line
+    )
 
 
 def _is_scalar(value: Any) -> bool:
