@@ -17,8 +17,9 @@ B2  a sweep's marginal cost per job, (t(200 jobs) - t(10 jobs)) / 190: the runne
     (baselines/hydra_noop.py) and a hand-written loop (baselines/sweep_loop.py)
 B3  the marginal cost of a 10**6-point grid (chain rule, dy/dx and dz/dx), big minus small,
     inside one process: the runner's job (grid_runner.py) against a hand-written
-    tf.function (baselines/grid_function.py), and the notebook's per-point eager loop
-    (baselines/grid_eager_loop.py, timed on 1,000 points and scaled per point)
+    tf.function (baselines/grid_function.py), the two processes taking turns over three
+    rounds; and the notebook's per-point eager loop (baselines/grid_eager_loop.py, timed
+    on 1,000 points and scaled per point)
 B4  peak memory (max RSS) of one cold run at 10**7 points, runner against the tf.function
 """
 
@@ -144,18 +145,25 @@ def check_sweep_folders(sweep_dir: Path, jobs: int) -> None:
 
 
 def b3_grid(sizes: Sizes, work: Path) -> Dict[str, float]:
-    small, big, reps = sizes.grid_small, sizes.grid_big, sizes.repeats + 2
-    runner = json.loads(run([PY, str(HERE / "grid_runner.py"), str(small), str(big), str(reps), str(work / "b3" / "runner"), *SAME_WORK], work / "b3").stdout)
-    base = json.loads(run([PY, str(BASELINES / "grid_function.py"), "--time", str(small), str(big), str(reps), str(work / "b3" / "base")], work / "b3").stdout)
+    """Rounds of (runner process, baseline process), each timing `reps` pairs: a big job's
+    20 MB of arrays go to disk, whose speed here drifts from minute to minute, so the two
+    sides take turns and every pair of every round counts towards the median."""
+    small, big, reps, rounds = sizes.grid_small, sizes.grid_big, sizes.repeats + 2, sizes.repeats
+    pairs: Dict[str, List[float]] = {"runner": [], "base": []}
+
+    def marginal(times: Dict[str, List[float]]) -> List[float]:  # paired: each big run less the small run before it
+        return [b - s for s, b in zip(times["small"], times["big"])]
+
+    for i in range(rounds):
+        runner = run([PY, str(HERE / "grid_runner.py"), str(small), str(big), str(reps), str(work / "b3" / f"runner-{i}"), *SAME_WORK], work / "b3")
+        base = run([PY, str(BASELINES / "grid_function.py"), "--time", str(small), str(big), str(reps), str(work / "b3" / f"base-{i}")], work / "b3")
+        pairs["runner"] += marginal(json.loads(runner.stdout))
+        pairs["base"] += marginal(json.loads(base.stdout))
     loop = json.loads(run([PY, str(BASELINES / "grid_eager_loop.py"), str(sizes.loop_points)], work / "b3").stdout)
-
-    def marginal(times: Dict[str, List[float]]) -> float:  # paired: each big run less the small run before it
-        return median([b - s for s, b in zip(times["small"], times["big"])])
-
-    r, b = marginal(runner), marginal(base)
+    r, b = median(pairs["runner"]), median(pairs["base"])
     loop_s = loop["per_point_s"] * (big - small)
     return {
-        "points": big, "repeats": reps, "runner_s": r, "tf_function_s": b, "ratio": r / b,
+        "points": big, "repeats": reps * rounds, "runner_s": r, "tf_function_s": b, "ratio": r / b,
         "eager_loop_points_timed": sizes.loop_points, "eager_loop_s_scaled": loop_s, "speedup_over_eager_loop": loop_s / r,
     }
 
