@@ -34,7 +34,7 @@ from typing import Any, Optional
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from runner import errors, folders, job, schema, sweep, trust
+from runner import errors, folders, job, resume, schema, sweep, trust
 
 
 def config_dir() -> Path:
@@ -93,6 +93,7 @@ def main() -> None:
     handlers = {s: signal.signal(s, _raise_interrupted) for s in EXIT_INTERRUPTED}
     try:
         trust.check_argv(sys.argv[1:])  # before Hydra acts on a config folder's hydra: section
+        resume.check_argv(sys.argv[1:])  # before Hydra makes a sweep folder named after it
         _hydra_entry()
     except KeyboardInterrupt as err:
         sys.exit(_report_interruption(err.signum if isinstance(err, Interrupted) else signal.SIGINT))

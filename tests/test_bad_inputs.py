@@ -212,6 +212,7 @@ CLI_ROWS = [
     ("malformed YAML", ["--config-dir", "{conf}", "experiment=unclosed"], "config error: {conf}/experiment/unclosed.yaml, line 4, column 1: malformed YAML"),
     ("python tag in YAML", ["--config-dir", "{conf}", "experiment=python_tag"], "config error: {conf}/experiment/python_tag.yaml, line 2, column 7: malformed YAML: could not determine a constructor"),
     ("grid too large", ["point.x={linspace: [0, 1, 1e12]}"], "config error: point.x: 1,000,000,000,000 elements"),
+    ("resume without a folder", ["-m", "point.x=1.0,2.0", "resume=true"], "config error: resume: no sweep folder 'true' to resume"),
 ]
 
 
@@ -225,6 +226,7 @@ def test_cli_refuses_in_one_line_without_traceback(user_conf, tmp_path, args, fi
     assert lines[0].startswith(first_line.replace("{conf}", str(user_conf))), result.stderr
     assert all(line.startswith("    ") for line in lines[1:]), result.stderr  # detail only, indented
     assert "Traceback" not in result.stderr and result.stdout == ""
+    assert not (tmp_path / "true").exists()  # no folder named after a bad resume=
     for log in tmp_path.glob("outputs/**/results.json"):  # a refused run never claims success
         assert json.loads(log.read_text())["status"] == "error"
     assert not (tmp_path / "PWNED").exists()

@@ -161,6 +161,28 @@ def test_resume_trusts_a_result_only_for_the_same_config(run_job):
     assert resume.completed(ran.folder / "nowhere", ran.log["config_sha256"]) is None
 
 
+@pytest.mark.parametrize(
+    "argv, refused",
+    [
+        (["resume=true"], True),
+        (["-m", "++resume=no/such/folder"], True),
+        (["resume='{sweep}'"], False),
+        (["resume={sweep}"], False),
+        (["resume=null"], False),
+        (["point.x=1.0"], False),
+    ],
+)
+def test_resume_must_name_an_existing_sweep_folder(tmp_path, argv, refused):
+    from runner.errors import ConfigError
+
+    argv = [a.replace("{sweep}", str(tmp_path)) for a in argv]
+    if refused:
+        with pytest.raises(ConfigError, match="no sweep folder"):
+            resume.check_argv(argv)
+    else:
+        resume.check_argv(argv)
+
+
 def test_resume_key_is_not_part_of_the_digest():
     assert resume.config_digest({"a": 1, "resume": None}) == resume.config_digest({"a": 1, "resume": "outputs/x"})
     assert resume.config_digest({"a": 1}) != resume.config_digest({"a": 2})
