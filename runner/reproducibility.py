@@ -55,16 +55,17 @@ def _seed_tensorflow(tf: Any, seed: int) -> None:
     attribute is missing (another TensorFlow), set_seed is always called.
     """
     global _tf_seeded
-    rng = getattr(_eager_context(tf), "_rng", None)
-    state = rng.getstate() if isinstance(rng, random.Random) else None
+    state = _seed_generator_state()
     if state is not None and _tf_seeded == (seed, state):
         return
     tf.random.set_seed(seed)
-    rng = getattr(_eager_context(tf), "_rng", None)
-    _tf_seeded = (seed, rng.getstate()) if isinstance(rng, random.Random) else None
+    state = _seed_generator_state()
+    _tf_seeded = None if state is None else (seed, state)
 
 
-def _eager_context(tf: Any) -> Any:
+def _seed_generator_state() -> Any:
+    """The state of the eager context's op-seed generator; None where it has none."""
     from tensorflow.python.eager import context
 
-    return context.context()
+    rng = getattr(context.context(), "_rng", None)
+    return rng.getstate() if isinstance(rng, random.Random) else None

@@ -244,8 +244,7 @@ def test_config_yaml_is_spliced_byte_for_byte(composer, lines):
     template = composer.template(job.groups)
     assert template.undoable(job)
     task_cfg = composer.task_config(template, job)
-    paths = tuple(dict.fromkeys(tuple(o.key_or_group.split(".")) for o in job.values))
-    assert template.config_yaml(paths) is not None  # spliced, not dumped whole
+    assert template.config_yaml(job.paths()) is not None  # spliced, not dumped whole
     assert _core._config_yaml(template, job, task_cfg) == OmegaConf.to_yaml(task_cfg)
     assert _hydra_yaml.sequence(lines) == OmegaConf.to_yaml(OmegaConf.create(lines))
 

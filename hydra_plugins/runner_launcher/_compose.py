@@ -46,6 +46,10 @@ class JobOverrides:
     scalar: bool  # each value override sets an existing scalar to a scalar (undoable)
     parsed: List[Override]  # all of them, parsed
 
+    def paths(self) -> Tuple[Tuple[str, ...], ...]:
+        """The keys the value overrides set, as key paths, each once, in order."""
+        return tuple(dict.fromkeys(tuple(o.key_or_group.split(".")) for o in self.values))
+
 
 class Template:
     """One composition: the full config (never changed) and its task part, as run_job cuts it."""

@@ -214,12 +214,13 @@ class LazyJobReturn(JobReturn):
 
 def _config_yaml(template: _compose.Template, job: _compose.JobOverrides, task_cfg: DictConfig) -> str:
     """`OmegaConf.to_yaml(task_cfg)`: the template's text with the job's overridden keys filled in."""
-    paths = tuple(dict.fromkeys(tuple(o.key_or_group.split(".")) for o in job.values))
+    paths = job.paths()
     spliced = template.config_yaml(paths)
-    values = [_container_value(task_cfg, path) for path in paths] if spliced is not None else None
-    if spliced is None or values is None or any(v is _NOT_SCALAR for v in values):
-        return OmegaConf.to_yaml(task_cfg)
-    return spliced.render(values)
+    if spliced is not None:
+        values = [_container_value(task_cfg, path) for path in paths]
+        if all(v is not _NOT_SCALAR for v in values):
+            return spliced.render(values)
+    return OmegaConf.to_yaml(task_cfg)
 
 
 _NOT_SCALAR = object()

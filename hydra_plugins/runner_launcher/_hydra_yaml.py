@@ -26,10 +26,10 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import yaml
 from omegaconf._utils import get_omega_conf_dumper
 
-Path = Tuple[str, ...]
+KeyPath = Tuple[str, ...]  # keys from the root to a field
 
 # hydra.yaml's fields that differ between the jobs of one composition.
-PER_JOB: Tuple[Path, ...] = (
+PER_JOB: Tuple[KeyPath, ...] = (
     ("hydra", "overrides", "task"),
     ("hydra", "job", "override_dirname"),
     ("hydra", "job", "id"),
@@ -50,7 +50,7 @@ class SplicedYaml:
     a list, or a field whose placeholder does not come out as one line of its own).
     """
 
-    def __init__(self, container: Dict[str, Any], paths: Sequence[Path]):
+    def __init__(self, container: Dict[str, Any], paths: Sequence[KeyPath]):
         self.paths = tuple(paths)
         marked = _copy_paths(container, self.paths)
         marks = [f"RUNNERPLACEHOLDER{i}X" for i in range(len(self.paths))]
@@ -91,11 +91,11 @@ def HydraYaml(container: Dict[str, Any]) -> SplicedYaml:
 
 def sequence(items: Sequence[Any]) -> str:
     """`OmegaConf.to_yaml` of a list (overrides.yaml)."""
-    fast = _fast_sequence(items, "")
+    fast = _fast_items(items, "") if items else "[]\n"
     return fast if fast is not None else dump(list(items))
 
 
-def entry(path: Path, value: Any) -> str:
+def entry(path: KeyPath, value: Any) -> str:
     """The lines of `path: value` as the dumper writes them at that depth."""
     fast = _fast_entry(path, value)
     if fast is not None:
@@ -142,29 +142,30 @@ def _fast_scalar(value: Any) -> Optional[str]:
     return None
 
 
-def _fast_entry(path: Path, value: Any) -> Optional[str]:
+def _fast_entry(path: KeyPath, value: Any) -> Optional[str]:
     indent = _indent(path)
     if isinstance(value, list):
-        items = _fast_sequence(value, indent)  # a block sequence in a mapping is not indented
-        return None if items is None else indent + path[-1] + (": []\n" if not value else ":\n" + items)
+        if not value:
+            return indent + path[-1] + ": []\n"
+        items = _fast_items(value, indent)  # a block sequence in a mapping is not indented
+        return None if items is None else indent + path[-1] + ":\n" + items
     text = _fast_scalar(value)
     return None if text is None else indent + path[-1] + ": " + text + "\n"
 
 
-def _fast_sequence(items: Sequence[Any], indent: str) -> Optional[str]:
-    if not items:
-        return "[]\n" if not indent else ""
+def _fast_items(items: Sequence[Any], indent: str) -> Optional[str]:
+    """The `- item` lines of a block sequence of scalars whose text is certain, else None."""
     texts = [_fast_scalar(v) for v in items]
     if any(t is None for t in texts):
         return None
     return "".join(f"{indent}- {t}\n" for t in texts)
 
 
-def _indent(path: Path) -> str:
+def _indent(path: KeyPath) -> str:
     return " " * (2 * (len(path) - 1))
 
 
-def _copy_paths(container: Dict[str, Any], paths: Sequence[Path]) -> Dict[str, Any]:
+def _copy_paths(container: Dict[str, Any], paths: Sequence[KeyPath]) -> Dict[str, Any]:
     """A copy of the dicts along `paths` (the rest shared), so placeholders leave the original alone."""
     root = dict(container)
     for path in paths:
@@ -177,7 +178,7 @@ def _copy_paths(container: Dict[str, Any], paths: Sequence[Path]) -> Dict[str, A
     return root
 
 
-def _put(container: Dict[str, Any], path: Path, value: Any) -> None:
+def _put(container: Dict[str, Any], path: KeyPath, value: Any) -> None:
     node = container
     for key in path[:-1]:
         node = node[key]
