@@ -41,7 +41,10 @@ def main() -> None:
     args = parser.parse_args()
     schema.register()
     with initialize_config_dir(str(config_dir()), version_base="1.3"):
-        cfgs = {k: OmegaConf.to_container(compose("config", overrides=v), resolve=True, enum_to_str=True) for k, v in VARIANTS.items()}
+        cfgs = {
+            k: OmegaConf.to_container(compose("config", overrides=v), resolve=True, enum_to_str=True)
+            for k, v in VARIANTS.items()
+        }
     times = {k: [] for k in cfgs}
     with tempfile.TemporaryDirectory() as tmp:
         n = 0

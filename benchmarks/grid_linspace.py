@@ -21,7 +21,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from runner import job, spec as specs, tensorflow_startup  # noqa: E402
+from runner import job  # noqa: E402
+from runner.config import spec as specs  # noqa: E402
+from runner.tape import startup  # noqa: E402
 
 N = int(sys.argv[1]) if len(sys.argv) > 1 else 1_000_000
 REPEATS = int(sys.argv[2]) if len(sys.argv) > 2 else 7
@@ -51,8 +53,8 @@ def median_seconds(candidates: dict, repeats: int = REPEATS) -> dict:
 
 
 def main() -> None:
-    tf, _ = tensorflow_startup.load()
-    from runner import program
+    tf, _ = startup.load()
+    from runner.tape import program
 
     x_np = np.linspace(-10.0, 10.0, N)
 
@@ -87,7 +89,9 @@ def main() -> None:
                 "runner program, eager": lambda: program.run(eager_spec),
                 "TensorFlow by hand, tf.function": by_hand_function,
                 "runner program, compile: function": lambda: program.run(function_spec),
-                "runner whole job, eager (+ validation, arrays.npz, results.json)": lambda: job.run(config("eager"), out_dir, echo=False),
+                "runner whole job, eager (+ validation, arrays.npz, results.json)": lambda: job.run(
+                    config("eager"), out_dir, echo=False
+                ),
             }
         ).items()
     )

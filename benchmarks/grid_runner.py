@@ -21,16 +21,25 @@ HERE = Path(__file__).resolve().parent
 
 
 def main(small: int, big: int, repeats: int, out_dir: Path, extra: list) -> None:
-    from runner import job, schema, tensorflow_startup
+    from runner import job
     from runner.cli import config_dir
+    from runner.config import schema
+    from runner.tape import startup
 
     schema.register()
     configs = {}
     for label, n in (("small", small), ("big", big)):
-        overrides = [f"hydra.searchpath=[file://{HERE / 'conf'}]", "experiment=bench_grid", f"point.x.linspace=[0.0,1.0,{n}]", *extra]
+        overrides = [
+            f"hydra.searchpath=[file://{HERE / 'conf'}]",
+            "experiment=bench_grid",
+            f"point.x.linspace=[0.0,1.0,{n}]",
+            *extra,
+        ]
         with initialize_config_dir(str(config_dir()), version_base="1.3"):
-            configs[label] = OmegaConf.to_container(compose("config", overrides=overrides), resolve=True, enum_to_str=True)
-    tensorflow_startup.load()
+            configs[label] = OmegaConf.to_container(
+                compose("config", overrides=overrides), resolve=True, enum_to_str=True
+            )
+    startup.load()
     for label in configs:
         job.run(configs[label], out_dir / f"warm-{label}", name="bench_grid", echo=False)
     times = {"small": [], "big": []}

@@ -60,8 +60,26 @@ class Sizes:
     memory_points: int
 
 
-FULL = Sizes(repeats=3, b1_repeats=5, sweep_small=10, sweep_big=200, grid_small=10, grid_big=10**6, loop_points=1000, memory_points=10**7)
-SMOKE = Sizes(repeats=1, b1_repeats=1, sweep_small=2, sweep_big=4, grid_small=10, grid_big=10**4, loop_points=20, memory_points=10**5)
+FULL = Sizes(
+    repeats=3,
+    b1_repeats=5,
+    sweep_small=10,
+    sweep_big=200,
+    grid_small=10,
+    grid_big=10**6,
+    loop_points=1000,
+    memory_points=10**7,
+)
+SMOKE = Sizes(
+    repeats=1,
+    b1_repeats=1,
+    sweep_small=2,
+    sweep_big=4,
+    grid_small=10,
+    grid_big=10**4,
+    loop_points=20,
+    memory_points=10**5,
+)
 
 
 @dataclass
@@ -74,7 +92,10 @@ class Run:
 
 def run(cmd: Sequence[str], cwd: Path) -> Run:
     """Run a command to completion; its wall time, CPU time and peak memory."""
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)}
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep),
+    }
     env.pop("HYDRA_FULL_ERROR", None)
     cwd.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
@@ -110,15 +131,30 @@ def b1_cold_run(sizes: Sizes, work: Path) -> Dict[str, float]:
     for i in range(sizes.b1_repeats):  # interleaved, so both see the same load
         runner.append(run(runner_cmd("experiment=seed_cubic"), work / "b1").wall_s)
         base.append(run([PY, str(BASELINES / "seed_cubic.py"), str(work / "b1" / f"base-{i}")], work / "b1").wall_s)
-    return {"runner_s": median(runner), "baseline_s": median(base), "ratio": median(runner) / median(base), "repeats": sizes.b1_repeats}
+    return {
+        "runner_s": median(runner),
+        "baseline_s": median(base),
+        "ratio": median(runner) / median(base),
+        "repeats": sizes.b1_repeats,
+    }
 
 
 def b2_sweep(sizes: Sizes, work: Path) -> Dict[str, float]:
     small, big = sizes.sweep_small, sizes.sweep_big
     sides = {
-        "runner": lambda n, i: runner_cmd("-m", f"point.x=range(0,{n})", f"hydra.sweep.dir={work}/b2/runner-{n}-{i}", *SAME_WORK),
-        "runner_defaults": lambda n, i: runner_cmd("-m", f"point.x=range(0,{n})", f"hydra.sweep.dir={work}/b2/defaults-{n}-{i}"),
-        "hydra_floor": lambda n, i: [PY, str(BASELINES / "hydra_noop.py"), "-m", f"x=range(0,{n})", f"hydra.sweep.dir={work}/b2/hydra-{n}-{i}"],
+        "runner": lambda n, i: runner_cmd(
+            "-m", f"point.x=range(0,{n})", f"hydra.sweep.dir={work}/b2/runner-{n}-{i}", *SAME_WORK
+        ),
+        "runner_defaults": lambda n, i: runner_cmd(
+            "-m", f"point.x=range(0,{n})", f"hydra.sweep.dir={work}/b2/defaults-{n}-{i}"
+        ),
+        "hydra_floor": lambda n, i: [
+            PY,
+            str(BASELINES / "hydra_noop.py"),
+            "-m",
+            f"x=range(0,{n})",
+            f"hydra.sweep.dir={work}/b2/hydra-{n}-{i}",
+        ],
         "loop": lambda n, i: [PY, str(BASELINES / "sweep_loop.py"), str(n), str(work / "b2" / f"loop-{n}-{i}")],
     }
     out: Dict[str, float] = {"jobs_small": small, "jobs_big": big, "repeats": sizes.repeats}
@@ -155,24 +191,62 @@ def b3_grid(sizes: Sizes, work: Path) -> Dict[str, float]:
         return [b - s for s, b in zip(times["small"], times["big"])]
 
     for i in range(rounds):
-        runner = run([PY, str(HERE / "grid_runner.py"), str(small), str(big), str(reps), str(work / "b3" / f"runner-{i}"), *SAME_WORK], work / "b3")
-        base = run([PY, str(BASELINES / "grid_function.py"), "--time", str(small), str(big), str(reps), str(work / "b3" / f"base-{i}")], work / "b3")
+        runner = run(
+            [
+                PY,
+                str(HERE / "grid_runner.py"),
+                str(small),
+                str(big),
+                str(reps),
+                str(work / "b3" / f"runner-{i}"),
+                *SAME_WORK,
+            ],
+            work / "b3",
+        )
+        base = run(
+            [
+                PY,
+                str(BASELINES / "grid_function.py"),
+                "--time",
+                str(small),
+                str(big),
+                str(reps),
+                str(work / "b3" / f"base-{i}"),
+            ],
+            work / "b3",
+        )
         pairs["runner"] += marginal(json.loads(runner.stdout))
         pairs["base"] += marginal(json.loads(base.stdout))
     loop = json.loads(run([PY, str(BASELINES / "grid_eager_loop.py"), str(sizes.loop_points)], work / "b3").stdout)
     r, b = median(pairs["runner"]), median(pairs["base"])
     loop_s = loop["per_point_s"] * (big - small)
     return {
-        "points": big, "repeats": reps * rounds, "runner_s": r, "tf_function_s": b, "ratio": r / b,
-        "eager_loop_points_timed": sizes.loop_points, "eager_loop_s_scaled": loop_s, "speedup_over_eager_loop": loop_s / r,
+        "points": big,
+        "repeats": reps * rounds,
+        "runner_s": r,
+        "tf_function_s": b,
+        "ratio": r / b,
+        "eager_loop_points_timed": sizes.loop_points,
+        "eager_loop_s_scaled": loop_s,
+        "speedup_over_eager_loop": loop_s / r,
     }
 
 
 def b4_memory(sizes: Sizes, work: Path) -> Dict[str, float]:
     n = sizes.memory_points
-    runner = run(runner_cmd("--config-dir", str(HERE / "conf"), "experiment=bench_grid", f"point.x.linspace=[0.0,1.0,{n}]", *SAME_WORK), work / "b4")
+    runner = run(
+        runner_cmd(
+            "--config-dir", str(HERE / "conf"), "experiment=bench_grid", f"point.x.linspace=[0.0,1.0,{n}]", *SAME_WORK
+        ),
+        work / "b4",
+    )
     base = run([PY, str(BASELINES / "grid_function.py"), str(n), str(work / "b4" / "base")], work / "b4")
-    return {"points": n, "runner_mb": runner.max_rss_mb, "tf_function_mb": base.max_rss_mb, "ratio": runner.max_rss_mb / base.max_rss_mb}
+    return {
+        "points": n,
+        "runner_mb": runner.max_rss_mb,
+        "tf_function_mb": base.max_rss_mb,
+        "ratio": runner.max_rss_mb / base.max_rss_mb,
+    }
 
 
 def startup(sizes: Sizes, work: Path) -> Dict[str, float]:
@@ -252,7 +326,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     t0 = time.perf_counter()
     try:
         figures = {}
-        for name, fn in (("startup", startup), ("B1", b1_cold_run), ("B2", b2_sweep), ("B3", b3_grid), ("B4", b4_memory)):
+        for name, fn in (
+            ("startup", startup),
+            ("B1", b1_cold_run),
+            ("B2", b2_sweep),
+            ("B3", b3_grid),
+            ("B4", b4_memory),
+        ):
             figures[name] = fn(sizes, work)
             print(f"[{time.perf_counter() - t0:6.0f} s] {name} done", file=sys.stderr, flush=True)
     finally:

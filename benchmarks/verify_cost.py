@@ -46,16 +46,28 @@ def main() -> None:
     args = parser.parse_args()
     schema.register()
     tmp = Path(tempfile.mkdtemp(prefix="verify_cost_"))
-    print(f"{'experiment':16s} {'verify':18s} {'checks (ms)':>12s} {'tape (ms)':>10s} {'ratio':>7s} {'first (ms)':>11s}")
+    print(
+        f"{'experiment':16s} {'verify':18s} {'checks (ms)':>12s} {'tape (ms)':>10s} {'ratio':>7s} {'first (ms)':>11s}"
+    )
     for exp in ["seed_cubic", "seed_persistent", "checks_matmul", "checks_kinks"]:
         for mode in ["auto", "finite_difference"]:
-            v, t, first = timings(composed([f"experiment={exp}", f"verify={mode}", "expect=null"]), tmp / exp / mode, args.repeats)
+            v, t, first = timings(
+                composed([f"experiment={exp}", f"verify={mode}", "expect=null"]), tmp / exp / mode, args.repeats
+            )
             print(f"{exp:16s} {mode:18s} {v * 1e3:12.2f} {t * 1e3:10.2f} {v / t:7.1f} {first * 1e3:11.1f}")
     print(f"\n{'elements':>8s} {'target':24s} {'verify':18s} {'method':18s} {'checks (ms)':>12s}")
     for n in (10, 100, 1000):
-        for y, mode in (("sin(x) * x", "auto"), ("sin(x) * x", "finite_difference"), ("reduce_sum(sin(x) * x)", "auto")):
-            cfg = {"function": {"inputs": ["x"], "steps": {"y": y}}, "point": {"x": {"linspace": [0.1, 1.0, n]}},
-                   "derivatives": [{"target": "y", "sources": "x"}], "verify": mode}
+        for y, mode in (
+            ("sin(x) * x", "auto"),
+            ("sin(x) * x", "finite_difference"),
+            ("reduce_sum(sin(x) * x)", "auto"),
+        ):
+            cfg = {
+                "function": {"inputs": ["x"], "steps": {"y": y}},
+                "point": {"x": {"linspace": [0.1, 1.0, n]}},
+                "derivatives": [{"target": "y", "sources": "x"}],
+                "verify": mode,
+            }
             folder = tmp / f"n{n}-{mode}-{len(y)}"
             v, _, _ = timings(cfg, folder, max(3, args.repeats // 2))
             method = json.loads((folder / "0" / "results.json").read_text())["derivatives"][0]["check"]["method"]

@@ -18,7 +18,7 @@ Two things happen around Hydra's entry point, both within Hydra's documented int
   `main` writes the sweep's summary itself from what the finished jobs left on disk and
   exits 130 (SIGINT) or 143 (SIGTERM). Each job's log is written atomically, so a job cut
   short leaves no `results.json` at all, never half of one.
-- Trust. A config folder from elsewhere (`--config-dir`) is read first by `runner.trust`,
+- Trust. A config folder from elsewhere (`--config-dir`) is read first by `runner.config.trust`,
   which refuses one whose `hydra:` section could run code (callbacks, launcher targets,
   logging factories), since Hydra acts on it before any job starts.
 """
@@ -29,12 +29,14 @@ import os
 import signal
 import sys
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Dict, Optional, cast
 
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from runner import errors, folders, job, resume, schema, sweep, trust
+from runner import errors, job
+from runner.config import schema, trust
+from runner.sweep import folders, resume, summary
 
 
 def config_dir() -> Path:
@@ -52,7 +54,7 @@ _exit_code = 0
 _last_run_dir: Optional[Path] = None  # the output folder of the job running in this process
 
 # The exit code of a process stopped by signal N is 128 + N, as a shell reports it.
-EXIT_INTERRUPTED = {signal.SIGINT: 128 + signal.SIGINT, signal.SIGTERM: 128 + signal.SIGTERM}
+EXIT_INTERRUPTED: Dict[int, int] = {signal.SIGINT: 128 + signal.SIGINT, signal.SIGTERM: 128 + signal.SIGTERM}
 
 
 class Interrupted(KeyboardInterrupt):
@@ -70,7 +72,7 @@ def _hydra_entry(cfg: DictConfig) -> int:
 
     hc = HydraConfig.get()
     name = cfg.get("name") or hc.runtime.choices.get("experiment") or "run"
-    container = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
+    container = cast(Dict[str, Any], OmegaConf.to_container(cfg, resolve=True, enum_to_str=True))
     _last_run_dir = Path(hc.runtime.output_dir)
     code = job.run(container, _last_run_dir, name=str(name))
     _exit_code = max(_exit_code, code)
@@ -115,10 +117,10 @@ def main() -> None:
                 signal.signal(s, h)
         if not user_wants_traceback:
             os.environ.pop("HYDRA_FULL_ERROR", None)
-    if sweep.current_sweep_dir is not None:
+    if summary.current_sweep_dir is not None:
         # a sweep's code comes from its summary, the same under every launcher (a job's own
         # code stays in its worker process under joblib or submitit): 1 if any job failed
-        sys.exit(sweep.last_exit_code)
+        sys.exit(summary.last_exit_code)
     sys.exit(_exit_code)
 
 
@@ -127,16 +129,19 @@ def _report_interruption(signum: int) -> int:
     for s in EXIT_INTERRUPTED:  # a second signal must not cut the summary short
         signal.signal(s, signal.SIG_IGN)
     name = signal.Signals(signum).name
-    sweep_dir = sweep.current_sweep_dir
+    sweep_dir = summary.current_sweep_dir
     if sweep_dir is not None and sweep_dir.is_dir():
-        rows = sweep.collect(sweep_dir)
+        rows = summary.collect(sweep_dir)
         for row in rows:
             if row["status"] == "missing":  # the job the signal cut short
                 row.update(status="interrupted", error=f"interrupted by {name} before results.json was written")
-        sweep.write(sweep_dir, rows)
-        print(sweep.table(rows))
+        summary.write(sweep_dir, rows)
+        print(summary.table(rows))
         finished = sum(1 for r in rows if r["status"] != "interrupted")
-        print(f"sweep interrupted by {name}: {finished} job(s) finished and logged; summary in {sweep_dir}", file=sys.stderr)
+        print(
+            f"sweep interrupted by {name}: {finished} job(s) finished and logged; summary in {sweep_dir}",
+            file=sys.stderr,
+        )
     elif _last_run_dir is not None:
         print(f"interrupted by {name}; run folder: {_last_run_dir}", file=sys.stderr)
     else:

@@ -50,7 +50,11 @@ def explain(err: BaseException) -> Tuple[str, Optional[str], int]:
         return _yaml_headline(marked), None, EXIT_CONFIG_ERROR
     if isinstance(err, OverrideParseException):
         first, _, rest = str(err).partition("\n")
-        return f"config error: command line: cannot parse the override: {first}", _indent(rest) or None, EXIT_CONFIG_ERROR
+        return (
+            f"config error: command line: cannot parse the override: {first}",
+            _indent(rest) or None,
+            EXIT_CONFIG_ERROR,
+        )
     if isinstance(err, MissingConfigException):
         first, _, rest = str(err).partition("\n")
         options = rest.split("Config search path:")[0].strip()

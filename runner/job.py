@@ -11,9 +11,12 @@ import time
 from pathlib import Path
 from typing import Any, Dict, Mapping, Optional
 
-from runner import artifacts, console, reproducibility, resume, runlog, spec as specs, tensorflow_startup
+from runner.config import spec as specs
 from runner.errors import ConfigError
-from runner.expectations import judge
+from runner.record import artifacts, console, runlog
+from runner.sweep import resume
+from runner.tape import reproducibility, startup
+from runner.verify.expectations import judge
 
 # Exit codes (see README, "Outcomes and exit codes").
 EXIT_OK = 0  # completed as declared
@@ -43,8 +46,8 @@ def run(cfg: Mapping[str, Any], output_dir: Path, name: str = "run", echo: bool 
         return EXIT_CONFIG_ERROR
     t_spec = time.perf_counter()
 
-    tf, tf_startup = tensorflow_startup.load(spec.tf_verbose)  # only once the config is known good
-    from runner import program
+    tf, tf_startup = startup.load(spec.tf_verbose)  # only once the config is known good
+    from runner.tape import program
 
     t_import = time.perf_counter()
     seeding = reproducibility.apply(tf, int(cfg.get("seed") or 0), bool(cfg.get("determinism", True)))
@@ -63,7 +66,9 @@ def run(cfg: Mapping[str, Any], output_dir: Path, name: str = "run", echo: bool 
         "status": "error" if outcome.error else "ok",
         "values": {k: enc.value(f"values/{k}", v) for k, v in outcome.values.items()},
         "derivatives": [
-            runlog.derivative_record(enc, d.request.name, d.request.kind, d.request.target, d.request.sources, d.request.order, d.value)
+            runlog.derivative_record(
+                enc, d.request.name, d.request.kind, d.request.target, d.request.sources, d.request.order, d.value
+            )
             for d in outcome.derivatives
         ],
         "error": _error_record(outcome.error),
@@ -74,7 +79,11 @@ def run(cfg: Mapping[str, Any], output_dir: Path, name: str = "run", echo: bool 
             "met": verdict.met,
             "mismatches": verdict.mismatches,
         },
-        "environment": {**runlog.environment(tf.__version__), "reproducibility": seeding, "tensorflow_startup": tf_startup.splitlines()},
+        "environment": {
+            **runlog.environment(tf.__version__),
+            "reproducibility": seeding,
+            "tensorflow_startup": tf_startup.splitlines(),
+        },
         "timing": {
             "started": started,
             "validate_s": t_spec - t0,
@@ -99,10 +108,10 @@ def _verify(spec: Any, outcome: Any) -> Dict[str, Dict[str, Any]]:
     """Each derivative's independent check, by request name (none when `verify: off`)."""
     if spec.verify == "off" or not outcome.derivatives:
         return {}
-    from runner import verify
+    from runner.verify import check
 
     pairs = [(d.request, d.value) for d in outcome.derivatives]
-    return {req.name: c for (req, _), c in zip(pairs, verify.check_all(spec, outcome.values, pairs))}
+    return {req.name: c for (req, _), c in zip(pairs, check.check_all(spec, outcome.values, pairs))}
 
 
 def _check_record(enc: runlog.Encoder, name: str, check: Dict[str, Any]) -> Dict[str, Any]:
@@ -134,10 +143,12 @@ def _error_record(failure: Any) -> Optional[Dict[str, Any]]:
     return rec
 
 
-def _log_config_error(err: ConfigError, cfg: Mapping[str, Any], output_dir: Path, name: str, started: float, t0: float) -> None:
+def _log_config_error(
+    err: ConfigError, cfg: Mapping[str, Any], output_dir: Path, name: str, started: float, t0: float
+) -> None:
     """A refused config still leaves a log, so a sweep's summary lists every job."""
     expect = cfg.get("expect") if isinstance(cfg.get("expect"), Mapping) else None
-    record = {
+    record: Dict[str, Any] = {
         "schema_version": runlog.SCHEMA_VERSION,
         "experiment": cfg.get("name") or name,
         "config_sha256": resume.config_digest(cfg),

@@ -16,7 +16,9 @@ import sys
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional
 
-from runner import artifacts, console, progress, runlog
+from runner.config import overrides
+from runner.record import console, runlog
+from runner.sweep import progress
 
 MULTIRUN_FILE = "multirun.yaml"  # Hydra writes it at the top of every sweep folder
 _KEY_DERIVATIVES = 3
@@ -49,9 +51,9 @@ def _date(ts: Optional[float]) -> str:
 def entry(folder: Path) -> Dict[str, Any]:
     """One line of the listing, as a mapping (date, kind, experiment, outcome, derivatives)."""
     if (folder / MULTIRUN_FILE).is_file():
-        from runner import sweep
+        from runner.sweep import summary
 
-        rows = sweep.collect(folder)
+        rows = summary.collect(folder)
         records = [_load(Path(r["folder"]) / runlog.RESULTS_FILE) for r in rows]
         started = min((r["timing"]["started"] for r in records if r and "started" in r.get("timing", {})), default=None)
         experiments = sorted({r["experiment"] for r in records if r})
@@ -104,15 +106,26 @@ def run_detail(folder: Path) -> str:
     env = rec.get("environment", {})
     lines = [console.table(rec, str(folder)), ""]
     lines.append(f"started:    {_date(rec.get('timing', {}).get('started'))}")
-    lines.append(f"overrides:  {' '.join(artifacts.overrides(folder)) or '(none)'}")
+    lines.append(f"overrides:  {' '.join(overrides.overrides(folder)) or '(none)'}")
     lines.append(f"command:    {env.get('command') or ' '.join(env.get('argv', []))}")
-    lines.append("versions:   " + ", ".join(f"{k} {env.get(k)}" for k in ("python", "tensorflow", "numpy", "hydra", "omegaconf")))
+    lines.append(
+        "versions:   " + ", ".join(f"{k} {env.get(k)}" for k in ("python", "tensorflow", "numpy", "hydra", "omegaconf"))
+    )
     lines.append(f"machine:    {env.get('platform')}, {env.get('cpu')} ({env.get('cpu_count')} cpus)")
     for path, state in (env.get("git") or {}).items():
-        lines.append(f"configs:    {path}: " + (f"git {state['commit'][:12]}{' (dirty)' if state.get('dirty') else ''}" if state else "not a git repository"))
+        lines.append(
+            f"configs:    {path}: "
+            + (
+                f"git {state['commit'][:12]}{' (dirty)' if state.get('dirty') else ''}"
+                if state
+                else "not a git repository"
+            )
+        )
     repro = env.get("reproducibility")
     if repro:
-        lines.append(f"seed:       {repro.get('seed')}, op determinism {'on' if repro.get('op_determinism') else 'off'}")
+        lines.append(
+            f"seed:       {repro.get('seed')}, op determinism {'on' if repro.get('op_determinism') else 'off'}"
+        )
     timing = rec.get("timing", {})
     lines.append("timing:     " + ", ".join(f"{k[:-2]} {v:.3f} s" for k, v in timing.items() if k.endswith("_s")))
     files = sorted(p.name for p in folder.iterdir() if p.is_file())
@@ -123,9 +136,9 @@ def run_detail(folder: Path) -> str:
 
 def sweep_detail(folder: Path) -> str:
     """A sweep's summary table (rebuilt from its jobs' logs, so it is current)."""
-    from runner import sweep
+    from runner.sweep import summary
 
-    text = sweep.table(sweep.collect(folder))
+    text = summary.table(summary.collect(folder))
     counts = progress.counts(folder)
     if counts:  # a sweep still running (or killed): how far it got
         text += f"\nprogress: {counts['done']}/{counts['total'] or '?'} jobs finished, {counts['failed']} failed"
@@ -134,7 +147,13 @@ def sweep_detail(folder: Path) -> str:
 
 def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m runner.report", description=__doc__.split("\n\n")[0])
-    parser.add_argument("path", nargs="?", type=Path, default=Path("outputs"), help="a folder of runs (default: outputs), a run or a sweep")
+    parser.add_argument(
+        "path",
+        nargs="?",
+        type=Path,
+        default=Path("outputs"),
+        help="a folder of runs (default: outputs), a run or a sweep",
+    )
     args = parser.parse_args(argv)
     path: Path = args.path
     if (path / runlog.RESULTS_FILE).is_file():

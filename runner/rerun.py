@@ -16,11 +16,11 @@ import json
 import shutil
 import sys
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple, cast
 
 import numpy as np
 
-from runner import runlog
+from runner.record import runlog
 
 RERUN_DIR = ".rerun"
 
@@ -80,11 +80,12 @@ def rerun(run_dir: Path, rtol: float = 0.0, atol: float = 0.0) -> Tuple[int, Lis
     """Run `run_dir` again; return the exit code and the report's lines."""
     from omegaconf import OmegaConf
 
-    from runner import folders, job
+    from runner import job
+    from runner.sweep import folders
 
     folders.register()
     old = json.loads((run_dir / runlog.RESULTS_FILE).read_text())
-    cfg = OmegaConf.to_container(OmegaConf.load(run_dir / ".hydra" / "config.yaml"), resolve=True)
+    cfg = cast(Dict[str, Any], OmegaConf.to_container(OmegaConf.load(run_dir / ".hydra" / "config.yaml"), resolve=True))
     cfg["resume"] = None
     # the numbers are what is compared; no need to redraw the pictures
     cfg["log"] = {**(cfg.get("log") or {}), "tensorboard": False, "plots": False}
@@ -102,7 +103,9 @@ def rerun(run_dir: Path, rtol: float = 0.0, atol: float = 0.0) -> Tuple[int, Lis
     ]:
         same = want == got
         failed |= not same
-        lines.append(f"  {label:<24} {'identical' if same else 'MISMATCH'}" + ("" if same else f": logged {want!r}, now {got!r}"))
+        lines.append(
+            f"  {label:<24} {'identical' if same else 'MISMATCH'}" + ("" if same else f": logged {want!r}, now {got!r}")
+        )
     old_items, new_items = items(run_dir, old), items(out_dir, new)
     for label in dict.fromkeys([*old_items, *new_items]):
         if label not in old_items or label not in new_items:
@@ -111,7 +114,11 @@ def rerun(run_dir: Path, rtol: float = 0.0, atol: float = 0.0) -> Tuple[int, Lis
             continue
         verdict, diff = compare(old_items[label], new_items[label], rtol, atol)
         failed |= verdict == "MISMATCH"
-        detail = "" if verdict == "identical" or diff is None else f" (largest |difference| {diff:.3g}; rtol {rtol:g}, atol {atol:g})"
+        detail = (
+            ""
+            if verdict == "identical" or diff is None
+            else f" (largest |difference| {diff:.3g}; rtol {rtol:g}, atol {atol:g})"
+        )
         lines.append(f"  {label:<24} {verdict}{detail}")
     for key in ("python", "tensorflow", "numpy", "platform", "cpu"):
         was, now = old.get("environment", {}).get(key), new.get("environment", {}).get(key)

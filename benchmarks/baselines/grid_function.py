@@ -32,7 +32,13 @@ def chain_rule(x):
 def run(n: int, out_dir: str) -> None:
     x = tf.linspace(0.0, 1.0, n)
     y, z, dy_dx, dz_dx = chain_rule(x)
-    arrays = {"values/x": x.numpy(), "values/y": y.numpy(), "values/z": z.numpy(), "derivatives/dy/dx": dy_dx.numpy(), "derivatives/dz/dx": dz_dx.numpy()}
+    arrays = {
+        "values/x": x.numpy(),
+        "values/y": y.numpy(),
+        "values/z": z.numpy(),
+        "derivatives/dy/dx": dy_dx.numpy(),
+        "derivatives/dz/dx": dz_dx.numpy(),
+    }
     os.makedirs(out_dir, exist_ok=True)
     np.savez(os.path.join(out_dir, "arrays.npz"), **arrays)
     record = {"status": "ok", "arrays": {k: {"shape": list(v.shape), "dtype": str(v.dtype)} for k, v in arrays.items()}}

@@ -25,9 +25,21 @@ def main(out_dir: str) -> None:
         "experiment": "seed_cubic",
         "status": "ok",
         "values": {"x": float(x.numpy()), "y": float(y.numpy())},
-        "derivatives": [{"name": "dy/dx", "kind": "gradient", "target": "y", "sources": ["x"], "order": 1, "value": float(dy_dx.numpy())}],
+        "derivatives": [
+            {
+                "name": "dy/dx",
+                "kind": "gradient",
+                "target": "y",
+                "sources": ["x"],
+                "order": 1,
+                "value": float(dy_dx.numpy()),
+            }
+        ],
         "error": None,
-        "expect": {"declared": {"derivatives": {"dy/dx": 75.0}}, "met": abs(float(dy_dx.numpy()) - 75.0) <= 1e-6 + 1e-6 * 75.0},
+        "expect": {
+            "declared": {"derivatives": {"dy/dx": 75.0}},
+            "met": abs(float(dy_dx.numpy()) - 75.0) <= 1e-6 + 1e-6 * 75.0,
+        },
     }
     os.makedirs(out_dir, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=out_dir, suffix=".tmp")

@@ -19,14 +19,14 @@ import re
 import sys
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple, cast
 
 from hydra._internal.config_loader_impl import ConfigLoaderImpl, get_overrides_dirname
+from hydra.core.config_loader import ConfigLoader
 from hydra.core.object_type import ObjectType
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import Override, OverrideType, ValueType
 from hydra.errors import ConfigCompositionException
-from hydra.core.config_loader import ConfigLoader
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 from omegaconf.errors import OmegaConfBaseException
 
@@ -88,12 +88,14 @@ class Template:
 
     def undoable(self, job: "JobOverrides") -> bool:
         """Whether `undo` can set back everything the job's overrides change: scalars only."""
-        return job.scalar and all(found and _is_scalar(v) for found, v in (self.raw(o.key_or_group) for o in job.values))
+        return job.scalar and all(
+            found and _is_scalar(v) for found, v in (self.raw(o.key_or_group) for o in job.values)
+        )
 
     def raw(self, key: str) -> Tuple[bool, Any]:
         """(found, value) of a dotted key in the unresolved task config (interpolations as text)."""
         if self._raw is None:
-            self._raw = OmegaConf.to_container(self.task, resolve=False)
+            self._raw = cast(Dict[str, Any], OmegaConf.to_container(self.task, resolve=False))
         node: Any = self._raw
         for part in key.split("."):
             if isinstance(node, dict) and part in node:
@@ -147,7 +149,7 @@ class Composer:
                 values.append(o)
                 scalar = scalar and o.type == OverrideType.CHANGE and o.package is None and _is_scalar(value)
             else:
-                groups.append(o.input_line)
+                groups.append(str(o.input_line))
         return JobOverrides(list(lines), tuple(groups), values, scalar, parsed)
 
     def parse(self, lines: Sequence[str]) -> List[Override]:
@@ -232,7 +234,9 @@ def _check_scalars(template: Template, job: JobOverrides) -> None:
 _KEY = r"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*"
 _UINT = r"(?:0|[1-9][0-9]*)"
 _INT_LINE = re.compile(rf"({_KEY})=([+-]?{_UINT})\Z")
-_FLOAT_LINE = re.compile(rf"({_KEY})=([+-]?(?:(?:{_UINT}?\.[0-9]+|{_UINT}\.)(?:[eE][+-]?[0-9]+)?|{_UINT}[eE][+-]?[0-9]+))\Z")
+_FLOAT_LINE = re.compile(
+    rf"({_KEY})=([+-]?(?:(?:{_UINT}?\.[0-9]+|{_UINT}\.)(?:[eE][+-]?[0-9]+)?|{_UINT}[eE][+-]?[0-9]+))\Z"
+)
 
 
 def _number_override(line: str) -> Optional[Override]:
@@ -247,7 +251,12 @@ def _number_override(line: str) -> Optional[Override]:
             return None
         value = float(match.group(2))
     return Override(
-        type=OverrideType.CHANGE, key_or_group=match.group(1), value_type=ValueType.ELEMENT, _value=value, package=None, input_line=line
+        type=OverrideType.CHANGE,
+        key_or_group=match.group(1),
+        value_type=ValueType.ELEMENT,
+        _value=value,
+        package=None,
+        input_line=line,
     )
 
 

@@ -15,10 +15,10 @@ import copy
 import logging
 import os
 import re
-from pathlib import Path
 from dataclasses import dataclass
 from enum import Enum
-from typing import TYPE_CHECKING, Any, Callable, List, Optional, Sequence, Tuple
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence, Tuple, cast
 
 from hydra import version
 from hydra.core.hydra_config import HydraConfig
@@ -43,7 +43,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-def launch(launcher: "RunnerLauncher", job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
+def launch(
+    launcher: "RunnerLauncher", job_overrides: Sequence[Sequence[str]], initial_job_idx: int
+) -> Sequence[JobReturn]:
     """Run each job in this process, in order, as Hydra's BasicLauncher does."""
     setup_globals()
     config, context, task = launcher.config, launcher.hydra_context, launcher.task_function
@@ -54,7 +56,11 @@ def launch(launcher: "RunnerLauncher", job_overrides: Sequence[Sequence[str]], i
     composer = _compose.composer_for(context.config_loader, config)
     live: Optional[LiveConfig] = None
     runs: List[JobReturn] = []
-    hydra_logging = OmegaConf.to_container(config.hydra.hydra_logging, resolve=True) if config.hydra.hydra_logging is not None else None
+    hydra_logging = (
+        cast(Dict[str, Any], OmegaConf.to_container(config.hydra.hydra_logging, resolve=True))
+        if config.hydra.hydra_logging is not None
+        else None
+    )
     verbose = config.hydra.verbose
     for idx, overrides in enumerate(job_overrides):
         idx = initial_job_idx + idx
@@ -107,7 +113,9 @@ class LiveConfig:
         self.view.__dict__["_content"]["hydra"] = self.full._get_node("hydra")
         self.job_logging = _logging.JobLogging(self.full)
         self.verbose = self.full.hydra.verbose
-        self.hydra_yaml = _hydra_yaml.HydraYaml(OmegaConf.to_container(self.view, resolve=False, enum_to_str=True))
+        self.hydra_yaml = _hydra_yaml.HydraYaml(
+            cast(Dict[str, Any], OmegaConf.to_container(self.view, resolve=False, enum_to_str=True))
+        )
         self.applied: Optional[_compose.JobOverrides] = None
         sweep = self.full.hydra.sweep
         self._fixed_dir = _resolves_alike(sweep._get_node("dir")._value())
@@ -196,10 +204,11 @@ class LazyJobReturn(JobReturn):
         super().__init__()
         self._snapshot: Optional[Callable[[], DictConfig]] = snapshot
 
-    @property  # type: ignore[override]
+    @property
     def hydra_cfg(self) -> Optional[DictConfig]:
-        if self.__dict__.get("_hydra_cfg") is None and self.__dict__.get("_snapshot") is not None:
-            self.__dict__["_hydra_cfg"] = self._snapshot()
+        snapshot = self.__dict__.get("_snapshot")
+        if self.__dict__.get("_hydra_cfg") is None and snapshot is not None:
+            self.__dict__["_hydra_cfg"] = snapshot()
         return self.__dict__.get("_hydra_cfg")
 
     @hydra_cfg.setter
@@ -208,7 +217,15 @@ class LazyJobReturn(JobReturn):
 
     def __reduce__(self) -> tuple:
         """Pickled (and deep-copied) as the plain JobReturn it stands for, snapshot made now."""
-        fields = (self.overrides, self.cfg, self.hydra_cfg, self.working_dir, self.task_name, self.status, self._return_value)
+        fields = (
+            self.overrides,
+            self.cfg,
+            self.hydra_cfg,
+            self.working_dir,
+            self.task_name,
+            self.status,
+            self._return_value,
+        )
         return (JobReturn, fields)
 
 
@@ -242,7 +259,9 @@ def _container_value(cfg: DictConfig, path: Tuple[str, ...]) -> Any:
     return value.name if isinstance(value, Enum) else value
 
 
-def _run_live(launcher: "RunnerLauncher", composer: _compose.Composer, live: LiveConfig, job: _compose.JobOverrides, idx: int) -> JobReturn:
+def _run_live(
+    launcher: "RunnerLauncher", composer: _compose.Composer, live: LiveConfig, job: _compose.JobOverrides, idx: int
+) -> JobReturn:
     """`hydra.core.utils.run_job` for one job, step for step, on the live config."""
     context, task_function = launcher.hydra_context, launcher.task_function
     assert context is not None and task_function is not None

@@ -40,7 +40,9 @@ PER_JOB: Tuple[KeyPath, ...] = (
 
 def dump(container: Any) -> str:
     """`OmegaConf.to_yaml` of an already converted container (its own yaml.dump call)."""
-    return yaml.dump(container, default_flow_style=False, allow_unicode=True, sort_keys=False, Dumper=get_omega_conf_dumper())
+    return yaml.dump(
+        container, default_flow_style=False, allow_unicode=True, sort_keys=False, Dumper=get_omega_conf_dumper()
+    )
 
 
 class SplicedYaml:

@@ -7,14 +7,14 @@ here in code: config text chooses among its entries, never reaches past them.
 
 from __future__ import annotations
 
-from typing import Callable, Dict
+from typing import Any, Callable, Dict
 
 import tensorflow as tf
 
-from runner import expression as ex
+from runner.language import expression as ex
 
 Env = Dict[str, tf.Tensor]
-Evaluator = Callable[[Env], object]
+Evaluator = Callable[[Env], Any]
 
 TF_FUNCTIONS: Dict[str, Callable] = {
     "sin": tf.math.sin,
@@ -117,7 +117,7 @@ class _Lowerer:
             return self._call(node)
         raise TypeError(f"not an expression node: {node!r}")  # unreachable for parsed trees
 
-    def _negate(self, v: object) -> object:
+    def _negate(self, v: Any) -> Any:
         return -self.literal(v) if _is_number(v) else -v
 
     def _binary(self, op: Callable, left: Evaluator, right: Evaluator) -> Evaluator:

@@ -21,13 +21,15 @@ from tensorboard.plugins.histogram import summary_v2 as histogram
 from tensorboard.plugins.hparams import summary_v2 as hparams
 from tensorboard.summary.writer.event_file_writer import EventFileWriter
 
-from runner.artifacts import parse_overrides
+from runner.config.overrides import parse_overrides
 
 # Overrides that say how to run, not what: not hyper-parameters.
 _NOT_HPARAMS = ("hydra", "resume", "log")
 
 
-def write(folder: Path, values: Dict[str, Any], derivatives: List[Tuple[str, Any]], overrides: List[str]) -> Dict[str, Any]:
+def write(
+    folder: Path, values: Dict[str, Any], derivatives: List[Tuple[str, Any]], overrides: List[str]
+) -> Dict[str, Any]:
     """Write one event file into `folder`; return its name and the tags written."""
     summary: List[summary_pb2.Summary.Value] = []
     tags: List[str] = []

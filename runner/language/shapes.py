@@ -20,11 +20,11 @@ from __future__ import annotations
 
 from typing import Dict, Iterable, Mapping, Tuple
 
-from runner import expression as ex
+from runner.language import expression as ex
 
 Shape = Tuple[int, ...]
 
-# Largest tensor any step may produce (the same bound as a point's, runner.points).
+# Largest tensor any step may produce (the same bound as a point's, runner.config.points).
 MAX_STEP_ELEMENTS = 2**27
 # Largest memory estimate a job may have: 4 GiB.
 MAX_JOB_BYTES = 2**32
@@ -100,7 +100,9 @@ class _Inference:
         out = broadcast(shapes)
         if out is None:
             listed = " and ".join(show(s) for s in shapes)
-            raise self.fail(f"shapes {listed} do not broadcast in {what!r} (sizes must be equal or 1, aligned from the right)", node)
+            raise self.fail(
+                f"shapes {listed} do not broadcast in {what!r} (sizes must be equal or 1, aligned from the right)", node
+            )
         return out
 
     def matmul(self, node: ex.Expr, a: Shape, b: Shape) -> Shape:
@@ -111,10 +113,14 @@ class _Inference:
                 node,
             )
         if a[-1] != b[-2]:
-            raise self.fail(f"matrix product of shapes {show(a)} and {show(b)}: inner sizes {a[-1]} and {b[-2]} differ", node)
+            raise self.fail(
+                f"matrix product of shapes {show(a)} and {show(b)}: inner sizes {a[-1]} and {b[-2]} differ", node
+            )
         batch = broadcast([a[:-2], b[:-2]])
         if batch is None:
-            raise self.fail(f"matrix product of shapes {show(a)} and {show(b)}: batch dimensions do not broadcast", node)
+            raise self.fail(
+                f"matrix product of shapes {show(a)} and {show(b)}: batch dimensions do not broadcast", node
+            )
         return batch + (a[-2], b[-1])
 
     def call(self, node: ex.Call) -> Shape:
@@ -130,7 +136,9 @@ class _Inference:
             if node.axis is None:
                 return ()
             if not -len(shape) <= node.axis < len(shape):
-                raise self.fail(f"{node.func}: axis {node.axis} is out of range for shape {show(shape)} (rank {len(shape)})", node)
+                raise self.fail(
+                    f"{node.func}: axis {node.axis} is out of range for shape {show(shape)} (rank {len(shape)})", node
+                )
             axis = node.axis % len(shape)
             return shape[:axis] + shape[axis + 1 :]
         if node.func in _SHAPE_KEEPING_CALLS:
@@ -182,10 +190,12 @@ def step_shapes(steps: Iterable[Tuple[str, str, ex.Expr]], inputs: Mapping[str, 
 _ITEMSIZE = {"float16": 2, "bfloat16": 2, "float32": 4, "int32": 4, "float64": 8, "int64": 8}
 
 
-def check_job(steps: Iterable, point_shapes: Mapping[str, Shape], dtypes: Iterable[str], requests: int) -> Dict[str, Shape]:
+def check_job(
+    steps: Iterable, point_shapes: Mapping[str, Shape], dtypes: Iterable[str], requests: int
+) -> Dict[str, Shape]:
     """Refuse, as a `ConfigError`, a job whose shapes do not fit or whose memory is too large.
 
-    `steps` are `runner.spec.StepSpec`s; returns every input's and step's shape.
+    `steps` are `runner.config.spec.StepSpec`s; returns every input's and step's shape.
     """
     from runner.errors import ConfigError
 

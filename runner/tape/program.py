@@ -39,9 +39,10 @@ import numpy as np
 import tensorflow as tf
 from tensorflow.python.platform import tf_logging  # home of log_first_n's counters
 
-from runner import points
-from runner.lowering import lower
-from runner.spec import JobSpec, RequestSpec
+from runner.config import points
+from runner.config.spec import JobSpec, RequestSpec
+from runner.language.lowering import lower
+from runner.tape.forward import StepFailed, run_steps
 
 _UNCONNECTED = {"none": tf.UnconnectedGradients.NONE, "zero": tf.UnconnectedGradients.ZERO}
 
@@ -103,8 +104,10 @@ def evaluate(spec: JobSpec, point: Dict[str, np.ndarray], dtype: Optional[str] =
     for inp in spec.inputs:
         d = dtype if (dtype and inp.is_float) else inp.dtype
         env[inp.name] = tf.constant(point[inp.name], dtype=d)
-    for step in spec.steps:
-        env[step.name] = lower(step.expr, constants)(env)
+    try:
+        run_steps(spec.steps, {s.name: lower(s.expr, constants) for s in spec.steps}, env)
+    except StepFailed as failed:
+        raise failed.error from None
     return {name: _numpy(v) for name, v in env.items()}
 
 
@@ -215,7 +218,9 @@ class _Compiled:
     def __call__(self, spec: JobSpec) -> Tuple[Dict[str, Any], List[Any]]:
         for name, var in self.variables.items():
             var.assign(spec.point[name])
-        constants = {i.name: tf.constant(spec.point[i.name], dtype=i.dtype) for i in spec.inputs if i.kind == "constant"}
+        constants = {
+            i.name: tf.constant(spec.point[i.name], dtype=i.dtype) for i in spec.inputs if i.kind == "constant"
+        }
         return self.function(constants)
 
 
@@ -239,9 +244,7 @@ def _program(spec: JobSpec, evaluators: Dict[str, Any], env: Dict[str, Any], clo
     """
     now = clock or (lambda: 0.0)
     t0 = now()
-    stop = set(spec.tape.stop_recording)
     failure: Optional[Failure] = None
-    current = None
     try:
         with tf.GradientTape(
             persistent=spec.tape.persistent,
@@ -249,15 +252,11 @@ def _program(spec: JobSpec, evaluators: Dict[str, Any], env: Dict[str, Any], clo
         ) as tape:
             for name in spec.tape.watch:
                 tape.watch(env[name])
-            for step in spec.steps:
-                current = step.name
-                if step.name in stop:
-                    with tape.stop_recording():
-                        env[step.name] = evaluators[step.name](env)
-                else:
-                    env[step.name] = evaluators[step.name](env)
-    except Exception as err:  # TensorFlow's own errors: shapes, dtypes, ...
-        failure = Failure(type(err).__name__, _message(err), step=current)
+            run_steps(spec.steps, evaluators, env, paused=spec.tape.stop_recording, pause=tape.stop_recording)
+    except StepFailed as failed:  # TensorFlow's own errors: shapes, dtypes, ...
+        failure = Failure(type(failed.error).__name__, _message(failed.error), step=failed.step)
+    except Exception as err:
+        failure = Failure(type(err).__name__, _message(err))
     watched = [name for name, v in env.items() if any(v is w for w in tape.watched_variables())]
     seconds = {"forward": now() - t0}
     derivatives: List[Tuple[RequestSpec, Any, Optional[float]]] = []
@@ -268,7 +267,8 @@ def _program(spec: JobSpec, evaluators: Dict[str, Any], env: Dict[str, Any], clo
             try:
                 value = _recomputed(spec, evaluators, env, req) if req.recomputes else _first_order(tape, req, env)
             except Exception as err:
-                failure = Failure(type(err).__name__, _message(err), derivative=req.name)
+                cause = err.error if isinstance(err, StepFailed) else err
+                failure = Failure(type(cause).__name__, _message(cause), derivative=req.name)
                 break
             derivatives.append((req, value, now() - r0 if clock else None))
         seconds["derivatives"] = now() - t1
@@ -283,7 +283,9 @@ def _first_order(tape: tf.GradientTape, req: RequestSpec, env: Dict[str, Any]) -
     if req.kind == "gradient":
         output_gradients = None
         if req.output_gradients is not None:
-            output_gradients = tf.constant(points.evaluate("output_gradients", req.output_gradients), dtype=target.dtype)
+            output_gradients = tf.constant(
+                points.evaluate("output_gradients", req.output_gradients), dtype=target.dtype
+            )
         grads = tape.gradient(target, sources, output_gradients=output_gradients, unconnected_gradients=unconnected)
     elif req.kind == "jacobian":
         grads = tape.jacobian(target, sources, **_jacobian_options(req))
@@ -317,16 +319,12 @@ def _recomputed(spec: JobSpec, evaluators: Dict[str, Any], env: Dict[str, Any], 
     """
     sources = {s: env[s] for s in req.sources}
 
+    # steps under stop_recording keep their first-pass values; sources are held as given
+    fixed = {**{s: env[s] for s in spec.tape.stop_recording}, **sources}
+
     def forward() -> Any:
         e: Dict[str, Any] = {i.name: sources.get(i.name, env[i.name]) for i in spec.inputs}
-        for step in spec.steps:
-            if step.name in sources:
-                e[step.name] = sources[step.name]
-            elif step.name in spec.tape.stop_recording:
-                e[step.name] = env[step.name]
-            else:
-                e[step.name] = evaluators[step.name](e)
-        return e[req.target]
+        return run_steps(spec.steps, evaluators, e, fixed=fixed)[req.target]
 
     if req.kind == "gradient":
         return _nth_gradient(forward, sources[req.sources[0]], req.order, _UNCONNECTED[req.unconnected])

@@ -12,7 +12,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from runner.artifacts import parse_overrides
+from runner.config.overrides import parse_overrides
 
 RUN_PLOT = "plot.png"
 SWEEP_PLOT = "sweep_plot.png"
@@ -20,8 +20,8 @@ SWEEP_PLOT = "sweep_plot.png"
 
 def grid_input(inputs: Sequence[str], values: Dict[str, Any]) -> Optional[str]:
     """The one input that is a 1-D grid (several elements, every other input a scalar)."""
-    grids = [n for n in inputs if np.ndim(values.get(n)) == 1 and np.size(values[n]) > 1]
-    scalars = [n for n in inputs if np.size(values.get(n)) == 1]
+    grids = [n for n in inputs if np.ndim(values.get(n, 0)) == 1 and np.size(values[n]) > 1]
+    scalars = [n for n in inputs if np.size(values.get(n, 0)) == 1]  # a missing value counts as a scalar
     if len(grids) == 1 and len(grids) + len(scalars) == len(inputs):
         return grids[0]
     return None
@@ -30,7 +30,9 @@ def grid_input(inputs: Sequence[str], values: Dict[str, Any]) -> Optional[str]:
 MAX_PLOTTED_POINTS = 4000  # evenly spaced along the grid
 
 
-def run_plot(folder: Path, title: str, inputs: Sequence[str], values: Dict[str, Any], derivatives: List[Tuple[str, Any]]) -> Optional[str]:
+def run_plot(
+    folder: Path, title: str, inputs: Sequence[str], values: Dict[str, Any], derivatives: List[Tuple[str, Any]]
+) -> Optional[str]:
     """For a run over a 1-D grid: the steps (top) and the derivatives (bottom) against it.
 
     Returns the file name, or None when the run is not over a grid (nothing is imported).
@@ -42,7 +44,7 @@ def run_plot(folder: Path, title: str, inputs: Sequence[str], values: Dict[str, 
     steps = [(n, v) for n, v in values.items() if n not in inputs and np.shape(v) == x.shape]
     curves = []
     for name, v in derivatives:
-        for label, part in (v.items() if isinstance(v, dict) else [(None, v)]):
+        for label, part in v.items() if isinstance(v, dict) else [(None, v)]:
             if part is not None and np.shape(part) == x.shape:
                 curves.append((name if label is None else f"{name} [{label}]", part))
     if not steps and not curves:
@@ -72,7 +74,9 @@ def sweep_plot(sweep_dir: Path, rows: List[Dict[str, Any]]) -> Optional[str]:
     """
     params = [parse_overrides(r["overrides"]) for r in rows]
     varying = [k for k in dict.fromkeys(k for p in params for k in p) if len({repr(p.get(k)) for p in params}) > 1]
-    numeric = [k for k in varying if all(isinstance(p.get(k), (int, float)) and not isinstance(p.get(k), bool) for p in params)]
+    numeric = [
+        k for k in varying if all(isinstance(p.get(k), (int, float)) and not isinstance(p.get(k), bool) for p in params)
+    ]
     if not numeric:
         return None
     x_key = numeric[0]

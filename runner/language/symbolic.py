@@ -1,6 +1,6 @@
 """Lower a parsed expression to SymPy, node by node, for exact derivatives.
 
-The same typed tree that :mod:`runner.lowering` turns into TensorFlow ops is turned here
+The same typed tree that :mod:`runner.language.lowering` turns into TensorFlow ops is turned here
 into a SymPy expression, through `sympy_functions()`, a table written in code. No string
 ever reaches SymPy's parser (`sympify`/`parse_expr` evaluate Python): every node is built
 by calling a SymPy constructor on already-built children.
@@ -22,7 +22,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Mapping, Tuple
 
-from runner import expression as ex
+from runner.language import expression as ex
 
 # Functions of the language that act on each element on its own.
 ELEMENTWISE = frozenset(

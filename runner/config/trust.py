@@ -37,10 +37,14 @@ ALLOWED = (
     "launcher.n_jobs",
 )
 # Callbacks a config file may name: the runner's own (a copy of conf/config.yaml names it).
-SAFE_CALLBACKS = ("runner.sweep.SweepSummary", "runner.progress.Progress")
+SAFE_CALLBACKS = ("runner.sweep.summary.SweepSummary", "runner.sweep.progress.Progress")
 MAX_FILES = 2000  # a config folder larger than this is not a config folder
 
 _PACKAGE = re.compile(r"^\s*#\s*@package\s+(\S+)", re.MULTILINE)
+
+
+# the `runner` package: Hydra resolves --config-path against runner/cli.py's folder
+_RUNNER_DIR = Path(__file__).resolve().parents[1]
 
 
 def config_folders(argv: List[str]) -> List[Path]:
@@ -53,11 +57,10 @@ def config_folders(argv: List[str]) -> List[Path]:
             if value is not None:
                 found.append(Path(value).expanduser())
                 if flag in ("--config-path", "-cp"):  # Hydra reads it relative to runner/cli.py
-                    found.append(Path(__file__).resolve().parent / value)
+                    found.append(_RUNNER_DIR / value)
         if arg.lstrip("+").startswith("hydra.searchpath="):
             found += [Path(f) for f in re.findall(r"file://([^,\]\s'\"]+)", arg)]
-    here = Path(__file__).resolve().parent
-    shipped = {(here / "conf").resolve(), (here.parent / "conf").resolve()}  # wheel, checkout
+    shipped = {(_RUNNER_DIR / "conf").resolve(), (_RUNNER_DIR.parent / "conf").resolve()}  # wheel, checkout
     unique = list(dict.fromkeys(found))  # an absolute --config-path is found twice
     return [f for f in unique if f.is_dir() and f.resolve() not in shipped]
 
@@ -90,8 +93,11 @@ def check_folder(folder: Path) -> None:
 
 def _check_file(path: Path, rel: Path) -> None:
     if rel.parts[0] == "hydra":
-        raise ConfigError(str(path), "a config folder may not add configs to Hydra's own groups (hydra/...); "
-                          "choose an installed one on the command line, e.g. hydra/launcher=joblib")
+        raise ConfigError(
+            str(path),
+            "a config folder may not add configs to Hydra's own groups (hydra/...); "
+            "choose an installed one on the command line, e.g. hydra/launcher=joblib",
+        )
     text = path.read_text(errors="replace")
     header = _PACKAGE.search(text)
     if header and header.group(1).removeprefix("_global_.").split(".")[0] == "hydra":

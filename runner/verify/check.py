@@ -2,11 +2,11 @@
 
 For each completed request the verifier computes a float64 *reference* and compares:
 
-- `symbolic`: the step expressions lowered to SymPy (:mod:`runner.symbolic`) and
+- `symbolic`: the step expressions lowered to SymPy (:mod:`runner.language.symbolic`) and
   differentiated exactly, then evaluated at the point. Used for every kind whose target is
   built from elementwise operations only (any broadcasting; `order` > 1 for gradients).
 - `finite_difference`: central differences of the same program, re-run in float64 by
-  TensorFlow (:mod:`runner.finite_differences`). Works for every kind, matmul and
+  TensorFlow (:mod:`runner.verify.finite_differences`). Works for every kind, matmul and
   reductions included.
 
 `verify: auto` takes the symbolic check where it applies and finite differences elsewhere;
@@ -34,9 +34,17 @@ from typing import Any, Dict, List, Mapping, Optional, Set, Tuple
 
 import numpy as np
 
-from runner import expression as ex
-from runner.finite_differences import Forward, Reference, Unverifiable, batch_diagonal, fd_reference, tangent, weights
-from runner.spec import JobSpec, RequestSpec
+from runner.config.spec import JobSpec, RequestSpec
+from runner.language import expression as ex
+from runner.verify.finite_differences import (
+    Forward,
+    Reference,
+    Unverifiable,
+    batch_diagonal,
+    fd_reference,
+    tangent,
+    weights,
+)
 
 # rtol by the dtype TensorFlow computed in (float64 reference, so this is TF's own rounding).
 DTYPE_RTOL = {"float64": 1e-8, "float32": 1e-4, "float16": 1e-2, "bfloat16": 5e-2}
@@ -111,7 +119,7 @@ def _cone(spec: JobSpec, target: str) -> List[ex.Expr]:
 
 def symbolic_applies(spec: JobSpec, req: RequestSpec, fwd: Forward) -> Optional[str]:
     """None when the symbolic check applies to `req`, else why it does not."""
-    from runner import symbolic
+    from runner.language import symbolic
 
     if req.kind not in ("gradient", "hessian", "hvp") and req.order != 1:
         return f"kind {req.kind} with order {req.order} is checked by finite differences"
@@ -177,7 +185,9 @@ def _expand_jacobian(d: np.ndarray, s_shape: Tuple[int, ...]) -> np.ndarray:
     return jac
 
 
-def symbolic_reference(spec: JobSpec, req: RequestSpec, source: str, fwd: Forward, sources: Optional[Tuple[str, ...]] = None) -> Reference:
+def symbolic_reference(
+    spec: JobSpec, req: RequestSpec, source: str, fwd: Forward, sources: Optional[Tuple[str, ...]] = None
+) -> Reference:
     """The derivative `req` asks for, by SymPy, evaluated elementwise at the point.
 
     An elementwise target's element i depends on one element of each source, so every
@@ -188,7 +198,7 @@ def symbolic_reference(spec: JobSpec, req: RequestSpec, source: str, fwd: Forwar
     """
     import sympy as sp
 
-    from runner import symbolic
+    from runner.language import symbolic
 
     moving = tuple(sources or (source,))
     values: Dict[Any, np.ndarray] = {}
@@ -248,7 +258,9 @@ def symbolic_reference(spec: JobSpec, req: RequestSpec, source: str, fwd: Forwar
     if kind == "jacobian":
         return Reference(_expand_jacobian(pointwise[("d", source)], s_shape), "symbolic")
     if kind == "batch_jacobian":
-        return Reference(batch_diagonal(_expand_jacobian(pointwise[("d", source)], s_shape), shape, s_shape), "symbolic")
+        return Reference(
+            batch_diagonal(_expand_jacobian(pointwise[("d", source)], s_shape), shape, s_shape), "symbolic"
+        )
     if kind == "hessian":
         diag = _unbroadcast(pointwise["d2"], s_shape).ravel()
         return Reference(np.diag(diag).reshape(tuple(s_shape) * 2), "symbolic")
@@ -257,7 +269,9 @@ def symbolic_reference(spec: JobSpec, req: RequestSpec, source: str, fwd: Forwar
         return Reference(sum(pointwise[("d", s)] * tangents[s] for s in moving), "symbolic")
     # hvp: for the first moving source (the only one unless combined)
     a = moving[0]
-    return Reference(_unbroadcast(sum(pointwise[("d2", a, b)] * tangents[b] for b in moving), fwd.base[a].shape), "symbolic")
+    return Reference(
+        _unbroadcast(sum(pointwise[("d2", a, b)] * tangents[b] for b in moving), fwd.base[a].shape), "symbolic"
+    )
 
 
 # ---- comparison --------------------------------------------------------------------------
@@ -276,9 +290,16 @@ def compare(got: Any, ref: Reference, req: RequestSpec) -> Dict[str, Any]:
     if got is None or ref.value is None:
         rec.update(max_abs_error=None, max_rel_error=None, tolerance=None)
         if got is None and ref.value is None:
-            rec.update(max_abs_error=0.0, max_rel_error=0.0, passed=True, note=f"TensorFlow gives None: {ref.note or 'no path'}")
+            rec.update(
+                max_abs_error=0.0,
+                max_rel_error=0.0,
+                passed=True,
+                note=f"TensorFlow gives None: {ref.note or 'no path'}",
+            )
         elif got is None:
-            rec.update(passed=False, reason="TensorFlow gives None, but the tape records a path from the source to the target")
+            rec.update(
+                passed=False, reason="TensorFlow gives None, but the tape records a path from the source to the target"
+            )
         else:
             rec.update(passed=False, reason=f"TensorFlow gives a value, but {ref.note or 'the tape records no path'}")
         return rec
@@ -286,8 +307,13 @@ def compare(got: Any, ref: Reference, req: RequestSpec) -> Dict[str, Any]:
     r = np.asarray(ref.value, dtype=np.float64)
     rtol = max(_dtype_rtol(g), METHOD_RTOL[method_key])
     if g.shape != r.shape:
-        rec.update(max_abs_error=None, max_rel_error=None, tolerance={"rtol": rtol, "atol": None}, passed=False,
-                   reason=f"shape {list(g.shape)} differs from the reference's {list(r.shape)}")
+        rec.update(
+            max_abs_error=None,
+            max_rel_error=None,
+            tolerance={"rtol": rtol, "atol": None},
+            passed=False,
+            reason=f"shape {list(g.shape)} differs from the reference's {list(r.shape)}",
+        )
         return rec
     g64 = g.astype(np.float64)
     finite_r = r[np.isfinite(r)]
@@ -306,15 +332,21 @@ def compare(got: Any, ref: Reference, req: RequestSpec) -> Dict[str, Any]:
     if ref.kink:
         reasons.append(ref.kink)
     elif not np.isfinite(r).all():
-        reasons.append(f"non-differentiable point: the reference derivative is {_first(r[~np.isfinite(r)])} (TF gives {_first(g64[~np.isfinite(r)])})")
+        reasons.append(
+            f"non-differentiable point: the reference derivative is {_first(r[~np.isfinite(r)])} (TF gives {_first(g64[~np.isfinite(r)])})"
+        )
     if not tf_nan.any() and (np.isfinite(r) & ~np.isfinite(g64)).any():
-        reasons.append(f"TF gradient is {_first(g64[np.isfinite(r) & ~np.isfinite(g64)])} where the reference is finite")
+        reasons.append(
+            f"TF gradient is {_first(g64[np.isfinite(r) & ~np.isfinite(g64)])} where the reference is finite"
+        )
     bad = both & (err > atol + rtol * np.abs(r))
     if bad.any():
         k = np.argmax(np.where(bad, err, -1.0))
         at = np.unravel_index(k, err.shape)
         where = f" at [{', '.join(map(str, at))}]" if err.ndim else ""
-        reasons.append(f"TF gives {g64[at]:.9g}, the reference {r[at]:.9g}{where}: error {err[at]:.3g} > allowed {atol + rtol * abs(r[at]):.3g}")
+        reasons.append(
+            f"TF gives {g64[at]:.9g}, the reference {r[at]:.9g}{where}: error {err[at]:.3g} > allowed {atol + rtol * abs(r[at]):.3g}"
+        )
     rec["passed"] = not reasons
     if reasons:
         rec["reason"] = "; ".join(reasons)
@@ -350,7 +382,11 @@ def _reference(spec: JobSpec, req: RequestSpec, source: str, fwd: Forward, mode:
     if not connected(spec, req.target, source, tracked):
         # the tape's graph decides: None (or zeros), whichever method would have run
         value = None if req.unconnected == "none" else _zeros(req, fwd, source)
-        why = f"the tape does not watch {source}" if source not in tracked else f"the tape records no path from {source} to {req.target}"
+        why = (
+            f"the tape does not watch {source}"
+            if source not in tracked
+            else f"the tape records no path from {source} to {req.target}"
+        )
         return Reference(value, "symbolic" if why_not is None else "finite_difference", note=why)
     note = None
     if mode in ("auto", "symbolic"):
@@ -361,7 +397,11 @@ def _reference(spec: JobSpec, req: RequestSpec, source: str, fwd: Forward, mode:
                 ref = Reference(None, "symbolic", note=f"SymPy could not differentiate ({type(err).__name__})")
             if ref.value is not None:
                 return ref
-            note = f"{ref.note}: finite differences decided whether it is a kink" if "switches" in (ref.note or "") else f"{ref.note}: finite differences used"
+            note = (
+                f"{ref.note}: finite differences decided whether it is a kink"
+                if "switches" in (ref.note or "")
+                else f"{ref.note}: finite differences used"
+            )
         elif mode == "symbolic":
             note = f"symbolic check does not apply ({why_not}): finite differences used"
     ref = fd_reference(fwd, req, (source,), combined=False)
@@ -389,13 +429,16 @@ def check(spec: JobSpec, req: RequestSpec, got: Any, fwd: Forward, tracked: Set[
         if req.kind in ("jvp", "hvp") and not isinstance(got, Mapping) and len(req.sources) > 1:
             # one tensor for all sources: every source moves along its tangent together
             if not any(connected(spec, req.target, s, tracked) for s in req.sources):
-                ref = Reference(None if req.unconnected == "none" else _zeros(req, fwd, req.sources[0]), "finite_difference")
+                ref = Reference(
+                    None if req.unconnected == "none" else _zeros(req, fwd, req.sources[0]), "finite_difference"
+                )
             else:
                 ref = _combined_reference(spec, req, fwd, mode)
             rec = compare(got, ref, req)
         elif isinstance(got, Mapping) or req.several:
             if not isinstance(got, Mapping):
                 raise Unverifiable("several sources, but TensorFlow's value is not a mapping source -> value")
+
             # a hessian by several sources is a mapping source -> source -> block: the
             # diagonal blocks (d2/ds ds) are the ones checked
             def block(s: str) -> Any:
@@ -413,15 +456,25 @@ def check(spec: JobSpec, req: RequestSpec, got: Any, fwd: Forward, tracked: Set[
             why = f"the function is undefined here: {req.target} is {undefined} at this point (in float64)"
             rec.update(passed=False, reason="; ".join(filter(None, [why, rec.get("reason")])))
     except Exception as err:  # a check never crashes a run: it fails, saying why
-        reason = str(err) if isinstance(err, Unverifiable) else f"the check could not run: {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
-        rec = {"method": "finite_difference" if mode == "finite_difference" else mode, "max_abs_error": None, "max_rel_error": None,
-               "tolerance": None, "passed": False, "reason": reason}
+        reason = (
+            str(err)
+            if isinstance(err, Unverifiable)
+            else f"the check could not run: {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
+        )
+        rec = {
+            "method": "finite_difference" if mode == "finite_difference" else mode,
+            "max_abs_error": None,
+            "max_rel_error": None,
+            "tolerance": None,
+            "passed": False,
+            "reason": reason,
+        }
     rec["seconds"] = time.perf_counter() - t0
     return rec
 
 
 def _undefined(value: np.ndarray) -> Optional[str]:
-    """"NaN" or "inf" when some element of the float64 target is not finite, else None."""
+    """ "NaN" or "inf" when some element of the float64 target is not finite, else None."""
     bad = value[~np.isfinite(value)]
     if not bad.size:
         return None
@@ -450,7 +503,9 @@ def _merge(recs: Dict[str, Dict[str, Any]]) -> Dict[str, Any]:
     return out
 
 
-def check_all(spec: JobSpec, values: Mapping[str, Any], derivatives: List[Tuple[RequestSpec, Any]]) -> List[Dict[str, Any]]:
+def check_all(
+    spec: JobSpec, values: Mapping[str, Any], derivatives: List[Tuple[RequestSpec, Any]]
+) -> List[Dict[str, Any]]:
     """A check record per completed derivative, in order; `values` are the run's input values."""
     if spec.verify == "off" or not derivatives:
         return []
@@ -458,8 +513,20 @@ def check_all(spec: JobSpec, values: Mapping[str, Any], derivatives: List[Tuple[
     try:
         fwd = Forward(spec, values)
     except Exception as err:
-        reason = f"the float64 forward pass failed: {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
-        return [{"method": spec.verify, "passed": False, "reason": reason, "max_abs_error": None, "max_rel_error": None,
-                 "tolerance": None, "seconds": time.perf_counter() - t0} for _ in derivatives]
+        reason = (
+            f"the float64 forward pass failed: {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
+        )
+        return [
+            {
+                "method": spec.verify,
+                "passed": False,
+                "reason": reason,
+                "max_abs_error": None,
+                "max_rel_error": None,
+                "tolerance": None,
+                "seconds": time.perf_counter() - t0,
+            }
+            for _ in derivatives
+        ]
     tracked = tracked_names(spec)
     return [check(spec, req, got, fwd, tracked) for req, got in derivatives]

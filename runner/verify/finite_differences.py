@@ -1,6 +1,6 @@
 """Finite differences of the job's own program, re-run by TensorFlow in float64.
 
-`Forward` re-runs the steps (lowered by :mod:`runner.lowering`, as the run did) at any
+`Forward` re-runs the steps (lowered by :mod:`runner.language.lowering`, as the run did) at any
 point, with chosen inputs or steps moved and the tape's held names kept fixed;
 `fd_jacobian` takes central (and one-sided) differences of it, one element at a time;
 `kinks` tells a real kink from a smooth bend; `fd_reference` assembles the derivative a
@@ -16,8 +16,8 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 
 import numpy as np
 
-from runner import expression as ex
-from runner.spec import JobSpec, RequestSpec
+from runner.config.spec import JobSpec, RequestSpec
+from runner.language import expression as ex
 
 # Relative finite-difference steps: innermost level ~ eps**(1/3); outer levels of nested
 # differences (hessian, hvp, order > 1) take larger steps so the inner noise stays small.
@@ -65,7 +65,7 @@ class Forward:
     def __init__(self, spec: JobSpec, point: Mapping[str, Any]):
         import tensorflow as tf
 
-        from runner.lowering import lower
+        from runner.language.lowering import lower
 
         self.tf = tf
         self.spec = spec
@@ -145,10 +145,14 @@ def fd_jacobian(fun: Callable[[np.ndarray], np.ndarray], x0: np.ndarray, level: 
     finite = f0[np.isfinite(f0)]
     scale = float(np.max(np.abs(finite))) if finite.size else 0.0
     noise = 10 * _EPS64 * max(1.0, scale) / float(np.min(steps)) if steps.size else 0.0
-    return Jacobian(central.reshape(shape), forward.reshape(shape), backward.reshape(shape), noise, steps.reshape(x0.shape))
+    return Jacobian(
+        central.reshape(shape), forward.reshape(shape), backward.reshape(shape), noise, steps.reshape(x0.shape)
+    )
 
 
-def kinks(fun: Callable[[np.ndarray], np.ndarray], x0: np.ndarray, jac: Jacobian) -> List[Tuple[Tuple[int, ...], float, float]]:
+def kinks(
+    fun: Callable[[np.ndarray], np.ndarray], x0: np.ndarray, jac: Jacobian
+) -> List[Tuple[Tuple[int, ...], float, float]]:
     """Elements where the left and right slopes differ: (index into f.shape + x.shape, left, right).
 
     A smooth function's one-sided slopes differ by about h * |f''|, which shrinks with the
@@ -254,8 +258,11 @@ def fd_reference(fwd: Forward, req: RequestSpec, sources: Tuple[str, ...], combi
         return Reference(value, "finite_difference", jac.noise, kink)
     if kind == "hessian":
         (source,) = sources
-        grad = lambda s: fd_jacobian(lambda u: np.sum(t_of(source)(u)), s, 0).central  # noqa: E731
-        return Reference(fd_jacobian(grad, base[source], 1).central, "finite_difference", 0.0)
+
+        def first(s: np.ndarray) -> np.ndarray:
+            return fd_jacobian(lambda u: np.sum(t_of(source)(u)), s, 0).central
+
+        return Reference(fd_jacobian(first, base[source], 1).central, "finite_difference", 0.0)
     if kind in ("jvp", "hvp"):
         tangents = {s: tangent(req, s, base[s]) for s in sources}
 
@@ -271,7 +278,8 @@ def fd_reference(fwd: Forward, req: RequestSpec, sources: Tuple[str, ...], combi
         # hvp: the gradient (by differences) moved along the tangents (by differences)
         h = FD_STEPS[1] * scale / vmax
         out = {}
-        for s in ([sources[0]] if combined else sources):
+        for s in [sources[0]] if combined else sources:
+
             def grad(overrides: Dict[str, np.ndarray], s: str = s) -> np.ndarray:
                 return fd_jacobian(lambda u: np.sum(fwd.target(target, {**overrides, s: u})), overrides[s], 0).central
 

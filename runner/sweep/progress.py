@@ -22,8 +22,8 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from runner import folders
-from runner.artifacts import job_overrides
+from runner.config.overrides import job_overrides
+from runner.sweep import folders
 
 PROGRESS_DIR = ".progress"
 
@@ -77,7 +77,11 @@ def counts(sweep_dir: Path) -> Optional[dict]:
     folder = sweep_dir / PROGRESS_DIR
     try:
         plan = json.loads((folder / "plan.json").read_text())
-        return {"done": (folder / "done").stat().st_size, "failed": (folder / "failed").stat().st_size, "total": plan.get("total")}
+        return {
+            "done": (folder / "done").stat().st_size,
+            "failed": (folder / "failed").stat().st_size,
+            "total": plan.get("total"),
+        }
     except (OSError, ValueError):
         return None
 
@@ -124,4 +128,7 @@ class Progress(Callback):
         else:
             outcome = f"FAILED ({type(job_return._return_value).__name__})"
         counts = record(folders.sweep_dir(config), failed=not outcome.startswith("ok"))
-        print(line(counts, str(config.hydra.job.num), " ".join(job_overrides(config.hydra.overrides.task)), outcome), flush=True)
+        print(
+            line(counts, str(config.hydra.job.num), " ".join(job_overrides(config.hydra.overrides.task)), outcome),
+            flush=True,
+        )

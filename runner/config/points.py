@@ -46,7 +46,9 @@ def evaluate_all(key: str, raw: Mapping[str, Any]) -> Dict[str, np.ndarray]:
         else:
             out[name] = evaluate(f"{key}.{name}", value)
     if axes:
-        _check_size(f"{key} (grid of {', '.join(axes)})", int(np.prod([a.size for a in axes.values()], dtype=np.float64)))
+        _check_size(
+            f"{key} (grid of {', '.join(axes)})", int(np.prod([a.size for a in axes.values()], dtype=np.float64))
+        )
         for name, mesh in zip(axes, np.meshgrid(*axes.values(), indexing="ij")):
             out[name] = mesh
     return {name: out[name] for name in raw}
@@ -56,7 +58,9 @@ def evaluate(key: str, value: Any) -> np.ndarray:
     """The array a point entry denotes; `key` (``point.x``) names it in errors."""
     if isinstance(value, Mapping):
         if set(value) == {"grid"}:
-            raise ConfigError(f"{key}.grid", "a grid axis is allowed only as a whole input's point (point.NAME: {grid: ...})")
+            raise ConfigError(
+                f"{key}.grid", "a grid axis is allowed only as a whole input's point (point.NAME: {grid: ...})"
+            )
         return _generate(key, value)
     if isinstance(value, bool) or value is None:
         raise ConfigError(key, f"expected a number, a nested list or a generator, got {value!r}")
@@ -75,8 +79,10 @@ def evaluate(key: str, value: Any) -> np.ndarray:
 
 def _generate(key: str, spec: Mapping) -> np.ndarray:
     if len(spec) != 1 or next(iter(spec)) not in GENERATORS:
-        raise ConfigError(key, f"a generator is one of {{{', '.join(g + ': ...' for g in GENERATORS)}}}, got keys {sorted(spec)}")
-    (gen, args), = spec.items()
+        raise ConfigError(
+            key, f"a generator is one of {{{', '.join(g + ': ...' for g in GENERATORS)}}}, got keys {sorted(spec)}"
+        )
+    ((gen, args),) = spec.items()
     if gen == "linspace":
         start, stop, num = _numbers(f"{key}.linspace", args, 3)
         if num != int(num) or num < 1:
@@ -150,8 +156,10 @@ def _random(key: str, args: Any) -> np.ndarray:
 
 
 def _numbers(key: str, args: Any, count: int) -> list:
-    if not isinstance(args, (list, tuple)) or len(args) != count or not all(
-        isinstance(a, (int, float)) and not isinstance(a, bool) for a in args
+    if (
+        not isinstance(args, (list, tuple))
+        or len(args) != count
+        or not all(isinstance(a, (int, float)) and not isinstance(a, bool) for a in args)
     ):
         raise ConfigError(key, f"expected a list of {count} numbers, got {args!r}")
     return [float(a) for a in args]
@@ -160,4 +168,6 @@ def _numbers(key: str, args: Any, count: int) -> list:
 def _check_size(key: str, n: int) -> None:
     if n > MAX_ELEMENTS:
         gib = n * 8 / 2**30
-        raise ConfigError(key, f"{n:,} elements (about {gib:,.1f} GiB as float64) exceeds the limit of {MAX_ELEMENTS:,}")
+        raise ConfigError(
+            key, f"{n:,} elements (about {gib:,.1f} GiB as float64) exceeds the limit of {MAX_ELEMENTS:,}"
+        )

@@ -22,7 +22,9 @@ from typing import Any, Dict, List, Optional
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from runner import artifacts, console, folders, progress, runlog
+from runner.config import overrides
+from runner.record import console, runlog
+from runner.sweep import folders, progress
 
 SUMMARY_JSON = "summary.json"
 SUMMARY_CSV = "summary.csv"
@@ -46,14 +48,23 @@ def collect(sweep_dir: Path, started: Optional[float] = None) -> List[Dict[str, 
     older was kept from an earlier launch (`resume`) and is marked `resumed`."""
     rows = []
     for job_dir in job_folders(sweep_dir):
-        row: Dict[str, Any] = {"job": job_dir.name, "overrides": artifacts.overrides(job_dir), "folder": str(job_dir)}
+        row: Dict[str, Any] = {"job": job_dir.name, "overrides": overrides.overrides(job_dir), "folder": str(job_dir)}
         results = job_dir / runlog.RESULTS_FILE
         try:
             rec = json.loads(results.read_text())
         except (OSError, ValueError):
             rec = None
         if rec is None:
-            row.update(status="missing", met=False, resumed=False, derivatives={}, checks={}, error="no results.json", mismatches=[], duration_s=None)
+            row.update(
+                status="missing",
+                met=False,
+                resumed=False,
+                derivatives={},
+                checks={},
+                error="no results.json",
+                mismatches=[],
+                duration_s=None,
+            )
         else:
             err = rec.get("error")
             timing = rec.get("timing", {})
@@ -63,7 +74,9 @@ def collect(sweep_dir: Path, started: Optional[float] = None) -> List[Dict[str, 
                 resumed=bool(started and timing.get("started") and timing["started"] < started),
                 derivatives={d["name"]: d["value"] for d in rec["derivatives"]},
                 # another module adds a `check` record to each derivative when checks run
-                checks={d["name"]: d["check"].get("passed") for d in rec["derivatives"] if isinstance(d.get("check"), dict)},
+                checks={
+                    d["name"]: d["check"].get("passed") for d in rec["derivatives"] if isinstance(d.get("check"), dict)
+                },
                 error=f"{err['type']}: {err['message'].splitlines()[0][:120]}" if err else None,
                 mismatches=list(rec["expect"].get("mismatches") or []),
                 duration_s=timing.get("total_s"),
@@ -90,11 +103,37 @@ def write(sweep_dir: Path, rows: List[Dict[str, Any]]) -> None:
     names, checks = _columns(rows, "derivatives"), _columns(rows, "checks")
     buf = io.StringIO()
     w = csv.writer(buf)
-    w.writerow(["job", "overrides", "status", "met", "resumed", *names, *[f"check:{n}" for n in checks], "error", "mismatches", "duration_s"])
+    w.writerow(
+        [
+            "job",
+            "overrides",
+            "status",
+            "met",
+            "resumed",
+            *names,
+            *[f"check:{n}" for n in checks],
+            "error",
+            "mismatches",
+            "duration_s",
+        ]
+    )
     for r in rows:
         values = [json.dumps(r["derivatives"][n]) if n in r["derivatives"] else "" for n in names]
         passed = [r["checks"].get(n, "") for n in checks]
-        w.writerow([r["job"], " ".join(r["overrides"]), r["status"], r["met"], r.get("resumed", False), *values, *passed, r["error"] or "", "; ".join(r.get("mismatches") or []), r["duration_s"]])
+        w.writerow(
+            [
+                r["job"],
+                " ".join(r["overrides"]),
+                r["status"],
+                r["met"],
+                r.get("resumed", False),
+                *values,
+                *passed,
+                r["error"] or "",
+                "; ".join(r.get("mismatches") or []),
+                r["duration_s"],
+            ]
+        )
     runlog.write_atomic(sweep_dir / SUMMARY_CSV, buf.getvalue().encode())
 
 
@@ -121,7 +160,10 @@ def table(rows: List[Dict[str, Any]]) -> str:
     lines = ["  " + "  ".join(str(c).ljust(w) for c, w in zip(cells, widths)).rstrip() for cells in [header, *body]]
     failed = sum(1 for r in rows if not r["met"])
     resumed = sum(1 for r in rows if r.get("resumed"))
-    lines.append(f"sweep: {len(rows)} jobs, {failed} failed" + (f", {resumed} kept from an earlier launch (resume)" if resumed else ""))
+    lines.append(
+        f"sweep: {len(rows)} jobs, {failed} failed"
+        + (f", {resumed} kept from an earlier launch (resume)" if resumed else "")
+    )
     return "\n".join(lines)
 
 
@@ -160,7 +202,7 @@ class SweepSummary(Callback):
         print(table(rows))
         if config.get("log", {}).get("plots") is not False:
             try:
-                from runner import plots
+                from runner.record import plots
 
                 made = plots.sweep_plot(sweep_dir, rows)
                 if made:

@@ -15,7 +15,7 @@ The language:
   ``< <= > >= == !=`` (for `where`), and calls of the functions in `FUNCTIONS`.
 
 This module imports neither TensorFlow nor anything heavy; the TensorFlow meaning of each
-construct lives in :mod:`runner.lowering`.
+construct lives in :mod:`runner.language.lowering`.
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ class Signature:
         return f"{name}({args})"
 
 
-# The allowlist. Grow it here; `runner.lowering.TF_FUNCTIONS` gives each its TensorFlow op.
+# The allowlist. Grow it here; `runner.language.lowering.TF_FUNCTIONS` gives each its TensorFlow op.
 FUNCTIONS: Dict[str, Signature] = {
     "sin": Signature(1),
     "cos": Signature(1),
@@ -214,7 +214,9 @@ def parse(text: str) -> Expr:
     if not isinstance(text, str):
         raise ExpressionError(f"an expression must be a string, not {type(text).__name__}", str(text))
     if len(text) > MAX_LENGTH:
-        raise ExpressionError(f"expression is {len(text)} characters long; the limit is {MAX_LENGTH}", text[:60] + "...")
+        raise ExpressionError(
+            f"expression is {len(text)} characters long; the limit is {MAX_LENGTH}", text[:60] + "..."
+        )
     if not text.strip():
         raise ExpressionError("empty expression", text)
     _check_bracket_depth(text)
@@ -249,7 +251,9 @@ class _Converter:
 
     def convert(self, node: ast.AST, depth: int) -> Expr:
         if depth > MAX_DEPTH:
-            raise self.fail(f"nesting deeper than {MAX_DEPTH} levels (each operation of a chain such as a + b + c counts one)", node)
+            raise self.fail(
+                f"nesting deeper than {MAX_DEPTH} levels (each operation of a chain such as a + b + c counts one)", node
+            )
         col = getattr(node, "col_offset", 0) + 1
         d = depth + 1
         if isinstance(node, ast.Constant):
@@ -258,7 +262,9 @@ class _Converter:
                 what = "string literals are" if isinstance(v, (str, bytes)) else f"the literal {v!r} is"
                 raise self.fail(f"{what} not allowed; only numbers", node)
             if isinstance(v, int) and v.bit_length() > 1024:  # beyond every float type
-                raise self.fail(f"the number {str(v)[:12]}... ({len(str(v))} digits) is too large for any float type", node)
+                raise self.fail(
+                    f"the number {str(v)[:12]}... ({len(str(v))} digits) is too large for any float type", node
+                )
             return Num(v, col)
         if isinstance(node, ast.Name):
             return Name(node.id, col)

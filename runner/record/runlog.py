@@ -22,7 +22,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import Any, BinaryIO, Callable, Dict, List, Optional, Union
+from typing import Any, BinaryIO, Callable, Dict, List, Optional, Sequence, Union
 
 import numpy as np
 
@@ -104,7 +104,7 @@ def environment(tf_version: Optional[str]) -> Dict[str, Any]:
         "cwd": os.getcwd(),
         # the repositories of the config folders, and of the runner's own code
         "git": {str(d): git_state(d) for d in _config_dirs()},
-        "runner_git": git_state(Path(__file__).resolve().parent),
+        "runner_git": git_state(Path(__file__).resolve().parents[1]),
     }
 
 
@@ -140,6 +140,7 @@ def git_state(folder: Path) -> Optional[Dict[str, Any]]:
     Run once per folder and process, with a short timeout: a slow or missing git must not
     hold up a job.
     """
+
     def git(*args: str) -> Optional[str]:
         try:
             out = subprocess.run(["git", "-C", str(folder), *args], capture_output=True, text=True, timeout=3)
@@ -151,7 +152,11 @@ def git_state(folder: Path) -> Optional[Dict[str, Any]]:
     if commit is None:
         return None
     status = git("status", "--porcelain", "--untracked-files=no")
-    return {"commit": commit, "dirty": None if status is None else bool(status), "root": git("rev-parse", "--show-toplevel")}
+    return {
+        "commit": commit,
+        "dirty": None if status is None else bool(status),
+        "root": git("rev-parse", "--show-toplevel"),
+    }
 
 
 def write(folder: Path, record: Dict[str, Any], arrays: Dict[str, np.ndarray]) -> Path:
@@ -159,7 +164,7 @@ def write(folder: Path, record: Dict[str, Any], arrays: Dict[str, np.ndarray]) -
     folder.mkdir(parents=True, exist_ok=True)
     if arrays:
         # Streamed into the temporary file: an in-memory archive would hold every array twice.
-        write_atomic(folder / ARRAYS_FILE, lambda f: np.savez(f, **arrays))
+        write_atomic(folder / ARRAYS_FILE, lambda f: np.savez(f, **arrays))  # type: ignore[arg-type]
     text = json.dumps(record, indent=2, allow_nan=False) + "\n"
     path = folder / RESULTS_FILE
     write_atomic(path, text.encode())
@@ -191,7 +196,9 @@ def write_atomic(path: Path, data: Union[bytes, Callable[[BinaryIO], None]]) -> 
         raise
 
 
-def derivative_record(enc: Encoder, name: str, kind: str, target: str, sources: List[str], order: int, value: Any) -> Dict[str, Any]:
+def derivative_record(
+    enc: Encoder, name: str, kind: str, target: str, sources: Sequence[str], order: int, value: Any
+) -> Dict[str, Any]:
     return {
         "name": name,
         "kind": kind,

@@ -69,7 +69,9 @@ def table(record: Dict[str, Any], folder: str) -> str:
     err = record.get("error")
     if err:
         at = err.get("derivative") or err.get("step")
-        lines.append(f"  error: {err['type']}" + (f" at {at}" if at else "") + f": {err['message'].splitlines()[0][:200]}")
+        lines.append(
+            f"  error: {err['type']}" + (f" at {at}" if at else "") + f": {err['message'].splitlines()[0][:200]}"
+        )
     expect = record["expect"]
     if expect["declared"] or not expect["met"]:
         state = "met" if expect["met"] else "NOT met: " + "; ".join(expect.get("mismatches", []))

@@ -14,8 +14,8 @@ import re
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional
 
-from runner import runlog
 from runner.errors import ConfigError
+from runner.record import runlog
 
 # Keys that say how to run, not what: they do not change a job's result.
 _NOT_PART_OF_RESULT = ("resume",)

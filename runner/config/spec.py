@@ -1,6 +1,6 @@
 """From a composed config to a validated job spec.
 
-`build` reads the plain mapping Hydra composed (see :mod:`runner.schema`) and either
+`build` reads the plain mapping Hydra composed (see :mod:`runner.config.schema`) and either
 returns a `JobSpec` whose every name resolves, every expression parses and every point
 is an array, or raises a `ConfigError` naming the key at fault. It runs before
 TensorFlow is imported, so a broken config is refused at once.
@@ -13,9 +13,10 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 import numpy as np
 
-from runner import expression, points, shapes
+from runner.config import points
+from runner.config.schema import DTYPES, INPUT_KINDS, INPUT_OPTION_KEYS, Verify
 from runner.errors import ConfigError
-from runner.schema import DTYPES, INPUT_KINDS, INPUT_OPTION_KEYS, Verify
+from runner.language import expression, shapes
 
 _INSTANTIATION_KEYS = ("_target_", "_args_", "_partial_", "_recursive_", "_convert_")
 _MISSING = "???"
@@ -163,7 +164,7 @@ def _refuse_unknown_keys(cfg: Mapping[str, Any]) -> None:
     import dataclasses
     import difflib
 
-    from runner import schema
+    from runner.config import schema
 
     def check(prefix: str, node: Any, cls: type) -> None:
         if not isinstance(node, Mapping):
@@ -176,7 +177,12 @@ def _refuse_unknown_keys(cfg: Mapping[str, Any]) -> None:
                 raise ConfigError(f"{prefix}{k}", f"no such key in {cls.__name__}; {hint}")
 
     check("", cfg, schema.RunnerConfig)
-    for key, cls in (("function", schema.FunctionConfig), ("tape", schema.TapeConfig), ("expect", schema.ExpectConfig), ("log", schema.LogConfig)):
+    for key, cls in (
+        ("function", schema.FunctionConfig),
+        ("tape", schema.TapeConfig),
+        ("expect", schema.ExpectConfig),
+        ("log", schema.LogConfig),
+    ):
         check(f"{key}.", cfg.get(key), cls)
     if isinstance(cfg.get("derivatives"), (list, tuple)):
         for i, req in enumerate(cfg["derivatives"]):
@@ -195,7 +201,9 @@ def _inputs(raw: Any) -> Tuple[InputSpec, ...]:
     if raw is None or raw == {} or raw == []:
         raise ConfigError("function.inputs", "no inputs declared; declare at least one, e.g. inputs: [x]")
     if isinstance(raw, (list, tuple)):
-        return tuple(InputSpec(_check_name(f"function.inputs[{i}]", n), "constant", "float32") for i, n in enumerate(raw))
+        return tuple(
+            InputSpec(_check_name(f"function.inputs[{i}]", n), "constant", "float32") for i, n in enumerate(raw)
+        )
     if not isinstance(raw, Mapping):
         raise ConfigError("function.inputs", f"expected a mapping name -> options or a list of names, got {raw!r}")
     out = []
@@ -264,13 +272,17 @@ def _point(raw: Any, inputs: Tuple[InputSpec, ...]) -> Dict[str, np.ndarray]:
             raise ConfigError(f"point.{name}", f"no input named {name!r}; inputs: {', '.join(by_name)}")
     for inp in inputs:
         if inp.name not in raw:
-            raise ConfigError(f"point.{inp.name}", f"input {inp.name!r} has no point; give it a value, e.g. point.{inp.name}=1.0")
+            raise ConfigError(
+                f"point.{inp.name}", f"input {inp.name!r} has no point; give it a value, e.g. point.{inp.name}=1.0"
+            )
     arrays = points.evaluate_all("point", {i.name: raw[i.name] for i in inputs})
     out = {}
     for inp in inputs:
         arr = arrays[inp.name]
         if not inp.is_float and arr.dtype.kind == "f" and not np.all(np.mod(arr, 1) == 0):
-            raise ConfigError(f"point.{inp.name}", f"input {inp.name!r} is {inp.dtype}, but its point is not a whole number")
+            raise ConfigError(
+                f"point.{inp.name}", f"input {inp.name!r} is {inp.dtype}, but its point is not a whole number"
+            )
         out[inp.name] = arr
     return out
 
@@ -324,7 +336,9 @@ _JACOBIAN_KINDS = ("jacobian", "batch_jacobian", "hessian")  # parallel_iteratio
 _UNCONNECTED = ("none", "zero")
 
 
-def _requests(raw: Any, inputs: Tuple[InputSpec, ...], steps: Tuple[StepSpec, ...], point: Mapping[str, np.ndarray]) -> Tuple[RequestSpec, ...]:
+def _requests(
+    raw: Any, inputs: Tuple[InputSpec, ...], steps: Tuple[StepSpec, ...], point: Mapping[str, np.ndarray]
+) -> Tuple[RequestSpec, ...]:
     if not isinstance(raw, (list, tuple)):
         raise ConfigError("derivatives", f"expected a list of requests, got {raw!r}")
     names = [i.name for i in inputs] + [s.name for s in steps]
@@ -358,7 +372,9 @@ def _requests(raw: Any, inputs: Tuple[InputSpec, ...], steps: Tuple[StepSpec, ..
             _check_independent_sources(key, sources, depends)
         name = req.get("name") or default_name(kind, target, sources, order)
         if name in seen:
-            raise ConfigError(f"{key}.name", f"{name!r} is already the name of derivatives[{seen[name]}]; give this request a name")
+            raise ConfigError(
+                f"{key}.name", f"{name!r} is already the name of derivatives[{seen[name]}]; give this request a name"
+            )
         seen[name] = i
         out.append(
             RequestSpec(
@@ -386,9 +402,15 @@ def _order(key: str, kind: str, order: Any, sources: Tuple[str, ...]) -> int:
             raise ConfigError(f"{key}.order", f"a {kind} is second order; leave order out (or 2), got {order}")
         return 2
     if kind != "gradient" and order != 1:
-        raise ConfigError(f"{key}.order", f"order > 1 is for kind gradient (nested tapes); use kind hessian for a {kind} of a gradient")
+        raise ConfigError(
+            f"{key}.order",
+            f"order > 1 is for kind gradient (nested tapes); use kind hessian for a {kind} of a gradient",
+        )
     if order > 1 and len(sources) > 1:
-        raise ConfigError(f"{key}.sources", f"an order-{order} gradient takes one source; use kind hessian for mixed second derivatives")
+        raise ConfigError(
+            f"{key}.sources",
+            f"an order-{order} gradient takes one source; use kind hessian for mixed second derivatives",
+        )
     return order
 
 
@@ -406,14 +428,18 @@ def _check_options(key: str, kind: str, order: int, req: Mapping) -> None:
     pi = req.get("parallel_iterations")
     if pi is not None:
         if kind not in _JACOBIAN_KINDS:
-            raise ConfigError(f"{key}.parallel_iterations", f"only kinds {', '.join(_JACOBIAN_KINDS)} take parallel_iterations")
+            raise ConfigError(
+                f"{key}.parallel_iterations", f"only kinds {', '.join(_JACOBIAN_KINDS)} take parallel_iterations"
+            )
         if not isinstance(pi, int) or isinstance(pi, bool) or pi < 1:
             raise ConfigError(f"{key}.parallel_iterations", f"expected a whole number >= 1, got {pi!r}")
     pfor = req.get("experimental_use_pfor", True)
     if not isinstance(pfor, bool):
         raise ConfigError(f"{key}.experimental_use_pfor", f"expected true or false, got {pfor!r}")
     if pfor is False and kind not in _JACOBIAN_KINDS:
-        raise ConfigError(f"{key}.experimental_use_pfor", f"only kinds {', '.join(_JACOBIAN_KINDS)} take experimental_use_pfor")
+        raise ConfigError(
+            f"{key}.experimental_use_pfor", f"only kinds {', '.join(_JACOBIAN_KINDS)} take experimental_use_pfor"
+        )
 
 
 def _check_batch(key: str, target: str, sources: Tuple[str, ...], point: Mapping[str, np.ndarray]) -> None:
@@ -429,17 +455,28 @@ def _check_batch(key: str, target: str, sources: Tuple[str, ...], point: Mapping
             )
 
 
-def _tangents(key: str, kind: str, raw: Any, sources: Tuple[str, ...], point: Mapping[str, np.ndarray]) -> Dict[str, Any]:
+def _tangents(
+    key: str, kind: str, raw: Any, sources: Tuple[str, ...], point: Mapping[str, np.ndarray]
+) -> Dict[str, Any]:
     """Forward mode's direction: a mapping source -> value (a bare value for one source).
 
     Values are kept as the config gave them (so the spec stays printable and hashable by
     its text) after checking that each denotes an array of a fitting shape.
     """
     if raw is None:
-        raise ConfigError(f"{key}.tangents", f"missing; a {kind} needs a direction: a value per source, e.g. tangents: 1.0")
-    if not (isinstance(raw, Mapping) and set(raw) <= set(sources) and raw and not set(raw) & set(points.GENERATORS + points.WRAPPERS)):
+        raise ConfigError(
+            f"{key}.tangents", f"missing; a {kind} needs a direction: a value per source, e.g. tangents: 1.0"
+        )
+    if not (
+        isinstance(raw, Mapping)
+        and set(raw) <= set(sources)
+        and raw
+        and not set(raw) & set(points.GENERATORS + points.WRAPPERS)
+    ):
         if len(sources) > 1:
-            raise ConfigError(f"{key}.tangents", f"expected a mapping source -> value for the sources {', '.join(sources)}")
+            raise ConfigError(
+                f"{key}.tangents", f"expected a mapping source -> value for the sources {', '.join(sources)}"
+            )
         raw = {sources[0]: raw}
     missing = [s for s in sources if s not in raw]
     if missing:
@@ -487,10 +524,14 @@ def _expect(raw: Any, request_names: List[str]) -> Optional[ExpectSpec]:
     derivs = dict(raw.get("derivatives") or {})
     for n in derivs:
         if n not in request_names:
-            raise ConfigError(f"expect.derivatives.{n}", f"no derivative request is named {n!r}; names: {', '.join(request_names)}")
+            raise ConfigError(
+                f"expect.derivatives.{n}", f"no derivative request is named {n!r}; names: {', '.join(request_names)}"
+            )
     checks = raw.get("checks")
     if checks is not None and checks != "pass":
-        raise ConfigError("expect.checks", f"expected pass (every derivative's check must pass) or null, got {checks!r}")
+        raise ConfigError(
+            "expect.checks", f"expected pass (every derivative's check must pass) or null, got {checks!r}"
+        )
     if error is None and not derivs and checks is None:
         return None  # `expect` with nothing declared (e.g. expect.error=null) declares nothing
     return ExpectSpec(error, derivs, float(raw.get("rtol", 1e-6)), float(raw.get("atol", 1e-6)), checks)

@@ -5,7 +5,7 @@ YAML file onto `RunnerConfig`, so a misspelt key (``tape.persistant``) or a valu
 wrong type (``tape.persistent: maybe``) fails at composition, naming the key, before any job
 runs. Fields whose shape is free-form (`function.inputs` may be a mapping or a list, points
 may be numbers, nested lists or generators) are typed ``Any`` here and checked, with the
-same care, in :mod:`runner.spec`.
+same care, in :mod:`runner.config.spec`.
 
 Nothing here imports TensorFlow.
 """
@@ -145,7 +145,7 @@ class RunnerConfig:
     # check every derivative by a second method: auto | symbolic | finite_difference | off
     verify: Verify = Verify.auto
     log: LogConfig = field(default_factory=LogConfig)
-    # seeds Python, NumPy and TensorFlow before the program runs (runner/reproducibility.py)
+    # seeds Python, NumPy and TensorFlow before the program runs (runner/tape/reproducibility.py)
     seed: int = 0
     # tf.config.experimental.enable_op_determinism(): bit-identical re-runs
     determinism: bool = True

@@ -13,8 +13,8 @@ import gc
 import os
 import sys
 import tempfile
-from types import ModuleType
 from contextlib import contextmanager
+from types import ModuleType
 from typing import Iterator, Tuple
 
 _startup_text = ""

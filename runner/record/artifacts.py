@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Mapping
+from typing import Any, Dict, Mapping
 
-OVERRIDES_FILE = Path(".hydra") / "overrides.yaml"
+from runner.config.overrides import overrides
 
 
 def write(folder: Path, log: Mapping[str, Any], spec: Any, outcome: Any, timing: Dict[str, float]) -> Dict[str, Any]:
@@ -22,7 +22,7 @@ def write(folder: Path, log: Mapping[str, Any], spec: Any, outcome: Any, timing:
     if log.get("tensorboard", True):
         t0 = time.perf_counter()
         try:
-            from runner import tensorboard_log
+            from runner.record import tensorboard_log
 
             made["tensorboard"] = tensorboard_log.write(folder, outcome.values, derivatives, overrides(folder))
         except Exception as err:  # e.g. tensorboard not installed: the job's numbers stand
@@ -31,54 +31,13 @@ def write(folder: Path, log: Mapping[str, Any], spec: Any, outcome: Any, timing:
     if _plot_runs(log.get("plots")):
         t0 = time.perf_counter()
         try:
-            from runner import plots
+            from runner.record import plots
 
             made["plot"] = plots.run_plot(folder, spec.name, [i.name for i in spec.inputs], outcome.values, derivatives)
         except Exception as err:
             made["plot"] = {"error": f"{type(err).__name__}: {err}"}
         timing["plots_s"] = time.perf_counter() - t0
     return made
-
-
-def overrides(folder: Path) -> List[str]:
-    """The command-line overrides Hydra saved for this job (none outside Hydra), less
-    `resume=...`, which says how the sweep was launched, not what the job computes."""
-    path = folder / OVERRIDES_FILE
-    if not path.is_file():
-        return []
-    import yaml  # Hydra's own dependency; a plain list of strings
-
-    return job_overrides(yaml.safe_load(path.read_text()) or [])
-
-
-def job_overrides(overrides: List[Any]) -> List[str]:
-    """The overrides that define a job: all but `resume=...`."""
-    return [str(o) for o in overrides if not str(o).lstrip("+~").startswith("resume=")]
-
-
-def parse_overrides(overrides: List[str]) -> Dict[str, Any]:
-    """`["point.x=2.0", "+seed=3"]` -> {"point.x": 2.0, "seed": 3}: values as YAML reads them.
-
-    Numbers YAML 1.1 leaves as text (`1e-3`) are read as floats, as Hydra's grammar does.
-    """
-    import yaml
-
-    out: Dict[str, Any] = {}
-    for text in overrides:
-        key, sep, raw = text.lstrip("+~").partition("=")
-        if not sep:
-            continue
-        try:
-            value = yaml.safe_load(raw)
-        except yaml.YAMLError:
-            value = raw
-        if isinstance(value, str):
-            try:
-                value = float(value)
-            except ValueError:
-                pass
-        out[key] = value
-    return out
 
 
 def _plot_runs(setting: Any) -> bool:

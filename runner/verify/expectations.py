@@ -4,7 +4,7 @@ A run with no declaration is as declared when it completed without error. A decl
 `error: TYPE` is met only when the run failed with exactly that type. Declared derivative
 values are met when every number is within `atol + rtol * |expected|` (NumPy's `isclose`).
 A declared `checks: pass` is met when every derivative's independent check
-(:mod:`runner.verify`) passed; without it, a failed check is reported but judges nothing.
+(:mod:`runner.verify.check`) passed; without it, a failed check is reported but judges nothing.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import Any, Dict, List, Optional
 
 import numpy as np
 
-from runner.spec import ExpectSpec
+from runner.config.spec import ExpectSpec
 
 
 @dataclass
@@ -55,7 +55,9 @@ def judge(
             if check is None:
                 problems.append(f"{name}: no check ran")
             elif not check.get("passed"):
-                problems.append(f"{name}: check failed ({check.get('method')}): {check.get('reason', 'no reason given')}")
+                problems.append(
+                    f"{name}: check failed ({check.get('method')}): {check.get('reason', 'no reason given')}"
+                )
     return Verdict(not problems, problems)
 
 

@@ -1,0 +1,1 @@
+"""Stage 2, the expression language: one parsed tree, several interpreters (shapes, TensorFlow, SymPy)."""

@@ -1,0 +1,1 @@
+"""Stage 5, the record: results.json, the console table, event files and plots."""

@@ -1,0 +1,1 @@
+"""Stage 6, the sweep: folders, resume, progress lines and the summary of every job."""

@@ -1,0 +1,1 @@
+"""Stage 4, verification: every derivative checked by a second method, and the declared outcome judged."""
