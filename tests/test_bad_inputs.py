@@ -16,17 +16,17 @@ import json
 import shutil
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import yaml
 from hydra.errors import HydraException
 from omegaconf.errors import OmegaConfBaseException
 
-from runner import errors, spec as specs
+from runner import errors
 from runner.cli import config_dir
+from runner.config import spec as specs
 from runner.errors import ConfigError
-from tests.conftest import ROOT, cli, composed, function_config
+from tests.helpers import ROOT, cli, composed, function_config
 
 
 @functools.lru_cache(maxsize=1)
@@ -58,65 +58,220 @@ MANY_STEPS = {f"y{i}": "x * x" for i in range(12)}  # 13 values of 200 MB as flo
 
 BAD_CONFIGS = [
     # id, config, the key at fault, what the message must contain
-    ("unknown name", with_(("function.steps.y", "x * q")), "function.steps.y", "unknown name 'q'; known here: x (column 5)"),
+    (
+        "unknown name",
+        with_(("function.steps.y", "x * q")),
+        "function.steps.y",
+        "unknown name 'q'; known here: x (column 5)",
+    ),
     ("unknown function", with_(("function.steps.y", "open(x)")), "function.steps.y", "unknown function 'open'"),
     ("syntax error", with_(("function.steps.y", "x * (")), "function.steps.y", "syntax error"),
-    ("attribute access", with_(("function.steps.y", "x.__class__")), "function.steps.y", "attribute access not allowed in expressions (column 1)"),
+    (
+        "attribute access",
+        with_(("function.steps.y", "x.__class__")),
+        "function.steps.y",
+        "attribute access not allowed in expressions (column 1)",
+    ),
     ("dunder call", with_(("function.steps.y", "__import__(x)")), "function.steps.y", "unknown function '__import__'"),
     ("lambda", with_(("function.steps.y", "(lambda: x)()")), "function.steps.y", "calling a lambda is not allowed"),
     ("comprehension", with_(("function.steps.y", "[x for x in x]")), "function.steps.y", "comprehensions not allowed"),
-    ("string literal", with_(("function.steps.y", "x * 'a'")), "function.steps.y", "string literals are not allowed; only numbers (column 5)"),
-    ("subscript of a function", with_(("function.steps.y", "sin[0](x)")), "function.steps.y", "calling a subscript is not allowed"),
-    ("subscript of a number", with_(("function.steps.y", "x * 3[0]")), "function.steps.y", "subscripts not allowed in expressions (column 5)"),
-    ("keyword argument", with_(("function.steps.y", "sin(x=x)")), "function.steps.y", "keyword arguments are not allowed"),
-    ("wrong arity", with_(("function.steps.y", "pow(x)")), "function.steps.y", "pow takes pow(t, t), got 1 argument(s)"),
+    (
+        "string literal",
+        with_(("function.steps.y", "x * 'a'")),
+        "function.steps.y",
+        "string literals are not allowed; only numbers (column 5)",
+    ),
+    (
+        "subscript of a function",
+        with_(("function.steps.y", "sin[0](x)")),
+        "function.steps.y",
+        "calling a subscript is not allowed",
+    ),
+    (
+        "subscript of a number",
+        with_(("function.steps.y", "x * 3[0]")),
+        "function.steps.y",
+        "subscripts not allowed in expressions (column 5)",
+    ),
+    (
+        "keyword argument",
+        with_(("function.steps.y", "sin(x=x)")),
+        "function.steps.y",
+        "keyword arguments are not allowed",
+    ),
+    (
+        "wrong arity",
+        with_(("function.steps.y", "pow(x)")),
+        "function.steps.y",
+        "pow takes pow(t, t), got 1 argument(s)",
+    ),
     ("empty expression", with_(("function.steps.y", "  ")), "function.steps.y", "empty expression"),
     ("expression not a string", with_(("function.steps.y", ["x"])), "function.steps.y", "must be a string, not list"),
     ("too long", with_(("function.steps.y", "x+" * 1100 + "x")), "function.steps.y", "the limit is 2000"),
     ("too deep", with_(("function.steps.y", "(" * 100 + "x" + ")" * 100)), "function.steps.y", "nested deeper than 64"),
     ("huge literal", with_(("function.steps.y", "9" * 400)), "function.steps.y", "too large for any float type"),
-    ("uses a later step", with_(("function.steps", {"y": "z * 2", "z": "x * x"})), "function.steps.y", "uses step 'z', which is defined later"),
+    (
+        "uses a later step",
+        with_(("function.steps", {"y": "z * 2", "z": "x * x"})),
+        "function.steps.y",
+        "uses step 'z', which is defined later",
+    ),
     ("uses itself", with_(("function.steps.y", "y * x")), "function.steps.y", "step 'y' uses itself (column 1)"),
-    ("step named like an input", with_(("function.steps", {"x": "x * 2"})), "function.steps.x", "'x' is already an input"),
-    ("step named like a function", with_(("function.steps", {"sin": "x * 2"})), "function.steps.sin", "is a function or constant"),
+    (
+        "step named like an input",
+        with_(("function.steps", {"x": "x * 2"})),
+        "function.steps.x",
+        "'x' is already an input",
+    ),
+    (
+        "step named like a function",
+        with_(("function.steps", {"sin": "x * 2"})),
+        "function.steps.sin",
+        "is a function or constant",
+    ),
     ("invalid step name", with_(("function.steps", {"1y": "x"})), "function.steps.1y", "'1y' is not a valid name"),
     ("no inputs", with_(("function.inputs", [])), "function.inputs", "no inputs declared"),
-    ("misspelt input option", with_(("function.inputs", {"x": {"kidn": "constant"}})), "function.inputs.x.kidn", "unknown option; allowed: kind, dtype, trainable"),
-    ("unknown input kind", with_(("function.inputs", {"x": {"kind": "placeholder"}})), "function.inputs.x.kind", "expected one of constant, variable"),
-    ("unknown dtype", with_(("function.inputs", {"x": {"dtype": "float128"}})), "function.inputs.x.dtype", "got 'float128'"),
+    (
+        "misspelt input option",
+        with_(("function.inputs", {"x": {"kidn": "constant"}})),
+        "function.inputs.x.kidn",
+        "unknown option; allowed: kind, dtype, trainable",
+    ),
+    (
+        "unknown input kind",
+        with_(("function.inputs", {"x": {"kind": "placeholder"}})),
+        "function.inputs.x.kind",
+        "expected one of constant, variable",
+    ),
+    (
+        "unknown dtype",
+        with_(("function.inputs", {"x": {"dtype": "float128"}})),
+        "function.inputs.x.dtype",
+        "got 'float128'",
+    ),
     ("input with no point", with_(("function.inputs", ["x", "w"])), "point.w", "input 'w' has no point"),
     ("point for no input", with_(("point.w", 1.0)), "point.w", "no input named 'w'"),
-    ("point is a string", with_(("point.x", "three")), "point.x", "expected a number, a nested list or a generator, got str"),
+    (
+        "point is a string",
+        with_(("point.x", "three")),
+        "point.x",
+        "expected a number, a nested list or a generator, got str",
+    ),
     ("point is a bool", with_(("point.x", True)), "point.x", "got True"),
     ("point is null", with_(("point.x", None)), "point.x", "got None"),
     ("ragged point", with_(("point.x", [[1.0, 2.0], [3.0]])), "point.x", "must be rectangular"),
     ("point of strings", with_(("point.x", ["a", "b"])), "point.x", "only numbers"),
     ("unknown generator", with_(("point.x", {"logspace": [0, 1, 5]})), "point.x", "a generator is one of"),
-    ("grid too large", with_(("point.x", {"linspace": [0, 1, 1e12]})), "point.x", "1,000,000,000,000 elements (about 7,450.6 GiB as float64) exceeds the limit"),
-    ("random too large", with_(("point.x", {"random": {"shape": [100000, 100000]}})), "point.x.random", "exceeds the limit"),
-    ("shapes do not broadcast", with_(("function.inputs", ["x", "w"]), ("point.x", [1.0, 2.0, 3.0]), ("point.w", [1.0, 2.0]), ("function.steps.y", "x * w")),
-     "function.steps.y", "shapes [3] and [2] do not broadcast in '*'"),
-    ("matmul inner sizes", with_(("point.x", [[1.0, 2.0, 3.0]]), ("function.steps.y", "x @ x")), "function.steps.y", "inner sizes 3 and 1 differ"),
-    ("reduction axis", with_(("function.steps.y", "reduce_sum(x, 1)")), "function.steps.y", "axis 1 is out of range for shape [] (rank 0)"),
-    ("step too large", with_(("point.x", {"random": {"shape": [20000, 1]}}), ("function.steps.y", "x @ transpose(x)")),
-     "function.steps.y", "builds a tensor of shape [20000, 20000]: 400,000,000 elements"),
-    ("job too large", with_(("function.inputs", {"x": {"dtype": "float64"}}), ("point.x", BIG), ("function.steps", MANY_STEPS), ("derivatives", [])),
-     "point", "the job needs at least 4.8 GiB (13 tensors and 0 gradient(s) of 8-byte numbers; the largest, x, has shape [5000, 5000]); the limit is 4.0 GiB"),
-    ("unknown target", with_(("derivatives", [{"target": "q", "sources": "x"}])), "derivatives[0].target", "unknown target 'q'; known: x, y"),
-    ("unknown source", with_(("derivatives", [{"target": "y", "sources": ["x", "w"]}])), "derivatives[0].sources", "unknown source 'w'"),
+    (
+        "grid too large",
+        with_(("point.x", {"linspace": [0, 1, 1e12]})),
+        "point.x",
+        "1,000,000,000,000 elements (about 7,450.6 GiB as float64) exceeds the limit",
+    ),
+    (
+        "random too large",
+        with_(("point.x", {"random": {"shape": [100000, 100000]}})),
+        "point.x.random",
+        "exceeds the limit",
+    ),
+    (
+        "shapes do not broadcast",
+        with_(
+            ("function.inputs", ["x", "w"]),
+            ("point.x", [1.0, 2.0, 3.0]),
+            ("point.w", [1.0, 2.0]),
+            ("function.steps.y", "x * w"),
+        ),
+        "function.steps.y",
+        "shapes [3] and [2] do not broadcast in '*'",
+    ),
+    (
+        "matmul inner sizes",
+        with_(("point.x", [[1.0, 2.0, 3.0]]), ("function.steps.y", "x @ x")),
+        "function.steps.y",
+        "inner sizes 3 and 1 differ",
+    ),
+    (
+        "reduction axis",
+        with_(("function.steps.y", "reduce_sum(x, 1)")),
+        "function.steps.y",
+        "axis 1 is out of range for shape [] (rank 0)",
+    ),
+    (
+        "step too large",
+        with_(("point.x", {"random": {"shape": [20000, 1]}}), ("function.steps.y", "x @ transpose(x)")),
+        "function.steps.y",
+        "builds a tensor of shape [20000, 20000]: 400,000,000 elements",
+    ),
+    (
+        "job too large",
+        with_(
+            ("function.inputs", {"x": {"dtype": "float64"}}),
+            ("point.x", BIG),
+            ("function.steps", MANY_STEPS),
+            ("derivatives", []),
+        ),
+        "point",
+        "the job needs at least 4.8 GiB (13 tensors and 0 gradient(s) of 8-byte numbers; the largest, x, has shape [5000, 5000]); the limit is 4.0 GiB",
+    ),
+    (
+        "unknown target",
+        with_(("derivatives", [{"target": "q", "sources": "x"}])),
+        "derivatives[0].target",
+        "unknown target 'q'; known: x, y",
+    ),
+    (
+        "unknown source",
+        with_(("derivatives", [{"target": "y", "sources": ["x", "w"]}])),
+        "derivatives[0].sources",
+        "unknown source 'w'",
+    ),
     ("missing sources", with_(("derivatives", [{"target": "y"}])), "derivatives[0].sources", "missing"),
-    ("misspelt request option", with_(("derivatives", [{"target": "y", "sources": "x", "nmae": "g"}])), "derivatives[0].nmae", "did you mean 'name'?"),
-    ("misspelt tape option", with_(("tape.persistant", True)), "tape.persistant", "no such key in TapeConfig; did you mean 'persistent'?"),
+    (
+        "misspelt request option",
+        with_(("derivatives", [{"target": "y", "sources": "x", "nmae": "g"}])),
+        "derivatives[0].nmae",
+        "did you mean 'name'?",
+    ),
+    (
+        "misspelt tape option",
+        with_(("tape.persistant", True)),
+        "tape.persistant",
+        "no such key in TapeConfig; did you mean 'persistent'?",
+    ),
     ("unknown top-level key", with_(("fucntion", {})), "fucntion", "did you mean 'function'?"),
     ("unknown watch", with_(("tape.watch", ["w"])), "tape.watch", "unknown input 'w'"),
-    ("expect names no request", with_(("expect", {"derivatives": {"dz/dx": 1.0}})), "expect.derivatives.dz/dx", "no derivative request is named 'dz/dx'"),
+    (
+        "expect names no request",
+        with_(("expect", {"derivatives": {"dz/dx": 1.0}})),
+        "expect.derivatives.dz/dx",
+        "no derivative request is named 'dz/dx'",
+    ),
     ("expect error not a type", with_(("expect", {"error": "it fails"})), "expect.error", "exception type name"),
-    ("_target_ in inputs", with_(("function.inputs", {"x": {"_target_": "os.system"}})), "function.inputs.x._target_", "instantiation keys are not allowed"),
-    ("_target_ in point", with_(("point.x", {"_target_": "numpy.load", "file": "a.npy"})), "point.x._target_", "instantiation keys are not allowed"),
-    ("_target_ in a request", with_(("derivatives", [{"target": "y", "sources": "x", "output_gradients": {"_target_": "os.system"}}])),
-     "derivatives[0].output_gradients._target_", "instantiation keys are not allowed"),
-    ("_target_ in expect", with_(("expect", {"derivatives": {"dy/dx": {"_target_": "builtins.eval", "_args_": ["1"]}}})),
-     "expect.derivatives.dy/dx._target_", "instantiation keys are not allowed"),
+    (
+        "_target_ in inputs",
+        with_(("function.inputs", {"x": {"_target_": "os.system"}})),
+        "function.inputs.x._target_",
+        "instantiation keys are not allowed",
+    ),
+    (
+        "_target_ in point",
+        with_(("point.x", {"_target_": "numpy.load", "file": "a.npy"})),
+        "point.x._target_",
+        "instantiation keys are not allowed",
+    ),
+    (
+        "_target_ in a request",
+        with_(("derivatives", [{"target": "y", "sources": "x", "output_gradients": {"_target_": "os.system"}}])),
+        "derivatives[0].output_gradients._target_",
+        "instantiation keys are not allowed",
+    ),
+    (
+        "_target_ in expect",
+        with_(("expect", {"derivatives": {"dy/dx": {"_target_": "builtins.eval", "_args_": ["1"]}}})),
+        "expect.derivatives.dy/dx._target_",
+        "instantiation keys are not allowed",
+    ),
     ("_partial_ in tape", with_(("tape._partial_", True)), "tape._partial_", "instantiation keys are not allowed"),
 ]
 
@@ -158,27 +313,61 @@ def user_conf(tmp_path_factory):
     (exp / "wrong_type.yaml").write_text("# @package _global_\ntape:\n  persistent: maybe\n")
     (exp / "deep.yaml").write_text("# @package _global_\npoint:\n  x: " + "[" * 5000 + "1.0" + "]" * 5000 + "\n")
     # PyYAML would run this with an unsafe loader; OmegaConf's loader refuses the tag
-    (exp / "python_tag.yaml").write_text(
-        "# @package _global_\nname: !!python/object/apply:os.system ['touch PWNED']\n"
-    )
+    (exp / "python_tag.yaml").write_text("# @package _global_\nname: !!python/object/apply:os.system ['touch PWNED']\n")
     return root
 
 
 HYDRA_ERRORS = [
     # id, overrides, the one line the user sees (a prefix of it)
-    ("misspelt key", ["tape.persistant=true"], "config error: tape.persistant: no such key in TapeConfig; did you mean 'persistent'?"),
-    ("misspelt request key", ["derivatives.0.soures=x"], "config error: derivatives[0].soures: no such key in DerivativeConfig; did you mean 'sources'?"),
+    (
+        "misspelt key",
+        ["tape.persistant=true"],
+        "config error: tape.persistant: no such key in TapeConfig; did you mean 'persistent'?",
+    ),
+    (
+        "misspelt request key",
+        ["derivatives.0.soures=x"],
+        "config error: derivatives[0].soures: no such key in DerivativeConfig; did you mean 'sources'?",
+    ),
     ("wrong type", ["tape.persistent=maybe"], "config error: tape.persistent: Value 'maybe' is not a valid bool"),
-    ("not an integer", ["log.max_inline_elements=many"], "config error: log.max_inline_elements: Value 'many' of type 'str' could not be converted to Integer"),
-    ("unknown enum", ["tape.compile=jit"], "config error: tape.compile: Invalid value 'jit', expected one of [eager, function, xla]"),
+    (
+        "not an integer",
+        ["log.max_inline_elements=many"],
+        "config error: log.max_inline_elements: Value 'many' of type 'str' could not be converted to Integer",
+    ),
+    (
+        "unknown enum",
+        ["tape.compile=jit"],
+        "config error: tape.compile: Invalid value 'jit', expected one of [eager, function, xla]",
+    ),
     ("missing experiment", ["experiment=nope"], "config error: In 'config': Could not find 'experiment/nope'"),
     ("override grammar", ["point.x=range("], "config error: command line: cannot parse the override: "),
-    ("malformed YAML", ["experiment=unclosed"], "experiment/unclosed.yaml, line 4, column 1: malformed YAML: expected ',' or '}', but got '<stream end>' (while parsing a flow mapping)"),
-    ("tab in YAML", ["experiment=tabs"], "experiment/tabs.yaml, line 3, column 1: malformed YAML: found character '\\t' that cannot start any token"),
-    ("misspelt key in a file", ["experiment=typo"], "config error: tape.persistant: no such key in TapeConfig; did you mean 'persistent'? (in experiment/typo)"),
-    ("wrong type in a file", ["experiment=wrong_type"], "config error: tape.persistent: Value 'maybe' is not a valid bool"),
+    (
+        "malformed YAML",
+        ["experiment=unclosed"],
+        "experiment/unclosed.yaml, line 4, column 1: malformed YAML: expected ',' or '}', but got '<stream end>' (while parsing a flow mapping)",
+    ),
+    (
+        "tab in YAML",
+        ["experiment=tabs"],
+        "experiment/tabs.yaml, line 3, column 1: malformed YAML: found character '\\t' that cannot start any token",
+    ),
+    (
+        "misspelt key in a file",
+        ["experiment=typo"],
+        "config error: tape.persistant: no such key in TapeConfig; did you mean 'persistent'? (in experiment/typo)",
+    ),
+    (
+        "wrong type in a file",
+        ["experiment=wrong_type"],
+        "config error: tape.persistent: Value 'maybe' is not a valid bool",
+    ),
     ("deeply nested YAML", ["experiment=deep"], "config error: a value is nested too deeply to read"),
-    ("python tag in YAML", ["experiment=python_tag"], "malformed YAML: could not determine a constructor for the tag 'tag:yaml.org,2002:python/object/apply:os.system'"),
+    (
+        "python tag in YAML",
+        ["experiment=python_tag"],
+        "malformed YAML: could not determine a constructor for the tag 'tag:yaml.org,2002:python/object/apply:os.system'",
+    ),
 ]
 
 
@@ -205,14 +394,42 @@ def test_a_fault_of_the_runner_is_not_called_a_config_error():
 
 CLI_ROWS = [
     # id, arguments, the first line of stderr
-    ("unknown name", ["function.steps.y='x * q'"], "config error: function.steps.y: unknown name 'q'; known here: x (column 5)"),
-    ("attribute access", ["function.steps.y='x.__class__.__bases__'"], "config error: function.steps.y: attribute access not allowed in expressions (column 1)"),
-    ("misspelt key", ["tape.persistant=true"], "config error: tape.persistant: no such key in TapeConfig; did you mean 'persistent'?"),
-    ("appended misspelt key", ["+tape.persistant=true"], "config error: tape.persistant: no such key in TapeConfig; did you mean 'persistent'?"),
-    ("malformed YAML", ["--config-dir", "{conf}", "experiment=unclosed"], "config error: {conf}/experiment/unclosed.yaml, line 4, column 1: malformed YAML"),
-    ("python tag in YAML", ["--config-dir", "{conf}", "experiment=python_tag"], "config error: {conf}/experiment/python_tag.yaml, line 2, column 7: malformed YAML: could not determine a constructor"),
+    (
+        "unknown name",
+        ["function.steps.y='x * q'"],
+        "config error: function.steps.y: unknown name 'q'; known here: x (column 5)",
+    ),
+    (
+        "attribute access",
+        ["function.steps.y='x.__class__.__bases__'"],
+        "config error: function.steps.y: attribute access not allowed in expressions (column 1)",
+    ),
+    (
+        "misspelt key",
+        ["tape.persistant=true"],
+        "config error: tape.persistant: no such key in TapeConfig; did you mean 'persistent'?",
+    ),
+    (
+        "appended misspelt key",
+        ["+tape.persistant=true"],
+        "config error: tape.persistant: no such key in TapeConfig; did you mean 'persistent'?",
+    ),
+    (
+        "malformed YAML",
+        ["--config-dir", "{conf}", "experiment=unclosed"],
+        "config error: {conf}/experiment/unclosed.yaml, line 4, column 1: malformed YAML",
+    ),
+    (
+        "python tag in YAML",
+        ["--config-dir", "{conf}", "experiment=python_tag"],
+        "config error: {conf}/experiment/python_tag.yaml, line 2, column 7: malformed YAML: could not determine a constructor",
+    ),
     ("grid too large", ["point.x={linspace: [0, 1, 1e12]}"], "config error: point.x: 1,000,000,000,000 elements"),
-    ("resume without a folder", ["-m", "point.x=1.0,2.0", "resume=true"], "config error: resume: no sweep folder 'true' to resume"),
+    (
+        "resume without a folder",
+        ["-m", "point.x=1.0,2.0", "resume=true"],
+        "config error: resume: no sweep folder 'true' to resume",
+    ),
 ]
 
 
@@ -267,29 +484,79 @@ def test_config_errors_never_import_tensorflow(tmp_path):
 EVIL = "# @package _global_\nhydra:\n"
 HYDRA_SECTIONS = [
     # id, file (relative path, text), the key refused (None: allowed)
-    ("callback target", ("experiment/a.yaml", EVIL + "  callbacks:\n    x: {_target_: numpy.save, file: OWNED, arr: [1]}\n"), "hydra.callbacks.x._target_"),
-    ("logging factory", ("experiment/a.yaml", EVIL + "  job_logging:\n    handlers:\n      h: {'()': subprocess.getoutput, cmd: touch OWNED}\n"), "hydra.job_logging.handlers.h.()"),
-    ("launcher target", ("experiment/a.yaml", EVIL + "  launcher:\n    _target_: builtins.print\n"), "hydra.launcher._target_"),
-    ("slurm setup lines", ("experiment/a.yaml", EVIL + "  launcher:\n    setup: ['touch OWNED']\n"), "hydra.launcher.setup"),
-    ("worker environment", ("experiment/a.yaml", EVIL + "  job:\n    env_set: {PYTHONPATH: /tmp/evil}\n"), "hydra.job.env_set.PYTHONPATH"),
+    (
+        "callback target",
+        ("experiment/a.yaml", EVIL + "  callbacks:\n    x: {_target_: numpy.save, file: OWNED, arr: [1]}\n"),
+        "hydra.callbacks.x._target_",
+    ),
+    (
+        "logging factory",
+        (
+            "experiment/a.yaml",
+            EVIL + "  job_logging:\n    handlers:\n      h: {'()': subprocess.getoutput, cmd: touch OWNED}\n",
+        ),
+        "hydra.job_logging.handlers.h.()",
+    ),
+    (
+        "launcher target",
+        ("experiment/a.yaml", EVIL + "  launcher:\n    _target_: builtins.print\n"),
+        "hydra.launcher._target_",
+    ),
+    (
+        "slurm setup lines",
+        ("experiment/a.yaml", EVIL + "  launcher:\n    setup: ['touch OWNED']\n"),
+        "hydra.launcher.setup",
+    ),
+    (
+        "worker environment",
+        ("experiment/a.yaml", EVIL + "  job:\n    env_set: {PYTHONPATH: /tmp/evil}\n"),
+        "hydra.job.env_set.PYTHONPATH",
+    ),
     ("search path", ("experiment/a.yaml", EVIL + "  searchpath: ['pkg://evil']\n"), "hydra.searchpath"),
     ("callbacks removed", ("experiment/a.yaml", EVIL + "  callbacks: null\n"), "hydra.callbacks"),
     ("file in hydra's groups", ("hydra/callbacks/x.yaml", "x: {_target_: numpy.save}\n"), "hydra/callbacks/x.yaml"),
-    ("package header", ("experiment/a.yaml", "# @package hydra.callbacks\nx: {_target_: numpy.save}\n"), "experiment/a.yaml"),
-    ("defaults into hydra", ("experiment/a.yaml", "defaults:\n  - /function/cubic@hydra.callbacks.x\n"), "experiment/a.yaml: defaults"),
-    ("where runs go: allowed", ("experiment/a.yaml", EVIL + "  run: {dir: runs/x}\n  sweep: {dir: runs/m, subdir: '${hydra.job.num}'}\n  job: {chdir: false}\n"), None),
-    ("runs outside the working folder", ("experiment/a.yaml", EVIL + "  run: {dir: /home/user/.ssh}\n"), "hydra.run.dir"),
+    (
+        "package header",
+        ("experiment/a.yaml", "# @package hydra.callbacks\nx: {_target_: numpy.save}\n"),
+        "experiment/a.yaml",
+    ),
+    (
+        "defaults into hydra",
+        ("experiment/a.yaml", "defaults:\n  - /function/cubic@hydra.callbacks.x\n"),
+        "experiment/a.yaml: defaults",
+    ),
+    (
+        "where runs go: allowed",
+        (
+            "experiment/a.yaml",
+            EVIL + "  run: {dir: runs/x}\n  sweep: {dir: runs/m, subdir: '${hydra.job.num}'}\n  job: {chdir: false}\n",
+        ),
+        None,
+    ),
+    (
+        "runs outside the working folder",
+        ("experiment/a.yaml", EVIL + "  run: {dir: /home/user/.ssh}\n"),
+        "hydra.run.dir",
+    ),
     ("runs above the working folder", ("experiment/a.yaml", EVIL + "  sweep: {dir: ../../x}\n"), "hydra.sweep.dir"),
-    ("runs in an environment path", ("experiment/a.yaml", EVIL + "  run: {dir: '${oc.env:HOME}/x'}\n"), "hydra.run.dir"),
+    (
+        "runs in an environment path",
+        ("experiment/a.yaml", EVIL + "  run: {dir: '${oc.env:HOME}/x'}\n"),
+        "hydra.run.dir",
+    ),
     ("parallel workers: allowed", ("experiment/a.yaml", EVIL + "  launcher: {n_jobs: 4}\n"), None),
-    ("the runner's own callback: allowed", ("config.yaml", "hydra:\n  callbacks:\n    s: {_target_: runner.sweep.SweepSummary}\n"), None),
+    (
+        "the runner's own callback: allowed",
+        ("config.yaml", "hydra:\n  callbacks:\n    s: {_target_: runner.sweep.summary.SweepSummary}\n"),
+        None,
+    ),
     ("a copy of the shipped conf/: allowed", ("config.yaml", (config_dir() / "config.yaml").read_text()), None),
 ]
 
 
 @pytest.mark.parametrize("file, key", [r[1:] for r in HYDRA_SECTIONS], ids=[r[0] for r in HYDRA_SECTIONS])
 def test_a_config_folder_may_not_configure_hydra_to_run_code(tmp_path, file, key):
-    from runner import trust
+    from runner.config import trust
 
     rel, text = file
     (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
@@ -308,11 +575,15 @@ def test_a_hydra_callback_from_a_config_folder_never_runs(tmp_path):
     conf = tmp_path / "conf" / "experiment"
     conf.mkdir(parents=True)
     (conf / "evil.yaml").write_text(
-        "# @package _global_\nhydra:\n  callbacks:\n    x: {_target_: numpy.save, file: " + str(tmp_path / "OWNED") + ", arr: [1]}\n"
+        "# @package _global_\nhydra:\n  callbacks:\n    x: {_target_: numpy.save, file: "
+        + str(tmp_path / "OWNED")
+        + ", arr: [1]}\n"
     )
     result = cli(["--config-dir", str(tmp_path / "conf"), "experiment=evil"], cwd=tmp_path, timeout=60)
     assert result.returncode == 2
-    assert result.stderr.startswith(f"config error: {conf / 'evil.yaml'}: hydra.callbacks.x._target_: a config file may not set this")
+    assert result.stderr.startswith(
+        f"config error: {conf / 'evil.yaml'}: hydra.callbacks.x._target_: a config file may not set this"
+    )
     assert not list(tmp_path.glob("OWNED*"))
 
 
@@ -328,10 +599,18 @@ def test_a_refused_job_in_a_sweep_is_listed_and_fails_the_sweep(tmp_path):
 
 
 def test_every_way_of_naming_a_config_folder_is_read(tmp_path):
-    from runner import trust
+    from runner.config import trust
 
     a, b, c = (tmp_path / n for n in "abc")
     for folder in (a, b, c):
         folder.mkdir()
-    argv = ["--config-dir", str(a), f"-cp={b}", f"+hydra.searchpath=[file://{c}]", "experiment=x", "--config-dir", str(config_dir())]
+    argv = [
+        "--config-dir",
+        str(a),
+        f"-cp={b}",
+        f"+hydra.searchpath=[file://{c}]",
+        "experiment=x",
+        "--config-dir",
+        str(config_dir()),
+    ]
     assert trust.config_folders(argv) == [a, b, c]  # the shipped conf/ is trusted, not read

@@ -13,7 +13,7 @@ import sys
 
 import pytest
 
-from tests.conftest import ROOT
+from tests.helpers import ROOT
 
 
 @pytest.mark.slow
@@ -21,7 +21,11 @@ def test_benchmark_smoke_prints_all_four_figures(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     res = subprocess.run(
         [sys.executable, str(ROOT / "benchmarks" / "run.py"), "--smoke", "--json", str(tmp_path / "figures.json")],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600,
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert res.returncode == 0, res.stderr[-3000:]
     lines = res.stdout.splitlines()
@@ -36,5 +40,8 @@ def test_benchmark_smoke_prints_all_four_figures(tmp_path):
         "B4": ("runner_mb", "tf_function_mb", "ratio"),
     }.items():
         for key in keys:
-            assert isinstance(figures[section][key], float) and figures[section][key] == figures[section][key], (section, key)
+            assert isinstance(figures[section][key], float) and figures[section][key] == figures[section][key], (
+                section,
+                key,
+            )
     assert figures["B4"]["runner_mb"] > 0 and figures["B1"]["runner_s"] > 0

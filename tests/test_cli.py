@@ -1,14 +1,13 @@
 """What users type: the command line end to end, in subprocesses (each pays TF's import)."""
 
 import json
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT, cli
+from tests.helpers import ROOT, cli
 
 pytestmark = pytest.mark.slow
 
@@ -58,18 +57,28 @@ def imported_tensorflow(proc) -> bool:
 
 @pytest.mark.parametrize("flags", [["--help"], ["--cfg", "job"], ["--info"]], ids=["help", "cfg", "info"])
 def test_hydra_flags_work_without_tensorflow(tmp_path, flags):
-    proc = subprocess.run([sys.executable, "-X", "importtime", "-m", "runner", *flags], cwd=tmp_path,
-                          env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"}, capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "runner", *flags],
+        cwd=tmp_path,
+        env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert not imported_tensorflow(proc)
     assert not (tmp_path / "outputs").exists()
 
 
 def test_config_error_is_one_line_exit_2_without_tensorflow(tmp_path):
-    proc = subprocess.run([sys.executable, "-X", "importtime", "-m", "runner", "experiment=seed_chain_rule", "function.steps.z=y * q"],
-                          cwd=tmp_path, env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"}, capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "runner", "experiment=seed_chain_rule", "function.steps.z=y * q"],
+        cwd=tmp_path,
+        env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 2
-    messages = [l for l in proc.stderr.splitlines() if not l.startswith("import time:")]
+    messages = [line for line in proc.stderr.splitlines() if not line.startswith("import time:")]
     assert messages[0] == "config error: function.steps.z: unknown name 'q'; known here: x, y (column 5)"
     assert "Traceback" not in proc.stderr
     assert not imported_tensorflow(proc)
@@ -95,18 +104,28 @@ def test_config_dir_from_the_users_own_folder(tmp_path):
 
 def test_non_editable_install_finds_its_configs_from_any_folder(tmp_path):
     wheels = tmp_path / "wheels"
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(wheels), str(ROOT)],
-                   check=True, capture_output=True)
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(wheels), str(ROOT)],
+        check=True,
+        capture_output=True,
+    )
     site = tmp_path / "site"
     wheel = next(wheels.glob("runner-*.whl"))
-    subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(site), str(wheel)],
-                   check=True, capture_output=True)
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(site), str(wheel)],
+        check=True,
+        capture_output=True,
+    )
     assert (site / "runner" / "conf" / "experiment" / "seed_chain_rule.yaml").is_file()
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
-    proc = subprocess.run([sys.executable, "-m", "runner", "experiment=seed_chain_rule"], cwd=elsewhere,
-                          env={"PYTHONPATH": str(site), "PATH": "/usr/bin:/bin"}, capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, "-m", "runner", "experiment=seed_chain_rule"],
+        cwd=elsewhere,
+        env={"PYTHONPATH": str(site), "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 0, proc.stderr
     assert "dz/dx = 108.0" in proc.stdout
     assert results(elsewhere)["derivatives"][0]["value"] == 108.0
-

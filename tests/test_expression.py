@@ -7,8 +7,8 @@ import time
 
 import pytest
 
-from runner import expression as ex
-from tests.conftest import cli
+from runner.language import expression as ex
+from tests.helpers import cli
 
 VALID = [
     # text, the tree it must give
@@ -20,12 +20,15 @@ VALID = [
     ("a @ b", ex.Binary("@", ex.Name("a", 1), ex.Name("b", 5), 1)),
     ("sin(x)", ex.Call("sin", (ex.Name("x", 5),), None, 1)),
     ("reduce_sum(x, -1)", ex.Call("reduce_sum", (ex.Name("x", 12),), -1, 1)),
-    ("where(x < 0, -x, x)", ex.Call(
-        "where",
-        (ex.Compare("<", ex.Name("x", 7), ex.Num(0, 11), 7), ex.Unary("-", ex.Name("x", 15), 14), ex.Name("x", 18)),
-        None,
-        1,
-    )),
+    (
+        "where(x < 0, -x, x)",
+        ex.Call(
+            "where",
+            (ex.Compare("<", ex.Name("x", 7), ex.Num(0, 11), 7), ex.Unary("-", ex.Name("x", 15), 14), ex.Name("x", 18)),
+            None,
+            1,
+        ),
+    ),
     ("  x  ", ex.Name("x", 1)),  # surrounding blanks are not part of the expression
     ("pi * e", ex.Binary("*", ex.Name("pi", 1), ex.Name("e", 6), 1)),
     ("1e999", ex.Num(float("inf"), 1)),  # a float literal may overflow to inf, as in TensorFlow

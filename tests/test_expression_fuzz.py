@@ -13,9 +13,11 @@ from __future__ import annotations
 import sys
 import time
 
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
-from runner import expression as ex, shapes
+from runner.language import expression as ex
+from runner.language import shapes
 
 _audit = {"on": False, "events": []}
 
@@ -103,7 +105,9 @@ _FUNCS = st.sampled_from(sorted(ex.FUNCTIONS) + ["exec", "getattr", "print", "co
 
 
 def _compound(children):
-    binop = st.sampled_from(["+", "-", "*", "/", "**", "@", "//", "%", "<", "==", " and ", " or ", " if x else ", " is ", " in "])
+    binop = st.sampled_from(
+        ["+", "-", "*", "/", "**", "@", "//", "%", "<", "==", " and ", " or ", " if x else ", " is ", " in "]
+    )
     return st.one_of(
         st.tuples(children, binop, children).map(lambda t: f"({t[0]}{t[1]}{t[2]})"),
         st.tuples(st.sampled_from(["-", "+", "~", "not "]), children).map(lambda t: f"{t[0]}({t[1]})"),
@@ -133,16 +137,26 @@ def test_random_syntax_trees_with_hostile_constructs(text):
 
 def _valid_compound(children):
     return st.one_of(
-        st.tuples(children, st.sampled_from(["+", "-", "*", "/", "**"]), children).map(lambda t: f"({t[0]} {t[1]} {t[2]})"),
+        st.tuples(children, st.sampled_from(["+", "-", "*", "/", "**"]), children).map(
+            lambda t: f"({t[0]} {t[1]} {t[2]})"
+        ),
         children.map(lambda c: f"-({c})"),
-        st.tuples(st.sampled_from([f for f, s in ex.FUNCTIONS.items() if s.tensors == 1]), children).map(lambda t: f"{t[0]}({t[1]})"),
-        st.tuples(st.sampled_from(["pow", "maximum", "minimum", "atan2", "matmul"]), children, children).map(lambda t: f"{t[0]}({t[1]}, {t[2]})"),
+        st.tuples(st.sampled_from([f for f, s in ex.FUNCTIONS.items() if s.tensors == 1]), children).map(
+            lambda t: f"{t[0]}({t[1]})"
+        ),
+        st.tuples(st.sampled_from(["pow", "maximum", "minimum", "atan2", "matmul"]), children, children).map(
+            lambda t: f"{t[0]}({t[1]}, {t[2]})"
+        ),
         st.tuples(children, children, children, children).map(lambda t: f"where({t[0]} < {t[1]}, {t[2]}, {t[3]})"),
-        st.tuples(st.sampled_from(["reduce_sum", "reduce_max"]), children, st.integers(-2, 1)).map(lambda t: f"{t[0]}({t[1]}, {t[2]})"),
+        st.tuples(st.sampled_from(["reduce_sum", "reduce_max"]), children, st.integers(-2, 1)).map(
+            lambda t: f"{t[0]}({t[1]}, {t[2]})"
+        ),
     )
 
 
-_VALID_TREE = st.recursive(st.one_of(st.sampled_from(["x", "m", "v", "pi"]), st.integers(0, 10**6).map(str)), _valid_compound, max_leaves=30)
+_VALID_TREE = st.recursive(
+    st.one_of(st.sampled_from(["x", "m", "v", "pi"]), st.integers(0, 10**6).map(str)), _valid_compound, max_leaves=30
+)
 _SHAPES = {"x": (), "m": (2, 2), "v": (2,)}
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT, cli
+from tests.helpers import ROOT, cli
 
 # ---- a writer killed half-way ------------------------------------------------------------
 
@@ -23,7 +23,7 @@ _WRITER = textwrap.dedent(
     """
     import sys
     from pathlib import Path
-    from runner import runlog
+    from runner.record import runlog
 
     path, mode = Path(sys.argv[1]), sys.argv[2]
     payloads = [(('{"v": "' + c * 4_000_000 + '"}\\n').encode()) for c in "ab"]
@@ -136,7 +136,9 @@ def test_a_signal_stops_a_sweep_with_every_finished_log_whole_and_a_summary(tmp_
 
 @pytest.mark.slow
 def test_sixteen_jobs_on_four_parallel_workers_lose_nothing(tmp_path):
-    result = cli(["-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=4", "point.x=range(16)"], cwd=tmp_path, timeout=600)
+    result = cli(
+        ["-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=4", "point.x=range(16)"], cwd=tmp_path, timeout=600
+    )
     assert result.returncode == 0, result.stderr
     (sweep_dir,) = tmp_path.glob("outputs/multirun/*/*")
     summary = json.loads((sweep_dir / "summary.json").read_text())

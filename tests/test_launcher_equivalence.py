@@ -26,9 +26,11 @@ from pathlib import Path
 from typing import Any, Dict
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from omegaconf import OmegaConf, open_dict, read_write
 
-from tests.conftest import cli
+from tests.helpers import cli
 
 SWEEP = ["experiment=seed_cubic,seed_chain_rule", "point.x=2.0,[1.0,3.0],4", "tape.persistent=true"]
 CALLBACKS = [
@@ -54,8 +56,13 @@ def _normalize_text(text: str, cwd: Path, plugin: str) -> str:
 def _plain(obj: Any, cwd: Path, plugin: str) -> Any:
     """A pickled config or JobReturn as comparable plain data."""
     if OmegaConf.is_config(obj):
-        return json.loads(_normalize_text(json.dumps(OmegaConf.to_container(obj, resolve=False, enum_to_str=True)), cwd, plugin))
-    fields = {k: getattr(obj, k) for k in ("overrides", "cfg", "hydra_cfg", "working_dir", "task_name", "status", "_return_value")}
+        return json.loads(
+            _normalize_text(json.dumps(OmegaConf.to_container(obj, resolve=False, enum_to_str=True)), cwd, plugin)
+        )
+    fields = {
+        k: getattr(obj, k)
+        for k in ("overrides", "cfg", "hydra_cfg", "working_dir", "task_name", "status", "_return_value")
+    }
     fields = {k: _plain(v, cwd, plugin) if OmegaConf.is_config(v) else v for k, v in fields.items()}
     fields["working_dir"] = str(fields["working_dir"]).replace(str(cwd), "<cwd>")
     return type(obj).__name__, fields
@@ -101,7 +108,14 @@ def test_runner_launcher_leaves_the_basic_launchers_files(tmp_path):
     for plugin in ("basic", "runner"):
         cwd = tmp_path / plugin
         cwd.mkdir()
-        args = ["-m", *SWEEP, *CALLBACKS, f"hydra/launcher={plugin}", f"hydra/sweeper={plugin}", "hydra.sweep.dir=sweep"]
+        args = [
+            "-m",
+            *SWEEP,
+            *CALLBACKS,
+            f"hydra/launcher={plugin}",
+            f"hydra/sweeper={plugin}",
+            "hydra.sweep.dir=sweep",
+        ]
         res = cli(args, cwd=cwd)
         assert res.returncode == 0, res.stderr[-3000:]
         trees[plugin] = _tree(cwd, plugin)
@@ -149,7 +163,16 @@ def composer():
         (["~name"], (), False),
         (["point={x: 1.0}"], (), False),  # a dict for a group: a value override, as Hydra says
     ],
-    ids=["one value", "three values", "group and value", "group only", "list value", "add", "delete", "dict for a group"],
+    ids=[
+        "one value",
+        "three values",
+        "group and value",
+        "group only",
+        "list value",
+        "add",
+        "delete",
+        "dict for a group",
+    ],
 )
 def test_overrides_split_as_hydras_defaults_list_splits_them(composer, lines, groups, scalar):
     job = composer.split(lines)
@@ -157,7 +180,11 @@ def test_overrides_split_as_hydras_defaults_list_splits_them(composer, lines, gr
     assert job.lines == lines
 
 
-@pytest.mark.parametrize("lines", [["hydra.job.chdir=true"], ["hydra/job_logging=disabled"], ["point.x=1,2"]], ids=["hydra value", "hydra group", "a sweep"])
+@pytest.mark.parametrize(
+    "lines",
+    [["hydra.job.chdir=true"], ["hydra/job_logging=disabled"], ["point.x=1,2"]],
+    ids=["hydra value", "hydra group", "a sweep"],
+)
 def test_what_the_composer_is_unsure_of_goes_to_hydra(composer, lines):
     assert composer.split(lines) is None
 
@@ -205,7 +232,9 @@ TRICKY = [
 ]
 
 
-@pytest.mark.parametrize("task", TRICKY, ids=["plain", "empty", "quotes and colon", "longer than a line", "unicode and escapes"])
+@pytest.mark.parametrize(
+    "task", TRICKY, ids=["plain", "empty", "quotes and colon", "longer than a line", "unicode and escapes"]
+)
 def test_hydra_yaml_is_spliced_byte_for_byte(composer, task):
     """HydraYaml.render gives the text OmegaConf.to_yaml gives for the same values."""
     full = composer.template(()).full
@@ -220,7 +249,11 @@ def test_hydra_yaml_is_spliced_byte_for_byte(composer, task):
         for key in path[:-1]:
             node = node[key]
         node[path[-1]] = value
-    assert _hydra_yaml.HydraYaml(hydra_only).render(values) == _hydra_yaml.dump(expected) == OmegaConf.to_yaml(OmegaConf.create(expected))
+    assert (
+        _hydra_yaml.HydraYaml(hydra_only).render(values)
+        == _hydra_yaml.dump(expected)
+        == OmegaConf.to_yaml(OmegaConf.create(expected))
+    )
 
 
 SCALAR_JOBS = [
@@ -248,8 +281,6 @@ def test_config_yaml_is_spliced_byte_for_byte(composer, lines):
     assert _core._config_yaml(template, job, task_cfg) == OmegaConf.to_yaml(task_cfg)
     assert _hydra_yaml.sequence(lines) == OmegaConf.to_yaml(OmegaConf.create(lines))
 
-
-from hypothesis import given, settings, strategies as st  # noqa: E402
 
 _SCALARS = st.one_of(
     st.none(),

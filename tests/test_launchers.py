@@ -9,9 +9,8 @@ from __future__ import annotations
 
 import pytest
 
-from runner import sweep
-from tests.conftest import cli
-from tests.test_sweeps import summary, sweep_dirs
+from runner.sweep import summary as sweep
+from tests.helpers import cli, summary, sweep_dirs
 
 POINTS = "point.x=0.3,1.7,2.9"
 LAUNCHERS = {

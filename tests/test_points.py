@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from runner import points
+from runner.config import points
 from runner.errors import ConfigError
-from tests.conftest import ROOT, function_config
+from tests.helpers import ROOT, function_config
 
 GENERATED = [
     # id, point entry, expected array
@@ -15,8 +15,16 @@ GENERATED = [
     ("nested list", [[1, 2], [3, 4]], np.array([[1, 2], [3, 4]])),
     ("linspace", {"linspace": [0, 1, 5]}, np.array([0.0, 0.25, 0.5, 0.75, 1.0])),
     ("arange", {"arange": [0, 1, 0.25]}, np.array([0.0, 0.25, 0.5, 0.75])),
-    ("random normal is seeded", {"random": {"shape": [2, 3], "seed": 7}}, np.random.default_rng(7).standard_normal([2, 3])),
-    ("random uniform", {"random": {"shape": [4], "distribution": "uniform", "seed": 1}}, np.random.default_rng(1).uniform(0, 1, [4])),
+    (
+        "random normal is seeded",
+        {"random": {"shape": [2, 3], "seed": 7}},
+        np.random.default_rng(7).standard_normal([2, 3]),
+    ),
+    (
+        "random uniform",
+        {"random": {"shape": [4], "distribution": "uniform", "seed": 1}},
+        np.random.default_rng(1).uniform(0, 1, [4]),
+    ),
 ]
 
 
@@ -40,7 +48,11 @@ def test_a_single_grid_axis_is_the_axis_itself():
 
 def test_grid_run_is_one_vectorized_call(run_job):
     # f = x * y**2 on a 3 x 2 grid: df/dx = y**2, df/dy = 2 x y at every point
-    cfg = function_config({"f": "x * y ** 2"}, {"x": {"grid": [1.0, 2.0, 3.0]}, "y": {"grid": [-1.0, 2.0]}}, [{"target": "f", "sources": ["x", "y"]}])
+    cfg = function_config(
+        {"f": "x * y ** 2"},
+        {"x": {"grid": [1.0, 2.0, 3.0]}, "y": {"grid": [-1.0, 2.0]}},
+        [{"target": "f", "sources": ["x", "y"]}],
+    )
     ran = run_job(cfg)
     x, y = np.meshgrid([1.0, 2.0, 3.0], [-1.0, 2.0], indexing="ij")
     np.testing.assert_allclose(ran.derivatives["df/d(x,y)"]["x"], y**2)
@@ -59,10 +71,16 @@ def test_npy_file_relative_to_the_working_folder(tmp_path, monkeypatch):
     np.save(tmp_path / "data" / "x.npy", np.array([[1.0, 2.0], [3.0, 4.0]]))
     monkeypatch.chdir(tmp_path)
     np.testing.assert_array_equal(points.evaluate("point.x", {"file": "data/x.npy"}), [[1.0, 2.0], [3.0, 4.0]])
-    np.testing.assert_array_equal(points.evaluate("point.x", {"file": str(tmp_path / "data" / "x.npy")}), [[1.0, 2.0], [3.0, 4.0]])
+    np.testing.assert_array_equal(
+        points.evaluate("point.x", {"file": str(tmp_path / "data" / "x.npy")}), [[1.0, 2.0], [3.0, 4.0]]
+    )
 
 
-@pytest.mark.parametrize("text, want", [("1,2,3\n", [1.0, 2.0, 3.0]), ("1\n2\n3\n", [1.0, 2.0, 3.0]), ("1,2\n3,4\n", [[1.0, 2.0], [3.0, 4.0]])], ids=["row", "column", "table"])
+@pytest.mark.parametrize(
+    "text, want",
+    [("1,2,3\n", [1.0, 2.0, 3.0]), ("1\n2\n3\n", [1.0, 2.0, 3.0]), ("1,2\n3,4\n", [[1.0, 2.0], [3.0, 4.0]])],
+    ids=["row", "column", "table"],
+)
 def test_csv_file(tmp_path, monkeypatch, text, want):
     (tmp_path / "p.csv").write_text(text)
     monkeypatch.chdir(tmp_path)
@@ -125,7 +143,12 @@ def test_refused_files(tmp_path, monkeypatch, make, words):
 REFUSED = [
     # id, point mapping, the key at fault, words
     ("grid axis not 1-D", {"x": {"grid": [[1.0, 2.0]]}}, "point.x.grid", "must be 1-D"),
-    ("grid too large", {"x": {"grid": {"linspace": [0, 1, 2**14]}}, "y": {"grid": {"linspace": [0, 1, 2**14]}}}, "point (grid of x, y)", "exceeds the limit"),
+    (
+        "grid too large",
+        {"x": {"grid": {"linspace": [0, 1, 2**14]}}, "y": {"grid": {"linspace": [0, 1, 2**14]}}},
+        "point (grid of x, y)",
+        "exceeds the limit",
+    ),
     ("grid inside a generator", {"x": {"grid": {"grid": [1.0]}}}, "point.x.grid.grid", "whole input"),
     ("unknown generator", {"x": {"logspace": [0, 1, 3]}}, "point.x", "a generator is one of"),
     ("linspace too large", {"x": {"linspace": [0, 1, 2**28]}}, "point.x", "exceeds the limit"),

@@ -13,10 +13,16 @@ from pathlib import Path
 
 import pytest
 
-from runner import report, rerun, runlog
-from tests.conftest import cli
+from runner import report, rerun
+from runner.record import runlog
+from tests.helpers import cli
 
-GRID = ["experiment=seed_chain_rule", "point.x={linspace: [-2, 2, 41]}", "derivatives=[{target: z, sources: x}]", "log.max_inline_elements=10"]
+GRID = [
+    "experiment=seed_chain_rule",
+    "point.x={linspace: [-2, 2, 41]}",
+    "derivatives=[{target: z, sources: x}]",
+    "log.max_inline_elements=10",
+]
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +52,9 @@ def test_rerun_of_a_logged_run_is_bit_identical(logged, capsys, run):
     verdicts = dict(re.findall(r"^  (\S+ \S+?)\s{2,}(\S.*)$", out, re.M))
     assert set(verdicts.values()) == {"identical"}
     if run == "grid":
-        assert json.loads((folder / runlog.RESULTS_FILE).read_text())["values"]["x"]["array"]["file"] == runlog.ARRAYS_FILE
+        assert (
+            json.loads((folder / runlog.RESULTS_FILE).read_text())["values"]["x"]["array"]["file"] == runlog.ARRAYS_FILE
+        )
         assert verdicts["gradient dz/dx"] == "identical"
     else:
         assert verdicts["gradient dz/dx"] == "identical" and verdicts["value z"] == "identical"
@@ -86,7 +94,13 @@ def test_report_lists_runs_and_shows_one(logged):
     assert re.search(r"run\s+seed_chain_rule\s+ok \(as declared\)\s+dz/dx = array\(shape=\[41\]", text)
     assert "2 runs, 0 sweeps" in text
     detail = report.run_detail(runs["persistent"])
-    for expected in ("gradient  dz/dx = 108.0", "overrides:  experiment=seed_persistent", "seed:       0, op determinism on", "results.json", "python -m runner.rerun"):
+    for expected in (
+        "gradient  dz/dx = 108.0",
+        "overrides:  experiment=seed_persistent",
+        "seed:       0, op determinism on",
+        "results.json",
+        "python -m runner.rerun",
+    ):
         assert expected in detail
 
 

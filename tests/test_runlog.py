@@ -6,8 +6,8 @@ import math
 import numpy as np
 import pytest
 
-from runner import runlog
-from tests.conftest import function_config
+from runner.record import runlog
+from tests.helpers import function_config
 
 
 def strict_load(path):
@@ -46,8 +46,12 @@ def test_results_json_is_strict_and_complete(run_job):
 
 
 def test_large_tensors_go_to_arrays_npz(run_job):
-    cfg = function_config({"y": "x * x"}, {"x": {"linspace": [0.0, 1.0, 1001]}}, [{"target": "y", "sources": "x"}],
-                          log={"max_inline_elements": 1000})
+    cfg = function_config(
+        {"y": "x * x"},
+        {"x": {"linspace": [0.0, 1.0, 1001]}},
+        [{"target": "y", "sources": "x"}],
+        log={"max_inline_elements": 1000},
+    )
     ran = run_job(cfg)
     ref = ran.derivatives["dy/dx"]
     assert ref["array"] == {"file": "arrays.npz", "key": "derivatives/dy/dx", "shape": [1001], "dtype": "float32"}

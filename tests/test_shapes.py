@@ -1,7 +1,7 @@
 """Static shape inference agrees with TensorFlow: same shape when TF accepts, refusal when it refuses.
 
-Each row is run twice: through `runner.shapes.infer` (no TensorFlow), and through the real
-lowering (`runner.program.evaluate`). A row TensorFlow accepts must infer its exact shape;
+Each row is run twice: through `runner.language.shapes.infer` (no TensorFlow), and through the real
+lowering (`runner.tape.program.evaluate`). A row TensorFlow accepts must infer its exact shape;
 a row TensorFlow refuses must be refused statically, with the message given. So the static
 check never refuses a config TensorFlow would run.
 """
@@ -14,11 +14,24 @@ import functools
 import numpy as np
 import pytest
 
-from runner import expression as ex, shapes, spec as specs
+from runner.config import spec as specs
 from runner.errors import ConfigError
-from tests.conftest import function_config
+from runner.language import expression as ex
+from runner.language import shapes
+from tests.helpers import function_config
 
-POINTS = {"s": [], "v3": [3], "v4": [4], "m23": [2, 3], "m32": [3, 2], "m33": [3, 3], "c31": [3, 1], "r14": [1, 4], "b423": [4, 2, 3], "e0": [0]}
+POINTS = {
+    "s": [],
+    "v3": [3],
+    "v4": [4],
+    "m23": [2, 3],
+    "m32": [3, 2],
+    "m33": [3, 3],
+    "c31": [3, 1],
+    "r14": [1, 4],
+    "b423": [4, 2, 3],
+    "e0": [0],
+}
 
 AGREE = [
     # expression, the shape TensorFlow gives
@@ -83,7 +96,7 @@ def _job(text):
 def test_inferred_shape_is_tensorflows(text, shape):
     known = {k: tuple(v) for k, v in POINTS.items()}
     assert shapes.infer(ex.parse(text), known, text) == shape
-    from runner import program
+    from runner.tape import program
 
     spec = specs.build(_job(text))
     assert spec.steps[0].name == "y"
@@ -104,7 +117,7 @@ def test_refused_statically_and_by_tensorflow(text, message):
     # TensorFlow refuses it too: the static check is not stricter than TensorFlow
     import tensorflow as tf
 
-    from runner.lowering import lower
+    from runner.language.lowering import lower
 
     env = {k: tf.constant(v) for k, v in _arrays().items()}
     with pytest.raises((tf.errors.InvalidArgumentError, ValueError)):

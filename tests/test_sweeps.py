@@ -12,23 +12,15 @@ import os
 import re
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 from omegaconf import OmegaConf
 
-from runner import folders, plots, progress, resume, runlog, sweep
-from tests.conftest import ROOT, cli
-
-
-def sweep_dirs(root: Path):
-    return sorted((root / "outputs" / "multirun").glob("*/*"))
-
-
-def summary(sweep_dir: Path):
-    return json.loads((sweep_dir / sweep.SUMMARY_JSON).read_text())
-
+from runner.record import plots, runlog
+from runner.sweep import folders, progress, resume
+from runner.sweep import summary as sweep
+from tests.helpers import ROOT, cli, summary, sweep_dirs
 
 # ---------------------------------------------------------------- a sweep of three points
 
@@ -58,14 +50,21 @@ def test_three_points_give_three_results_and_a_three_row_summary(cubic_sweep):
     assert all(r["duration_s"] > 0 for r in s["rows"])
     with open(sweep_dir / sweep.SUMMARY_CSV) as f:
         rows = list(csv.DictReader(f))
-    assert [(r["job"], r["dy/dx"], r["status"]) for r in rows] == [("0", "3.0", "ok"), ("1", "12.0", "ok"), ("2", "27.0", "ok")]
+    assert [(r["job"], r["dy/dx"], r["status"]) for r in rows] == [
+        ("0", "3.0", "ok"),
+        ("1", "12.0", "ok"),
+        ("2", "27.0", "ok"),
+    ]
 
 
 @pytest.mark.slow
 def test_sweep_prints_progress_and_the_table(cubic_sweep):
     _, sweep_dir, proc = cubic_sweep
-    lines = [l for l in proc.stdout.splitlines() if re.match(r"\[\d+/", l)]
-    assert [re.match(r"\[(\d)/3\] #(\d) experiment=seed_cubic point\.x=(\S+): ok \| failed 0", l).groups() for l in lines] == [
+    lines = [line for line in proc.stdout.splitlines() if re.match(r"\[\d+/", line)]
+    assert [
+        re.match(r"\[(\d)/3\] #(\d) experiment=seed_cubic point\.x=(\S+): ok \| failed 0", line).groups()
+        for line in lines
+    ] == [
         ("1", "0", "1.0"),
         ("2", "1", "2.0"),
         ("3", "2", "3.0"),
@@ -110,7 +109,11 @@ def test_relaunch_with_resume_skips_every_complete_job(cubic_sweep):
 def test_report_lists_the_sweep_and_shows_it(cubic_sweep):
     cwd, sweep_dir, _ = cubic_sweep
     out = subprocess.run(
-        [sys.executable, "-m", "runner.report", "outputs"], cwd=cwd, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)}
+        [sys.executable, "-m", "runner.report", "outputs"],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
     )
     assert out.returncode == 0, out.stderr
     assert re.search(r"sweep\s+seed_cubic\s+3 jobs, 0 failed", out.stdout)
@@ -135,7 +138,11 @@ def test_a_failed_job_is_listed_and_the_sweep_exits_non_zero(failing_sweep):
     assert proc.returncode == 1
     s = summary(sweep_dir)
     assert (s["jobs"], s["failed"]) == (3, 1)
-    assert [(r["job"], r["status"], r["met"]) for r in s["rows"]] == [("0", "error", True), ("1", "ok", False), ("2", "error", True)]
+    assert [(r["job"], r["status"], r["met"]) for r in s["rows"]] == [
+        ("0", "error", True),
+        ("1", "ok", False),
+        ("2", "error", True),
+    ]
     assert [r["derivatives"] for r in s["rows"]] == [{"dy/dx": 6.0}, {"dy/dx": 6.0, "dz/dx": 108.0}, {"dy/dx": 6.0}]
     assert "[2/3] #1 experiment=seed_non_persistent tape.persistent=True: FAILED (exit 1) | failed 1" in proc.stdout
     assert "sweep: 3 jobs, 1 failed" in proc.stdout
@@ -146,7 +153,9 @@ def test_resume_reruns_only_the_incomplete_job(failing_sweep):
     cwd, sweep_dir, _ = failing_sweep
     (sweep_dir / "1" / runlog.RESULTS_FILE).unlink()  # as if the sweep was killed during job 1
     kept = (sweep_dir / "2" / runlog.RESULTS_FILE).read_text()
-    proc = cli(["-m", "experiment=seed_non_persistent", "tape.persistent=false,true,false", f"resume={sweep_dir}"], cwd=cwd)
+    proc = cli(
+        ["-m", "experiment=seed_non_persistent", "tape.persistent=false,true,false", f"resume={sweep_dir}"], cwd=cwd
+    )
     assert proc.returncode == 1  # job 1 fails again, as it should
     assert [r["resumed"] for r in summary(sweep_dir)["rows"]] == [True, False, True]
     assert (sweep_dir / "2" / runlog.RESULTS_FILE).read_text() == kept
@@ -201,7 +210,9 @@ def test_summary_shows_check_outcomes_and_missing_jobs(run_job, tmp_path):
         (job / ".hydra").mkdir(parents=True)
         (job / ".hydra" / "overrides.yaml").write_text(f"- point.x={num}\n")
         rec = dict(ran.log)
-        rec["derivatives"] = [{**d, "check": {"passed": passed if d["name"] == "dz/dx" else True}} for d in rec["derivatives"]]
+        rec["derivatives"] = [
+            {**d, "check": {"passed": passed if d["name"] == "dz/dx" else True}} for d in rec["derivatives"]
+        ]
         (job / runlog.RESULTS_FILE).write_text(json.dumps(rec))
     (sweep_dir / "2" / ".hydra").mkdir(parents=True)
     rows = sweep.collect(sweep_dir)
@@ -245,7 +256,9 @@ def test_three_runs_started_at_once_leave_three_folders(tmp_path):
     # a refused config exits before TensorFlow loads, so the three start within milliseconds
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     args = [sys.executable, "-m", "runner", "experiment=seed_chain_rule", "function.steps.z=y * q"]
-    procs = [subprocess.Popen(args, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE) for _ in range(3)]
+    procs = [
+        subprocess.Popen(args, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE) for _ in range(3)
+    ]
     assert [p.wait(timeout=120) for p in procs] == [2, 2, 2]
     runs = list((tmp_path / "outputs").glob("*/*"))
     assert len(runs) == 3
@@ -283,7 +296,7 @@ def test_seeding_is_skipped_only_when_nothing_random_happened_since(monkeypatch)
     the seed and the seed generator's state are unchanged, and only then."""
     import tensorflow as tf
 
-    from runner import reproducibility
+    from runner.tape import reproducibility
 
     monkeypatch.setattr(reproducibility, "_tf_seeded", None)  # as in a fresh process
     calls = []
@@ -348,8 +361,8 @@ def test_grid_plot_per_job_defaults_to_single_runs_only(mode, setting, plots_eac
     from hydra.types import RunMode
     from omegaconf import open_dict
 
-    from runner import artifacts
     from runner.cli import config_dir
+    from runner.record import artifacts
 
     with initialize_config_dir(str(config_dir()), version_base="1.3"):
         cfg = compose("config", return_hydra_config=True)

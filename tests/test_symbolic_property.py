@@ -1,7 +1,7 @@
 """Property: on random expression trees and points, TensorFlow's gradient agrees with the
 exact SymPy derivative of the same parsed tree, wherever both are finite.
 
-Trees are drawn as text and go through the real parser (`runner.expression`), the real
+Trees are drawn as text and go through the real parser (`runner.language.expression`), the real
 tape program (float64 inputs, so the tolerance can be tight) and the real SymPy lowering.
 One process, one TensorFlow: the examples reuse it.
 """
@@ -15,7 +15,7 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from runner import spec as specs
+from runner.config import spec as specs
 
 UNARY = ["sin", "cos", "tanh", "atan", "exp", "log", "sqrt", "square", "sigmoid", "softplus", "abs", "relu", "erf"]
 BINARY = ["+", "-", "*", "/"]
@@ -35,7 +35,9 @@ def _extend(children):
     unary = st.tuples(st.sampled_from(UNARY), children).map(lambda t: f"{t[0]}({t[1]})")
     binary = st.tuples(children, st.sampled_from(BINARY), children).map(lambda t: f"({t[0]} {t[1]} {t[2]})")
     power = st.tuples(children, st.integers(min_value=2, max_value=3)).map(lambda t: f"({t[0]}) ** {t[1]}")
-    two = st.tuples(st.sampled_from(["maximum", "minimum", "pow"]), children, children).map(lambda t: f"{t[0]}({t[1]}, {t[2]})")
+    two = st.tuples(st.sampled_from(["maximum", "minimum", "pow"]), children, children).map(
+        lambda t: f"{t[0]}({t[1]}, {t[2]})"
+    )
     return st.one_of(unary, binary, power, two)
 
 
@@ -47,13 +49,22 @@ def _close(got: float, ref: float) -> bool:
     return abs(got - ref) <= 1e-6 * max(1.0, abs(ref))
 
 
-@settings(max_examples=60, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
+@settings(
+    max_examples=60,
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
+)
 @given(text=trees, x=coordinates, y=coordinates)
 def test_tf_gradient_agrees_with_sympy(text, x, y):
-    from runner import program, verify
+    from runner.tape import program
+    from runner.verify import check as verify
 
     cfg = {
-        "function": {"inputs": {"x": {"dtype": "float64"}, "y": {"dtype": "float64"}}, "steps": {"z": f"x * 0 + y * 0 + {text}"}},
+        "function": {
+            "inputs": {"x": {"dtype": "float64"}, "y": {"dtype": "float64"}},
+            "steps": {"z": f"x * 0 + y * 0 + {text}"},
+        },
         "point": {"x": x, "y": y},
         "derivatives": [{"target": "z", "sources": ["x", "y"]}],
         "tape": {"persistent": False},
@@ -68,15 +79,23 @@ def test_tf_gradient_agrees_with_sympy(text, x, y):
         assume(ref.value is not None)  # a kink site switches exactly here: finite differences' job
         tf_value, ref_value = float(got[source]), float(ref.value)
         if math.isfinite(tf_value) and math.isfinite(ref_value):
-            assert _close(tf_value, ref_value), f"d/d{source} of {text} at x={x}, y={y}: TF {tf_value}, SymPy {ref_value}"
+            assert _close(tf_value, ref_value), (
+                f"d/d{source} of {text} at x={x}, y={y}: TF {tf_value}, SymPy {ref_value}"
+            )
 
 
-@settings(max_examples=60, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
+@settings(
+    max_examples=60,
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
+)
 @given(text=trees, x=coordinates, y=coordinates)
 def test_sympy_lowering_computes_what_tensorflow_computes(text, x, y):
     import sympy as sp
 
-    from runner import expression, symbolic, verify
+    from runner.language import expression, symbolic
+    from runner.verify import check as verify
 
     cfg = {
         "function": {"inputs": {"x": {"dtype": "float64"}, "y": {"dtype": "float64"}}, "steps": {"z": text}},
@@ -93,7 +112,9 @@ def test_sympy_lowering_computes_what_tensorflow_computes(text, x, y):
         assert _close(tf_value, value), f"{text} at x={x}, y={y}: TF {tf_value}, SymPy {value}"
 
 
-@pytest.mark.parametrize("text", ["sigmoid(x)", "softplus(x)", "expm1(x)", "log1p(x)", "square(x)", "atan2(x, 2.0)", "sign(x) * x"])
+@pytest.mark.parametrize(
+    "text", ["sigmoid(x)", "softplus(x)", "expm1(x)", "log1p(x)", "square(x)", "atan2(x, 2.0)", "sign(x) * x"]
+)
 def test_table_functions_match_tensorflow(text):
     """Functions the random trees leave out, once each."""
     test_sympy_lowering_computes_what_tensorflow_computes.hypothesis.inner_test(text=text, x=0.37, y=1.0)

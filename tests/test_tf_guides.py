@@ -17,7 +17,7 @@ import math
 import numpy as np
 import pytest
 
-from tests.conftest import function_config
+from tests.helpers import function_config
 
 
 def sigmoid(x):
@@ -193,7 +193,10 @@ GUIDES = [
         _cfg(
             {"y": "relu(x @ kernel)"},
             {"x": {"random": {"shape": [7, 5], "seed": 1}}, "kernel": {"random": {"shape": [5, 10], "seed": 2}}},
-            [{"target": "y", "sources": "kernel", "kind": "jacobian", "name": "j"}, {"target": "y", "sources": "kernel", "name": "g"}],
+            [
+                {"target": "y", "sources": "kernel", "kind": "jacobian", "name": "j"},
+                {"target": "y", "sources": "kernel", "name": "g"},
+            ],
             inputs={"x": {"kind": "constant"}, "kernel": {"kind": "variable"}},
             tape={"persistent": True, "watch": []},
         ),
@@ -202,7 +205,10 @@ GUIDES = [
     (
         "advanced/hessian through nested tapes",
         "hessian",
-        {"hessian(loss; w)": _hessian_relu_loss, "hessian(f; u, v)": {"u": {"u": 6.0, "v": 4.0}, "v": {"u": 4.0, "v": 0.0}}},
+        {
+            "hessian(loss; w)": _hessian_relu_loss,
+            "hessian(f; u, v)": {"u": {"u": 6.0, "v": 4.0}, "v": {"u": 4.0, "v": 0.0}},
+        },
     ),
     (
         "advanced/batch jacobian",
@@ -234,7 +240,9 @@ def _compare(name, got, want, values):
         assert got is None, f"{name}: expected None, got {got!r}"
     else:
         assert got is not None, f"{name}: expected {want!r}, got None"
-        np.testing.assert_allclose(np.asarray(got, dtype=np.float64), np.asarray(want, dtype=np.float64), rtol=1e-5, atol=1e-6, err_msg=name)
+        np.testing.assert_allclose(
+            np.asarray(got, dtype=np.float64), np.asarray(want, dtype=np.float64), rtol=1e-5, atol=1e-6, err_msg=name
+        )
 
 
 @pytest.mark.parametrize("config, expected", [g[1:] for g in GUIDES], ids=[g[0] for g in GUIDES])
@@ -255,7 +263,11 @@ def test_guide_watched_variables(run_job):
 
 def test_guide_integer_warning_is_in_the_run_log(run_job):
     # "WARNING:tensorflow:The dtype of the watched tensor must be floating (e.g. tf.float32), got tf.int32"
-    cfg = function_config({"y": "x * x"}, {"x": 10}, [{"target": "y", "sources": "x"}], inputs={"x": {"dtype": "int32"}})
+    cfg = function_config(
+        {"y": "x * x"}, {"x": 10}, [{"target": "y", "sources": "x"}], inputs={"x": {"dtype": "int32"}}
+    )
     for _ in range(6):  # every job of the process, though TF itself logs it only the first 5 times
         ran = run_job(cfg)
-        assert any("The dtype of the watched tensor must be floating" in w and "int32" in w for w in ran.log["warnings"])
+        assert any(
+            "The dtype of the watched tensor must be floating" in w and "int32" in w for w in ran.log["warnings"]
+        )

@@ -9,9 +9,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from runner import console, spec as specs, sweep
+from runner.config import spec as specs
 from runner.errors import ConfigError
-from tests.conftest import ROOT, composed
+from runner.record import console
+from runner.sweep import summary as sweep
+from tests.helpers import ROOT, composed
 
 
 def config(steps, point, derivatives, inputs=None, tape=None, verify="auto", expect=None):
@@ -67,18 +69,35 @@ A = [[1.0, 2.0], [3.0, 4.0]]
 B = [[0.5], [1.5]]
 TENSOR_FUNCTIONS = [
     # id, steps, point, sources, expected gradient of the last step per source
-    ("matmul_sum_of_squares", {"y": "reduce_sum(matmul(a, b) ** 2)"}, {"a": A, "b": B}, ["a", "b"],
-     {"a": [[3.5, 10.5], [7.5, 22.5]], "b": [[52.0], [74.0]]}),
-    ("matmul_operator_mean", {"p": "a @ b", "y": "reduce_mean(p)"}, {"a": A, "b": B}, ["a"],
-     {"a": [[0.25, 0.75], [0.25, 0.75]]}),
+    (
+        "matmul_sum_of_squares",
+        {"y": "reduce_sum(matmul(a, b) ** 2)"},
+        {"a": A, "b": B},
+        ["a", "b"],
+        {"a": [[3.5, 10.5], [7.5, 22.5]], "b": [[52.0], [74.0]]},
+    ),
+    (
+        "matmul_operator_mean",
+        {"p": "a @ b", "y": "reduce_mean(p)"},
+        {"a": A, "b": B},
+        ["a"],
+        {"a": [[0.25, 0.75], [0.25, 0.75]]},
+    ),
     ("reduce_max", {"y": "reduce_max(x * x)"}, {"x": [1.0, -3.0, 2.0]}, ["x"], {"x": [0.0, -6.0, 0.0]}),
-    ("reduce_prod_axis", {"y": "reduce_sum(reduce_prod(x, 1))"}, {"x": [[1.0, 2.0], [3.0, 4.0]]}, ["x"],
-     {"x": [[2.0, 1.0], [4.0, 3.0]]}),
+    (
+        "reduce_prod_axis",
+        {"y": "reduce_sum(reduce_prod(x, 1))"},
+        {"x": [[1.0, 2.0], [3.0, 4.0]]},
+        ["x"],
+        {"x": [[2.0, 1.0], [4.0, 3.0]]},
+    ),
     ("transpose", {"y": "reduce_sum(transpose(a) * a)"}, {"a": A}, ["a"], {"a": [[2.0, 6.0], [4.0, 8.0]]}),
 ]
 
 
-@pytest.mark.parametrize("steps, point, sources, want", [t[1:] for t in TENSOR_FUNCTIONS], ids=[t[0] for t in TENSOR_FUNCTIONS])
+@pytest.mark.parametrize(
+    "steps, point, sources, want", [t[1:] for t in TENSOR_FUNCTIONS], ids=[t[0] for t in TENSOR_FUNCTIONS]
+)
 def test_matmul_and_reductions_pass_a_finite_difference_check(run_job, steps, point, sources, want):
     target = list(steps)[-1]
     ran = run_job(config(steps, point, [{"target": target, "sources": sources, "name": "g"}]))
@@ -93,27 +112,103 @@ def test_matmul_and_reductions_pass_a_finite_difference_check(run_job, steps, po
 # The requests of the core: several sources, intermediate sources, output_gradients,
 # unconnected sources, unwatched inputs, held steps. reference: what the check computes.
 REQUESTS = [
-    ("several_sources", {"z": "x * x * w"}, {"x": 3.0, "w": 2.0}, {}, {"target": "z", "sources": ["x", "w"]},
-     {"x": 12.0, "w": 9.0}, "symbolic"),
-    ("intermediate_source", {"y": "x * x", "z": "y * y"}, {"x": 3.0}, {}, {"target": "z", "sources": "y"}, 18.0, "symbolic"),
-    ("input_and_step", {"y": "x * x", "z": "y * x"}, {"x": 2.0}, {}, {"target": "z", "sources": ["x", "y"]},
-     {"x": 12.0, "y": 2.0}, "symbolic"),
-    ("output_gradients", {"y": "x * x"}, {"x": [1.0, 2.0]}, {}, {"target": "y", "sources": "x", "output_gradients": [3.0, 0.5]},
-     [6.0, 2.0], "symbolic"),
-    ("broadcast_scalar_source", {"y": "w * x"}, {"x": [1.0, 2.0, 3.0], "w": 2.0}, {}, {"target": "y", "sources": "w"}, 6.0, "symbolic"),
+    (
+        "several_sources",
+        {"z": "x * x * w"},
+        {"x": 3.0, "w": 2.0},
+        {},
+        {"target": "z", "sources": ["x", "w"]},
+        {"x": 12.0, "w": 9.0},
+        "symbolic",
+    ),
+    (
+        "intermediate_source",
+        {"y": "x * x", "z": "y * y"},
+        {"x": 3.0},
+        {},
+        {"target": "z", "sources": "y"},
+        18.0,
+        "symbolic",
+    ),
+    (
+        "input_and_step",
+        {"y": "x * x", "z": "y * x"},
+        {"x": 2.0},
+        {},
+        {"target": "z", "sources": ["x", "y"]},
+        {"x": 12.0, "y": 2.0},
+        "symbolic",
+    ),
+    (
+        "output_gradients",
+        {"y": "x * x"},
+        {"x": [1.0, 2.0]},
+        {},
+        {"target": "y", "sources": "x", "output_gradients": [3.0, 0.5]},
+        [6.0, 2.0],
+        "symbolic",
+    ),
+    (
+        "broadcast_scalar_source",
+        {"y": "w * x"},
+        {"x": [1.0, 2.0, 3.0], "w": 2.0},
+        {},
+        {"target": "y", "sources": "w"},
+        6.0,
+        "symbolic",
+    ),
     ("unconnected_none", {"y": "x * x"}, {"x": 1.0, "w": 2.0}, {}, {"target": "y", "sources": "w"}, None, "symbolic"),
-    ("unconnected_zero", {"y": "x * x"}, {"x": 1.0, "w": 2.0}, {}, {"target": "y", "sources": "w", "unconnected": "zero"}, 0.0, "symbolic"),
-    ("unwatched_input", {"y": "x * w"}, {"x": 1.0, "w": 2.0}, {"watch": ["x"]}, {"target": "y", "sources": ["x", "w"]},
-     {"x": 2.0, "w": None}, "symbolic"),
-    ("stop_recording_step", {"s": "x * 3", "y": "s * x"}, {"x": 2.0}, {"stop_recording": ["s"]}, {"target": "y", "sources": "x"},
-     6.0, "symbolic"),
-    ("stop_gradient", {"y": "x * stop_gradient(x * x)"}, {"x": 2.0}, {}, {"target": "y", "sources": "x"}, 4.0, "symbolic"),
-    ("matmul_intermediate", {"p": "a @ b", "y": "reduce_sum(p * p)"}, {"a": A, "b": B}, {}, {"target": "y", "sources": "p"},
-     [[7.0], [15.0]], "finite_difference"),
+    (
+        "unconnected_zero",
+        {"y": "x * x"},
+        {"x": 1.0, "w": 2.0},
+        {},
+        {"target": "y", "sources": "w", "unconnected": "zero"},
+        0.0,
+        "symbolic",
+    ),
+    (
+        "unwatched_input",
+        {"y": "x * w"},
+        {"x": 1.0, "w": 2.0},
+        {"watch": ["x"]},
+        {"target": "y", "sources": ["x", "w"]},
+        {"x": 2.0, "w": None},
+        "symbolic",
+    ),
+    (
+        "stop_recording_step",
+        {"s": "x * 3", "y": "s * x"},
+        {"x": 2.0},
+        {"stop_recording": ["s"]},
+        {"target": "y", "sources": "x"},
+        6.0,
+        "symbolic",
+    ),
+    (
+        "stop_gradient",
+        {"y": "x * stop_gradient(x * x)"},
+        {"x": 2.0},
+        {},
+        {"target": "y", "sources": "x"},
+        4.0,
+        "symbolic",
+    ),
+    (
+        "matmul_intermediate",
+        {"p": "a @ b", "y": "reduce_sum(p * p)"},
+        {"a": A, "b": B},
+        {},
+        {"target": "y", "sources": "p"},
+        [[7.0], [15.0]],
+        "finite_difference",
+    ),
 ]
 
 
-@pytest.mark.parametrize("steps, point, tape, request_, reference, method", [r[1:] for r in REQUESTS], ids=[r[0] for r in REQUESTS])
+@pytest.mark.parametrize(
+    "steps, point, tape, request_, reference, method", [r[1:] for r in REQUESTS], ids=[r[0] for r in REQUESTS]
+)
 @pytest.mark.parametrize("verify", ["auto", "finite_difference"])
 def test_every_request_form_passes_its_check(run_job, steps, point, tape, request_, reference, method, verify):
     ran = run_job(config(steps, point, [{**request_, "name": "d"}], tape=tape, verify=verify))
@@ -152,11 +247,20 @@ DISAGREEMENTS = [
     ("abs_at_0", {"y": "abs(x)"}, {"x": 0.0}, "x", 0.0, "non-differentiable point"),
     ("maximum_at_0", {"y": "maximum(x, 0.0)"}, {"x": 0.0}, "x", 1.0, "non-differentiable point"),
     ("norm_at_0", {"y": "sqrt(x * x + w * w)"}, {"x": 0.0, "w": 0.0}, "x", "NaN", "TF gradient is NaN"),
-    ("softplus_overflow", {"y": "log(1 + exp(x))"}, {"x": 100.0}, "x", "NaN", "TF gradient is NaN where the reference is 1"),
+    (
+        "softplus_overflow",
+        {"y": "log(1 + exp(x))"},
+        {"x": 100.0},
+        "x",
+        "NaN",
+        "TF gradient is NaN where the reference is 1",
+    ),
 ]
 
 
-@pytest.mark.parametrize("steps, point, source, tf_value, reason", [d[1:] for d in DISAGREEMENTS], ids=[d[0] for d in DISAGREEMENTS])
+@pytest.mark.parametrize(
+    "steps, point, source, tf_value, reason", [d[1:] for d in DISAGREEMENTS], ids=[d[0] for d in DISAGREEMENTS]
+)
 @pytest.mark.parametrize("verify", ["auto", "finite_difference"])
 def test_disagreements_fail_their_check_with_a_reason(run_job, steps, point, source, tf_value, reason, verify):
     ran = run_job(config(steps, point, [{"target": "y", "sources": source, "name": "d"}], verify=verify))
@@ -185,7 +289,14 @@ def test_declared_checks_fail_the_run_on_a_disagreement(run_job):
 
 
 def test_declared_checks_pass_on_a_smooth_function(run_job):
-    ran = run_job(config({"y": "x ** 3"}, {"x": 5.0}, [{"target": "y", "sources": "x"}], expect={"checks": "pass", "derivatives": {"dy/dx": 75.0}}))
+    ran = run_job(
+        config(
+            {"y": "x ** 3"},
+            {"x": 5.0},
+            [{"target": "y", "sources": "x"}],
+            expect={"checks": "pass", "derivatives": {"dy/dx": 75.0}},
+        )
+    )
     assert ran.code == 0 and ran.log["expect"]["met"] is True
 
 
@@ -205,10 +316,15 @@ def test_verify_off_attaches_no_check(run_job):
 
 
 def test_verify_symbolic_falls_back_where_it_does_not_apply(run_job):
-    ran = run_job(config({"y": "reduce_sum(x * x)"}, {"x": [1.0, 2.0]}, [{"target": "y", "sources": "x"}], verify="symbolic"))
+    ran = run_job(
+        config({"y": "reduce_sum(x * x)"}, {"x": [1.0, 2.0]}, [{"target": "y", "sources": "x"}], verify="symbolic")
+    )
     check = checks(ran)["dy/dx"]
     assert check["method"] == "finite_difference" and check["passed"] is True
-    assert check["note"] == "symbolic check does not apply (the target uses matmul, a reduction or transpose): finite differences used"
+    assert (
+        check["note"]
+        == "symbolic check does not apply (the target uses matmul, a reduction or transpose): finite differences used"
+    )
 
 
 CONFIG_ERRORS = [
@@ -260,7 +376,13 @@ def test_every_example_config_checks_every_derivative(run_job):
 
 
 def test_console_and_sweep_summary_show_the_check(run_job):
-    ran = run_job(config({"y": "abs(x)", "z": "x * x"}, {"x": 0.0}, [{"target": "y", "sources": "x"}, {"target": "z", "sources": "x"}]))
+    ran = run_job(
+        config(
+            {"y": "abs(x)", "z": "x * x"},
+            {"x": 0.0},
+            [{"target": "y", "sources": "x"}, {"target": "z", "sources": "x"}],
+        )
+    )
     text = console.table(ran.log, "folder")
     assert "dy/dx = 0.0  [finite_difference: FAILED]" in text
     assert "check: non-differentiable point at x: left slope -1, right slope 1" in text
@@ -276,7 +398,7 @@ def test_console_and_sweep_summary_show_the_check(run_job):
 def _kind_case(steps, point, request, tf_value, mode="auto"):
     import dataclasses
 
-    from runner import verify
+    from runner.verify import check as verify
 
     base = config(steps, point, [{"target": request["target"], "sources": request["sources"]}], verify=mode)
     spec = specs.build(base)
@@ -298,8 +420,12 @@ def test_jacobian_check():
         tape.watch([x, w])
         y = x**2 * w
     for source, tensor, want in (("x", x, np.diag([4.0, 8.0, 12.0])), ("w", w, [1.0, 4.0, 9.0])):
-        check = _kind_case({"y": "x ** 2 * w"}, {"x": [1.0, 2.0, 3.0], "w": 2.0},
-                           {"target": "y", "sources": source, "kind": "jacobian"}, tape.jacobian(y, tensor).numpy())
+        check = _kind_case(
+            {"y": "x ** 2 * w"},
+            {"x": [1.0, 2.0, 3.0], "w": 2.0},
+            {"target": "y", "sources": source, "kind": "jacobian"},
+            tape.jacobian(y, tensor).numpy(),
+        )
         assert check["passed"] is True, check
         np.testing.assert_allclose(check["reference"], want, rtol=1e-6, atol=1e-9)
 
@@ -312,7 +438,9 @@ def test_batch_jacobian_check():
         tape.watch(x)
         y = tf.linalg.matmul(x, m) ** 2
     got = tape.batch_jacobian(y, x).numpy()
-    check = _kind_case({"y": "matmul(x, m) ** 2"}, {"x": xs, "m": ms}, {"target": "y", "sources": "x", "kind": "batch_jacobian"}, got)
+    check = _kind_case(
+        {"y": "matmul(x, m) ** 2"}, {"x": xs, "m": ms}, {"target": "y", "sources": "x", "kind": "batch_jacobian"}, got
+    )
     assert check["passed"] is True, check
     assert np.shape(check["reference"]) == (2, 2, 3)
 
@@ -327,7 +455,9 @@ def test_hessian_check():
             y = tf.reduce_sum(x**3)
         g = inner.gradient(y, x)
     got = outer.jacobian(g, x).numpy()
-    check = _kind_case({"y": "reduce_sum(x ** 3)"}, {"x": [1.0, -2.0]}, {"target": "y", "sources": "x", "kind": "hessian"}, got)
+    check = _kind_case(
+        {"y": "reduce_sum(x ** 3)"}, {"x": [1.0, -2.0]}, {"target": "y", "sources": "x", "kind": "hessian"}, got
+    )
     assert check["passed"] is True, check
     np.testing.assert_allclose(check["reference"], np.diag([6.0, -12.0]), atol=1e-4)
 
@@ -337,13 +467,21 @@ def test_jvp_checks_one_and_several_sources():
     x, w = tf.constant([0.5, 1.0]), tf.constant(3.0)
     with tf.autodiff.ForwardAccumulator(x, tf.constant([1.0, 2.0])) as acc:
         y = tf.sin(x) * w
-    check = _kind_case({"y": "sin(x) * w"}, {"x": [0.5, 1.0], "w": 3.0},
-                       {"target": "y", "sources": "x", "kind": "jvp", "tangents": [1.0, 2.0]}, acc.jvp(y).numpy())
+    check = _kind_case(
+        {"y": "sin(x) * w"},
+        {"x": [0.5, 1.0], "w": 3.0},
+        {"target": "y", "sources": "x", "kind": "jvp", "tangents": [1.0, 2.0]},
+        acc.jvp(y).numpy(),
+    )
     assert check["passed"] is True, check
     with tf.autodiff.ForwardAccumulator([x, w], [tf.constant([1.0, 0.0]), tf.constant(1.0)]) as acc:
         y = tf.sin(x) * w
-    check = _kind_case({"y": "sin(x) * w"}, {"x": [0.5, 1.0], "w": 3.0},
-                       {"target": "y", "sources": ["x", "w"], "kind": "jvp", "tangents": [[1.0, 0.0], 1.0]}, acc.jvp(y).numpy())
+    check = _kind_case(
+        {"y": "sin(x) * w"},
+        {"x": [0.5, 1.0], "w": 3.0},
+        {"target": "y", "sources": ["x", "w"], "kind": "jvp", "tangents": [[1.0, 0.0], 1.0]},
+        acc.jvp(y).numpy(),
+    )
     assert check["passed"] is True and check["method"] == "symbolic", check
     np.testing.assert_allclose(check["reference"], [3 * math.cos(0.5) + math.sin(0.5), math.sin(1.0)], rtol=1e-6)
 
@@ -359,8 +497,12 @@ def test_hvp_check():
         g = inner.gradient(y, x)
         gv = tf.reduce_sum(g * v)
     got = outer.gradient(gv, x).numpy()
-    check = _kind_case({"y": "reduce_sum(x ** 3) + reduce_prod(x)"}, {"x": [1.0, 2.0]},
-                       {"target": "y", "sources": "x", "kind": "hvp", "tangents": [1.0, -1.0]}, got)
+    check = _kind_case(
+        {"y": "reduce_sum(x ** 3) + reduce_prod(x)"},
+        {"x": [1.0, 2.0]},
+        {"target": "y", "sources": "x", "kind": "hvp", "tangents": [1.0, -1.0]},
+        got,
+    )
     assert check["passed"] is True, check
     np.testing.assert_allclose(check["reference"], [6 * 1.0 - 1.0, 1.0 - 12.0], rtol=1e-5)
 
@@ -368,7 +510,7 @@ def test_hvp_check():
 @pytest.mark.parametrize("order, want", [(2, 12.0), (3, 6.0)])
 @pytest.mark.parametrize("mode", ["auto", "finite_difference"])
 def test_higher_order_gradient_check(order, want, mode):
-    from runner import verify
+    from runner.verify import check as verify
 
     got = np.float32(want)
     base = {**config({"y": "x ** 3"}, {"x": 2.0}, [{"target": "y", "sources": "x"}]), "verify": mode}
@@ -384,19 +526,44 @@ def test_higher_order_gradient_check(order, want, mode):
 
 
 def test_wrong_shape_fails_the_check_with_a_reason():
-    check = _kind_case({"y": "x * x"}, {"x": [1.0, 2.0]}, {"target": "y", "sources": "x", "kind": "jacobian"}, np.zeros(2, np.float32))
+    check = _kind_case(
+        {"y": "x * x"}, {"x": [1.0, 2.0]}, {"target": "y", "sources": "x", "kind": "jacobian"}, np.zeros(2, np.float32)
+    )
     assert check["passed"] is False
     assert check["reason"] == "shape [2] differs from the reference's [2, 2]"
 
 
 NONE_REASONS = [
-    ("unwatched_constant", {"y": "x * w"}, {"x": 1.0, "w": 2.0}, {"watch": ["x"]}, "w", "TensorFlow gives None: the tape does not watch w"),
-    ("no_path", {"y": "x * x"}, {"x": 1.0, "w": 2.0}, {}, "w", "TensorFlow gives None: the tape records no path from w to y"),
-    ("held_step", {"s": "x * 3", "y": "s * x"}, {"x": 2.0}, {"stop_recording": ["s"]}, "s", "TensorFlow gives None: the tape does not watch s"),
+    (
+        "unwatched_constant",
+        {"y": "x * w"},
+        {"x": 1.0, "w": 2.0},
+        {"watch": ["x"]},
+        "w",
+        "TensorFlow gives None: the tape does not watch w",
+    ),
+    (
+        "no_path",
+        {"y": "x * x"},
+        {"x": 1.0, "w": 2.0},
+        {},
+        "w",
+        "TensorFlow gives None: the tape records no path from w to y",
+    ),
+    (
+        "held_step",
+        {"s": "x * 3", "y": "s * x"},
+        {"x": 2.0},
+        {"stop_recording": ["s"]},
+        "s",
+        "TensorFlow gives None: the tape does not watch s",
+    ),
 ]
 
 
-@pytest.mark.parametrize("steps, point, tape, source, note", [n[1:] for n in NONE_REASONS], ids=[n[0] for n in NONE_REASONS])
+@pytest.mark.parametrize(
+    "steps, point, tape, source, note", [n[1:] for n in NONE_REASONS], ids=[n[0] for n in NONE_REASONS]
+)
 def test_none_gradients_are_explained(run_job, steps, point, tape, source, note):
     ran = run_job(config(steps, point, [{"target": "y", "sources": source, "name": "d"}], tape=tape))
     check = checks(ran)["d"]
@@ -444,8 +611,12 @@ def _elementwise_kinds():
         ("jacobian", "sin(x) * 2.0", {"kind": "jacobian"}, _tf_jacobian(lambda x: tf.sin(x) * 2.0, X)),
         ("batch_jacobian", "x ** 2", {"kind": "batch_jacobian"}, _tf_jacobian(lambda x: x**2, X, batch=True)),
         ("hessian", "x ** 3", {"kind": "hessian"}, _tf_hessian(lambda x: x**3, X)),
-        ("hvp", "sin(x)", {"kind": "hvp", "tangents": [[1.0, -1.0, 2.0], [0.5, 0.0, 1.0]]},
-         _tf_hvp(tf.sin, X, [[1.0, -1.0, 2.0], [0.5, 0.0, 1.0]])),
+        (
+            "hvp",
+            "sin(x)",
+            {"kind": "hvp", "tangents": [[1.0, -1.0, 2.0], [0.5, 0.0, 1.0]]},
+            _tf_hvp(tf.sin, X, [[1.0, -1.0, 2.0], [0.5, 0.0, 1.0]]),
+        ),
     ]
 
 
@@ -464,15 +635,29 @@ def test_formulas_too_large_for_sympy_go_to_finite_differences(run_job):
     # each step doubles the written-out formula: 2**14 copies of x in s14
     steps = {"s0": "sin(x)"}
     steps.update({f"s{i}": f"s{i - 1} * s{i - 1} + 0.5" for i in range(1, 15)})
-    ran = run_job(config(steps, {"x": 0.1}, [{"target": "s14", "sources": "x", "name": "d"}], inputs={"x": {"dtype": "float64"}}))
+    ran = run_job(
+        config(steps, {"x": 0.1}, [{"target": "s14", "sources": "x", "name": "d"}], inputs={"x": {"dtype": "float64"}})
+    )
     check = checks(ran)["d"]
     assert check["method"] == "finite_difference" and check["passed"] is True, check
     assert ran.log["timing"]["verify_s"] < 5
 
 
 UNDEFINED = [
-    ("log_of_negative", {"y": "log(x)"}, {"x": -1.0}, -1.0, "the function is undefined here: y is NaN at this point (in float64)"),
-    ("pole", {"y": "1 / x"}, {"x": 0.0}, "-Infinity", "the function is undefined here: y is infinite at this point (in float64)"),
+    (
+        "log_of_negative",
+        {"y": "log(x)"},
+        {"x": -1.0},
+        -1.0,
+        "the function is undefined here: y is NaN at this point (in float64)",
+    ),
+    (
+        "pole",
+        {"y": "1 / x"},
+        {"x": 0.0},
+        "-Infinity",
+        "the function is undefined here: y is infinite at this point (in float64)",
+    ),
 ]
 
 

@@ -1,0 +1,40 @@
+"""The command line as a user types it: `python -m runner ...` in a subprocess, and its folders."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Dict, List, Optional
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def cli(args: List[str], cwd: Path, env: Optional[Dict[str, str]] = None, timeout: float = 300):
+    """Run `python -m runner ARGS` in a subprocess, importing this checkout's `runner`."""
+    import os
+    import subprocess
+    import sys
+
+    # HYDRA_FULL_ERROR from the caller's shell would change what the tests see; drop it
+    full_env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
+    full_env.update({"PYTHONPATH": str(ROOT), **(env or {})})
+    return subprocess.run(
+        [sys.executable, "-m", "runner", *args],
+        cwd=cwd,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def sweep_dirs(root: Path) -> List[Path]:
+    """The sweep folders a run in `root` made under outputs/multirun, oldest first."""
+    return sorted((root / "outputs" / "multirun").glob("*/*"))
+
+
+def summary(sweep_dir: Path):
+    """A sweep's summary.json, parsed."""
+    from runner.sweep import summary as sweep_summary
+
+    return json.loads((sweep_dir / sweep_summary.SUMMARY_JSON).read_text())
