@@ -18,7 +18,7 @@ import re
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence, Tuple, cast
+from typing import Any, Callable, Dict, List, Optional, Protocol, Sequence, Tuple, cast
 
 from hydra import version
 from hydra.core.hydra_config import HydraConfig
@@ -33,18 +33,29 @@ from hydra.core.utils import (
     run_job,
     setup_globals,
 )
+from hydra.types import HydraContext, TaskFunction
 from omegaconf import Container, DictConfig, OmegaConf, open_dict, read_write
 
 from hydra_plugins.runner_launcher import _compose, _hydra_yaml, _logging
 
-if TYPE_CHECKING:
-    from hydra_plugins.runner_launcher.runner_launcher import RunnerLauncher
+
+class RunnerLauncher(Protocol):
+    """What the work needs of the plugin (`runner_launcher.RunnerLauncher`): what `setup` kept.
+
+    A protocol, not an import of the plugin class, so that the plugin and this module do
+    not import each other.
+    """
+
+    config: Optional[DictConfig]
+    task_function: Optional[TaskFunction]
+    hydra_context: Optional[HydraContext]
+
 
 log = logging.getLogger(__name__)
 
 
 def launch(
-    launcher: "RunnerLauncher", job_overrides: Sequence[Sequence[str]], initial_job_idx: int
+    launcher: RunnerLauncher, job_overrides: Sequence[Sequence[str]], initial_job_idx: int
 ) -> Sequence[JobReturn]:
     """Run each job in this process, in order, as Hydra's BasicLauncher does."""
     setup_globals()
@@ -77,7 +88,7 @@ def launch(
     return runs
 
 
-def _run_composed(launcher: "RunnerLauncher", overrides: List[str], idx: int) -> JobReturn:
+def _run_composed(launcher: RunnerLauncher, overrides: List[str], idx: int) -> JobReturn:
     """Hydra's own path, exactly as BasicLauncher takes it."""
     assert launcher.hydra_context is not None and launcher.config is not None and launcher.task_function is not None
     sweep_config = launcher.hydra_context.config_loader.load_sweep_config(launcher.config, overrides)
@@ -260,7 +271,7 @@ def _container_value(cfg: DictConfig, path: Tuple[str, ...]) -> Any:
 
 
 def _run_live(
-    launcher: "RunnerLauncher", composer: _compose.Composer, live: LiveConfig, job: _compose.JobOverrides, idx: int
+    launcher: RunnerLauncher, composer: _compose.Composer, live: LiveConfig, job: _compose.JobOverrides, idx: int
 ) -> JobReturn:
     """`hydra.core.utils.run_job` for one job, step for step, on the live config."""
     context, task_function = launcher.hydra_context, launcher.task_function
