@@ -1,4 +1,4 @@
-"""The expression language of `function.steps`: parsed from an allowlist, never executed.
+"""The expression language of `function.steps`: parsed from an allowlist, never executed; imports no TF or SymPy.
 
 A step such as ``z: y * sin(x) ** 2`` is read by Python's parser into a syntax tree, and
 the tree is then copied, node by node, into the small typed tree defined here (`Num`,
@@ -15,7 +15,8 @@ The language:
   ``< <= > >= == !=`` (for `where`), and calls of the functions in `FUNCTIONS`.
 
 This module imports neither TensorFlow nor anything heavy; the TensorFlow meaning of each
-construct lives in :mod:`runner.language.lowering`.
+construct lives in :mod:`runner.language.lowering`, and everything about a function in
+:mod:`runner.language.functions`.
 """
 
 from __future__ import annotations
@@ -25,60 +26,15 @@ import math
 from dataclasses import dataclass
 from typing import Dict, FrozenSet, Tuple, Union
 
+from runner.language.functions import TABLE, Signature
+
 # Bounds that keep parsing cheap whatever a config holds.
 MAX_LENGTH = 2000
 MAX_DEPTH = 64
 
 
-@dataclass(frozen=True)
-class Signature:
-    """An allowlisted function: how many tensor arguments, and whether an int axis may follow."""
-
-    tensors: int
-    axis: bool = False  # a trailing optional integer literal: the reduction axis
-
-    def describe(self, name: str) -> str:
-        args = ", ".join(["t"] * self.tensors + (["axis"] if self.axis else []))
-        return f"{name}({args})"
-
-
-# The allowlist. Grow it here; `runner.language.lowering.TF_FUNCTIONS` gives each its TensorFlow op.
-FUNCTIONS: Dict[str, Signature] = {
-    "sin": Signature(1),
-    "cos": Signature(1),
-    "tan": Signature(1),
-    "asin": Signature(1),
-    "acos": Signature(1),
-    "atan": Signature(1),
-    "sinh": Signature(1),
-    "cosh": Signature(1),
-    "tanh": Signature(1),
-    "exp": Signature(1),
-    "expm1": Signature(1),
-    "log": Signature(1),
-    "log1p": Signature(1),
-    "sqrt": Signature(1),
-    "square": Signature(1),
-    "abs": Signature(1),
-    "sign": Signature(1),
-    "erf": Signature(1),
-    "sigmoid": Signature(1),
-    "softplus": Signature(1),
-    "relu": Signature(1),
-    "pow": Signature(2),
-    "maximum": Signature(2),
-    "minimum": Signature(2),
-    "atan2": Signature(2),
-    "reduce_sum": Signature(1, axis=True),
-    "reduce_mean": Signature(1, axis=True),
-    "reduce_prod": Signature(1, axis=True),
-    "reduce_max": Signature(1, axis=True),
-    "reduce_min": Signature(1, axis=True),
-    "matmul": Signature(2),
-    "transpose": Signature(1),
-    "stop_gradient": Signature(1),
-    "where": Signature(3),
-}
+# The allowlist, one entry per row of the table (runner/language/functions.py): add a function there.
+FUNCTIONS: Dict[str, Signature] = {name: row.signature for name, row in TABLE.items()}
 
 CONSTANTS: Dict[str, float] = {"pi": math.pi, "e": math.e}
 

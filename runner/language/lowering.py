@@ -1,8 +1,9 @@
-"""Lower a parsed expression to TensorFlow: each tree node becomes a closure over TF ops.
+"""Lower a parsed expression to TensorFlow: each tree node becomes a closure over TF ops; imports no SymPy.
 
 The closures are built once per step; evaluating a step is then a walk of plain function
-calls on tensors. Every function name resolves through `TF_FUNCTIONS`, a table written
-here in code: config text chooses among its entries, never reaches past them.
+calls on tensors. Every function name resolves through `TF_FUNCTIONS`, built from the
+rows of :mod:`runner.language.functions`, a table written in code: config text chooses
+among its entries, never reaches past them.
 """
 
 from __future__ import annotations
@@ -12,47 +13,13 @@ from typing import Any, Callable, Dict
 import tensorflow as tf
 
 from runner.language import expression as ex
+from runner.language.functions import TABLE
 
 Env = Dict[str, tf.Tensor]
 Evaluator = Callable[[Env], Any]
 
-TF_FUNCTIONS: Dict[str, Callable] = {
-    "sin": tf.math.sin,
-    "cos": tf.math.cos,
-    "tan": tf.math.tan,
-    "asin": tf.math.asin,
-    "acos": tf.math.acos,
-    "atan": tf.math.atan,
-    "sinh": tf.math.sinh,
-    "cosh": tf.math.cosh,
-    "tanh": tf.math.tanh,
-    "exp": tf.math.exp,
-    "expm1": tf.math.expm1,
-    "log": tf.math.log,
-    "log1p": tf.math.log1p,
-    "sqrt": tf.math.sqrt,
-    "square": tf.math.square,
-    "abs": tf.math.abs,
-    "sign": tf.math.sign,
-    "erf": tf.math.erf,
-    "sigmoid": tf.math.sigmoid,
-    "softplus": tf.math.softplus,
-    "relu": tf.nn.relu,
-    "pow": tf.math.pow,
-    "maximum": tf.math.maximum,
-    "minimum": tf.math.minimum,
-    "atan2": tf.math.atan2,
-    "reduce_sum": tf.math.reduce_sum,
-    "reduce_mean": tf.math.reduce_mean,
-    "reduce_prod": tf.math.reduce_prod,
-    "reduce_max": tf.math.reduce_max,
-    "reduce_min": tf.math.reduce_min,
-    "matmul": tf.linalg.matmul,
-    "transpose": tf.transpose,
-    "stop_gradient": tf.stop_gradient,
-    "where": tf.where,
-}
-assert set(TF_FUNCTIONS) == set(ex.FUNCTIONS), "the allowlist and its TF table must agree"
+# Resolved here, where TensorFlow is imported anyway, so a row naming no real op fails at import.
+TF_FUNCTIONS: Dict[str, Callable] = {name: row.tf(tf) for name, row in TABLE.items()}
 
 _BINARY: Dict[str, Callable] = {
     "+": lambda a, b: a + b,

@@ -1,16 +1,17 @@
-"""Static shape inference: every step's shape from the point shapes, before TensorFlow runs.
+"""Static shape inference of every step, before TensorFlow runs; imports no TensorFlow, SymPy or NumPy.
 
 A step whose operands cannot meet (``x * y`` with shapes [3] and [4], ``a @ b`` with inner
 sizes 3 and 5, ``reduce_sum(x, 2)`` of a vector) would fail deep inside TensorFlow after
 its multi-second import; here it is refused at once, naming the step, the operation and
-its column. The rules are TensorFlow's, written out in plain Python:
+its column. The rules are TensorFlow's, written out in plain Python, one per shape tag of
+the function table (:mod:`runner.language.functions`), in `RULES`:
 
-- elementwise operators and functions (``+ - * / **``, comparisons, ``pow maximum
-  minimum atan2 where``): NumPy broadcasting, aligned from the right, sizes equal or 1;
-- ``@`` and ``matmul``: both operands of rank >= 2, inner sizes equal
+- ``elementwise``, and the operators ``+ - * / **`` and comparisons: NumPy broadcasting,
+  aligned from the right, sizes equal or 1 (one argument keeps its shape);
+- ``matmul``, and ``@``: both operands of rank >= 2, inner sizes equal
   (``a[..., k] @ b[..., k, n]``), leading (batch) dimensions broadcast;
-- reductions: no axis gives a scalar; an integer axis in ``[-rank, rank)`` drops that axis;
-- ``transpose``: reverses the dimensions; every other function keeps its operand's shape.
+- ``reduction``: no axis gives a scalar; an integer axis in ``[-rank, rank)`` drops that axis;
+- ``transpose``: reverses the dimensions.
 
 The inferred shapes also give the job's memory estimate (`estimate_bytes`), refused up
 front when it is too large. Pure Python: no NumPy arrays are built, no TensorFlow imported.
@@ -18,9 +19,10 @@ front when it is too large. Pure Python: no NumPy arrays are built, no TensorFlo
 
 from __future__ import annotations
 
-from typing import Dict, Iterable, Mapping, Tuple
+from typing import Callable, Dict, Iterable, List, Mapping, Tuple
 
 from runner.language import expression as ex
+from runner.language.functions import TABLE, ShapeRule
 
 Shape = Tuple[int, ...]
 
@@ -28,11 +30,6 @@ Shape = Tuple[int, ...]
 MAX_STEP_ELEMENTS = 2**27
 # Largest memory estimate a job may have: 4 GiB.
 MAX_JOB_BYTES = 2**32
-
-_ELEMENTWISE_CALLS = frozenset({"pow", "maximum", "minimum", "atan2", "where"})
-_SHAPE_KEEPING_CALLS = frozenset(
-    name for name, sig in ex.FUNCTIONS.items() if sig.tensors == 1 and not sig.axis and name != "transpose"
-)
 
 
 class ShapeError(ex.ExpressionError):
@@ -125,25 +122,29 @@ class _Inference:
 
     def call(self, node: ex.Call) -> Shape:
         args = [self.shape(a) for a in node.args]
-        if node.func in ("matmul",):
-            return self.matmul(node, args[0], args[1])
-        if node.func in _ELEMENTWISE_CALLS:
-            return self.elementwise(node, node.func, args)
-        if node.func == "transpose":
-            return tuple(reversed(args[0]))
-        if node.func.startswith("reduce_"):
-            (shape,) = args
-            if node.axis is None:
-                return ()
-            if not -len(shape) <= node.axis < len(shape):
-                raise self.fail(
-                    f"{node.func}: axis {node.axis} is out of range for shape {show(shape)} (rank {len(shape)})", node
-                )
-            axis = node.axis % len(shape)
-            return shape[:axis] + shape[axis + 1 :]
-        if node.func in _SHAPE_KEEPING_CALLS:
-            return args[0]
-        raise TypeError(f"no shape rule for {node.func}")  # a new function needs its rule here
+        rule = RULES.get(TABLE[node.func].shape)
+        if rule is None:
+            raise TypeError(f"no shape rule for {node.func}")  # a new shape tag needs its rule in RULES
+        return rule(self, node, args)
+
+    def reduction(self, node: ex.Call, shape: Shape) -> Shape:
+        if node.axis is None:
+            return ()
+        if not -len(shape) <= node.axis < len(shape):
+            raise self.fail(
+                f"{node.func}: axis {node.axis} is out of range for shape {show(shape)} (rank {len(shape)})", node
+            )
+        axis = node.axis % len(shape)
+        return shape[:axis] + shape[axis + 1 :]
+
+
+# One rule per shape tag of the table: (inference, the call, its arguments' shapes) -> its shape.
+RULES: Dict[ShapeRule, Callable[[_Inference, ex.Call, List[Shape]], Shape]] = {
+    "elementwise": lambda inf, node, args: inf.elementwise(node, node.func, args),
+    "reduction": lambda inf, node, args: inf.reduction(node, args[0]),
+    "matmul": lambda inf, node, args: inf.matmul(node, args[0], args[1]),
+    "transpose": lambda inf, node, args: tuple(reversed(args[0])),
+}
 
 
 def elements(shape: Shape) -> int:

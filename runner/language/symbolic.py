@@ -1,7 +1,8 @@
-"""Lower a parsed expression to SymPy, node by node, for exact derivatives.
+"""Lower a parsed expression to SymPy, node by node, for exact derivatives; imports no TensorFlow.
 
 The same typed tree that :mod:`runner.language.lowering` turns into TensorFlow ops is turned here
-into a SymPy expression, through `sympy_functions()`, a table written in code. No string
+into a SymPy expression, through `sympy_functions()`, built from the rows of
+:mod:`runner.language.functions` (a table written in code) and the special cases below. No string
 ever reaches SymPy's parser (`sympify`/`parse_expr` evaluate Python): every node is built
 by calling a SymPy constructor on already-built children.
 
@@ -9,8 +10,8 @@ Only elementwise functions have a SymPy meaning here (`ELEMENTWISE`); a tree tha
 reduction, `matmul`, `@` or `transpose` is not lowered (`is_elementwise` says so first),
 and the finite-difference check covers it instead.
 
-The lowering also records *kink sites*: for `abs`, `relu`, `sign`, `maximum`, `minimum` and
-`sqrt`, the expression whose zero is a point where the function is not differentiable
+The lowering also records *kink sites*: for the functions whose row has a kink (`abs`, `relu`,
+`sign`, `maximum`, `minimum`, `sqrt`), the expression whose zero is a point where the function is not differentiable
 (or, for `sqrt`, has an infinite slope). The verifier evaluates them at the point and
 hands a hit to the finite-difference check, which tells a real kink from a harmless one.
 
@@ -23,14 +24,16 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Mapping, Tuple
 
 from runner.language import expression as ex
+from runner.language.functions import TABLE, Kink, Special
 
-# Functions of the language that act on each element on its own.
-ELEMENTWISE = frozenset(
-    "sin cos tan asin acos atan sinh cosh tanh exp expm1 log log1p sqrt square abs sign erf "
-    "sigmoid softplus relu pow maximum minimum atan2 stop_gradient where".split()
-)
-# Functions whose derivative has a kink (or an infinite slope) where this argument is 0.
-_KINKED = {"abs": 1, "relu": 1, "sign": 1, "sqrt": 1, "maximum": 2, "minimum": 2}
+# Functions of the language that act on each element on its own: those with the elementwise shape rule.
+ELEMENTWISE = frozenset(name for name, row in TABLE.items() if row.shape == "elementwise")
+# Functions whose derivative has a kink (or an infinite slope) where the argument, or the
+# difference of the two arguments, is 0.
+_KINKED: Dict[str, Kink] = {name: row.kink for name, row in TABLE.items() if row.kink is not None}
+# The special case of a row (`Function.special`) that `SymbolicLowerer.lower` handles itself: a
+# fresh symbol with the argument's value and no derivative. The others are in `special_forms()`.
+FREEZE: Special = "freeze"
 
 
 def is_elementwise(expr: ex.Expr) -> bool:
@@ -54,36 +57,30 @@ def is_elementwise(expr: ex.Expr) -> bool:
 
 
 def sympy_functions() -> Dict[str, Callable[..., Any]]:
-    """The table: function name of the language -> a function building its SymPy expression."""
+    """The table: function name of the language -> a function building its SymPy expression.
+
+    Built from the rows' SymPy forms, plus the special cases written here in code
+    (`special_forms`); `stop_gradient` is not in it, `SymbolicLowerer` freezes it.
+    """
+    import sympy as sp
+
+    forms = special_forms()
+    table: Dict[str, Callable[..., Any]] = {}
+    for name, row in TABLE.items():
+        if row.sympy is not None:
+            table[name] = row.sympy(sp)
+        elif row.special is not None and row.special in forms:
+            table[name] = forms[row.special]
+    return table
+
+
+def special_forms() -> Dict[str, Callable[..., Any]]:
+    """Special tag -> the function building its SymPy expression (all but `FREEZE`)."""
     import sympy as sp
 
     return {
-        "sin": sp.sin,
-        "cos": sp.cos,
-        "tan": sp.tan,
-        "asin": sp.asin,
-        "acos": sp.acos,
-        "atan": sp.atan,
-        "sinh": sp.sinh,
-        "cosh": sp.cosh,
-        "tanh": sp.tanh,
-        "exp": sp.exp,
-        "expm1": lambda u: sp.exp(u) - 1,
-        "log": sp.log,
-        "log1p": lambda u: sp.log(1 + u),
-        "sqrt": sp.sqrt,
-        "square": lambda u: u**2,
-        "abs": sp.Abs,
-        "sign": sp.sign,
-        "erf": sp.erf,
-        "sigmoid": lambda u: 1 / (1 + sp.exp(-u)),
-        "softplus": lambda u: sp.log(1 + sp.exp(u)),
-        "relu": lambda u: sp.Max(0, u),
-        "pow": bounded_pow,
-        "maximum": sp.Max,
-        "minimum": sp.Min,
-        "atan2": sp.atan2,
-        "where": lambda c, a, b: sp.Piecewise((a, c), (b, True)),
+        "bounded_pow": bounded_pow,
+        "piecewise": lambda c, a, b: sp.Piecewise((a, c), (b, True)),
     }
 
 
@@ -171,14 +168,14 @@ class SymbolicLowerer:
             return self.ops[node.op](self.lower(node.left), self.lower(node.right))
         if isinstance(node, ex.Call):
             args = [self.lower(a) for a in node.args]
-            if node.func == "stop_gradient":
-                sym = sp.Dummy(f"stop_gradient{len(self.frozen)}", real=True)
+            if TABLE[node.func].special == FREEZE:
+                sym = sp.Dummy(f"{node.func}{len(self.frozen)}", real=True)
                 self.frozen[sym] = args[0]
                 return sym
             if node.func not in self.functions:
                 raise ValueError(f"{node.func} has no elementwise SymPy meaning")
             if node.func in _KINKED:
-                site = args[0] if _KINKED[node.func] == 1 else args[0] - args[1]
+                site = args[0] if _KINKED[node.func] == "argument" else args[0] - args[1]
                 self.kinks.append((f"{node.func} (column {node.column})", site))
             try:
                 return self.functions[node.func](*args)
