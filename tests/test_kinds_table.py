@@ -11,7 +11,7 @@ import pytest
 from runner.config import spec as specs
 from runner.config.kinds import KINDS, OPTIONS, KindRow
 from runner.config.schema import Kind
-from tests.helpers import function_config
+from tests.helpers import ROOT, function_config
 
 EVERY_KIND = [pytest.param(k.value, id=k.value) for k in Kind]
 
@@ -65,6 +65,19 @@ def test_every_table_names_only_kinds_of_the_schema():
     names = {k.value for k in Kind}
     for where, table in _tables().items():
         assert set(table) <= names, f"{where} has kinds the schema does not name: {sorted(set(table) - names)}"
+
+
+def test_the_table_is_pure_python():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, runner.config.kinds\n"
+        "print(sorted(m for m in ('tensorflow', 'sympy', 'hydra') if m in sys.modules))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
 
 
 @pytest.mark.parametrize("kind", EVERY_KIND)
