@@ -7,7 +7,7 @@ runs. Fields whose shape is free-form (`function.inputs` may be a mapping or a l
 may be numbers, nested lists or generators) are typed ``Any`` here and checked, with the
 same care, in :mod:`runner.config.spec`.
 
-Nothing here imports TensorFlow.
+Nothing here imports TensorFlow, nor Hydra until `register` runs.
 """
 
 from __future__ import annotations
@@ -15,8 +15,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, Dict, List, Optional
-
-from hydra.core.config_store import ConfigStore
 
 
 class Kind(str, Enum):
@@ -156,6 +154,9 @@ class RunnerConfig:
 
 def register() -> None:
     """Register the schema so that `conf/config.yaml` can name it in its defaults list."""
+    # imported here so that the enums (read by runner/config/kinds.py) come without Hydra
+    from hydra.core.config_store import ConfigStore
+
     cs = ConfigStore.instance()
     cs.store(name="runner_schema", node=RunnerConfig)
     cs.store(group="tape", name="tape_schema", node=TapeConfig, package="tape")

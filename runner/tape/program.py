@@ -10,8 +10,9 @@ raises is recorded as the run's error.
 
 Requests that need more than one tape (a `gradient` of `order` > 1, a `hessian`) or
 forward mode (`jvp`, and `hvp`, forward-over-reverse) cannot be answered by the shared
-tape: they run the function again on their own fresh tapes / `ForwardAccumulator`
-(see `_recomputed`), and leave the shared tape alone.
+tape: they run the function again on their own fresh tapes / `ForwardAccumulator`, and
+leave the shared tape alone. How each kind is answered is its rule in
+:mod:`runner.tape.requests`.
 
 `tape.compile: function | xla` runs the whole program (forward pass and requests) as one
 `tf.function` (XLA-compiled for `xla`). Compiled programs are cached per process, keyed on
@@ -39,12 +40,10 @@ import numpy as np
 import tensorflow as tf
 from tensorflow.python.platform import tf_logging  # home of log_first_n's counters
 
-from runner.config import points
 from runner.config.spec import JobSpec, RequestSpec
 from runner.language.lowering import lower
+from runner.tape import requests
 from runner.tape.forward import StepFailed, run_steps
-
-_UNCONNECTED = {"none": tf.UnconnectedGradients.NONE, "zero": tf.UnconnectedGradients.ZERO}
 
 # How many times a compiled tape program has been traced in this process (tests read it).
 TRACES = 0
@@ -265,7 +264,7 @@ def _program(spec: JobSpec, evaluators: Dict[str, Any], env: Dict[str, Any], clo
         for req in spec.requests:
             r0 = now()
             try:
-                value = _recomputed(spec, evaluators, env, req) if req.recomputes else _first_order(tape, req, env)
+                value = requests.answer(spec, evaluators, env, tape, req)
             except Exception as err:
                 cause = err.error if isinstance(err, StepFailed) else err
                 failure = Failure(type(cause).__name__, _message(cause), derivative=req.name)
@@ -273,112 +272,6 @@ def _program(spec: JobSpec, evaluators: Dict[str, Any], env: Dict[str, Any], clo
             derivatives.append((req, value, now() - r0 if clock else None))
         seconds["derivatives"] = now() - t1
     return _Result(dict(env), derivatives, failure, seconds, watched)
-
-
-def _first_order(tape: tf.GradientTape, req: RequestSpec, env: Dict[str, Any]) -> Any:
-    """A gradient, Jacobian or batch Jacobian from the shared tape."""
-    target = env[req.target]
-    sources = [env[s] for s in req.sources]
-    unconnected = _UNCONNECTED[req.unconnected]
-    if req.kind == "gradient":
-        output_gradients = None
-        if req.output_gradients is not None:
-            output_gradients = tf.constant(
-                points.evaluate("output_gradients", req.output_gradients), dtype=target.dtype
-            )
-        grads = tape.gradient(target, sources, output_gradients=output_gradients, unconnected_gradients=unconnected)
-    elif req.kind == "jacobian":
-        grads = tape.jacobian(target, sources, **_jacobian_options(req))
-    else:  # batch_jacobian: one source (checked in spec)
-        grads = [tape.batch_jacobian(target, sources[0], **_jacobian_options(req))]
-    return _by_source(req, grads)
-
-
-def _jacobian_options(req: RequestSpec) -> Dict[str, Any]:
-    return {
-        "unconnected_gradients": _UNCONNECTED[req.unconnected],
-        "parallel_iterations": req.parallel_iterations,
-        "experimental_use_pfor": req.experimental_use_pfor,
-    }
-
-
-def _by_source(req: RequestSpec, values: List[Any]) -> Any:
-    return dict(zip(req.sources, values)) if req.several else values[0]
-
-
-# ---- requests that run the function again: nested tapes, forward mode -------------------
-
-
-def _recomputed(spec: JobSpec, evaluators: Dict[str, Any], env: Dict[str, Any], req: RequestSpec) -> Any:
-    """A higher-order gradient, Hessian, JVP or HVP, on fresh tapes / accumulators.
-
-    The function is recomputed from the request's sources (the very tensors of the first
-    pass: inputs, or step values held fixed), so the tapes record exactly the path from
-    the sources to the target. Steps under `tape.stop_recording` keep their first-pass
-    values: constants here, as they are to the shared tape.
-    """
-    sources = {s: env[s] for s in req.sources}
-
-    # steps under stop_recording keep their first-pass values; sources are held as given
-    fixed = {**{s: env[s] for s in spec.tape.stop_recording}, **sources}
-
-    def forward() -> Any:
-        e: Dict[str, Any] = {i.name: sources.get(i.name, env[i.name]) for i in spec.inputs}
-        return run_steps(spec.steps, evaluators, e, fixed=fixed)[req.target]
-
-    if req.kind == "gradient":
-        return _nth_gradient(forward, sources[req.sources[0]], req.order, _UNCONNECTED[req.unconnected])
-    if req.kind == "hessian":
-        return _hessian(forward, req, list(sources.values()))
-    tangents = [_tangent(req, s, t) for s, t in sources.items()]
-    if req.kind == "jvp":
-        with tf.autodiff.ForwardAccumulator(list(sources.values()), tangents) as acc:
-            target = forward()
-        return acc.jvp(target, unconnected_gradients=_UNCONNECTED[req.unconnected])
-    # hvp: forward over reverse, the Hessian of the target times the tangents
-    primals = list(sources.values())
-    with tf.autodiff.ForwardAccumulator(primals, tangents) as acc:
-        with tf.GradientTape() as tape:
-            tape.watch(primals)
-            target = forward()
-        grads = tape.gradient(target, primals, unconnected_gradients=tf.UnconnectedGradients.ZERO)
-    return _by_source(req, [acc.jvp(g, unconnected_gradients=_UNCONNECTED[req.unconnected]) for g in grads])
-
-
-def _nth_gradient(forward: Any, source: Any, order: int, unconnected: Any) -> Any:
-    """d^n target / d source^n through n nested tapes (None as soon as a level is None)."""
-    with tf.GradientTape() as tape:
-        tape.watch(source)
-        inner = forward() if order == 1 else _nth_gradient(forward, source, order - 1, unconnected)
-    if inner is None:
-        return None
-    return tape.gradient(inner, source, unconnected_gradients=unconnected)
-
-
-def _hessian(forward: Any, req: RequestSpec, sources: List[Any]) -> Any:
-    """The Jacobian of the gradient (of the target's sum, as `tf.hessians`): for one source
-    of shape S, an array of shape S + S; for several, a mapping source -> source -> block."""
-    with tf.GradientTape(persistent=len(sources) > 1) as outer:
-        outer.watch(sources)
-        with tf.GradientTape() as inner:
-            inner.watch(sources)
-            target = forward()
-        grads = inner.gradient(target, sources, unconnected_gradients=_UNCONNECTED[req.unconnected])
-    rows = []
-    for g in grads:
-        if g is None:
-            rows.append([None] * len(sources))
-        else:
-            rows.append([outer.jacobian(g, s, **_jacobian_options(req)) for s in sources])
-    if not req.several:
-        return rows[0][0]
-    return {a: dict(zip(req.sources, row)) for a, row in zip(req.sources, rows)}
-
-
-def _tangent(req: RequestSpec, source: str, primal: Any) -> tf.Tensor:
-    """The configured tangent for `source`, in its dtype, broadcast to its shape."""
-    value = points.evaluate(f"tangents.{source}", req.tangents[source])
-    return tf.broadcast_to(tf.constant(value, dtype=primal.dtype), tf.shape(primal))
 
 
 # ---- TensorFlow's warnings, into the run log --------------------------------------------

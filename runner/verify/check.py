@@ -3,8 +3,9 @@
 For each completed request the verifier computes a float64 *reference* and compares:
 
 - `symbolic`: the step expressions lowered to SymPy (:mod:`runner.language.symbolic`) and
-  differentiated exactly, then evaluated at the point. Used for every kind whose target is
-  built from elementwise operations only (any broadcasting; `order` > 1 for gradients).
+  differentiated exactly, then evaluated at the point (:mod:`runner.verify.symbolic_reference`).
+  Used for every kind whose target is built from elementwise operations only (any
+  broadcasting; `order` > 1 for gradients).
 - `finite_difference`: central differences of the same program, re-run in float64 by
   TensorFlow (:mod:`runner.verify.finite_differences`). Works for every kind, matmul and
   reductions included.
@@ -34,24 +35,16 @@ from typing import Any, Dict, List, Mapping, Optional, Set, Tuple
 
 import numpy as np
 
+from runner.config.kinds import KINDS
 from runner.config.spec import JobSpec, RequestSpec
 from runner.language import expression as ex
-from runner.verify.finite_differences import (
-    Forward,
-    Reference,
-    Unverifiable,
-    batch_diagonal,
-    fd_reference,
-    tangent,
-    weights,
-)
+from runner.verify.finite_differences import Forward, Reference, Unverifiable, fd_reference
+from runner.verify.symbolic_reference import symbolic_applies, symbolic_reference
 
 # rtol by the dtype TensorFlow computed in (float64 reference, so this is TF's own rounding).
 DTYPE_RTOL = {"float64": 1e-8, "float32": 1e-4, "float16": 1e-2, "bfloat16": 5e-2}
 # rtol by method: the symbolic reference is exact; finite differences carry truncation error.
 METHOD_RTOL = {"symbolic": 0.0, "finite_difference": 1e-5, "finite_difference_nested": 1e-4}
-MAX_SYMBOLIC_ELEMENTS = 256
-MAX_SYMBOLIC_NODES = 5000
 
 
 # ---- the tape's graph --------------------------------------------------------------------
@@ -100,180 +93,6 @@ def connected(spec: JobSpec, target: str, source: str, tracked: Set[str]) -> boo
     return target in reach
 
 
-def _cone(spec: JobSpec, target: str) -> List[ex.Expr]:
-    """The expressions of every step the target depends on (by name, stop_gradient included)."""
-    by_name = {s.name: s for s in spec.steps}
-    need, seen, out = [target], set(), []
-    while need:
-        n = need.pop()
-        if n in seen or n not in by_name:
-            continue
-        seen.add(n)
-        out.append(by_name[n].expr)
-        need.extend(ex.names(by_name[n].expr))
-    return out
-
-
-# ---- the symbolic reference --------------------------------------------------------------
-
-
-def symbolic_applies(spec: JobSpec, req: RequestSpec, fwd: Forward) -> Optional[str]:
-    """None when the symbolic check applies to `req`, else why it does not."""
-    from runner.language import symbolic
-
-    if req.kind not in ("gradient", "hessian", "hvp") and req.order != 1:
-        return f"kind {req.kind} with order {req.order} is checked by finite differences"
-    if not all(symbolic.is_elementwise(e) for e in _cone(spec, req.target)):
-        return "the target uses matmul, a reduction or transpose"
-    if fwd.base[req.target].size > MAX_SYMBOLIC_ELEMENTS:
-        return f"the target has more than {MAX_SYMBOLIC_ELEMENTS} elements"
-    size = _expanded_size(spec, req.target)
-    if size > MAX_SYMBOLIC_NODES:
-        return f"the target's formula, with every step substituted, has {size} nodes (limit {MAX_SYMBOLIC_NODES})"
-    return None
-
-
-def _expanded_size(spec: JobSpec, target: str) -> int:
-    """Nodes of the target's formula with each step written out in full.
-
-    Steps repeat in the substituted formula (z = y*y doubles y), so this can grow
-    exponentially with the chain of steps; SymPy's differentiation is kept to formulas
-    of bounded size, and finite differences, whose cost does not grow so, take the rest.
-    """
-    sizes: Dict[str, int] = {}
-    for step in spec.steps:
-        total, stack = 0, [step.expr]
-        while stack:
-            node = stack.pop()
-            if isinstance(node, ex.Name):
-                total += sizes.get(node.id, 1)
-            else:
-                total += 1
-                if isinstance(node, ex.Unary):
-                    stack.append(node.operand)
-                elif isinstance(node, (ex.Binary, ex.Compare)):
-                    stack.extend((node.left, node.right))
-                elif isinstance(node, ex.Call):
-                    stack.extend(node.args)
-        sizes[step.name] = min(total, 10**9)
-        if step.name == target:
-            break
-    return sizes.get(target, 1)
-
-
-def _unbroadcast(grad: np.ndarray, shape: Tuple[int, ...]) -> np.ndarray:
-    """Sum a gradient over the axes broadcasting added, back to the source's shape."""
-    while grad.ndim > len(shape):
-        grad = grad.sum(axis=0)
-    for axis, n in enumerate(shape):
-        if n == 1 and grad.shape[axis] != 1:
-            grad = grad.sum(axis=axis, keepdims=True)
-    return grad.reshape(shape)
-
-
-def _expand_jacobian(d: np.ndarray, s_shape: Tuple[int, ...]) -> np.ndarray:
-    """The full Jacobian (t.shape + s.shape) of an elementwise target from its pointwise slopes.
-
-    Element i of the target depends on one element of the source: the one broadcasting
-    maps to i. Every other entry is 0.
-    """
-    jac = np.zeros(d.shape + tuple(s_shape))
-    lead = d.ndim - len(s_shape)
-    for i in np.ndindex(*d.shape):
-        j = tuple(0 if n == 1 else i[lead + k] for k, n in enumerate(s_shape))
-        jac[i + j] += d[i]
-    return jac
-
-
-def symbolic_reference(
-    spec: JobSpec, req: RequestSpec, source: str, fwd: Forward, sources: Optional[Tuple[str, ...]] = None
-) -> Reference:
-    """The derivative `req` asks for, by SymPy, evaluated elementwise at the point.
-
-    An elementwise target's element i depends on one element of each source, so every
-    kind follows from the pointwise derivatives d(t_i)/d(s), d2(t_i)/d(s)d(s'):
-    broadcasting then says where they go (summed back for a gradient, spread out for a
-    Jacobian, on the diagonal for a Hessian). `sources` (jvp/hvp with one value for all
-    sources) moves them together; else `source` alone.
-    """
-    import sympy as sp
-
-    from runner.language import symbolic
-
-    moving = tuple(sources or (source,))
-    values: Dict[Any, np.ndarray] = {}
-    env: Dict[str, Any] = {}
-    for inp in spec.inputs:
-        sym = sp.Symbol(inp.name, real=True)
-        env[inp.name] = sym
-        values[sym] = fwd.base[inp.name]
-    lowerer = symbolic.SymbolicLowerer(env)
-    cone = {id(e) for e in _cone(spec, req.target)}
-    sites = []
-    for step in spec.steps:
-        if id(step.expr) not in cone:
-            continue
-        if step.name in moving or step.name in spec.tape.stop_recording:
-            sym = sp.Dummy(step.name, real=True)  # a source, or held: a symbol of its own
-            values[sym] = fwd.base[step.name]
-            lowerer.env[step.name] = sym
-        else:
-            lowerer.kinks = []
-            lowerer.env[step.name] = lowerer.lower(step.expr)
-            sites += [(f"{desc} in step {step.name}", site) for desc, site in lowerer.kinks]
-    low = lowerer.result(lowerer.env[req.target])
-    syms = {s: lowerer.env.get(s, sp.Dummy(s, real=True)) for s in moving}
-    shape = fwd.base[req.target].shape
-    kind, order = req.kind, req.order
-
-    # the pointwise derivatives this kind needs, as (key, SymPy expression)
-    wanted: Dict[Any, Any] = {}
-    if kind == "gradient":
-        wanted["d"] = sp.diff(low.expr, syms[source], order)
-    elif kind in ("jacobian", "batch_jacobian", "jvp"):
-        wanted.update({("d", s): sp.diff(low.expr, syms[s]) for s in moving})
-    elif kind == "hessian":
-        wanted["d2"] = sp.diff(low.expr, syms[source], 2)
-    elif kind == "hvp":
-        wanted.update({("d2", a, b): sp.diff(low.expr, syms[a], syms[b]) for a in moving for b in moving})
-    else:
-        raise Unverifiable(f"kind {kind!r} has no symbolic check")
-
-    grid = {s: np.broadcast_to(v, shape) for s, v in values.items()}
-    sites = [(desc, site) for desc, site in sites if any(syms[s] in site.free_symbols for s in moving)]
-    pointwise = {k: np.zeros(shape) for k in wanted}
-    for idx in np.ndindex(*shape):
-        at = {s: float(v[idx]) for s, v in grid.items()}
-        for dummy, expr in low.frozen.items():  # created inner first, so in dependency order
-            at[dummy] = symbolic.evaluate(expr, at)
-        for desc, site in sites:
-            if symbolic.evaluate(site, at) == 0.0:
-                return Reference(None, "symbolic", note=f"{desc} switches at this point")
-        for k, expr in wanted.items():
-            pointwise[k][idx] = symbolic.evaluate(expr, at)
-
-    s_shape = fwd.base[source].shape
-    if kind == "gradient":
-        return Reference(_unbroadcast(weights(req, shape) * pointwise["d"], s_shape), "symbolic")
-    if kind == "jacobian":
-        return Reference(_expand_jacobian(pointwise[("d", source)], s_shape), "symbolic")
-    if kind == "batch_jacobian":
-        return Reference(
-            batch_diagonal(_expand_jacobian(pointwise[("d", source)], s_shape), shape, s_shape), "symbolic"
-        )
-    if kind == "hessian":
-        diag = _unbroadcast(pointwise["d2"], s_shape).ravel()
-        return Reference(np.diag(diag).reshape(tuple(s_shape) * 2), "symbolic")
-    tangents = {s: np.broadcast_to(tangent(req, s, fwd.base[s]), shape) for s in moving}
-    if kind == "jvp":
-        return Reference(sum(pointwise[("d", s)] * tangents[s] for s in moving), "symbolic")
-    # hvp: for the first moving source (the only one unless combined)
-    a = moving[0]
-    return Reference(
-        _unbroadcast(sum(pointwise[("d2", a, b)] * tangents[b] for b in moving), fwd.base[a].shape), "symbolic"
-    )
-
-
 # ---- comparison --------------------------------------------------------------------------
 
 
@@ -284,7 +103,7 @@ def _dtype_rtol(value: np.ndarray) -> float:
 def compare(got: Any, ref: Reference, req: RequestSpec) -> Dict[str, Any]:
     """A check record (without timing) comparing TensorFlow's value with the reference."""
     method_key = ref.method
-    if ref.method == "finite_difference" and (req.order > 1 or req.kind in ("hessian", "hvp")):
+    if ref.method == "finite_difference" and max(req.order, KINDS[req.kind].order or 1) > 1:
         method_key = "finite_difference_nested"
     rec: Dict[str, Any] = {"method": ref.method, "reference": ref.value}
     if got is None or ref.value is None:
@@ -365,16 +184,7 @@ def _first(a: np.ndarray) -> str:
 
 def _zeros(req: RequestSpec, fwd: Forward, source: str) -> np.ndarray:
     """What `unconnected: zero` gives, shaped as the request's kind shapes it."""
-    t, s = fwd.base[req.target].shape, fwd.base[source].shape
-    shape = {
-        "gradient": s,
-        "hvp": s,
-        "jvp": t,
-        "jacobian": t + s,
-        "hessian": s + s,
-        "batch_jacobian": (t[:1] + t[1:] + s[1:]),
-    }[req.kind]
-    return np.zeros(shape)
+    return np.zeros(KINDS[req.kind].shape(fwd.base[req.target].shape, fwd.base[source].shape))
 
 
 def _reference(spec: JobSpec, req: RequestSpec, source: str, fwd: Forward, mode: str, tracked: Set[str]) -> Reference:
@@ -426,7 +236,7 @@ def check(spec: JobSpec, req: RequestSpec, got: Any, fwd: Forward, tracked: Set[
     t0 = time.perf_counter()
     mode = spec.verify
     try:
-        if req.kind in ("jvp", "hvp") and not isinstance(got, Mapping) and len(req.sources) > 1:
+        if KINDS[req.kind].mode == "forward" and not isinstance(got, Mapping) and len(req.sources) > 1:
             # one tensor for all sources: every source moves along its tangent together
             if not any(connected(spec, req.target, s, tracked) for s in req.sources):
                 ref = Reference(
@@ -443,7 +253,7 @@ def check(spec: JobSpec, req: RequestSpec, got: Any, fwd: Forward, tracked: Set[
             # diagonal blocks (d2/ds ds) are the ones checked
             def block(s: str) -> Any:
                 v = got.get(s)
-                return v.get(s) if req.kind == "hessian" and isinstance(v, Mapping) else v
+                return v.get(s) if KINDS[req.kind].pairs and isinstance(v, Mapping) else v
 
             recs = {s: compare(block(s), _reference(spec, req, s, fwd, mode, tracked), req) for s in req.sources}
             rec = _merge(recs)

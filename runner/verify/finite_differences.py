@@ -16,6 +16,8 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 
 import numpy as np
 
+from runner.config.kinds import KINDS
+from runner.config.schema import Kind
 from runner.config.spec import JobSpec, RequestSpec
 from runner.language import expression as ex
 
@@ -215,77 +217,118 @@ def _describe_kink(name: str, kink: Tuple[Tuple[int, ...], float, float], nf: in
 
 
 def fd_reference(fwd: Forward, req: RequestSpec, sources: Tuple[str, ...], combined: bool) -> Reference:
-    """The derivative `req` asks for, by finite differences on `fwd`.
+    """The derivative `req` asks for, by finite differences on `fwd`: its kind's rule in `FD_RULES`.
 
     Each source is moved alone; `combined` (jvp/hvp whose value is one tensor for all
     sources) moves all sources along their tangents together.
     """
-    target = req.target
-    base = fwd.base
-
-    def t_of(source: str) -> Callable[[np.ndarray], np.ndarray]:
-        return lambda s: fwd.target(target, {source: s})
-
-    kind, order = req.kind, req.order
-    if kind == "gradient":
-        (source,) = sources
-        w = weights(req, base[target].shape)
-        if order == 1:
-            phi = lambda s: np.sum(w * t_of(source)(s))  # noqa: E731 - the scalar TF differentiates
-            jac = fd_jacobian(phi, base[source])
-            found = kinks(phi, base[source], jac)
-            kink = _describe_kink(source, found[0], 0) if found else None
-            return Reference(jac.central, "finite_difference", jac.noise, kink)
-
-        def grad_at(level: int) -> Callable[[np.ndarray], np.ndarray]:
-            if level == 0:
-                return lambda s: fd_jacobian(lambda u: np.sum(w * t_of(source)(u)), s, 0).central
-            inner = grad_at(level - 1)
-            return lambda s: fd_jacobian(lambda u: np.sum(inner(u)), s, level).central
-
-        return Reference(grad_at(order - 1)(base[source]), "finite_difference", 0.0)
+    rule = FD_RULES.get(req.kind)
+    if rule is None:
+        raise Unverifiable(f"kind {req.kind!r} has no finite-difference check")
+    fixed = KINDS[req.kind].order
     # a hessian and an hvp are second derivatives by nature: the run logs them as order 2
-    if order not in ((1, 2) if kind in ("hessian", "hvp") else (1,)):
-        raise Unverifiable(f"kind {kind} with order {order} has no finite-difference check")
-    if kind in ("jacobian", "batch_jacobian"):
-        (source,) = sources
-        jac = fd_jacobian(t_of(source), base[source])
-        found = kinks(t_of(source), base[source], jac)
-        kink = _describe_kink(source, found[0], base[target].ndim) if found else None
-        value = jac.central
-        if kind == "batch_jacobian":
-            value = batch_diagonal(value, base[target].shape, base[source].shape)
-        return Reference(value, "finite_difference", jac.noise, kink)
-    if kind == "hessian":
-        (source,) = sources
+    if fixed is not None and req.order not in (1, fixed):
+        raise Unverifiable(f"kind {req.kind} with order {req.order} has no finite-difference check")
+    return rule(fwd, req, sources, combined)
 
-        def first(s: np.ndarray) -> np.ndarray:
-            return fd_jacobian(lambda u: np.sum(t_of(source)(u)), s, 0).central
 
-        return Reference(fd_jacobian(first, base[source], 1).central, "finite_difference", 0.0)
-    if kind in ("jvp", "hvp"):
-        tangents = {s: tangent(req, s, base[s]) for s in sources}
+def _target_of(fwd: Forward, req: RequestSpec, source: str) -> Callable[[np.ndarray], np.ndarray]:
+    """The target as a function of one source, the rest held at the point."""
+    return lambda s: fwd.target(req.target, {source: s})
 
-        def moved(eps: float) -> Dict[str, np.ndarray]:
-            return {s: base[s] + eps * tangents[s] for s in sources}
 
-        scale = max(max(1.0, float(np.max(np.abs(base[s])))) if base[s].size else 1.0 for s in sources)
-        vmax = max((float(np.max(np.abs(v))) if v.size else 0.0) for v in tangents.values()) or 1.0
-        if kind == "jvp":
-            h = FD_STEPS[0] * scale / vmax
-            diff = (fwd.target(target, moved(h)) - fwd.target(target, moved(-h))) / (2 * h)
-            return Reference(diff, "finite_difference", 0.0)
-        # hvp: the gradient (by differences) moved along the tangents (by differences)
-        h = FD_STEPS[1] * scale / vmax
-        out = {}
-        for s in [sources[0]] if combined else sources:
+def _fd_gradient(fwd: Forward, req: RequestSpec, sources: Tuple[str, ...], combined: bool) -> Reference:
+    (source,) = sources
+    base = fwd.base
+    t_of = _target_of(fwd, req, source)
+    w = weights(req, base[req.target].shape)
+    if req.order == 1:
+        phi = lambda s: np.sum(w * t_of(s))  # noqa: E731 - the scalar TF differentiates
+        jac = fd_jacobian(phi, base[source])
+        found = kinks(phi, base[source], jac)
+        kink = _describe_kink(source, found[0], 0) if found else None
+        return Reference(jac.central, "finite_difference", jac.noise, kink)
 
-            def grad(overrides: Dict[str, np.ndarray], s: str = s) -> np.ndarray:
-                return fd_jacobian(lambda u: np.sum(fwd.target(target, {**overrides, s: u})), overrides[s], 0).central
+    def grad_at(level: int) -> Callable[[np.ndarray], np.ndarray]:
+        if level == 0:
+            return lambda s: fd_jacobian(lambda u: np.sum(w * t_of(u)), s, 0).central
+        inner = grad_at(level - 1)
+        return lambda s: fd_jacobian(lambda u: np.sum(inner(u)), s, level).central
 
-            out[s] = (grad(moved(h)) - grad(moved(-h))) / (2 * h)
-        return Reference(out[sources[0]], "finite_difference", 0.0)
-    raise Unverifiable(f"kind {kind!r} has no finite-difference check")
+    return Reference(grad_at(req.order - 1)(base[source]), "finite_difference", 0.0)
+
+
+def _fd_jacobian(fwd: Forward, req: RequestSpec, sources: Tuple[str, ...], combined: bool) -> Reference:
+    (source,) = sources
+    base = fwd.base
+    t_of = _target_of(fwd, req, source)
+    jac = fd_jacobian(t_of, base[source])
+    found = kinks(t_of, base[source], jac)
+    kink = _describe_kink(source, found[0], base[req.target].ndim) if found else None
+    return Reference(jac.central, "finite_difference", jac.noise, kink)
+
+
+def _fd_batch_jacobian(fwd: Forward, req: RequestSpec, sources: Tuple[str, ...], combined: bool) -> Reference:
+    ref = _fd_jacobian(fwd, req, sources, combined)
+    ref.value = batch_diagonal(ref.value, fwd.base[req.target].shape, fwd.base[sources[0]].shape)
+    return ref
+
+
+def _fd_hessian(fwd: Forward, req: RequestSpec, sources: Tuple[str, ...], combined: bool) -> Reference:
+    (source,) = sources
+    t_of = _target_of(fwd, req, source)
+
+    def first(s: np.ndarray) -> np.ndarray:
+        return fd_jacobian(lambda u: np.sum(t_of(u)), s, 0).central
+
+    return Reference(fd_jacobian(first, fwd.base[source], 1).central, "finite_difference", 0.0)
+
+
+def _along_tangents(
+    fwd: Forward, req: RequestSpec, sources: Tuple[str, ...]
+) -> Tuple[Callable[[float], Dict[str, np.ndarray]], float]:
+    """The sources moved by eps along their tangents, and the step unit (scale of the
+    sources over the largest tangent) that keeps a step relative."""
+    base = fwd.base
+    tangents = {s: tangent(req, s, base[s]) for s in sources}
+
+    def moved(eps: float) -> Dict[str, np.ndarray]:
+        return {s: base[s] + eps * tangents[s] for s in sources}
+
+    scale = max(max(1.0, float(np.max(np.abs(base[s])))) if base[s].size else 1.0 for s in sources)
+    vmax = max((float(np.max(np.abs(v))) if v.size else 0.0) for v in tangents.values()) or 1.0
+    return moved, scale / vmax
+
+
+def _fd_jvp(fwd: Forward, req: RequestSpec, sources: Tuple[str, ...], combined: bool) -> Reference:
+    moved, unit = _along_tangents(fwd, req, sources)
+    h = FD_STEPS[0] * unit
+    diff = (fwd.target(req.target, moved(h)) - fwd.target(req.target, moved(-h))) / (2 * h)
+    return Reference(diff, "finite_difference", 0.0)
+
+
+def _fd_hvp(fwd: Forward, req: RequestSpec, sources: Tuple[str, ...], combined: bool) -> Reference:
+    """The gradient (by differences) moved along the tangents (by differences)."""
+    moved, unit = _along_tangents(fwd, req, sources)
+    h = FD_STEPS[1] * unit
+    out = {}
+    for s in [sources[0]] if combined else sources:
+
+        def grad(overrides: Dict[str, np.ndarray], s: str = s) -> np.ndarray:
+            return fd_jacobian(lambda u: np.sum(fwd.target(req.target, {**overrides, s: u})), overrides[s], 0).central
+
+        out[s] = (grad(moved(h)) - grad(moved(-h))) / (2 * h)
+    return Reference(out[sources[0]], "finite_difference", 0.0)
+
+
+FD_RULES: Dict[str, Callable[[Forward, RequestSpec, Tuple[str, ...], bool], Reference]] = {
+    Kind.gradient.value: _fd_gradient,
+    Kind.jacobian.value: _fd_jacobian,
+    Kind.batch_jacobian.value: _fd_batch_jacobian,
+    Kind.hessian.value: _fd_hessian,
+    Kind.jvp.value: _fd_jvp,
+    Kind.hvp.value: _fd_hvp,
+}
 
 
 def batch_diagonal(jac: np.ndarray, t_shape: Tuple[int, ...], s_shape: Tuple[int, ...]) -> np.ndarray:

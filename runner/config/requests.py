@@ -1,0 +1,257 @@
+"""Derivative requests, validated against the kind table (imports no TensorFlow or SymPy).
+
+`build_requests` turns the config's `derivatives` list into `RequestSpec`s or raises a
+`ConfigError` naming the key at fault. What a kind allows (options, order, sources) is
+read from its row in :mod:`runner.config.kinds`, never from lists of kind names here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional, Tuple
+
+import numpy as np
+
+from runner.config import points
+from runner.config.kinds import KINDS, KindRow, taking
+from runner.config.schema import Unconnected
+from runner.errors import ConfigError
+from runner.language import expression
+
+if TYPE_CHECKING:  # spec.py imports this module: its classes are needed for types only
+    from runner.config.spec import InputSpec, StepSpec
+
+MISSING = "???"
+_UNCONNECTED = tuple(u.value for u in Unconnected)
+
+
+@dataclass(frozen=True)
+class RequestSpec:
+    name: str
+    kind: str
+    target: str
+    sources: Tuple[str, ...]
+    several: bool  # sources given as a list of more than one: the value is a mapping
+    order: int = 1
+    unconnected: str = "none"
+    output_gradients: Any = None
+    tangents: Any = None
+    parallel_iterations: Optional[int] = None
+    experimental_use_pfor: bool = True
+
+    @property
+    def recomputes(self) -> bool:
+        """Whether the request runs the function again on its own tapes or accumulator
+        (nested reverse mode, forward mode) instead of asking the shared tape."""
+        return KINDS[self.kind].recomputes_at(self.order)
+
+
+def name_list(key: str, raw: Any, allowed: List[str], what: str) -> Tuple[str, ...]:
+    """A name or a list of names, each one of `allowed`."""
+    if raw is None:
+        return ()
+    items = [raw] if isinstance(raw, str) else raw
+    if not isinstance(items, (list, tuple)):
+        raise ConfigError(key, f"expected a name or a list of names, got {raw!r}")
+    for n in items:
+        if n not in allowed:
+            raise ConfigError(key, f"unknown {what} {n!r}; known: {', '.join(allowed) or 'none'}")
+    return tuple(items)
+
+
+def default_name(kind: str, target: str, sources: Tuple[str, ...], order: int) -> str:
+    """`dy/dx`, `d2y/dx2`, `dz/d(x,w)`; other kinds as `hessian(y; x)`."""
+    src = sources[0] if len(sources) == 1 else f"({','.join(sources)})"
+    if kind == "gradient":
+        if order == 1:
+            return f"d{target}/d{src}"
+        return f"d{order}{target}/d{src}{order}"
+    return f"{kind}({target}; {', '.join(sources)})"
+
+
+def build_requests(
+    raw: Any, inputs: Tuple[InputSpec, ...], steps: Tuple[StepSpec, ...], point: Mapping[str, np.ndarray]
+) -> Tuple[RequestSpec, ...]:
+    if not isinstance(raw, (list, tuple)):
+        raise ConfigError("derivatives", f"expected a list of requests, got {raw!r}")
+    names = [i.name for i in inputs] + [s.name for s in steps]
+    depends = _dependencies(steps)
+    out: List[RequestSpec] = []
+    seen: Dict[str, int] = {}
+    for i, req in enumerate(raw):
+        key = f"derivatives[{i}]"
+        if not isinstance(req, Mapping):
+            raise ConfigError(key, f"expected a mapping with target and sources, got {req!r}")
+        target = req.get("target")
+        if target in (None, MISSING):
+            raise ConfigError(f"{key}.target", "missing; name the step or input to differentiate")
+        if target not in names:
+            raise ConfigError(f"{key}.target", f"unknown target {target!r}; known: {', '.join(names)}")
+        raw_sources = req.get("sources")
+        if raw_sources in (None, MISSING, []):
+            raise ConfigError(f"{key}.sources", "missing; name the input(s) or step(s) to differentiate by")
+        sources = name_list(f"{key}.sources", raw_sources, names, "source")
+        if len(set(sources)) != len(sources):
+            raise ConfigError(f"{key}.sources", f"a source is listed twice: {list(sources)}")
+        kind = str(req.get("kind", "gradient"))
+        if kind not in KINDS:
+            raise ConfigError(f"{key}.kind", f"unknown kind {kind!r}; supported: {', '.join(KINDS)}")
+        row = KINDS[kind]
+        order = _order(key, kind, row, req.get("order", 1), sources)
+        _check_options(key, row, order, req)
+        if row.one_source or row.batched:
+            _check_batch(key, kind, row, target, sources, point)
+        tangents = _tangents(key, kind, req.get("tangents"), sources, point) if "tangents" in row.options else None
+        if row.recomputes_at(order):
+            _check_independent_sources(key, sources, depends)
+        name = req.get("name") or default_name(kind, target, sources, order)
+        if name in seen:
+            raise ConfigError(
+                f"{key}.name", f"{name!r} is already the name of derivatives[{seen[name]}]; give this request a name"
+            )
+        seen[name] = i
+        out.append(
+            RequestSpec(
+                name=name,
+                kind=kind,
+                target=target,
+                sources=sources,
+                several=not isinstance(raw_sources, str) and len(sources) > 1,
+                order=order,
+                unconnected=str(req.get("unconnected", "none")),
+                output_gradients=req.get("output_gradients"),
+                tangents=tangents,
+                parallel_iterations=req.get("parallel_iterations"),
+                experimental_use_pfor=bool(req.get("experimental_use_pfor", True)),
+            )
+        )
+    return tuple(out)
+
+
+def _order(key: str, kind: str, row: KindRow, order: Any, sources: Tuple[str, ...]) -> int:
+    if not isinstance(order, int) or isinstance(order, bool) or order < 1:
+        raise ConfigError(f"{key}.order", f"expected a whole number >= 1, got {order!r}")
+    if row.order == 2:
+        if order not in (1, 2):
+            raise ConfigError(f"{key}.order", f"a {kind} is second order; leave order out (or 2), got {order}")
+        return 2
+    if row.order is not None and order != 1:
+        raise ConfigError(
+            f"{key}.order",
+            f"order > 1 is for kind gradient (nested tapes); use kind hessian for a {kind} of a gradient",
+        )
+    if order > 1 and len(sources) > 1:
+        raise ConfigError(
+            f"{key}.sources",
+            f"an order-{order} gradient takes one source; use kind hessian for mixed second derivatives",
+        )
+    return row.fixed_order(order)
+
+
+def _check_options(key: str, row: KindRow, order: int, req: Mapping) -> None:
+    """Refuse options the chosen kind does not take, naming the option."""
+    unconnected = str(req.get("unconnected", "none"))
+    if unconnected not in _UNCONNECTED:
+        raise ConfigError(f"{key}.unconnected", f"expected {' or '.join(_UNCONNECTED)}, got {unconnected!r}")
+    if req.get("output_gradients") is not None:
+        # output_gradients weigh the target of one tape.gradient call: nested tapes have none
+        if "output_gradients" not in row.options or order != 1:
+            raise ConfigError(f"{key}.output_gradients", "only a first-order gradient takes output_gradients")
+        points.evaluate(f"{key}.output_gradients", req["output_gradients"])
+    if req.get("tangents") is not None and "tangents" not in row.options:
+        raise ConfigError(
+            f"{key}.tangents", f"only kinds {' and '.join(taking('tangents'))} take tangents (forward mode)"
+        )
+    pi = req.get("parallel_iterations")
+    if pi is not None:
+        if "parallel_iterations" not in row.options:
+            raise ConfigError(
+                f"{key}.parallel_iterations",
+                f"only kinds {', '.join(taking('parallel_iterations'))} take parallel_iterations",
+            )
+        if not isinstance(pi, int) or isinstance(pi, bool) or pi < 1:
+            raise ConfigError(f"{key}.parallel_iterations", f"expected a whole number >= 1, got {pi!r}")
+    pfor = req.get("experimental_use_pfor", True)
+    if not isinstance(pfor, bool):
+        raise ConfigError(f"{key}.experimental_use_pfor", f"expected true or false, got {pfor!r}")
+    if pfor is False and "experimental_use_pfor" not in row.options:
+        raise ConfigError(
+            f"{key}.experimental_use_pfor",
+            f"only kinds {', '.join(taking('experimental_use_pfor'))} take experimental_use_pfor",
+        )
+
+
+def _check_batch(
+    key: str, kind: str, row: KindRow, target: str, sources: Tuple[str, ...], point: Mapping[str, np.ndarray]
+) -> None:
+    if row.one_source and len(sources) != 1:
+        raise ConfigError(f"{key}.sources", f"a {kind} takes exactly one source")
+    if not row.batched:
+        return
+    # Inputs' shapes are known before TensorFlow runs; a step's shape is TensorFlow's to check.
+    for role, name in (("target", target), ("sources", sources[0])):
+        if name in point and np.ndim(point[name]) < 2:
+            raise ConfigError(
+                f"{key}.{role}",
+                f"a {kind} needs a {role.rstrip('s')} of rank 2 or more ([batch, ...]); "
+                f"{name!r} has shape {list(np.shape(point[name]))}",
+            )
+
+
+def _tangents(
+    key: str, kind: str, raw: Any, sources: Tuple[str, ...], point: Mapping[str, np.ndarray]
+) -> Dict[str, Any]:
+    """Forward mode's direction: a mapping source -> value (a bare value for one source).
+
+    Values are kept as the config gave them (so the spec stays printable and hashable by
+    its text) after checking that each denotes an array of a fitting shape.
+    """
+    if raw is None:
+        raise ConfigError(
+            f"{key}.tangents", f"missing; a {kind} needs a direction: a value per source, e.g. tangents: 1.0"
+        )
+    if not (
+        isinstance(raw, Mapping)
+        and set(raw) <= set(sources)
+        and raw
+        and not set(raw) & set(points.GENERATORS + points.WRAPPERS)
+    ):
+        if len(sources) > 1:
+            raise ConfigError(
+                f"{key}.tangents", f"expected a mapping source -> value for the sources {', '.join(sources)}"
+            )
+        raw = {sources[0]: raw}
+    missing = [s for s in sources if s not in raw]
+    if missing:
+        raise ConfigError(f"{key}.tangents", f"no tangent for source(s) {', '.join(missing)}")
+    for s in sources:
+        arr = points.evaluate(f"{key}.tangents.{s}", raw[s])
+        if s in point and arr.ndim and arr.shape != np.shape(point[s]):
+            raise ConfigError(
+                f"{key}.tangents.{s}",
+                f"shape {list(arr.shape)} does not match the source's shape {list(np.shape(point[s]))} (a number is broadcast)",
+            )
+    return {s: raw[s] for s in sources}
+
+
+def _dependencies(steps: Tuple[StepSpec, ...]) -> Dict[str, set]:
+    """For each step, every input and step it is computed from (transitively)."""
+    deps: Dict[str, set] = {}
+    for step in steps:
+        direct = set(expression.names(step.expr)) - set(expression.CONSTANTS)
+        deps[step.name] = set(direct).union(*(deps.get(d, set()) for d in direct))
+    return deps
+
+
+def _check_independent_sources(key: str, sources: Tuple[str, ...], depends: Dict[str, set]) -> None:
+    """Requests that recompute the function hold their step sources fixed (see
+    runner/tape/requests.py): a step source computed from another source would then lose
+    that path, so refuse it."""
+    for s in sources:
+        upstream = depends.get(s, set()) & set(sources)
+        if upstream:
+            raise ConfigError(
+                f"{key}.sources",
+                f"step {s!r} is computed from source {sorted(upstream)[0]!r}; a nested or forward-mode request "
+                "needs sources that do not depend on one another",
+            )

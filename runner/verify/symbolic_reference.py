@@ -1,0 +1,247 @@
+"""The symbolic reference: a derivative by SymPy, one rule per kind in `SYMBOLIC_RULES` (imports SymPy lazily).
+
+Used for every kind whose target is built from elementwise operations only (any
+broadcasting; `order` > 1 for gradients). An elementwise target's element i depends on one
+element of each source, so every kind follows from the pointwise derivatives
+d(t_i)/d(s), d2(t_i)/d(s)d(s'): a kind's rule says which of them it needs and where
+broadcasting puts them (summed back for a gradient, spread out for a Jacobian, on the
+diagonal for a Hessian).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Dict, List, Optional, Tuple
+
+import numpy as np
+
+from runner.config.kinds import KINDS
+from runner.config.schema import Kind
+from runner.config.spec import JobSpec, RequestSpec
+from runner.language import expression as ex
+from runner.verify.finite_differences import Forward, Reference, Unverifiable, batch_diagonal, tangent, weights
+
+MAX_SYMBOLIC_ELEMENTS = 256
+MAX_SYMBOLIC_NODES = 5000
+
+
+def _cone(spec: JobSpec, target: str) -> List[ex.Expr]:
+    """The expressions of every step the target depends on (by name, stop_gradient included)."""
+    by_name = {s.name: s for s in spec.steps}
+    need, seen, out = [target], set(), []
+    while need:
+        n = need.pop()
+        if n in seen or n not in by_name:
+            continue
+        seen.add(n)
+        out.append(by_name[n].expr)
+        need.extend(ex.names(by_name[n].expr))
+    return out
+
+
+def symbolic_applies(spec: JobSpec, req: RequestSpec, fwd: Forward) -> Optional[str]:
+    """None when the symbolic check applies to `req`, else why it does not."""
+    from runner.language import symbolic
+
+    if req.kind not in SYMBOLIC_RULES:
+        return f"kind {req.kind} has no symbolic check"
+    if KINDS[req.kind].order == 1 and req.order != 1:
+        return f"kind {req.kind} with order {req.order} is checked by finite differences"
+    if not all(symbolic.is_elementwise(e) for e in _cone(spec, req.target)):
+        return "the target uses matmul, a reduction or transpose"
+    if fwd.base[req.target].size > MAX_SYMBOLIC_ELEMENTS:
+        return f"the target has more than {MAX_SYMBOLIC_ELEMENTS} elements"
+    size = _expanded_size(spec, req.target)
+    if size > MAX_SYMBOLIC_NODES:
+        return f"the target's formula, with every step substituted, has {size} nodes (limit {MAX_SYMBOLIC_NODES})"
+    return None
+
+
+def _expanded_size(spec: JobSpec, target: str) -> int:
+    """Nodes of the target's formula with each step written out in full.
+
+    Steps repeat in the substituted formula (z = y*y doubles y), so this can grow
+    exponentially with the chain of steps; SymPy's differentiation is kept to formulas
+    of bounded size, and finite differences, whose cost does not grow so, take the rest.
+    """
+    sizes: Dict[str, int] = {}
+    for step in spec.steps:
+        total, stack = 0, [step.expr]
+        while stack:
+            node = stack.pop()
+            if isinstance(node, ex.Name):
+                total += sizes.get(node.id, 1)
+            else:
+                total += 1
+                if isinstance(node, ex.Unary):
+                    stack.append(node.operand)
+                elif isinstance(node, (ex.Binary, ex.Compare)):
+                    stack.extend((node.left, node.right))
+                elif isinstance(node, ex.Call):
+                    stack.extend(node.args)
+        sizes[step.name] = min(total, 10**9)
+        if step.name == target:
+            break
+    return sizes.get(target, 1)
+
+
+def symbolic_reference(
+    spec: JobSpec, req: RequestSpec, source: str, fwd: Forward, sources: Optional[Tuple[str, ...]] = None
+) -> Reference:
+    """The derivative `req` asks for, by SymPy, evaluated elementwise at the point.
+
+    `sources` (jvp/hvp with one value for all sources) moves them together; else `source`
+    alone. The kind's rule names the pointwise derivatives and assembles them.
+    """
+    import sympy as sp
+
+    from runner.language import symbolic
+
+    rule = SYMBOLIC_RULES.get(req.kind)
+    if rule is None:
+        raise Unverifiable(f"kind {req.kind!r} has no symbolic check")
+    moving = tuple(sources or (source,))
+    values: Dict[Any, np.ndarray] = {}
+    env: Dict[str, Any] = {}
+    for inp in spec.inputs:
+        sym = sp.Symbol(inp.name, real=True)
+        env[inp.name] = sym
+        values[sym] = fwd.base[inp.name]
+    lowerer = symbolic.SymbolicLowerer(env)
+    in_cone = {id(e) for e in _cone(spec, req.target)}
+    sites = []
+    for step in spec.steps:
+        if id(step.expr) not in in_cone:
+            continue
+        if step.name in moving or step.name in spec.tape.stop_recording:
+            sym = sp.Dummy(step.name, real=True)  # a source, or held: a symbol of its own
+            values[sym] = fwd.base[step.name]
+            lowerer.env[step.name] = sym
+        else:
+            lowerer.kinks = []
+            lowerer.env[step.name] = lowerer.lower(step.expr)
+            sites += [(f"{desc} in step {step.name}", site) for desc, site in lowerer.kinks]
+    low = lowerer.result(lowerer.env[req.target])
+    syms = {s: lowerer.env.get(s, sp.Dummy(s, real=True)) for s in moving}
+    case = Case(req, fwd, source, moving, fwd.base[req.target].shape)
+    shape = case.shape
+
+    wanted = rule.wanted(low.expr, syms, case)
+    grid = {s: np.broadcast_to(v, shape) for s, v in values.items()}
+    sites = [(desc, site) for desc, site in sites if any(syms[s] in site.free_symbols for s in moving)]
+    pointwise = {k: np.zeros(shape) for k in wanted}
+    for idx in np.ndindex(*shape):
+        at = {s: float(v[idx]) for s, v in grid.items()}
+        for dummy, expr in low.frozen.items():  # created inner first, so in dependency order
+            at[dummy] = symbolic.evaluate(expr, at)
+        for desc, site in sites:
+            if symbolic.evaluate(site, at) == 0.0:
+                return Reference(None, "symbolic", note=f"{desc} switches at this point")
+        for k, expr in wanted.items():
+            pointwise[k][idx] = symbolic.evaluate(expr, at)
+    return Reference(rule.assemble(pointwise, case), "symbolic")
+
+
+# ---- one rule per kind ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Case:
+    """What a rule sees: the request, the source checked, the sources that move, the target's shape."""
+
+    req: RequestSpec
+    fwd: Forward
+    source: str
+    moving: Tuple[str, ...]
+    shape: Tuple[int, ...]
+
+    def source_shape(self, source: Optional[str] = None) -> Tuple[int, ...]:
+        return self.fwd.base[source or self.source].shape
+
+    def tangents(self) -> Dict[str, np.ndarray]:
+        """Each moving source's tangent, broadcast to the target's shape."""
+        return {s: np.broadcast_to(tangent(self.req, s, self.fwd.base[s]), self.shape) for s in self.moving}
+
+
+# f: the target's SymPy expression; x: source name -> its symbol. The keys of the returned
+# mapping name the pointwise derivatives `assemble` receives, each evaluated on the target's grid.
+Wanted = Callable[[Any, Dict[str, Any], Case], Dict[Any, Any]]
+Assemble = Callable[[Dict[Any, np.ndarray], Case], Any]
+
+
+@dataclass(frozen=True)
+class SymbolicRule:
+    wanted: Wanted
+    assemble: Assemble
+
+
+def _first_derivatives(f: Any, x: Dict[str, Any], c: Case) -> Dict[Any, Any]:
+    return {("d", s): f.diff(x[s]) for s in c.moving}
+
+
+def _gradient(p: Dict[Any, np.ndarray], c: Case) -> np.ndarray:
+    return _unbroadcast(weights(c.req, c.shape) * p["d"], c.source_shape())
+
+
+def _jacobian(p: Dict[Any, np.ndarray], c: Case) -> np.ndarray:
+    return _expand_jacobian(p[("d", c.source)], c.source_shape())
+
+
+def _batch_jacobian(p: Dict[Any, np.ndarray], c: Case) -> np.ndarray:
+    return batch_diagonal(_jacobian(p, c), c.shape, c.source_shape())
+
+
+def _hessian(p: Dict[Any, np.ndarray], c: Case) -> np.ndarray:
+    s_shape = c.source_shape()
+    diag = _unbroadcast(p["d2"], s_shape).ravel()
+    return np.diag(diag).reshape(tuple(s_shape) * 2)
+
+
+def _jvp(p: Dict[Any, np.ndarray], c: Case) -> Any:
+    tangents = c.tangents()
+    return sum(p[("d", s)] * tangents[s] for s in c.moving)
+
+
+def _hvp(p: Dict[Any, np.ndarray], c: Case) -> Any:
+    # for the first moving source (the only one unless combined)
+    a, tangents = c.moving[0], c.tangents()
+    return _unbroadcast(sum(p[("d2", a, b)] * tangents[b] for b in c.moving), c.source_shape(a))
+
+
+SYMBOLIC_RULES: Dict[str, SymbolicRule] = {
+    Kind.gradient.value: SymbolicRule(lambda f, x, c: {"d": f.diff(x[c.source], c.req.order)}, _gradient),
+    Kind.jacobian.value: SymbolicRule(_first_derivatives, _jacobian),
+    Kind.batch_jacobian.value: SymbolicRule(_first_derivatives, _batch_jacobian),
+    Kind.hessian.value: SymbolicRule(lambda f, x, c: {"d2": f.diff(x[c.source], 2)}, _hessian),
+    Kind.jvp.value: SymbolicRule(_first_derivatives, _jvp),
+    Kind.hvp.value: SymbolicRule(
+        lambda f, x, c: {("d2", a, b): f.diff(x[a], x[b]) for a in c.moving for b in c.moving}, _hvp
+    ),
+}
+
+
+# ---- where broadcasting puts the pointwise derivatives ------------------------------------
+
+
+def _unbroadcast(grad: np.ndarray, shape: Tuple[int, ...]) -> np.ndarray:
+    """Sum a gradient over the axes broadcasting added, back to the source's shape."""
+    while grad.ndim > len(shape):
+        grad = grad.sum(axis=0)
+    for axis, n in enumerate(shape):
+        if n == 1 and grad.shape[axis] != 1:
+            grad = grad.sum(axis=axis, keepdims=True)
+    return grad.reshape(shape)
+
+
+def _expand_jacobian(d: np.ndarray, s_shape: Tuple[int, ...]) -> np.ndarray:
+    """The full Jacobian (t.shape + s.shape) of an elementwise target from its pointwise slopes.
+
+    Element i of the target depends on one element of the source: the one broadcasting
+    maps to i. Every other entry is 0.
+    """
+    jac = np.zeros(d.shape + tuple(s_shape))
+    lead = d.ndim - len(s_shape)
+    for i in np.ndindex(*d.shape):
+        j = tuple(0 if n == 1 else i[lead + k] for k, n in enumerate(s_shape))
+        jac[i + j] += d[i]
+    return jac

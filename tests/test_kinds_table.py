@@ -1,0 +1,134 @@
+"""The kind table is complete: every `Kind` has a row and a rule in each interpreter, and
+its row's shape rule is the shape TensorFlow really gives."""
+
+from __future__ import annotations
+
+from typing import Any, Dict
+
+import numpy as np
+import pytest
+
+from runner.config import spec as specs
+from runner.config.kinds import KINDS, OPTIONS, KindRow
+from runner.config.schema import Kind
+from tests.helpers import ROOT, function_config
+
+EVERY_KIND = [pytest.param(k.value, id=k.value) for k in Kind]
+
+# The source x is [batch, 1] and broadcast against c, so the target y is [2, 3]: the target's
+# and the source's shapes differ, and each kind's shape rule gives a shape of its own.
+STEPS = {"y": "sin(x) * c"}
+POINT = {"x": [[0.5], [1.5]], "c": [[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]]}
+T_SHAPE, S_SHAPE = (2, 3), (2, 1)
+
+
+def _tables() -> Dict[str, Dict[str, Any]]:
+    """Where a kind must appear, by what a contributor would look for."""
+    from runner.tape.requests import RULES
+    from runner.verify.finite_differences import FD_RULES
+    from runner.verify.symbolic_reference import SYMBOLIC_RULES
+
+    return {
+        "row in runner/config/kinds.py (KINDS)": KINDS,
+        "tape rule in runner/tape/requests.py (RULES)": RULES,
+        "finite-difference rule in runner/verify/finite_differences.py (FD_RULES)": FD_RULES,
+        "symbolic rule in runner/verify/symbolic_reference.py (SYMBOLIC_RULES)": SYMBOLIC_RULES,
+    }
+
+
+def _row(kind: str) -> KindRow:
+    if kind not in KINDS:
+        pytest.fail(f"kind {kind!r} has no row in runner/config/kinds.py (KINDS)", pytrace=False)
+    return KINDS[kind]
+
+
+def _request(kind: str, source: str = "x", **options: Any) -> Dict[str, Any]:
+    """A request of `kind`, y by `source`, with what its row says it needs."""
+    request: Dict[str, Any] = {"target": "y", "sources": source, "kind": kind, **options}
+    if "tangents" in _row(kind).options:
+        request["tangents"] = 1.0
+    return request
+
+
+def _job(kind: str, verify: str = "auto") -> Any:
+    return specs.build(function_config(dict(STEPS), dict(POINT), [_request(kind)], verify=verify))
+
+
+@pytest.mark.parametrize("kind", EVERY_KIND)
+def test_every_kind_has_a_row_and_a_rule_in_each_interpreter(kind):
+    missing = [where for where, table in _tables().items() if kind not in table]
+    if missing:
+        pytest.fail(f"kind {kind!r} has no " + "; no ".join(missing), pytrace=False)
+
+
+def test_every_table_names_only_kinds_of_the_schema():
+    names = {k.value for k in Kind}
+    for where, table in _tables().items():
+        assert set(table) <= names, f"{where} has kinds the schema does not name: {sorted(set(table) - names)}"
+
+
+def test_the_table_is_pure_python():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, runner.config.kinds\n"
+        "print(sorted(m for m in ('tensorflow', 'sympy', 'hydra') if m in sys.modules))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize("kind", EVERY_KIND)
+def test_a_row_is_consistent(kind):
+    row = _row(kind)
+    assert row.options <= set(OPTIONS), f"unknown options {sorted(row.options - set(OPTIONS))}"
+    # forward mode needs a direction: exactly the forward-mode kinds take tangents
+    assert ("tangents" in row.options) == (row.mode == "forward")
+    # a kind of order > 1 nests tapes, so it cannot be answered by the shared tape
+    assert row.recomputes or row.order in (None, 1)
+
+
+@pytest.mark.parametrize("kind", EVERY_KIND)
+def test_the_shape_rule_is_the_shape_tensorflow_gives(kind):
+    from runner.tape import program
+
+    outcome = program.run(_job(kind))
+    assert outcome.error is None, outcome.error
+    got = outcome.derivatives[0].value
+    want = _row(kind).shape(T_SHAPE, S_SHAPE)
+    assert np.shape(got) == want, f"{kind}: TensorFlow gives shape {np.shape(got)}, the row's shape rule {want}"
+
+
+@pytest.mark.parametrize("method", ["symbolic", "finite_difference"])
+@pytest.mark.parametrize("kind", EVERY_KIND)
+def test_each_checking_rule_agrees_with_tensorflow(kind, method):
+    from runner.tape import program
+    from runner.verify import check as verify
+
+    spec = _job(kind, verify=method)
+    outcome = program.run(spec)
+    fwd = verify.Forward(spec, outcome.values)
+    rec = verify.check(spec, spec.requests[0], outcome.derivatives[0].value, fwd, verify.tracked_names(spec))
+    assert rec["method"] == method, rec.get("note")
+    assert rec["passed"], rec.get("reason")
+    assert np.shape(rec["reference"]) == KINDS[kind].shape(T_SHAPE, S_SHAPE)
+
+
+@pytest.mark.parametrize("kind", EVERY_KIND)
+def test_unconnected_zero_is_shaped_by_the_row(kind):
+    from runner.tape import program
+    from runner.verify import check as verify
+
+    # y does not use u (shaped as x): TensorFlow gives zeros, and so does the check's reference
+    request = _request(kind, source="u", unconnected="zero")
+    spec = specs.build(function_config(dict(STEPS), {**POINT, "u": [[0.0], [0.0]]}, [request]))
+    outcome = program.run(spec)
+    assert outcome.error is None, outcome.error
+    got = outcome.derivatives[0].value
+    fwd = verify.Forward(spec, outcome.values)
+    rec = verify.check(spec, spec.requests[0], got, fwd, verify.tracked_names(spec))
+    want = KINDS[kind].shape(T_SHAPE, S_SHAPE)
+    assert np.shape(got) == want and not np.any(got)
+    assert rec["passed"] and np.shape(rec["reference"]) == want, rec
