@@ -8,7 +8,7 @@ read from its row in :mod:`runner.config.kinds`, never from lists of kind names 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Protocol, Tuple
 
 import numpy as np
 
@@ -18,8 +18,24 @@ from runner.config.schema import Unconnected
 from runner.errors import ConfigError
 from runner.language import expression
 
-if TYPE_CHECKING:  # spec.py imports this module: its classes are needed for types only
-    from runner.config.spec import InputSpec, StepSpec
+
+class Named(Protocol):
+    """What a request needs of an input (`runner.config.spec.InputSpec`): its name.
+
+    Protocols rather than spec.py's classes, which would make an import circle: spec.py
+    imports this module.
+    """
+
+    @property
+    def name(self) -> str: ...
+
+
+class Step(Named, Protocol):
+    """What a request needs of a step (`runner.config.spec.StepSpec`): its name and tree."""
+
+    @property
+    def expr(self) -> expression.Expr: ...
+
 
 MISSING = "???"
 _UNCONNECTED = tuple(u.value for u in Unconnected)
@@ -70,7 +86,7 @@ def default_name(kind: str, target: str, sources: Tuple[str, ...], order: int) -
 
 
 def build_requests(
-    raw: Any, inputs: Tuple[InputSpec, ...], steps: Tuple[StepSpec, ...], point: Mapping[str, np.ndarray]
+    raw: Any, inputs: Tuple[Named, ...], steps: Tuple[Step, ...], point: Mapping[str, np.ndarray]
 ) -> Tuple[RequestSpec, ...]:
     if not isinstance(raw, (list, tuple)):
         raise ConfigError("derivatives", f"expected a list of requests, got {raw!r}")
@@ -234,7 +250,7 @@ def _tangents(
     return {s: raw[s] for s in sources}
 
 
-def _dependencies(steps: Tuple[StepSpec, ...]) -> Dict[str, set]:
+def _dependencies(steps: Tuple[Step, ...]) -> Dict[str, set]:
     """For each step, every input and step it is computed from (transitively)."""
     deps: Dict[str, set] = {}
     for step in steps:
