@@ -14,7 +14,7 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple
 import numpy as np
 
 from runner.config import points
-from runner.config.schema import DTYPES, INPUT_KINDS, INPUT_OPTION_KEYS, Verify
+from runner.config.schema import DTYPES, INPUT_KINDS, INPUT_OPTION_KEYS, RunnerConfig, Verify
 from runner.errors import ConfigError
 from runner.language import expression, shapes
 
@@ -99,6 +99,26 @@ class ExpectSpec:
 
 
 @dataclass(frozen=True)
+class LogSettings:
+    """`log.*`: how the run log and its artifacts are written (see `schema.LogConfig`)."""
+
+    max_inline_elements: int
+    tf_verbose: bool
+    tensorboard: bool
+    plots: Optional[bool]  # None: plot a single run, not each job of a sweep
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """How a job runs, as against what it computes: seeding, determinism, resume, logging."""
+
+    seed: int
+    determinism: bool
+    resume: Optional[str]  # the sweep folder being resumed
+    log: LogSettings
+
+
+@dataclass(frozen=True)
 class JobSpec:
     name: str
     inputs: Tuple[InputSpec, ...]
@@ -107,14 +127,56 @@ class JobSpec:
     tape: TapeSpec
     requests: Tuple[RequestSpec, ...]
     expect: Optional[ExpectSpec]
-    max_inline_elements: int = 10000
-    tf_verbose: bool = False
+    settings: RunSettings
     constants_dtype: str = field(default="float32")
     verify: str = "auto"  # auto | symbolic | finite_difference | off
 
 
+def settings(cfg: Mapping[str, Any]) -> RunSettings:
+    """Validate `seed`, `determinism`, `resume` and `log.*` into `RunSettings`.
+
+    Hydra types these at composition, but configs built in code reach `job.run` untyped, so
+    each is checked here too. Kept apart from `build` because `job.run` needs `resume`
+    before it builds anything: a job a resumed sweep already finished is not built again.
+    """
+    defaults = RunnerConfig()  # the schema holds every default, once
+    seed = cfg.get("seed", defaults.seed)
+    if not isinstance(seed, int) or isinstance(seed, bool):
+        raise ConfigError("seed", f"expected a whole number, got {seed!r}")
+    determinism = _true_or_false("determinism", cfg.get("determinism", defaults.determinism))
+    resume = cfg.get("resume", defaults.resume)
+    if resume is not None and not isinstance(resume, str):
+        raise ConfigError("resume", f"expected the path of a sweep folder to resume, or null, got {resume!r}")
+    log = cfg.get("log")
+    if log is None:
+        log = {}
+    if not isinstance(log, Mapping):
+        raise ConfigError("log", f"expected a mapping ({', '.join(vars(defaults.log))}), got {log!r}")
+    max_inline = log.get("max_inline_elements", defaults.log.max_inline_elements)
+    if not isinstance(max_inline, int) or isinstance(max_inline, bool) or max_inline < 0:
+        raise ConfigError("log.max_inline_elements", f"expected a whole number >= 0, got {max_inline!r}")
+    tf_verbose = _true_or_false("log.tf_verbose", log.get("tf_verbose", defaults.log.tf_verbose))
+    tensorboard = _true_or_false("log.tensorboard", log.get("tensorboard", defaults.log.tensorboard))
+    plots = log.get("plots", defaults.log.plots)
+    if plots is not None and not isinstance(plots, bool):
+        raise ConfigError("log.plots", f"expected true, false or null, got {plots!r}")
+    return RunSettings(
+        seed=seed,
+        determinism=determinism,
+        resume=resume or None,  # "" resumes nothing, as null does
+        log=LogSettings(max_inline, tf_verbose, tensorboard, plots),
+    )
+
+
+def _true_or_false(key: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ConfigError(key, f"expected true or false, got {value!r}")
+    return value
+
+
 def build(cfg: Mapping[str, Any], name: str = "run") -> JobSpec:
     """Validate a composed config (as a plain mapping) into a `JobSpec`."""
+    run_settings = settings(cfg)  # first, as in `job.run`, so both name the same fault first
     function = cfg.get("function") or {}
     for key in cfg:  # function, point, derivatives, expect, ...: a config never instantiates
         _refuse_instantiation(str(key), cfg[key])
@@ -127,7 +189,6 @@ def build(cfg: Mapping[str, Any], name: str = "run") -> JobSpec:
     expect = _expect(cfg.get("expect"), [r.name for r in requests])
     verify = _verify(cfg.get("verify"), expect)
     shapes.check_job(steps, {k: v.shape for k, v in point.items()}, [i.dtype for i in inputs], len(requests))
-    log = cfg.get("log") or {}
     float_dtypes = {i.dtype for i in inputs if i.is_float}
     return JobSpec(
         name=cfg.get("name") or name,
@@ -137,8 +198,7 @@ def build(cfg: Mapping[str, Any], name: str = "run") -> JobSpec:
         tape=tape,
         requests=requests,
         expect=expect,
-        max_inline_elements=int(log.get("max_inline_elements", 10000)),
-        tf_verbose=bool(log.get("tf_verbose", False)),
+        settings=run_settings,
         constants_dtype=float_dtypes.pop() if len(float_dtypes) == 1 else "float32",
         verify=verify,
     )
