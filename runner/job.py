@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 from typing import Any, Dict, Mapping, Optional
 
+from runner.config import settings
 from runner.config import spec as specs
 from runner.errors import ConfigError
 from runner.record import artifacts, console, runlog
@@ -29,13 +30,13 @@ def run(cfg: Mapping[str, Any], output_dir: Path, name: str = "run", echo: bool 
     started = time.time()
     t0 = time.perf_counter()
     digest = resume.config_digest(cfg)
-    if cfg.get("resume"):
-        done = resume.completed(output_dir, digest)
-        if done is not None:  # a resumed sweep: this job finished before, keep its result
+    try:
+        # the settings alone first: a job a resumed sweep already finished is not built again
+        done = resume.completed(output_dir, digest) if settings.build(cfg).resume else None
+        if done is not None:
             if echo:
                 print(f"{done.get('experiment', name)}: skipped, complete in {output_dir} (resume)")
             return EXIT_OK if done["expect"]["met"] else EXIT_NOT_AS_DECLARED
-    try:
         spec = specs.build(cfg, name=name)
     except ConfigError as err:
         _log_config_error(err, cfg, output_dir, name, started, t0)
@@ -45,12 +46,13 @@ def run(cfg: Mapping[str, Any], output_dir: Path, name: str = "run", echo: bool 
                 print("    " + err.detail.replace("\n", "\n    "), file=sys.stderr)
         return EXIT_CONFIG_ERROR
     t_spec = time.perf_counter()
+    run_settings = spec.settings
 
-    tf, tf_startup = startup.load(spec.tf_verbose)  # only once the config is known good
+    tf, tf_startup = startup.load(run_settings.log.tf_verbose)  # only once the config is known good
     from runner.tape import program
 
     t_import = time.perf_counter()
-    seeding = reproducibility.apply(tf, int(cfg.get("seed") or 0), bool(cfg.get("determinism", True)))
+    seeding = reproducibility.apply(tf, run_settings.seed, run_settings.determinism)
     outcome = program.run(spec)
     t_verify = time.perf_counter()
     checks = _verify(spec, outcome)
@@ -58,7 +60,7 @@ def run(cfg: Mapping[str, Any], output_dir: Path, name: str = "run", echo: bool 
     error_type = outcome.error.type if outcome.error else None
     verdict = judge(spec.expect, error_type, {d.request.name: d.value for d in outcome.derivatives}, checks)
 
-    enc = runlog.Encoder(spec.max_inline_elements)
+    enc = runlog.Encoder(run_settings.log.max_inline_elements)
     record: Dict[str, Any] = {
         "schema_version": runlog.SCHEMA_VERSION,
         "experiment": spec.name,
@@ -96,7 +98,7 @@ def run(cfg: Mapping[str, Any], output_dir: Path, name: str = "run", echo: bool 
         if rec["name"] in checks:
             rec["check"] = _check_record(enc, rec["name"], checks[rec["name"]])
     record["timing"]["verify_s"] = verify_s
-    record["artifacts"] = artifacts.write(output_dir, cfg.get("log") or {}, spec, outcome, record["timing"])
+    record["artifacts"] = artifacts.write(output_dir, run_settings.log, spec, outcome, record["timing"])
     record["timing"]["total_s"] = time.perf_counter() - t0
     runlog.write(output_dir, record, enc.arrays)  # last: a complete results.json marks the job done
     if echo:

@@ -309,6 +309,16 @@ def test_a_check_that_cannot_run_fails_without_crashing_the_run(run_job):
     assert check["reason"] == "not verified: the source has 5000 elements (limit 4096)"
 
 
+def test_a_failing_float64_pass_names_tensorflows_own_error():
+    from runner.verify import check
+
+    spec = specs.build(config({"y": "x @ transpose(x)"}, {"x": [[1.0, 2.0]]}, [{"target": "y", "sources": "x"}]))
+    # values of a rank the steps cannot take: the float64 pass fails in its matmul
+    (rec,) = check.check_all(spec, {"x": np.array([1.0, 2.0])}, [(spec.requests[0], np.zeros((1, 1)))])
+    assert rec["passed"] is False
+    assert rec["reason"].startswith("the float64 forward pass failed: InvalidArgumentError: ")
+
+
 def test_verify_off_attaches_no_check(run_job):
     ran = run_job(config({"y": "x ** 3"}, {"x": 5.0}, [{"target": "y", "sources": "x"}], verify="off"))
     assert checks(ran) == {"dy/dx": None}

@@ -13,7 +13,7 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 import numpy as np
 
-from runner.config import points
+from runner.config import points, settings
 from runner.config.requests import RequestSpec, build_requests
 from runner.config.requests import name_list as _name_list
 from runner.config.schema import DTYPES, INPUT_KINDS, INPUT_OPTION_KEYS, Compile, Verify
@@ -83,14 +83,14 @@ class JobSpec:
     tape: TapeSpec
     requests: Tuple[RequestSpec, ...]
     expect: Optional[ExpectSpec]
-    max_inline_elements: int = 10000
-    tf_verbose: bool = False
+    settings: settings.RunSettings
     constants_dtype: str = field(default="float32")
     verify: str = "auto"  # auto | symbolic | finite_difference | off
 
 
 def build(cfg: Mapping[str, Any], name: str = "run") -> JobSpec:
     """Validate a composed config (as a plain mapping) into a `JobSpec`."""
+    run_settings = settings.build(cfg)  # first, as in `job.run`, so both name the same fault first
     function = cfg.get("function") or {}
     for key in cfg:  # function, point, derivatives, expect, ...: a config never instantiates
         _refuse_instantiation(str(key), cfg[key])
@@ -103,7 +103,6 @@ def build(cfg: Mapping[str, Any], name: str = "run") -> JobSpec:
     expect = _expect(cfg.get("expect"), [r.name for r in requests])
     verify = _verify(cfg.get("verify"), expect)
     shapes.check_job(steps, {k: v.shape for k, v in point.items()}, [i.dtype for i in inputs], len(requests))
-    log = cfg.get("log") or {}
     float_dtypes = {i.dtype for i in inputs if i.is_float}
     return JobSpec(
         name=cfg.get("name") or name,
@@ -113,8 +112,7 @@ def build(cfg: Mapping[str, Any], name: str = "run") -> JobSpec:
         tape=tape,
         requests=requests,
         expect=expect,
-        max_inline_elements=int(log.get("max_inline_elements", 10000)),
-        tf_verbose=bool(log.get("tf_verbose", False)),
+        settings=run_settings,
         constants_dtype=float_dtypes.pop() if len(float_dtypes) == 1 else "float32",
         verify=verify,
     )

@@ -9,17 +9,18 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any, Dict, Mapping
+from typing import Any, Dict, Optional
 
 from runner.config.overrides import overrides
+from runner.config.settings import LogSettings
 
 
-def write(folder: Path, log: Mapping[str, Any], spec: Any, outcome: Any, timing: Dict[str, float]) -> Dict[str, Any]:
+def write(folder: Path, log: LogSettings, spec: Any, outcome: Any, timing: Dict[str, float]) -> Dict[str, Any]:
     """Write the enabled artifacts into `folder`; return what was written (or what failed)."""
     made: Dict[str, Any] = {}
     folder.mkdir(parents=True, exist_ok=True)
     derivatives = [(d.request.name, d.value) for d in outcome.derivatives]
-    if log.get("tensorboard", True):
+    if log.tensorboard:
         t0 = time.perf_counter()
         try:
             from runner.record import tensorboard_log
@@ -28,7 +29,7 @@ def write(folder: Path, log: Mapping[str, Any], spec: Any, outcome: Any, timing:
         except Exception as err:  # e.g. tensorboard not installed: the job's numbers stand
             made["tensorboard"] = {"error": f"{type(err).__name__}: {err}"}
         timing["tensorboard_s"] = time.perf_counter() - t0
-    if _plot_runs(log.get("plots")):
+    if _plot_runs(log.plots):
         t0 = time.perf_counter()
         try:
             from runner.record import plots
@@ -40,10 +41,10 @@ def write(folder: Path, log: Mapping[str, Any], spec: Any, outcome: Any, timing:
     return made
 
 
-def _plot_runs(setting: Any) -> bool:
+def _plot_runs(setting: Optional[bool]) -> bool:
     """`log.plots`: true, false, or null (plot single runs, not each job of a sweep)."""
     if setting is not None:
-        return bool(setting)
+        return setting
     try:
         from hydra.core.hydra_config import HydraConfig
         from hydra.types import RunMode

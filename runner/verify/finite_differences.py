@@ -18,8 +18,9 @@ import numpy as np
 
 from runner.config.kinds import KINDS
 from runner.config.schema import Kind
-from runner.config.spec import JobSpec, RequestSpec
+from runner.config.spec import JobSpec, RequestSpec, StepSpec
 from runner.language import expression as ex
+from runner.tape.forward import run_steps
 
 # Relative finite-difference steps: innermost level ~ eps**(1/3); outer levels of nested
 # differences (hessian, hvp, order > 1) take larger steps so the inner noise stays small.
@@ -75,32 +76,30 @@ class Forward:
         for inp in spec.inputs:
             arr = np.asarray(point[inp.name])
             self.inputs[inp.name] = arr.astype(np.float64) if inp.is_float else arr
-        self.steps = []
+        # Each `stop_gradient` argument runs as a step of its own just before its step, so
+        # that later passes can hold it at its base value as they hold the tape's held steps.
+        self.steps: List[StepSpec] = []
+        self.evaluators: Dict[str, Any] = {}
+        self.held = set(spec.tape.stop_recording)
         for step in spec.steps:
             frozen: List[Tuple[str, ex.Expr]] = []
             rewritten = _freeze_stop_gradients(step.expr, step.name, frozen)
-            sgs = [(key, lower(arg, tf.float64)) for key, arg in frozen]
-            self.steps.append((step.name, lower(rewritten, tf.float64), sgs))
-        self.held = set(spec.tape.stop_recording)
+            for key, arg in frozen:
+                self.steps.append(StepSpec(key, step.text, arg))
+                self.evaluators[key] = lower(arg, tf.float64)
+                self.held.add(key)
+            self.steps.append(dataclasses.replace(step, expr=rewritten))
+            self.evaluators[step.name] = lower(rewritten, tf.float64)
         self.base: Dict[str, np.ndarray] = {}
         self.base = self.values({})
 
     def values(self, overrides: Mapping[str, np.ndarray]) -> Dict[str, np.ndarray]:
+        """Every input and step with `overrides` in place; a failing step raises `StepFailed`."""
         tf = self.tf
-        env: Dict[str, Any] = {}
-        for name, arr in self.inputs.items():
-            env[name] = tf.constant(overrides.get(name, arr))
-        first = not self.base
-        for name, evaluator, sgs in self.steps:
-            if name in overrides:
-                env[name] = tf.constant(overrides[name])
-                continue
-            if not first and name in self.held:
-                env[name] = tf.constant(self.base[name])
-                continue
-            for key, sg in sgs:
-                env[key] = sg(env) if first else tf.constant(self.base[key])
-            env[name] = evaluator(env)
+        env: Dict[str, Any] = {name: tf.constant(overrides.get(name, arr)) for name, arr in self.inputs.items()}
+        fixed = {name: self.base[name] for name in self.held} if self.base else {}  # none on the first pass
+        fixed.update((name, v) for name, v in overrides.items() if name not in self.inputs)
+        run_steps(self.steps, self.evaluators, env, fixed={name: tf.constant(v) for name, v in fixed.items()})
         return {k: np.asarray(v.numpy() if hasattr(v, "numpy") else v, dtype=np.float64) for k, v in env.items()}
 
     def target(self, target: str, overrides: Mapping[str, np.ndarray]) -> np.ndarray:
