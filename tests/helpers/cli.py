@@ -9,19 +9,25 @@ from typing import Dict, List, Optional
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def cli(args: List[str], cwd: Path, env: Optional[Dict[str, str]] = None, timeout: float = 300):
-    """Run `python -m runner ARGS` in a subprocess, importing this checkout's `runner`."""
+def command_env(env: Optional[Dict[str, str]] = None) -> Dict[str, str]:
+    """The environment of a command under test: this checkout's `runner` on PYTHONPATH."""
     import os
-    import subprocess
-    import sys
 
     # HYDRA_FULL_ERROR from the caller's shell would change what the tests see; drop it
     full_env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
     full_env.update({"PYTHONPATH": str(ROOT), **(env or {})})
+    return full_env
+
+
+def cli(args: List[str], cwd: Path, env: Optional[Dict[str, str]] = None, timeout: float = 300):
+    """Run `python -m runner ARGS` in a subprocess, importing this checkout's `runner`."""
+    import subprocess
+    import sys
+
     return subprocess.run(
         [sys.executable, "-m", "runner", *args],
         cwd=cwd,
-        env=full_env,
+        env=command_env(env),
         capture_output=True,
         text=True,
         timeout=timeout,
