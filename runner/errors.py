@@ -24,7 +24,7 @@ class ConfigError(ValueError):
         return f"config error: {self.key}: {self.message}"
 
 
-# Exit codes of refused configs and of the runner's own failures (see README, "Outcomes
+# Exit codes of refused configs and of the runner's own failures (see docs/run-log.md, "Outcomes
 # and exit codes"); `runner.job` uses the same 2 for the configs it refuses.
 EXIT_CONFIG_ERROR = 2
 EXIT_INTERNAL_ERROR = 1

@@ -19,7 +19,7 @@ from runner.sweep import resume
 from runner.tape import reproducibility, startup
 from runner.verify.expectations import judge
 
-# Exit codes (see README, "Outcomes and exit codes").
+# Exit codes (see docs/run-log.md, "Outcomes and exit codes").
 EXIT_OK = 0  # completed as declared
 EXIT_NOT_AS_DECLARED = 1  # an unexpected error, a missing declared error, or a value mismatch
 EXIT_CONFIG_ERROR = 2  # refused before TensorFlow ran

@@ -36,7 +36,7 @@ class Unconnected(str, Enum):
 
 
 class Verify(str, Enum):
-    """How each derivative is checked by a second method (see README, "Verification")."""
+    """How each derivative is checked by a second method (see docs/verification.md)."""
 
     auto = "auto"  # symbolic where the function is elementwise, else finite differences
     symbolic = "symbolic"

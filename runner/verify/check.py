@@ -23,7 +23,7 @@ TensorFlow and the maths really disagree: kinks (TF picks a one-sided value), Na
 gradients (sqrt of a sum of squares at 0, overflow in float32); those become failed
 checks with a readable `reason`, never a crash.
 
-Tolerances (see README, "Verification"): a check passes when every element satisfies
+Tolerances (see docs/verification.md): a check passes when every element satisfies
 |tf - ref| <= atol + rtol * |ref| with rtol = max(rtol of the run's dtype, rtol of the
 method) and atol = rtol * max(1, max |ref|) (+ the finite differences' rounding noise).
 """
