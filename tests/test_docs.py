@@ -32,7 +32,7 @@ import pytest
 
 from tests.helpers import ROOT, command_env
 
-PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md")), ROOT / "benchmarks" / "README.md"]
 OPEN, CLOSE = "```console", "```"
 PROMPT = "$ "
 WORKDIR = "/home/you/demo"  # how a page shows the temporary working folder
@@ -196,3 +196,23 @@ def test_transcript_is_what_the_program_prints(transcript, tmp_path):
             f"UPDATE_DOCS=1 python -m pytest tests/test_docs.py rewrites it):\n{diff}",
             pytrace=False,
         )
+
+
+# Paths of the repository a page names (`runner/tape/program.py`, `conf/experiment/x.yaml`).
+_PATH = re.compile(r"\b(?:runner|hydra_plugins|tests|benchmarks|conf)/[A-Za-z0-9_./-]+\.(?:py|yaml|md|csv)\b")
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: p.name if p.parent.name != "docs" else f"docs/{p.name}")
+def test_every_file_a_page_names_exists(page):
+    named = set(_PATH.findall(page.read_text()))
+    missing = sorted(n for n in named if not (ROOT / n).exists() and "NAME" not in n)
+    assert missing == []
+
+
+def test_the_function_list_in_configs_is_the_function_table():
+    from runner.language.functions import TABLE
+
+    text = (ROOT / "docs" / "configs.md").read_text()
+    listed = re.search(r"calls of these functions: `([^`]+)`", text)
+    assert listed is not None
+    assert listed.group(1).split() == list(TABLE)
