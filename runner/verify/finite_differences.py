@@ -20,7 +20,7 @@ from runner.config.kinds import KINDS
 from runner.config.schema import Kind
 from runner.config.spec import JobSpec, RequestSpec, StepSpec
 from runner.language import expression as ex
-from runner.tape.forward import run_steps
+from runner.tape.forward import StepFailed, run_steps
 
 # Relative finite-difference steps: innermost level ~ eps**(1/3); outer levels of nested
 # differences (hessian, hvp, order > 1) take larger steps so the inner noise stays small.
@@ -71,7 +71,6 @@ class Forward:
         from runner.language.lowering import lower
 
         self.tf = tf
-        self.spec = spec
         self.inputs: Dict[str, np.ndarray] = {}
         for inp in spec.inputs:
             arr = np.asarray(point[inp.name])
@@ -94,12 +93,15 @@ class Forward:
         self.base = self.values({})
 
     def values(self, overrides: Mapping[str, np.ndarray]) -> Dict[str, np.ndarray]:
-        """Every input and step with `overrides` in place; a failing step raises `StepFailed`."""
+        """Every input and step with `overrides` in place; raises what TensorFlow raises."""
         tf = self.tf
         env: Dict[str, Any] = {name: tf.constant(overrides.get(name, arr)) for name, arr in self.inputs.items()}
         fixed = {name: self.base[name] for name in self.held} if self.base else {}  # none on the first pass
         fixed.update((name, v) for name, v in overrides.items() if name not in self.inputs)
-        run_steps(self.steps, self.evaluators, env, fixed={name: tf.constant(v) for name, v in fixed.items()})
+        try:
+            run_steps(self.steps, self.evaluators, env, fixed={name: tf.constant(v) for name, v in fixed.items()})
+        except StepFailed as failed:  # the check reports TensorFlow's own error type
+            raise failed.error from None
         return {k: np.asarray(v.numpy() if hasattr(v, "numpy") else v, dtype=np.float64) for k, v in env.items()}
 
     def target(self, target: str, overrides: Mapping[str, np.ndarray]) -> np.ndarray:
