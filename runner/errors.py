@@ -24,6 +24,21 @@ class ConfigError(ValueError):
         return f"config error: {self.key}: {self.message}"
 
 
+def whole_number(key: str, value: Any, minimum: Optional[int] = None) -> int:
+    """`value` if it is an int (not a bool) of at least `minimum`, else a ConfigError naming `key`."""
+    if not isinstance(value, int) or isinstance(value, bool) or (minimum is not None and value < minimum):
+        bound = "" if minimum is None else f" >= {minimum}"
+        raise ConfigError(key, f"expected a whole number{bound}, got {value!r}")
+    return value
+
+
+def true_or_false(key: str, value: Any) -> bool:
+    """`value` if it is a bool, else a ConfigError naming `key` (YAML's 0 and 1 are not)."""
+    if not isinstance(value, bool):
+        raise ConfigError(key, f"expected true or false, got {value!r}")
+    return value
+
+
 # Exit codes of refused configs and of the runner's own failures (see docs/run-log.md, "Outcomes
 # and exit codes"); `runner.job` uses the same 2 for the configs it refuses.
 EXIT_CONFIG_ERROR = 2

@@ -31,13 +31,15 @@ def run(cfg: Mapping[str, Any], output_dir: Path, name: str = "run", echo: bool 
     t0 = time.perf_counter()
     digest = resume.config_digest(cfg)
     try:
+        specs.screen(cfg)
         # the settings alone first: a job a resumed sweep already finished is not built again
-        done = resume.completed(output_dir, digest) if settings.build(cfg).resume else None
+        run_settings = settings.build(cfg)
+        done = resume.completed(output_dir, digest) if run_settings.resume else None
         if done is not None:
             if echo:
                 print(f"{done.get('experiment', name)}: skipped, complete in {output_dir} (resume)")
             return EXIT_OK if done["expect"]["met"] else EXIT_NOT_AS_DECLARED
-        spec = specs.build(cfg, name=name)
+        spec = specs.build(cfg, name=name, run_settings=run_settings)
     except ConfigError as err:
         _log_config_error(err, cfg, output_dir, name, started, t0)
         if echo:
@@ -46,7 +48,6 @@ def run(cfg: Mapping[str, Any], output_dir: Path, name: str = "run", echo: bool 
                 print("    " + err.detail.replace("\n", "\n    "), file=sys.stderr)
         return EXIT_CONFIG_ERROR
     t_spec = time.perf_counter()
-    run_settings = spec.settings
 
     tf, tf_startup = startup.load(run_settings.log.tf_verbose)  # only once the config is known good
     from runner.tape import program

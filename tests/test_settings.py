@@ -61,6 +61,17 @@ BAD_SETTINGS = [
         {"log": {"plots": "sometimes"}},
         "config error: log.plots: expected true, false or null, got 'sometimes'",
     ),
+    # a setting is screened like every key before its value is read
+    (
+        "seed instantiates",
+        {"seed": {"_target_": "os.getpid"}},
+        "config error: seed._target_: instantiation keys are not allowed: a config never runs Python code",
+    ),
+    (
+        "log has a misspelt key",
+        {"log": {"plot": True}},
+        "config error: log.plot: no such key in LogConfig; did you mean 'plots'?",
+    ),
 ]
 
 

@@ -48,10 +48,6 @@ class KindRow:
         """Whether a request of this kind and order leaves the shared tape alone."""
         return self.recomputes or order > 1
 
-    def fixed_order(self, order: int) -> int:
-        """The order a request of this kind runs at, given the order it asked for."""
-        return order if self.order is None else self.order
-
 
 KINDS: Dict[str, KindRow] = {
     Kind.gradient.value: KindRow(

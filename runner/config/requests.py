@@ -15,7 +15,7 @@ import numpy as np
 from runner.config import points
 from runner.config.kinds import KINDS, KindRow, taking
 from runner.config.schema import Unconnected
-from runner.errors import ConfigError
+from runner.errors import ConfigError, true_or_false, whole_number
 from runner.language import expression
 
 
@@ -145,8 +145,7 @@ def build_requests(
 
 
 def _order(key: str, kind: str, row: KindRow, order: Any, sources: Tuple[str, ...]) -> int:
-    if not isinstance(order, int) or isinstance(order, bool) or order < 1:
-        raise ConfigError(f"{key}.order", f"expected a whole number >= 1, got {order!r}")
+    whole_number(f"{key}.order", order, 1)
     if row.order == 2:
         if order not in (1, 2):
             raise ConfigError(f"{key}.order", f"a {kind} is second order; leave order out (or 2), got {order}")
@@ -161,7 +160,7 @@ def _order(key: str, kind: str, row: KindRow, order: Any, sources: Tuple[str, ..
             f"{key}.sources",
             f"an order-{order} gradient takes one source; use kind hessian for mixed second derivatives",
         )
-    return row.fixed_order(order)
+    return order  # a kind of fixed order 2 returned above; of fixed order 1, order is 1 here
 
 
 def _check_options(key: str, row: KindRow, order: int, req: Mapping) -> None:
@@ -185,11 +184,8 @@ def _check_options(key: str, row: KindRow, order: int, req: Mapping) -> None:
                 f"{key}.parallel_iterations",
                 f"only kinds {', '.join(taking('parallel_iterations'))} take parallel_iterations",
             )
-        if not isinstance(pi, int) or isinstance(pi, bool) or pi < 1:
-            raise ConfigError(f"{key}.parallel_iterations", f"expected a whole number >= 1, got {pi!r}")
-    pfor = req.get("experimental_use_pfor", True)
-    if not isinstance(pfor, bool):
-        raise ConfigError(f"{key}.experimental_use_pfor", f"expected true or false, got {pfor!r}")
+        whole_number(f"{key}.parallel_iterations", pi, 1)
+    pfor = true_or_false(f"{key}.experimental_use_pfor", req.get("experimental_use_pfor", True))
     if pfor is False and "experimental_use_pfor" not in row.options:
         raise ConfigError(
             f"{key}.experimental_use_pfor",

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any, Mapping, Optional
 
 from runner.config.schema import RunnerConfig
-from runner.errors import ConfigError
+from runner.errors import ConfigError, true_or_false, whole_number
 
 
 @dataclass(frozen=True)
@@ -37,14 +37,12 @@ def build(cfg: Mapping[str, Any]) -> RunSettings:
     """Validate `seed`, `determinism`, `resume` and `log.*` into `RunSettings`.
 
     Hydra types these at composition, but configs built in code reach `job.run` untyped, so
-    each is checked here too. Kept apart from `build` because `job.run` needs `resume`
+    each is checked here too. Kept apart from `spec.build` because `job.run` needs `resume`
     before it builds anything: a job a resumed sweep already finished is not built again.
     """
     defaults = RunnerConfig()  # the schema holds every default, once
-    seed = cfg.get("seed", defaults.seed)
-    if not isinstance(seed, int) or isinstance(seed, bool):
-        raise ConfigError("seed", f"expected a whole number, got {seed!r}")
-    determinism = _true_or_false("determinism", cfg.get("determinism", defaults.determinism))
+    seed = whole_number("seed", cfg.get("seed", defaults.seed))
+    determinism = true_or_false("determinism", cfg.get("determinism", defaults.determinism))
     resume = cfg.get("resume", defaults.resume)
     if resume is not None and not isinstance(resume, str):
         raise ConfigError("resume", f"expected the path of a sweep folder to resume, or null, got {resume!r}")
@@ -53,11 +51,11 @@ def build(cfg: Mapping[str, Any]) -> RunSettings:
         log = {}
     if not isinstance(log, Mapping):
         raise ConfigError("log", f"expected a mapping ({', '.join(vars(defaults.log))}), got {log!r}")
-    max_inline = log.get("max_inline_elements", defaults.log.max_inline_elements)
-    if not isinstance(max_inline, int) or isinstance(max_inline, bool) or max_inline < 0:
-        raise ConfigError("log.max_inline_elements", f"expected a whole number >= 0, got {max_inline!r}")
-    tf_verbose = _true_or_false("log.tf_verbose", log.get("tf_verbose", defaults.log.tf_verbose))
-    tensorboard = _true_or_false("log.tensorboard", log.get("tensorboard", defaults.log.tensorboard))
+    max_inline = whole_number(
+        "log.max_inline_elements", log.get("max_inline_elements", defaults.log.max_inline_elements), 0
+    )
+    tf_verbose = true_or_false("log.tf_verbose", log.get("tf_verbose", defaults.log.tf_verbose))
+    tensorboard = true_or_false("log.tensorboard", log.get("tensorboard", defaults.log.tensorboard))
     plots = log.get("plots", defaults.log.plots)
     if plots is not None and not isinstance(plots, bool):
         raise ConfigError("log.plots", f"expected true, false or null, got {plots!r}")
@@ -67,9 +65,3 @@ def build(cfg: Mapping[str, Any]) -> RunSettings:
         resume=resume or None,  # "" resumes nothing, as null does
         log=LogSettings(max_inline, tf_verbose, tensorboard, plots),
     )
-
-
-def _true_or_false(key: str, value: Any) -> bool:
-    if not isinstance(value, bool):
-        raise ConfigError(key, f"expected true or false, got {value!r}")
-    return value

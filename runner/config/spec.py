@@ -14,10 +14,9 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple
 import numpy as np
 
 from runner.config import points, settings
-from runner.config.requests import RequestSpec, build_requests
-from runner.config.requests import name_list as _name_list
+from runner.config.requests import RequestSpec, build_requests, name_list
 from runner.config.schema import DTYPES, INPUT_KINDS, INPUT_OPTION_KEYS, Compile, Verify
-from runner.errors import ConfigError
+from runner.errors import ConfigError, true_or_false
 from runner.language import expression, shapes
 
 _INSTANTIATION_KEYS = ("_target_", "_args_", "_partial_", "_recursive_", "_convert_")
@@ -88,13 +87,26 @@ class JobSpec:
     verify: str = "auto"  # auto | symbolic | finite_difference | off
 
 
-def build(cfg: Mapping[str, Any], name: str = "run") -> JobSpec:
-    """Validate a composed config (as a plain mapping) into a `JobSpec`."""
-    run_settings = settings.build(cfg)  # first, as in `job.run`, so both name the same fault first
-    function = cfg.get("function") or {}
+def screen(cfg: Mapping[str, Any]) -> None:
+    """Refuse what no key may hold (instantiation keys) and keys the schema does not know.
+
+    The first check of every config, before any key is read for its value.
+    """
     for key in cfg:  # function, point, derivatives, expect, ...: a config never instantiates
         _refuse_instantiation(str(key), cfg[key])
     _refuse_unknown_keys(cfg)
+
+
+def build(cfg: Mapping[str, Any], name: str = "run", run_settings: Optional[settings.RunSettings] = None) -> JobSpec:
+    """Validate a composed config (as a plain mapping) into a `JobSpec`.
+
+    `run_settings`: the config's settings when the caller has built them already (`job.run`
+    needs `resume` first); else they are built here, after `screen`, as `job.run` does.
+    """
+    screen(cfg)
+    if run_settings is None:
+        run_settings = settings.build(cfg)
+    function = cfg.get("function") or {}
     inputs = _inputs(function.get("inputs"))
     steps = _steps(function.get("steps") or {}, {i.name for i in inputs})
     point = _point(cfg.get("point") or {}, inputs)
@@ -196,9 +208,7 @@ def _inputs(raw: Any) -> Tuple[InputSpec, ...]:
         dtype = opts.get("dtype", "float32")
         if dtype not in DTYPES:
             raise ConfigError(f"{key}.dtype", f"expected one of {', '.join(DTYPES)}, got {dtype!r}")
-        trainable = opts.get("trainable", True)
-        if not isinstance(trainable, bool):
-            raise ConfigError(f"{key}.trainable", f"expected true or false, got {trainable!r}")
+        trainable = true_or_false(f"{key}.trainable", opts.get("trainable", True))
         if "trainable" in opts and kind != "variable":
             raise ConfigError(f"{key}.trainable", "only a variable can be trainable; set kind: variable")
         out.append(InputSpec(name, kind, dtype, trainable))
@@ -266,8 +276,8 @@ def _tape(raw: Mapping, inputs: Tuple[InputSpec, ...], steps: Tuple[StepSpec, ..
     if raw.get("watch") is None:
         watch = tuple(i.name for i in inputs if i.kind == "constant")
     else:
-        watch = _name_list("tape.watch", raw.get("watch"), input_names, "input")
-    stop = _name_list("tape.stop_recording", raw.get("stop_recording") or [], [s.name for s in steps], "step")
+        watch = name_list("tape.watch", raw.get("watch"), input_names, "input")
+    stop = name_list("tape.stop_recording", raw.get("stop_recording") or [], [s.name for s in steps], "step")
     compile_mode = str(raw.get("compile", "eager"))
     if compile_mode not in COMPILE_MODES:
         raise ConfigError("tape.compile", f"expected one of {', '.join(COMPILE_MODES)}, got {compile_mode!r}")
