@@ -7,18 +7,17 @@ speed, and no bound is checked here. `python benchmarks/run.py` gives the real f
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 
 import pytest
 
-from tests.helpers import ROOT
+from tests.helpers import ROOT, command_env
 
 
 @pytest.mark.slow
 def test_benchmark_smoke_prints_all_four_figures(tmp_path):
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env = command_env()
     res = subprocess.run(
         [sys.executable, str(ROOT / "benchmarks" / "run.py"), "--smoke", "--json", str(tmp_path / "figures.json")],
         cwd=tmp_path,

@@ -4,7 +4,6 @@ parallel workers writing into one sweep folder lose nothing."""
 from __future__ import annotations
 
 import json
-import os
 import random
 import signal
 import subprocess
@@ -15,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import ROOT, cli
+from tests.helpers import cli, command_env
 
 # ---- a writer killed half-way ------------------------------------------------------------
 
@@ -47,7 +46,7 @@ def _kill_writers(tmp_path: Path, mode: str, kills: int) -> list:
         path.parent.mkdir()
         proc = subprocess.Popen(
             [sys.executable, "-c", _WRITER, str(path), mode],
-            env={**os.environ, "PYTHONPATH": str(ROOT)},
+            env=command_env(),
             stdout=subprocess.PIPE,
             text=True,
         )
@@ -96,7 +95,7 @@ def test_a_signal_stops_a_sweep_with_every_finished_log_whole_and_a_summary(tmp_
         # small batches: Hydra's basic sweeper composes every job of a batch before starting it
         [sys.executable, "-m", "runner", "-m", "point.x=range(0,400)", "hydra.sweeper.max_batch_size=8", *extra],
         cwd=tmp_path,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        env=command_env(),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

@@ -1,7 +1,7 @@
 """Static shape inference agrees with TensorFlow: same shape when TF accepts, refusal when it refuses.
 
 Each row is run twice: through `runner.language.shapes.infer` (no TensorFlow), and through the real
-lowering (`runner.tape.program.evaluate`). A row TensorFlow accepts must infer its exact shape;
+lowering (`runner.tape.program.run`). A row TensorFlow accepts must infer its exact shape;
 a row TensorFlow refuses must be refused statically, with the message given. So the static
 check never refuses a config TensorFlow would run.
 """
@@ -100,7 +100,9 @@ def test_inferred_shape_is_tensorflows(text, shape):
 
     spec = specs.build(_job(text))
     assert spec.steps[0].name == "y"
-    assert program.evaluate(spec, _arrays())["y"].shape == shape
+    outcome = program.run(spec)  # no derivative requests: the forward pass on the tape
+    assert outcome.error is None, outcome.error
+    assert outcome.values["y"].shape == shape
 
 
 @pytest.mark.parametrize("text, message", REFUSE, ids=[r[0] for r in REFUSE])

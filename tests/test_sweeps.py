@@ -20,7 +20,7 @@ from omegaconf import OmegaConf
 from runner.record import plots, runlog
 from runner.sweep import folders, progress, resume
 from runner.sweep import summary as sweep
-from tests.helpers import ROOT, cli, summary, sweep_dirs
+from tests.helpers import cli, command_env, summary, sweep_dirs
 
 # ---------------------------------------------------------------- a sweep of three points
 
@@ -113,7 +113,7 @@ def test_report_lists_the_sweep_and_shows_it(cubic_sweep):
         cwd=cwd,
         capture_output=True,
         text=True,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        env=command_env(),
     )
     assert out.returncode == 0, out.stderr
     assert re.search(r"sweep\s+seed_cubic\s+3 jobs, 0 failed", out.stdout)
@@ -254,7 +254,7 @@ def test_pid_resolver_names_the_process():
 @pytest.mark.slow
 def test_three_runs_started_at_once_leave_three_folders(tmp_path):
     # a refused config exits before TensorFlow loads, so the three start within milliseconds
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env = command_env()
     args = [sys.executable, "-m", "runner", "experiment=seed_chain_rule", "function.steps.z=y * q"]
     procs = [
         subprocess.Popen(args, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE) for _ in range(3)

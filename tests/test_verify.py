@@ -402,9 +402,9 @@ def test_console_and_sweep_summary_show_the_check(run_job):
     assert row["checks"] == {"dy/dx": False, "dz/dx": True}
 
 
-# The other kinds of SPEC (jacobian, batch_jacobian, hessian, jvp, hvp, order > 1) are built
-# in program.py by another branch; their checks are ready. Here each request is checked
-# against TensorFlow's own answer, computed with the same TF API those kinds will use.
+# The other kinds (jacobian, batch_jacobian, hessian, jvp, hvp, order > 1): each request is
+# checked against TensorFlow's own answer, computed here with the TF API the tape's rule
+# (runner/tape/requests.py) uses.
 def _kind_case(steps, point, request, tf_value, mode="auto"):
     import dataclasses
 

@@ -39,7 +39,7 @@ from omegaconf import Container, DictConfig, OmegaConf, open_dict, read_write
 from hydra_plugins.runner_launcher import _compose, _hydra_yaml, _logging
 
 
-class RunnerLauncher(Protocol):
+class LauncherState(Protocol):
     """What the work needs of the plugin (`runner_launcher.RunnerLauncher`): what `setup` kept.
 
     A protocol, not an import of the plugin class, so that the plugin and this module do
@@ -55,7 +55,7 @@ log = logging.getLogger(__name__)
 
 
 def launch(
-    launcher: RunnerLauncher, job_overrides: Sequence[Sequence[str]], initial_job_idx: int
+    launcher: LauncherState, job_overrides: Sequence[Sequence[str]], initial_job_idx: int
 ) -> Sequence[JobReturn]:
     """Run each job in this process, in order, as Hydra's BasicLauncher does."""
     setup_globals()
@@ -88,7 +88,7 @@ def launch(
     return runs
 
 
-def _run_composed(launcher: RunnerLauncher, overrides: List[str], idx: int) -> JobReturn:
+def _run_composed(launcher: LauncherState, overrides: List[str], idx: int) -> JobReturn:
     """Hydra's own path, exactly as BasicLauncher takes it."""
     assert launcher.hydra_context is not None and launcher.config is not None and launcher.task_function is not None
     sweep_config = launcher.hydra_context.config_loader.load_sweep_config(launcher.config, overrides)
@@ -271,7 +271,7 @@ def _container_value(cfg: DictConfig, path: Tuple[str, ...]) -> Any:
 
 
 def _run_live(
-    launcher: RunnerLauncher, composer: _compose.Composer, live: LiveConfig, job: _compose.JobOverrides, idx: int
+    launcher: LauncherState, composer: _compose.Composer, live: LiveConfig, job: _compose.JobOverrides, idx: int
 ) -> JobReturn:
     """`hydra.core.utils.run_job` for one job, step for step, on the live config."""
     context, task_function = launcher.hydra_context, launcher.task_function

@@ -1,1 +1,2 @@
-"""Stage 1, the config: the typed schema, validation into a job spec, points, trust, overrides."""
+"""Stage 1, the config: the typed schema and its enums, validation into a job spec (requests,
+settings, points), the kind table, trust and overrides; imports no TensorFlow or SymPy."""

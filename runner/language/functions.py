@@ -15,22 +15,22 @@ and must not pay for either import.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, Literal, Optional, Tuple
+from typing import Any, Callable, Dict, Literal, Optional, Tuple, get_args
 
 # How a function's result shape follows from its arguments'; shapes.py has one rule per tag.
 ShapeRule = Literal["elementwise", "reduction", "matmul", "transpose"]
-SHAPE_RULES: Tuple[ShapeRule, ...] = ("elementwise", "reduction", "matmul", "transpose")
+SHAPE_RULES: Tuple[ShapeRule, ...] = get_args(ShapeRule)
 
 # Where the derivative has a kink (or an infinite slope): the zero of the argument, or of
 # the difference of the two arguments. The verifier hands a point on one to finite differences.
 Kink = Literal["argument", "difference"]
-KINKS: Tuple[Kink, ...] = ("argument", "difference")
+KINKS: Tuple[Kink, ...] = get_args(Kink)
 
 # Functions whose SymPy meaning is code in symbolic.py rather than a form in the table:
 # stop_gradient freezes its argument as a fresh symbol; where builds a Piecewise from a
 # relation; pow folds a power of two numbers in float64, as TensorFlow does.
 Special = Literal["freeze", "piecewise", "bounded_pow"]
-SPECIALS: Tuple[Special, ...] = ("freeze", "piecewise", "bounded_pow")
+SPECIALS: Tuple[Special, ...] = get_args(Special)
 
 Module = Any  # tensorflow or sympy, handed in by the interpreter that imported it
 LazyOp = Callable[[Module], Callable[..., Any]]

@@ -92,24 +92,6 @@ def run(spec: JobSpec) -> Outcome:
     return out
 
 
-def evaluate(spec: JobSpec, point: Dict[str, np.ndarray], dtype: Optional[str] = None) -> Dict[str, np.ndarray]:
-    """The values of every input and step at `point`, with no tape: the plain forward pass.
-
-    `dtype` (e.g. "float64") overrides every float input's dtype, for checks that need
-    more precision than the run itself; raises what TensorFlow raises.
-    """
-    constants = tf.as_dtype(dtype or spec.constants_dtype)
-    env: Dict[str, Any] = {}
-    for inp in spec.inputs:
-        d = dtype if (dtype and inp.is_float) else inp.dtype
-        env[inp.name] = tf.constant(point[inp.name], dtype=d)
-    try:
-        run_steps(spec.steps, {s.name: lower(s.expr, constants) for s in spec.steps}, env)
-    except StepFailed as failed:
-        raise failed.error from None
-    return {name: _numpy(v) for name, v in env.items()}
-
-
 # ---- running: eagerly, or as a cached tf.function ---------------------------------------
 
 
