@@ -1,0 +1,72 @@
+"""Reading a file a config names, with bounds: what the runner reads is never unbounded.
+
+A config folder or a point file may come from anyone, so a file is read only when it is a
+regular file (not a FIFO, which would block forever, nor a device such as `/dev/zero`, which
+never ends), within a size cap checked before reading, and, when a folder is given, only if
+it stays inside that folder once every symlink is resolved. At most `limit` bytes are read
+even when the size the file system reports is wrong (`/proc` files report 0).
+
+Refusals are `ConfigError`s naming the key and the file; nothing here imports TensorFlow.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+from typing import Optional
+
+from runner.errors import ConfigError
+
+
+def resolve(path: Path, key: str, inside: Optional[Path] = None) -> Path:
+    """`path` with every symlink resolved; a `ConfigError` for a loop, a missing file, or
+    (when `inside` is given) a path that leads out of the folder `inside`."""
+    try:
+        real = Path(os.path.realpath(path, strict=True))
+    except OSError as err:
+        raise ConfigError(key, f"{path}: {err.strerror or err}") from None
+    if inside is not None:
+        root = Path(os.path.realpath(inside))
+        if real != root and root not in real.parents:
+            raise ConfigError(key, f"{path} leads to {real}, outside its folder {root}")
+    return real
+
+
+def read_bounded(path: Path, key: str, limit: int, inside: Optional[Path] = None) -> bytes:
+    """The bytes of the regular file `path`, at most `limit` of them, else a `ConfigError`."""
+    real = resolve(path, key, inside)
+    try:
+        fd = os.open(real, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | getattr(os, "O_CLOEXEC", 0))
+    except OSError as err:
+        raise ConfigError(key, f"{path}: {err.strerror or err}") from None
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode):
+        os.close(fd)
+        raise ConfigError(key, f"{path} is {_kind(info.st_mode)}, not a regular file")
+    if info.st_size > limit:
+        os.close(fd)
+        raise ConfigError(key, f"{path} is {info.st_size:,} bytes; the limit is {limit:,}")
+    with os.fdopen(fd, "rb") as f:
+        data = f.read(limit + 1)
+    if len(data) > limit:
+        raise ConfigError(key, f"{path} holds more than {limit:,} bytes; the limit is {limit:,}")
+    return data
+
+
+def _kind(mode: int) -> str:
+    for test, name in (
+        (stat.S_ISDIR, "a folder"),
+        (stat.S_ISFIFO, "a FIFO"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+        (stat.S_ISSOCK, "a socket"),
+    ):
+        if test(mode):
+            return name
+    return "not a regular file"
+
+
+def excerpt(text: str, limit: int = 40) -> str:
+    """A short, escaped piece of a user's text for an error message: `'abc\\x00...'`."""
+    return repr(text[:limit]) + ("..." if len(text) > limit else "")

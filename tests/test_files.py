@@ -1,0 +1,60 @@
+"""Bounded reads of files a config names (runner/config/files.py): the hostile files of the threat model."""
+
+import os
+from pathlib import Path
+
+import pytest
+
+from runner.config.files import excerpt, read_bounded
+from runner.errors import ConfigError
+
+
+def _hostile(folder):
+    os.mkfifo(folder / "fifo.yaml")
+    (folder / "zero.yaml").symlink_to("/dev/zero")
+    (folder / "loop.yaml").symlink_to("loop.yaml")
+    (folder / "passwd.yaml").symlink_to("/etc/passwd")
+    (folder / "big.yaml").write_bytes(b"\0" * 1001)
+    (folder / "sub").mkdir()
+    (folder / "dir.yaml").symlink_to("sub")
+
+
+@pytest.mark.parametrize(
+    "name, message",
+    [
+        ("fifo.yaml", "is a FIFO, not a regular file"),
+        ("zero.yaml", "leads to /dev/zero, outside its folder"),
+        ("loop.yaml", "Too many levels of symbolic links"),
+        ("passwd.yaml", "leads to /etc/passwd, outside its folder"),
+        ("big.yaml", "is 1,001 bytes; the limit is 1,000"),
+        ("dir.yaml", "is a folder, not a regular file"),
+        ("missing.yaml", "No such file or directory"),
+    ],
+)
+def test_a_hostile_file_is_refused_before_it_is_read(tmp_path, name, message):
+    _hostile(tmp_path)
+    with pytest.raises(ConfigError) as info:
+        read_bounded(tmp_path / name, "point.x", limit=1000, inside=tmp_path)
+    assert info.value.key == "point.x" and message in info.value.message
+
+
+def test_a_device_is_refused_without_a_folder_too():
+    with pytest.raises(ConfigError, match="a character device, not a regular file"):
+        read_bounded(Path("/dev/zero"), "k", limit=10)
+
+
+def test_a_file_whose_size_is_misreported_is_read_only_up_to_the_limit():
+    # /proc files report a size of 0; the read itself stops at the limit
+    with pytest.raises(ConfigError, match="holds more than 4 bytes"):
+        read_bounded(Path("/proc/self/status"), "k", limit=4)
+
+
+def test_a_regular_file_inside_its_folder_is_read(tmp_path):
+    (tmp_path / "a.yaml").write_text("x: 1\n")
+    (tmp_path / "link.yaml").symlink_to("a.yaml")
+    assert read_bounded(tmp_path / "link.yaml", "k", limit=100, inside=tmp_path) == b"x: 1\n"
+
+
+def test_an_excerpt_is_short_and_escaped():
+    assert excerpt("root:x:0:0\x1b[31m" * 10) == repr(("root:x:0:0\x1b[31m" * 10)[:40]) + "..."
+    assert excerpt("ok") == "'ok'"
