@@ -18,9 +18,11 @@ Two things happen around Hydra's entry point, both within Hydra's documented int
   `main` writes the sweep's summary itself from what the finished jobs left on disk and
   exits 130 (SIGINT) or 143 (SIGTERM). Each job's log is written atomically, so a job cut
   short leaves no `results.json` at all, never half of one.
-- Trust. A config folder from elsewhere (`--config-dir`) is read first by `runner.config.trust`,
-  which refuses one whose `hydra:` section could run code (callbacks, launcher targets,
-  logging factories), since Hydra acts on it before any job starts.
+- Trust. Hydra composes through `runner.config.hydra_guard` (installed before the entry
+  point), which refuses a config from a folder the command line named (`--config-dir`,
+  `--config-path`, `hydra.searchpath`) whose part of Hydra's own config could run code
+  (callbacks, launcher targets, logging factories), as Hydra composed it and before Hydra
+  acts on it; and which reads config files only when regular, bounded and inside their folder.
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from runner import errors, job
-from runner.config import schema, trust
+from runner.config import hydra_guard, schema
 from runner.sweep import folders, resume, summary
 
 
@@ -94,7 +96,7 @@ def main() -> None:
     os.environ["HYDRA_FULL_ERROR"] = "1"  # Hydra then re-raises, and we report (see above)
     handlers = {s: signal.signal(s, _raise_interrupted) for s in EXIT_INTERRUPTED}
     try:
-        trust.check_argv(sys.argv[1:])  # before Hydra acts on a config folder's hydra: section
+        hydra_guard.install()  # Hydra then judges what a config folder says about Hydra itself
         resume.check_argv(sys.argv[1:])  # before Hydra makes a sweep folder named after it
         _hydra_entry()
     except KeyboardInterrupt as err:

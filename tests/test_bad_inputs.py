@@ -479,95 +479,7 @@ def test_config_errors_never_import_tensorflow(tmp_path):
         assert result.stdout.split() == ["2", "False"], (args, result.stdout, result.stderr)
 
 
-# ---- a config folder that configures Hydra itself ----------------------------------------
-
-EVIL = "# @package _global_\nhydra:\n"
-HYDRA_SECTIONS = [
-    # id, file (relative path, text), the key refused (None: allowed)
-    (
-        "callback target",
-        ("experiment/a.yaml", EVIL + "  callbacks:\n    x: {_target_: numpy.save, file: OWNED, arr: [1]}\n"),
-        "hydra.callbacks.x._target_",
-    ),
-    (
-        "logging factory",
-        (
-            "experiment/a.yaml",
-            EVIL + "  job_logging:\n    handlers:\n      h: {'()': subprocess.getoutput, cmd: touch OWNED}\n",
-        ),
-        "hydra.job_logging.handlers.h.()",
-    ),
-    (
-        "launcher target",
-        ("experiment/a.yaml", EVIL + "  launcher:\n    _target_: builtins.print\n"),
-        "hydra.launcher._target_",
-    ),
-    (
-        "slurm setup lines",
-        ("experiment/a.yaml", EVIL + "  launcher:\n    setup: ['touch OWNED']\n"),
-        "hydra.launcher.setup",
-    ),
-    (
-        "worker environment",
-        ("experiment/a.yaml", EVIL + "  job:\n    env_set: {PYTHONPATH: /tmp/evil}\n"),
-        "hydra.job.env_set.PYTHONPATH",
-    ),
-    ("search path", ("experiment/a.yaml", EVIL + "  searchpath: ['pkg://evil']\n"), "hydra.searchpath"),
-    ("callbacks removed", ("experiment/a.yaml", EVIL + "  callbacks: null\n"), "hydra.callbacks"),
-    ("file in hydra's groups", ("hydra/callbacks/x.yaml", "x: {_target_: numpy.save}\n"), "hydra/callbacks/x.yaml"),
-    (
-        "package header",
-        ("experiment/a.yaml", "# @package hydra.callbacks\nx: {_target_: numpy.save}\n"),
-        "experiment/a.yaml",
-    ),
-    (
-        "defaults into hydra",
-        ("experiment/a.yaml", "defaults:\n  - /function/cubic@hydra.callbacks.x\n"),
-        "experiment/a.yaml: defaults",
-    ),
-    (
-        "where runs go: allowed",
-        (
-            "experiment/a.yaml",
-            EVIL + "  run: {dir: runs/x}\n  sweep: {dir: runs/m, subdir: '${hydra.job.num}'}\n  job: {chdir: false}\n",
-        ),
-        None,
-    ),
-    (
-        "runs outside the working folder",
-        ("experiment/a.yaml", EVIL + "  run: {dir: /home/user/.ssh}\n"),
-        "hydra.run.dir",
-    ),
-    ("runs above the working folder", ("experiment/a.yaml", EVIL + "  sweep: {dir: ../../x}\n"), "hydra.sweep.dir"),
-    (
-        "runs in an environment path",
-        ("experiment/a.yaml", EVIL + "  run: {dir: '${oc.env:HOME}/x'}\n"),
-        "hydra.run.dir",
-    ),
-    ("parallel workers: allowed", ("experiment/a.yaml", EVIL + "  launcher: {n_jobs: 4}\n"), None),
-    (
-        "the runner's own callback: allowed",
-        ("config.yaml", "hydra:\n  callbacks:\n    s: {_target_: runner.sweep.summary.SweepSummary}\n"),
-        None,
-    ),
-    ("a copy of the shipped conf/: allowed", ("config.yaml", (config_dir() / "config.yaml").read_text()), None),
-]
-
-
-@pytest.mark.parametrize("file, key", [r[1:] for r in HYDRA_SECTIONS], ids=[r[0] for r in HYDRA_SECTIONS])
-def test_a_config_folder_may_not_configure_hydra_to_run_code(tmp_path, file, key):
-    from runner.config import trust
-
-    rel, text = file
-    (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
-    (tmp_path / rel).write_text(text)
-    if key is None:
-        trust.check_folder(tmp_path)
-        return
-    with pytest.raises(ConfigError) as info:
-        trust.check_argv(["--config-dir", str(tmp_path), "experiment=a"])
-    assert info.value.key.endswith(key)
-    assert "\n" not in info.value.headline()
+# ---- a config folder that configures Hydra itself (the table: tests/test_config_folders.py) --
 
 
 @pytest.mark.slow
@@ -596,21 +508,3 @@ def test_a_refused_job_in_a_sweep_is_listed_and_fails_the_sweep(tmp_path):
     assert [(r["status"], r["met"]) for r in rows] == [("error", False), ("ok", True)]
     assert rows[0]["error"] == "ConfigError: function.steps.y: unknown name 'q'; known here: x (column 3)"
     assert "config error: function.steps.y: unknown name 'q'" in result.stderr and "Traceback" not in result.stderr
-
-
-def test_every_way_of_naming_a_config_folder_is_read(tmp_path):
-    from runner.config import trust
-
-    a, b, c = (tmp_path / n for n in "abc")
-    for folder in (a, b, c):
-        folder.mkdir()
-    argv = [
-        "--config-dir",
-        str(a),
-        f"-cp={b}",
-        f"+hydra.searchpath=[file://{c}]",
-        "experiment=x",
-        "--config-dir",
-        str(config_dir()),
-    ]
-    assert trust.config_folders(argv) == [a, b, c]  # the shipped conf/ is trusted, not read

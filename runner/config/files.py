@@ -19,38 +19,41 @@ from typing import Optional
 from runner.errors import ConfigError
 
 
-def resolve(path: Path, key: str, inside: Optional[Path] = None) -> Path:
+def resolve(path: Path, key: str, inside: Optional[Path] = None, name: Optional[str] = None) -> Path:
     """`path` with every symlink resolved; a `ConfigError` for a loop, a missing file, or
-    (when `inside` is given) a path that leads out of the folder `inside`."""
+    (when `inside` is given) a path that leads out of the folder `inside`. `name` is how
+    messages refer to the file (default: its path; "it" when the key already names it)."""
+    shown = name or str(path)
     try:
         real = Path(os.path.realpath(path, strict=True))
     except OSError as err:
-        raise ConfigError(key, f"{path}: {err.strerror or err}") from None
+        raise ConfigError(key, f"{shown}: {err.strerror or err}") from None
     if inside is not None:
         root = Path(os.path.realpath(inside))
         if real != root and root not in real.parents:
-            raise ConfigError(key, f"{path} leads to {real}, outside its folder {root}")
+            raise ConfigError(key, f"{shown} leads to {real}, outside its folder {root}")
     return real
 
 
-def read_bounded(path: Path, key: str, limit: int, inside: Optional[Path] = None) -> bytes:
+def read_bounded(path: Path, key: str, limit: int, inside: Optional[Path] = None, name: Optional[str] = None) -> bytes:
     """The bytes of the regular file `path`, at most `limit` of them, else a `ConfigError`."""
-    real = resolve(path, key, inside)
+    shown = name or str(path)
+    real = resolve(path, key, inside, name)
     try:
         fd = os.open(real, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | getattr(os, "O_CLOEXEC", 0))
     except OSError as err:
-        raise ConfigError(key, f"{path}: {err.strerror or err}") from None
+        raise ConfigError(key, f"{shown}: {err.strerror or err}") from None
     info = os.fstat(fd)
     if not stat.S_ISREG(info.st_mode):
         os.close(fd)
-        raise ConfigError(key, f"{path} is {_kind(info.st_mode)}, not a regular file")
+        raise ConfigError(key, f"{shown} is {_kind(info.st_mode)}, not a regular file")
     if info.st_size > limit:
         os.close(fd)
-        raise ConfigError(key, f"{path} is {info.st_size:,} bytes; the limit is {limit:,}")
+        raise ConfigError(key, f"{shown} is {info.st_size:,} bytes; the limit is {limit:,}")
     with os.fdopen(fd, "rb") as f:
         data = f.read(limit + 1)
     if len(data) > limit:
-        raise ConfigError(key, f"{path} holds more than {limit:,} bytes; the limit is {limit:,}")
+        raise ConfigError(key, f"{shown} holds more than {limit:,} bytes; the limit is {limit:,}")
     return data
 
 
