@@ -140,6 +140,27 @@ FOLDER_ATTACKS = [
         "hydra.job.env_set.PYTHONPATH",
     ),
     (
+        "a whole hydra section from an interpolation",
+        {"experiment/a.yaml": CUBIC + 'hydra: "${oc.create:{callbacks:{x:{_target_:numpy.savetxt}}}}"\n'},
+        "config-dir",
+        ["experiment=a"],
+        "a.yaml: hydra",
+    ),
+    (
+        "callbacks from an interpolation",
+        {"experiment/a.yaml": CUBIC + 'hydra:\n  callbacks: "${oc.create:{x:{_target_:numpy.savetxt}}}"\n'},
+        "config-dir",
+        ["experiment=a"],
+        "a.yaml: hydra.callbacks",
+    ),
+    (
+        "resume from an environment variable",
+        {"experiment/a.yaml": CUBIC + "resume: ${oc.env:HOME}\n"},
+        "config-dir",
+        ["experiment=a"],
+        "a.yaml: resume",
+    ),
+    (
         "callbacks removed",
         {"experiment/a.yaml": GLOBAL_HYDRA + "  callbacks: null\n"},
         "config-dir",

@@ -194,22 +194,26 @@ def judge(config: Any, where: str) -> None:
     by Hydra) that sets Hydra's config beyond `ALLOWED`, or `resume` outside the working folder."""
     if not OmegaConf.is_dict(config):
         return
-    resume = config.get("resume") if "resume" in config else None
+    raw = OmegaConf.to_container(config, resolve=False)  # as written: interpolations unresolved
+    assert isinstance(raw, dict)
+    resume = raw.get("resume")
     if resume is not None and not _inside(str(resume)):
         raise ConfigError(
             f"{where}: resume",
             f"{files.excerpt(str(resume))} leaves the working folder; a config file may resume only a folder "
             "below it, without '..' (give another on the command line)",
         )
-    if "hydra" not in config:
+    if "hydra" not in raw:
         return
-    section = OmegaConf.to_container(config.hydra, resolve=False)
-    for key, value in _leaves(section):
+    section = raw["hydra"]
+    # `hydra: ${oc.create:...}` would become a whole section: judged as one key
+    leaves = _leaves(section) if isinstance(section, dict) else iter([("", section)])
+    for key, value in leaves:
         if re.fullmatch(r"callbacks\.\w+\._target_", key) and value in SAFE_CALLBACKS:
             continue
         if key not in ALLOWED:
             raise ConfigError(
-                f"{where}: hydra.{key}",
+                f"{where}: {'.'.join(('hydra', key)).rstrip('.')}",
                 f"a config file may not set this (Hydra acts on it before any check, and it can run code); "
                 f"allowed under hydra: {', '.join(ALLOWED)}; anything else goes on the command line",
             )
