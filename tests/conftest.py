@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import time
+from pathlib import Path
+from typing import Dict
+
 import pytest
 
 from runner import job
@@ -21,3 +26,39 @@ def run_job(tmp_path):
         return Ran(code, folder)
 
     return _run
+
+
+_MARK = f"RUNNER_TEST_RUN={os.getpid()}-{time.time_ns()}"  # inherited by what the tests start
+
+
+def _processes_started_here() -> Dict[int, str]:
+    """Live processes carrying this test run's mark in their environment (every process the
+    tests start inherits it, orphans and grandchildren included), by pid, with their command."""
+    mark = _MARK.encode()
+    out: Dict[int, str] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == os.getpid():
+            continue
+        try:
+            if mark not in Path(f"/proc/{entry}/environ").read_bytes().split(b"\0"):
+                continue
+            stat = Path(f"/proc/{entry}/stat").read_text()
+            if stat[stat.rindex(")") + 2] == "Z":  # a zombie has ended; its parent reaps it
+                continue
+            cmd = Path(f"/proc/{entry}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except (OSError, ValueError, IndexError):
+            continue
+        out[int(entry)] = cmd.strip()
+    return out
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_process_left_behind():
+    """The suite fails if a test leaves a process running (a worker, a server, a sweep)."""
+    name, _, value = _MARK.partition("=")
+    os.environ[name] = value
+    yield
+    deadline = time.monotonic() + 10  # a process may be a moment from exiting
+    while (left := _processes_started_here()) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not left, f"tests left processes running: {left}"
