@@ -24,11 +24,17 @@ class ConfigError(ValueError):
         return f"config error: {self.key}: {self.message}"
 
 
+def short(value: Any, limit: int = 40) -> str:
+    """`repr(value)`, cut to about `limit` characters: what a message may quote of a user's input."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def whole_number(key: str, value: Any, minimum: Optional[int] = None) -> int:
     """`value` if it is an int (not a bool) of at least `minimum`, else a ConfigError naming `key`."""
     if not isinstance(value, int) or isinstance(value, bool) or (minimum is not None and value < minimum):
         bound = "" if minimum is None else f" >= {minimum}"
-        raise ConfigError(key, f"expected a whole number{bound}, got {value!r}")
+        raise ConfigError(key, f"expected a whole number{bound}, got {short(value)}")
     return value
 
 
@@ -70,6 +76,9 @@ def explain(err: BaseException) -> Tuple[str, Optional[str], int]:
             _indent(rest) or None,
             EXIT_CONFIG_ERROR,
         )
+    defaults = _defaults_error(err)
+    if defaults is not None:
+        return defaults, None, EXIT_CONFIG_ERROR
     if isinstance(err, MissingConfigException):
         first, _, rest = str(err).partition("\n")
         options = rest.split("Config search path:")[0].strip()
@@ -87,6 +96,39 @@ def explain(err: BaseException) -> Tuple[str, Optional[str], int]:
         "    (a fault of the runner, not of the config; set HYDRA_FULL_ERROR=1 for the traceback)",
         EXIT_INTERNAL_ERROR,
     )
+
+
+def _defaults_error(err: BaseException) -> Optional[str]:
+    """A defaults list Hydra cannot read: `experiment=1` (or true, null, nan, [1],
+    ~experiment=1) on the command line, or `- override /function: 1` in a file.
+
+    Hydra's defaults-list code fails on these with a bare ValueError or TypeError, which
+    names neither the group nor the file; the failing frame holds them (`override`, or `d`
+    and `item` for a list of choices; `config_path` for a file's list).
+    """
+    if not isinstance(err, (ValueError, TypeError)) or err.__traceback__ is None:
+        return None
+    tb = err.__traceback__
+    while tb.tb_next is not None:
+        tb = tb.tb_next
+    module, local = tb.tb_frame.f_globals.get("__name__"), tb.tb_frame.f_locals
+    if module == "hydra._internal.config_repository" and isinstance(local.get("config_path"), str):
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        first = first.removeprefix(f"In {local['config_path']}: ")
+        first = first if len(first) <= 80 else first[:77] + "..."
+        return f"config error: {local['config_path']}: defaults: {first}"
+    if module != "hydra._internal.defaults_list":
+        return None
+    override, default = local.get("override"), local.get("d")
+    if override is not None and hasattr(override, "key_or_group"):
+        group, value = str(override.key_or_group), override.value()
+        if isinstance(value, list):
+            value = next((v for v in value if not isinstance(v, str)), value)
+    elif default is not None and getattr(default, "group", None) and "item" in local:
+        group, value = str(default.group), local["item"]
+    else:
+        return None
+    return f"config error: {group}: expected the name of a config in {group}/, got {short(value)}"
 
 
 def _chain(err: BaseException) -> List[BaseException]:

@@ -273,6 +273,142 @@ BAD_CONFIGS = [
         "instantiation keys are not allowed",
     ),
     ("_partial_ in tape", with_(("tape._partial_", True)), "tape._partial_", "instantiation keys are not allowed"),
+    # non-finite, overflowing and out-of-range values (issue 12, item 9)
+    ("arange NaN", with_(("point.x", {"arange": [0, float("nan"), 1]})), "point.x.arange", "expected 3 finite numbers"),
+    ("linspace Inf", with_(("point.x", {"linspace": [0, float("inf"), 3]})), "point.x.linspace", "got [0, inf, 3]"),
+    (
+        "linspace count NaN",
+        with_(("point.x", {"linspace": [0, 1, float("nan")]})),
+        "point.x.linspace",
+        "finite numbers",
+    ),
+    (
+        "linspace count beyond any float",
+        with_(("point.x", {"linspace": [0, 1, 10**400]})),
+        "point.x.linspace",
+        "expected 3 finite numbers, got [0, 1, 1000000000",
+    ),
+    (
+        "arange count overflows",
+        with_(("point.x", {"arange": [-1e308, 1e308, 1e-308]})),
+        "point.x",
+        "more elements than the limit of 134,217,728",
+    ),
+    (
+        "random shape overflows",
+        with_(("point.x", {"random": {"shape": [2**40, 2**40]}})),
+        "point.x.random",
+        "1,208,925,819,614,629,174,706,176 elements",
+    ),
+    ("random dim negative", with_(("point.x", {"random": {"shape": [-1, 3]}})), "point.x.random.shape", "got [-1, 3]"),
+    (
+        "random dim fractional",
+        with_(("point.x", {"random": {"shape": [1.5]}})),
+        "point.x.random.shape",
+        "whole numbers",
+    ),
+    (
+        "random dim a bool",
+        with_(("point.x", {"random": {"shape": [True, 3]}})),
+        "point.x.random.shape",
+        "got [True, 3]",
+    ),
+    (
+        "random empty but huge",
+        with_(("point.x", {"random": {"shape": [0, 10**20]}})),
+        "point.x.random.shape",
+        "a size of 100,000,000,000,000,000,000 exceeds the limit of 134,217,728",
+    ),
+    (
+        "random seed negative",
+        with_(("point.x", {"random": {"shape": [3], "seed": -1}})),
+        "point.x.random.seed",
+        "expected a whole number from 0 to 4294967295, got -1",
+    ),
+    (
+        "random seed too large",
+        with_(("point.x", {"random": {"shape": [3], "seed": 2**64}})),
+        "point.x.random.seed",
+        "from 0 to 4294967295",
+    ),
+    ("seed negative", with_(("seed", -1)), "seed", "expected a whole number from 0 to 4294967295, got -1"),
+    ("seed too large", with_(("seed", 2**32)), "seed", "got 4294967296"),
+    (
+        "point beyond any float",
+        with_(("point.x", 2**1024)),
+        "point.x",
+        "the number 179769313486... (309 digits) is too large for any float type",
+    ),
+    ("points beyond any float", with_(("point.x", [1.0, 2**1024])), "point.x", "too large for any float type"),
+    (
+        "rtol NaN",
+        with_(("expect", {"derivatives": {"dy/dx": 6.0}, "rtol": float("nan")})),
+        "expect.rtol",
+        "expected a finite number >= 0, got nan",
+    ),
+    ("atol Inf", with_(("expect", {"derivatives": {"dy/dx": 6.0}, "atol": float("inf")})), "expect.atol", "got inf"),
+    ("negative tolerance", with_(("expect", {"derivatives": {"dy/dx": 6.0}, "rtol": -0.1})), "expect.rtol", "got -0.1"),
+    ("tolerance alone NaN", with_(("expect", {"rtol": float("nan")})), "expect.rtol", "a finite number >= 0"),
+    ("tolerance a word", with_(("expect", {"atol": "tight"})), "expect.atol", "got 'tight'"),
+    (
+        "expected NaN",
+        with_(("expect", {"derivatives": {"dy/dx": float("nan")}})),
+        "expect.derivatives.dy/dx",
+        "nan is not a finite number; to expect a non-finite value write it as the run log does, as text: "
+        "'NaN', 'Infinity' or '-Infinity'",
+    ),
+    ("expected 1e400", with_(("expect", {"derivatives": {"dy/dx": 1e400}})), "expect.derivatives.dy/dx", "inf is not"),
+    (
+        "expected NaN in a list",
+        with_(("point.x", [1.0, 2.0]), ("expect", {"derivatives": {"dy/dx": [2.0, float("nan")]}})),
+        "expect.derivatives.dy/dx[1]",
+        "nan is not a finite number",
+    ),
+    (
+        "expected value a word",
+        with_(("expect", {"derivatives": {"dy/dx": "six"}})),
+        "expect.derivatives.dy/dx",
+        "expected a number, a nested list of numbers, null, or 'NaN', 'Infinity', '-Infinity'; got 'six'",
+    ),
+    (
+        "expected value a bool",
+        with_(("expect", {"derivatives": {"dy/dx": True}})),
+        "expect.derivatives.dy/dx",
+        "got True",
+    ),
+    (
+        "output_gradients NaN",
+        with_(("derivatives", [{"target": "y", "sources": "x", "output_gradients": float("nan")}])),
+        "derivatives[0].output_gradients",
+        "expected finite numbers, got nan",
+    ),
+    (
+        "tangents Inf",
+        with_(("derivatives", [{"target": "y", "sources": "x", "kind": "jvp", "tangents": [float("inf")]}])),
+        "derivatives[0].tangents.x",
+        "expected finite numbers, got inf",
+    ),
+    (
+        "integer literal beyond any float",
+        with_(("function.steps.y", "x * " + str(2**1024 - 1))),
+        "function.steps.y",
+        "the number 179769313486... (309 digits) is too large for any float type (column 5)",
+    ),
+    ("name not text", with_(("name", ["a"])), "name", "expected text or null, got ['a']"),
+    (
+        "point beyond its integer type",
+        with_(("function.inputs", {"x": {"dtype": "int32"}}), ("point.x", 3_000_000_000), ("derivatives", [])),
+        "point.x",
+        "input 'x' is int32, which holds -2147483648 to 2147483647; its point holds 3000000000",
+    ),
+    (
+        "request name not text",
+        with_(("derivatives", [{"target": "y", "sources": "x", "name": ["g"]}])),
+        "derivatives[0].name",
+        "expected text, got ['g']",
+    ),
+    ("expected values not a mapping", with_(("expect", {"derivatives": [6.0]})), "expect.derivatives", "got [6.0]"),
+    ("tape option not a bool", with_(("tape.persistent", "no")), "tape.persistent", "expected true or false, got 'no'"),
 ]
 
 
@@ -430,6 +566,50 @@ CLI_ROWS = [
         ["-m", "point.x=1.0,2.0", "resume=true"],
         "config error: resume: no sweep folder 'true' to resume",
     ),
+    # a config group's choice that YAML reads as no name (issue 12, item 9)
+    (
+        "experiment a number",
+        ["experiment=1"],
+        "config error: experiment: expected the name of a config in experiment/, got 1",
+    ),
+    (
+        "experiment a bool",
+        ["experiment=true"],
+        "config error: experiment: expected the name of a config in experiment/, got True",
+    ),
+    (
+        "experiment null",
+        ["experiment=null"],
+        "config error: experiment: expected the name of a config in experiment/, got None",
+    ),
+    (
+        "experiment nan",
+        ["experiment=nan"],
+        "config error: experiment: expected the name of a config in experiment/, got nan",
+    ),
+    (
+        "experiments of numbers",
+        ["experiment=[1]"],
+        "config error: experiment: expected the name of a config in experiment/, got 1",
+    ),
+    (
+        "delete a number",
+        ["~experiment=1"],
+        "config error: experiment: expected the name of a config in experiment/, got 1",
+    ),
+    ("group in a sweep", ["-m", "experiment=1,seed_cubic"], "config error: experiment: expected the name of a config"),
+    (
+        "arange NaN",
+        ["point.x={arange: [0, nan, 1]}"],
+        "config error: point.x.arange: expected 3 finite numbers, got [0, nan, 1]",
+    ),
+    ("seed negative", ["seed=-1"], "config error: seed: expected a whole number from 0 to 4294967295, got -1"),
+    ("rtol NaN", ["expect.rtol=nan"], "config error: expect.rtol: expected a finite number >= 0, got nan"),
+    (
+        "output_gradients NaN",
+        ["derivatives.0.output_gradients=nan"],
+        "config error: derivatives[0].output_gradients: expected finite numbers, got nan",
+    ),
 ]
 
 
@@ -477,6 +657,75 @@ def test_config_errors_never_import_tensorflow(tmp_path):
             timeout=60,
         )
         assert result.stdout.split() == ["2", "False"], (args, result.stdout, result.stderr)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "name",
+    [
+        "2001-02-30",
+        "2001-02-03",
+    ],
+)
+def test_a_date_like_name_in_a_config_file_is_text_as_hydra_reads_it(tmp_path, name):
+    """OmegaConf reads `name: 2001-02-30` as the text it is (no YAML timestamps); so must the runner."""
+    conf = tmp_path / "conf" / "experiment"
+    conf.mkdir(parents=True)
+    (conf / "dated.yaml").write_text(
+        "# @package _global_\ndefaults:\n  - override /function: cubic\n  - override /point: x5\n"
+        f"name: {name}\nderivatives:\n  - {{target: y, sources: x}}\n"
+    )
+    result = cli(["--config-dir", str(tmp_path / "conf"), "experiment=dated", "log.plots=false"], cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    (log,) = tmp_path.glob("outputs/*/*/results.json")
+    assert json.loads(log.read_text())["experiment"] == name
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "x, want, met",
+    [(float("inf"), "Infinity", True), (float("nan"), "NaN", True), (float("inf"), "-Infinity", False)],
+)
+def test_a_non_finite_value_is_expected_as_the_run_log_spells_it(run_job, x, want, met):
+    """The refused float NaN and inf have this counterpart: text, as results.json writes them."""
+    ran = run_job(with_(("point.x", x), ("expect", {"derivatives": {"dy/dx": want}}))())
+    assert ran.derivatives["dy/dx"] == ("NaN" if x != x else "Infinity")
+    assert ran.log["expect"]["met"] is met and ran.code == (0 if met else 1)
+    assert ran.log["expect"]["declared"]["derivatives"] == {"dy/dx": want}
+
+
+DEFAULTS_HYDRA_CANNOT_READ = [
+    # id, the experiment file's defaults list, the one line the user sees
+    ("a number as a choice", "  - override /function: 1", "config error: experiment/bad: defaults: Unsupported item"),
+    (
+        "a number in a list of choices",
+        "  - override /function: [1]",
+        "config error: experiment/bad: defaults: Unsupported item value in defaults : int, nested",
+    ),
+    ("a number as an entry", "  - 1", "config error: experiment/bad: defaults: Unsupported type in defaults : int"),
+    (
+        "two keys in an entry",
+        "  - {a: x, b: y}",
+        "config error: experiment/bad: defaults: Too many keys in default item",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    "entry, headline",
+    [r[1:] for r in DEFAULTS_HYDRA_CANNOT_READ],
+    ids=[r[0] for r in DEFAULTS_HYDRA_CANNOT_READ],
+)
+def test_a_defaults_list_hydra_cannot_read_is_a_config_error(tmp_path, monkeypatch, entry, headline):
+    conf = tmp_path / "conf"
+    shutil.copytree(config_dir(), conf)
+    (conf / "experiment" / "bad.yaml").write_text(f"# @package _global_\ndefaults:\n{entry}\n")
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ValueError) as info:  # Hydra's own, bare: it names no file
+        composed(["experiment=bad"], config_path=conf)
+    first, detail, code = errors.explain(info.value)
+    assert first.startswith(headline) and "\n" not in first
+    assert (detail, code) == (None, 2)
 
 
 # ---- a config folder that configures Hydra itself (the table: tests/test_config_folders.py) --

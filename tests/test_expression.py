@@ -8,7 +8,7 @@ import time
 import pytest
 
 from runner.language import expression as ex
-from tests.helpers import cli
+from tests.helpers import cli, function_config
 
 VALID = [
     # text, the tree it must give
@@ -163,3 +163,38 @@ def test_huge_powers_run_in_tensorflow_not_in_python(tmp_path):
     (log,) = list(tmp_path.glob("outputs/*/*/results.json"))
     values = json.loads(log.read_text())["values"]
     assert [values[f"h{i}"] for i in range(len(HUGE))] == [want for _, want in HUGE]
+
+
+def test_an_integer_literal_is_refused_exactly_when_no_float_holds_it():
+    """2**1024 - 1 has 1024 bits, as the largest float has, yet rounds up past it."""
+    largest = 2**1024 - 2**970 - 1  # rounds down to the largest float64
+    assert ex.parse(f"x * {largest}") == ex.Binary("*", ex.Name("x", 1), ex.Num(largest, 5), 1)
+    for too_big in (largest + 1, 2**1024 - 1, 2**1024, -(2**1024 - 1)):
+        with pytest.raises(ex.ExpressionError) as info:
+            ex.parse(f"x * {too_big}")
+        assert info.value.message.startswith("the number 179769313486... (309 digits) is too large for any float type")
+
+
+# A literal takes the type of what it meets. Beyond that type's range TensorFlow fails (int64, and
+# any int beyond int64 for bfloat16) or wraps it around silently (int32): 3 + 2**31 gave -2147483645.
+LITERAL_TYPES = [
+    # input dtype, step, the value or the error's message
+    ("bfloat16", "x * 18446744073709551616", 5.5340232221128655e19),  # 2**64, read as a float
+    ("float64", f"{2**1024 - 2**970 - 1} / (x * 1e308)", 1.7976931348623157e308 / 3e308),
+    ("int32", "x + 2147483648", "the number 2147483648 does not fit int32, the type it meets here"),
+    ("int32", "x * 9223372036854775807", "the number 9223372036854775807 does not fit int32"),
+    ("int64", "x + 2147483648", 2147483651),
+    ("int64", "x * 18446744073709551616", "the number 18446744073709551616 does not fit int64"),
+]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("dtype, step, want", LITERAL_TYPES, ids=[f"{d} {s[:24]}" for d, s, _ in LITERAL_TYPES])
+def test_a_literal_beyond_the_type_it_meets_is_never_wrapped_around(run_job, dtype, step, want):
+    ran = run_job(function_config({"y": step}, {"x": 3}, [], inputs={"x": {"dtype": dtype}}))
+    if isinstance(want, str):
+        assert ran.log["status"] == "error" and want in ran.log["error"]["message"], ran.log["error"]
+        assert "y" not in ran.values
+    else:
+        assert ran.log["status"] == "ok", ran.log["error"]
+        assert ran.values["y"] == pytest.approx(want, rel=1e-2)

@@ -12,13 +12,15 @@ Everything here is NumPy; TensorFlow sees only the finished arrays.
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
-from typing import Any, Dict, Mapping
+from typing import Any, Dict, List, Mapping
 
 import numpy as np
 
-from runner.errors import ConfigError
+from runner.config.settings import seed_number
+from runner.errors import ConfigError, short
 
 # A point may not ask for more elements than this (about 1 GiB of float64), so a typo such
 # as linspace: [0, 1, 1e12] is refused up front instead of exhausting memory.
@@ -46,9 +48,7 @@ def evaluate_all(key: str, raw: Mapping[str, Any]) -> Dict[str, np.ndarray]:
         else:
             out[name] = evaluate(f"{key}.{name}", value)
     if axes:
-        _check_size(
-            f"{key} (grid of {', '.join(axes)})", int(np.prod([a.size for a in axes.values()], dtype=np.float64))
-        )
+        _check_size(f"{key} (grid of {', '.join(axes)})", np.prod([a.size for a in axes.values()], dtype=np.float64))
         for name, mesh in zip(axes, np.meshgrid(*axes.values(), indexing="ij")):
             out[name] = mesh
     return {name: out[name] for name in raw}
@@ -65,12 +65,14 @@ def evaluate(key: str, value: Any) -> np.ndarray:
     if isinstance(value, bool) or value is None:
         raise ConfigError(key, f"expected a number, a nested list or a generator, got {value!r}")
     if isinstance(value, (int, float)):
-        return np.asarray(value)
+        return _array(key, value)
     if isinstance(value, (list, tuple)):
         try:
             arr = np.asarray(value)
         except ValueError:
             raise ConfigError(key, "nested lists must be rectangular (all rows the same length)") from None
+        if arr.dtype == object and arr.ndim:  # ints beyond int64 (or a mix of types): as floats
+            arr = _array(key, value)
         if arr.dtype == object or arr.dtype.kind not in "iuf":
             raise ConfigError(key, "a tensor point must hold only numbers, in rectangular nested lists")
         return arr
@@ -87,13 +89,13 @@ def _generate(key: str, spec: Mapping) -> np.ndarray:
         start, stop, num = _numbers(f"{key}.linspace", args, 3)
         if num != int(num) or num < 1:
             raise ConfigError(f"{key}.linspace", f"num must be a positive whole number, got {num}")
-        _check_size(key, int(num))
+        _check_size(key, num)
         return np.linspace(start, stop, int(num))
     if gen == "arange":
         start, stop, step = _numbers(f"{key}.arange", args, 3)
         if step == 0:
             raise ConfigError(f"{key}.arange", "step must not be 0")
-        _check_size(key, int(np.ceil((stop - start) / step)))
+        _check_size(key, np.ceil((stop - start) / step))  # inf when the span overflows
         return np.arange(start, stop, step, dtype=np.float64)
     if gen == "file":
         return _file(f"{key}.file", args)
@@ -140,34 +142,74 @@ def _random(key: str, args: Any) -> np.ndarray:
     if unknown:
         raise ConfigError(key, f"unknown option(s) {sorted(unknown)}; allowed: shape, distribution, seed")
     shape = args.get("shape", [])
-    if not isinstance(shape, (list, tuple)) or not all(isinstance(n, int) and n >= 0 for n in shape):
-        raise ConfigError(f"{key}.shape", f"expected a list of non-negative whole numbers, got {shape!r}")
-    _check_size(key, int(np.prod(shape)))
+    if not isinstance(shape, (list, tuple)) or not all(
+        isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in shape
+    ):
+        raise ConfigError(f"{key}.shape", f"expected a list of non-negative whole numbers, got {short(shape)}")
+    _check_size(key, math.prod(shape))  # Python ints: exact, where NumPy's product wraps around
+    for n in shape:  # one size alone can be too large for NumPy while the product is 0
+        if n > MAX_ELEMENTS:
+            raise ConfigError(f"{key}.shape", f"a size of {n:,} exceeds the limit of {MAX_ELEMENTS:,}")
     dist = args.get("distribution", "normal")
-    seed = args.get("seed", 0)
-    if not isinstance(seed, int) or isinstance(seed, bool):
-        raise ConfigError(f"{key}.seed", f"expected a whole number, got {seed!r}")
+    seed = seed_number(f"{key}.seed", args.get("seed", 0))
     rng = np.random.default_rng(seed)
     if dist == "normal":
         return rng.standard_normal(shape)
     if dist == "uniform":
         return rng.uniform(0.0, 1.0, shape)
-    raise ConfigError(f"{key}.distribution", f"expected normal or uniform, got {dist!r}")
+    raise ConfigError(f"{key}.distribution", f"expected normal or uniform, got {short(dist)}")
 
 
-def _numbers(key: str, args: Any, count: int) -> list:
+def _numbers(key: str, args: Any, count: int) -> List[float]:
+    """`count` finite numbers (as floats): a generator's arguments."""
     if (
         not isinstance(args, (list, tuple))
         or len(args) != count
         or not all(isinstance(a, (int, float)) and not isinstance(a, bool) for a in args)
     ):
-        raise ConfigError(key, f"expected a list of {count} numbers, got {args!r}")
-    return [float(a) for a in args]
+        raise ConfigError(key, f"expected a list of {count} numbers, got {short(args)}")
+    try:
+        out = [float(a) for a in args]  # an int beyond any float overflows
+    except OverflowError:
+        out = [math.nan]
+    if not all(math.isfinite(a) for a in out):
+        raise ConfigError(key, f"expected {count} finite numbers, got {short(list(args))}")
+    return out
 
 
-def _check_size(key: str, n: int) -> None:
-    if n > MAX_ELEMENTS:
-        gib = n * 8 / 2**30
+def _array(key: str, value: Any) -> np.ndarray:
+    """A number or nested list as an array; ints beyond int64 become float64, beyond it refused."""
+    arr = np.asarray(value)
+    if arr.dtype != object:
+        return arr
+    flat = arr.reshape(-1)
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in flat):
+        return arr  # not only numbers (None would become NaN): the caller refuses it
+    try:
+        return arr.astype(np.float64)
+    except OverflowError:  # an int float64 cannot hold, even rounded
+        digits = str(abs(max(flat, key=abs)))
         raise ConfigError(
-            key, f"{n:,} elements (about {gib:,.1f} GiB as float64) exceeds the limit of {MAX_ELEMENTS:,}"
-        )
+            key, f"the number {digits[:12]}... ({len(digits)} digits) is too large for any float type"
+        ) from None
+
+
+def finite(key: str, value: Any) -> np.ndarray:
+    """`evaluate`, refusing NaN and infinities: for weights and directions (output_gradients,
+    tangents), where a non-finite number makes every result NaN or inf."""
+    arr = evaluate(key, value)
+    if arr.dtype.kind == "f" and not np.all(np.isfinite(arr)):
+        bad = arr.reshape(-1)[~np.isfinite(arr.reshape(-1))][0]
+        raise ConfigError(key, f"expected finite numbers, got {float(bad)}")
+    return arr
+
+
+def _check_size(key: str, n: float) -> None:
+    """Refuse more than `MAX_ELEMENTS` elements; `n` may be a float (inf: beyond counting)."""
+    if n <= MAX_ELEMENTS:
+        return
+    if not (isinstance(n, int) or math.isfinite(n)) or n > 10**30:  # NaN too
+        raise ConfigError(key, f"more elements than the limit of {MAX_ELEMENTS:,}")
+    n = int(n)
+    gib = n * 8 / 2**30
+    raise ConfigError(key, f"{n:,} elements (about {gib:,.1f} GiB as float64) exceeds the limit of {MAX_ELEMENTS:,}")

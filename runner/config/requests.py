@@ -15,7 +15,7 @@ import numpy as np
 from runner.config import points
 from runner.config.kinds import KINDS, KindRow, taking
 from runner.config.schema import Unconnected
-from runner.errors import ConfigError, true_or_false, whole_number
+from runner.errors import ConfigError, short, true_or_false, whole_number
 from runner.language import expression
 
 
@@ -121,6 +121,8 @@ def build_requests(
         if row.recomputes_at(order):
             _check_independent_sources(key, sources, depends)
         name = req.get("name") or default_name(kind, target, sources, order)
+        if not isinstance(name, str):
+            raise ConfigError(f"{key}.name", f"expected text, got {short(name)}")
         if name in seen:
             raise ConfigError(
                 f"{key}.name", f"{name!r} is already the name of derivatives[{seen[name]}]; give this request a name"
@@ -172,7 +174,7 @@ def _check_options(key: str, row: KindRow, order: int, req: Mapping) -> None:
         # output_gradients weigh the target of one tape.gradient call: nested tapes have none
         if "output_gradients" not in row.options or order != 1:
             raise ConfigError(f"{key}.output_gradients", "only a first-order gradient takes output_gradients")
-        points.evaluate(f"{key}.output_gradients", req["output_gradients"])
+        points.finite(f"{key}.output_gradients", req["output_gradients"])
     if req.get("tangents") is not None and "tangents" not in row.options:
         raise ConfigError(
             f"{key}.tangents", f"only kinds {' and '.join(taking('tangents'))} take tangents (forward mode)"
@@ -237,7 +239,7 @@ def _tangents(
     if missing:
         raise ConfigError(f"{key}.tangents", f"no tangent for source(s) {', '.join(missing)}")
     for s in sources:
-        arr = points.evaluate(f"{key}.tangents.{s}", raw[s])
+        arr = points.finite(f"{key}.tangents.{s}", raw[s])
         if s in point and arr.ndim and arr.shape != np.shape(point[s]):
             raise ConfigError(
                 f"{key}.tangents.{s}",

@@ -10,7 +10,20 @@ from dataclasses import dataclass
 from typing import Any, Mapping, Optional
 
 from runner.config.schema import RunnerConfig
-from runner.errors import ConfigError, true_or_false, whole_number
+from runner.errors import ConfigError, short, true_or_false, whole_number
+
+# The largest seed: NumPy's `np.random.seed` takes 0 to 2**32 - 1 (TensorFlow's set_seed takes
+# any int, reduced modulo 2**31 - 1; Python's random.seed any). Used for a point's
+# `random.seed` too (runner.config.points), so one range holds for every seed a config sets.
+MAX_SEED = 2**32 - 1
+
+
+def seed_number(key: str, value: Any) -> int:
+    """A seed: a whole number from 0 to `MAX_SEED`, else a ConfigError naming `key`."""
+    seed = whole_number(key, value)
+    if not 0 <= seed <= MAX_SEED:
+        raise ConfigError(key, f"expected a whole number from 0 to {MAX_SEED}, got {short(seed)}")
+    return seed
 
 
 @dataclass(frozen=True)
@@ -41,7 +54,7 @@ def build(cfg: Mapping[str, Any]) -> RunSettings:
     before it builds anything: a job a resumed sweep already finished is not built again.
     """
     defaults = RunnerConfig()  # the schema holds every default, once
-    seed = whole_number("seed", cfg.get("seed", defaults.seed))
+    seed = seed_number("seed", cfg.get("seed", defaults.seed))
     determinism = true_or_false("determinism", cfg.get("determinism", defaults.determinism))
     resume = cfg.get("resume", defaults.resume)
     if resume is not None and not isinstance(resume, str):

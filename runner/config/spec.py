@@ -8,6 +8,7 @@ TensorFlow is imported, so a broken config is refused at once.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 
@@ -16,7 +17,7 @@ import numpy as np
 from runner.config import points, settings
 from runner.config.requests import RequestSpec, build_requests, name_list
 from runner.config.schema import DTYPES, INPUT_KINDS, INPUT_OPTION_KEYS, Compile, Verify
-from runner.errors import ConfigError, true_or_false
+from runner.errors import ConfigError, short, true_or_false
 from runner.language import expression, shapes
 
 _INSTANTIATION_KEYS = ("_target_", "_args_", "_partial_", "_recursive_", "_convert_")
@@ -106,6 +107,9 @@ def build(cfg: Mapping[str, Any], name: str = "run", run_settings: Optional[sett
     screen(cfg)
     if run_settings is None:
         run_settings = settings.build(cfg)
+    given = cfg.get("name")
+    if given is not None and not isinstance(given, str):
+        raise ConfigError("name", f"expected text or null, got {short(given)}")
     function = cfg.get("function") or {}
     inputs = _inputs(function.get("inputs"))
     steps = _steps(function.get("steps") or {}, {i.name for i in inputs})
@@ -117,7 +121,7 @@ def build(cfg: Mapping[str, Any], name: str = "run", run_settings: Optional[sett
     shapes.check_job(steps, {k: v.shape for k, v in point.items()}, [i.dtype for i in inputs], len(requests))
     float_dtypes = {i.dtype for i in inputs if i.is_float}
     return JobSpec(
-        name=cfg.get("name") or name,
+        name=given or name,
         inputs=inputs,
         steps=steps,
         point=point,
@@ -267,6 +271,15 @@ def _point(raw: Any, inputs: Tuple[InputSpec, ...]) -> Dict[str, np.ndarray]:
             raise ConfigError(
                 f"point.{inp.name}", f"input {inp.name!r} is {inp.dtype}, but its point is not a whole number"
             )
+        if not inp.is_float and arr.size:
+            info = np.iinfo(inp.dtype)  # TensorFlow would fail on a number beyond it, or wrap it around
+            low, high = arr.min(), arr.max()
+            if low < info.min or high > info.max:
+                raise ConfigError(
+                    f"point.{inp.name}",
+                    f"input {inp.name!r} is {inp.dtype}, which holds {info.min} to {info.max}; "
+                    f"its point holds {short(low.item() if low < info.min else high.item())}",
+                )
         out[inp.name] = arr
     return out
 
@@ -282,8 +295,10 @@ def _tape(raw: Mapping, inputs: Tuple[InputSpec, ...], steps: Tuple[StepSpec, ..
     if compile_mode not in COMPILE_MODES:
         raise ConfigError("tape.compile", f"expected one of {', '.join(COMPILE_MODES)}, got {compile_mode!r}")
     return TapeSpec(
-        persistent=bool(raw.get("persistent", False)),
-        watch_accessed_variables=bool(raw.get("watch_accessed_variables", True)),
+        persistent=true_or_false("tape.persistent", raw.get("persistent", False)),
+        watch_accessed_variables=true_or_false(
+            "tape.watch_accessed_variables", raw.get("watch_accessed_variables", True)
+        ),
         watch=watch,
         stop_recording=stop,
         compile=compile_mode,
@@ -298,20 +313,74 @@ def _expect(raw: Any, request_names: List[str]) -> Optional[ExpectSpec]:
     error = raw.get("error")
     if error is not None and (not isinstance(error, str) or not error.isidentifier()):
         raise ConfigError("expect.error", f"expected an exception type name such as RuntimeError, got {error!r}")
-    derivs = dict(raw.get("derivatives") or {})
+    derivs = raw.get("derivatives") or {}
+    if not isinstance(derivs, Mapping):
+        raise ConfigError("expect.derivatives", f"expected a mapping request name -> value, got {short(derivs)}")
     for n in derivs:
         if n not in request_names:
             raise ConfigError(
                 f"expect.derivatives.{n}", f"no derivative request is named {n!r}; names: {', '.join(request_names)}"
             )
+        _expected(f"expect.derivatives.{n}", derivs[n])
     checks = raw.get("checks")
     if checks is not None and checks != "pass":
         raise ConfigError(
             "expect.checks", f"expected pass (every derivative's check must pass) or null, got {checks!r}"
         )
+    rtol, atol = (_tolerance(f"expect.{k}", raw.get(k, 1e-6)) for k in ("rtol", "atol"))
     if error is None and not derivs and checks is None:
         return None  # `expect` with nothing declared (e.g. expect.error=null) declares nothing
-    return ExpectSpec(error, derivs, float(raw.get("rtol", 1e-6)), float(raw.get("atol", 1e-6)), checks)
+    return ExpectSpec(error, dict(derivs), rtol, atol, checks)
+
+
+# How the run log spells non-finite numbers (runner.record.runlog.plain); an expected value
+# may use them, and only them, to expect NaN or an infinity.
+NON_FINITE = ("NaN", "Infinity", "-Infinity")
+
+
+def _tolerance(key: str, value: Any) -> float:
+    try:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= float(value) < math.inf
+    except OverflowError:  # an int beyond any float
+        ok = False
+    if not ok:
+        raise ConfigError(key, f"expected a finite number >= 0, got {short(value)}")
+    return float(value)
+
+
+def _expected(key: str, value: Any) -> None:
+    """An expected value: a finite number, a run-log spelling of a non-finite one, null (a
+    gradient TensorFlow gives as None), nested lists of these, or a mapping source -> value.
+
+    A float NaN or infinity is refused: `1e400` reads as inf, so the number may not be what
+    its writer meant; the strings say it plainly, as the run log does.
+    """
+    if value is None or (isinstance(value, str) and value in NON_FINITE):
+        return
+    if isinstance(value, Mapping):
+        for k, v in value.items():
+            _expected(f"{key}.{k}", v)
+        return
+    if isinstance(value, (list, tuple)):
+        for i, v in enumerate(value):
+            _expected(f"{key}[{i}]", v)
+        return
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        raise ConfigError(
+            key,
+            f"expected a number, a nested list of numbers, null, or {', '.join(map(repr, NON_FINITE))}; "
+            f"got {short(value)}",
+        )
+    try:
+        finite = math.isfinite(value)
+    except OverflowError:
+        finite = False
+    if not finite:
+        raise ConfigError(
+            key,
+            f"{short(value)} is not a finite number; to expect a non-finite value write it as the run log "
+            f"does, as text: {', '.join(map(repr, NON_FINITE[:2]))} or {NON_FINITE[2]!r}",
+        )
 
 
 def _verify(raw: Any, expect: Optional[ExpectSpec]) -> str:

@@ -217,9 +217,10 @@ class _Converter:
             if isinstance(v, bool) or not isinstance(v, (int, float)):
                 what = "string literals are" if isinstance(v, (str, bytes)) else f"the literal {v!r} is"
                 raise self.fail(f"{what} not allowed; only numbers", node)
-            if isinstance(v, int) and v.bit_length() > 1024:  # beyond every float type
+            if isinstance(v, int) and not _fits_float(v):  # TensorFlow fails on it; a float gives inf
+                digits = str(abs(v))
                 raise self.fail(
-                    f"the number {str(v)[:12]}... ({len(str(v))} digits) is too large for any float type", node
+                    f"the number {digits[:12]}... ({len(digits)} digits) is too large for any float type", node
                 )
             return Num(v, col)
         if isinstance(node, ast.Name):
@@ -265,6 +266,16 @@ class _Converter:
         if len(args) != sig.tensors:
             raise self.fail(f"{fname} takes {sig.describe(fname)}, got {len(node.args)} argument(s)", node)
         return Call(fname, tuple(self.convert(a, depth) for a in args), axis, col)
+
+
+def _fits_float(v: int) -> bool:
+    """Whether an int rounds to a float64: 2**1024 - 1 does not, though its 1024 bits look as
+    if it did (anything from 2**1024 - 2**970 rounds up to 2**1024, which overflows)."""
+    try:
+        float(v)
+    except OverflowError:
+        return False
+    return True
 
 
 def _int_literal(node: ast.AST) -> int | None:

@@ -59,6 +59,12 @@ class _Lowerer:
         computed by TensorFlow (giving inf) instead of hanging the process.
         """
         dtype = like.dtype if isinstance(like, (tf.Tensor, tf.Variable)) and like.dtype != tf.bool else self.dtype
+        if isinstance(v, int) and dtype.is_integer and not dtype.min <= v <= dtype.max:
+            # TensorFlow would fail on it, or (int32, within int64) wrap it around silently
+            digits = str(v) if len(str(v)) <= 24 else f"{str(v)[:12]}... ({len(str(v))} digits)"
+            raise ValueError(f"the number {digits} does not fit {dtype.name}, the type it meets here")
+        if isinstance(v, int) and not -(2**63) <= v < 2**63:
+            v = float(v)  # TensorFlow reads a Python int through int64 for bfloat16, and fails
         return tf.constant(v, dtype=dtype)
 
     def lower(self, node: ex.Expr) -> Evaluator:

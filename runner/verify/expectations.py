@@ -2,7 +2,10 @@
 
 A run with no declaration is as declared when it completed without error. A declared
 `error: TYPE` is met only when the run failed with exactly that type. Declared derivative
-values are met when every number is within `atol + rtol * |expected|` (NumPy's `isclose`).
+values are met when every number is within `atol + rtol * |expected|` (NumPy's `isclose`);
+an expected NaN, Infinity or -Infinity is written as the run log spells it, as text ("NaN",
+"Infinity", "-Infinity": `runner.config.spec` refuses a float NaN or inf, and any other text),
+and NaN matches NaN.
 A declared `checks: pass` is met when every derivative's independent check
 (:mod:`runner.verify.check`) passed; without it, a failed check is reported but judges nothing.
 """
@@ -73,7 +76,7 @@ def _compare(name: str, want: Any, got: Any, rtol: float, atol: float) -> Option
     if want is None or got is None:
         return None if want is None and got is None else f"{name}: expected {want}, got {_short(got)}"
     try:
-        w = np.asarray(want, dtype=np.float64)
+        w = np.asarray(want, dtype=np.float64)  # reads "NaN", "Infinity", "-Infinity" as floats
         g = np.asarray(got, dtype=np.float64)
         ok = w.shape == g.shape or w.ndim == 0
         ok = ok and bool(np.all(np.isclose(g, w, rtol=rtol, atol=atol, equal_nan=True)))
