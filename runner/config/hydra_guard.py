@@ -104,8 +104,10 @@ class BoundedFileConfigSource(FileConfigSource):
             header = ConfigSource._get_header_dict(text[:512])  # what Hydra's own source reads
         except ValueError as err:
             raise ConfigError(str(path), f"bad header line: {files.excerpt(str(err), 60)}") from None
+        stream = io.StringIO(text)
+        stream.name = str(path)  # YAML's errors name the file, as with Hydra's own source
         return ConfigResult(
-            config=OmegaConf.load(io.StringIO(text)),
+            config=OmegaConf.load(stream),
             path=f"{self.scheme()}://{self.path}",
             provider=self.provider,
             header=header,
