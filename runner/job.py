@@ -34,14 +34,16 @@ def run(cfg: Mapping[str, Any], output_dir: Path, name: str = "run", echo: bool 
         specs.screen(cfg)
         # the settings alone first: a job a resumed sweep already finished is not built again
         run_settings = settings.build(cfg)
-        done = resume.completed(output_dir, digest) if run_settings.resume else None
+        done, why = resume.kept(output_dir, digest) if run_settings.resume else (None, None)
         if done is not None:
             if echo:
-                print(f"{done.get('experiment', name)}: skipped, complete in {output_dir} (resume)")
+                print(f"{done['experiment']}: skipped, complete in {output_dir} (resume)")
             return EXIT_OK if done["expect"]["met"] else EXIT_NOT_AS_DECLARED
+        if why and echo:  # a log is there but cannot be kept: edited, cut short, or other inputs
+            print(f"{name}: {why}; running it again (resume)", file=sys.stderr)
         spec = specs.build(cfg, name=name, run_settings=run_settings)
     except ConfigError as err:
-        _log_config_error(err, cfg, output_dir, name, started, t0)
+        _log_config_error(err, cfg, output_dir, name, started, t0, digest)
         if echo:
             print(err.headline(), file=sys.stderr)
             if err.detail:
@@ -147,14 +149,14 @@ def _error_record(failure: Any) -> Optional[Dict[str, Any]]:
 
 
 def _log_config_error(
-    err: ConfigError, cfg: Mapping[str, Any], output_dir: Path, name: str, started: float, t0: float
+    err: ConfigError, cfg: Mapping[str, Any], output_dir: Path, name: str, started: float, t0: float, digest: str
 ) -> None:
     """A refused config still leaves a log, so a sweep's summary lists every job."""
     expect = cfg.get("expect") if isinstance(cfg.get("expect"), Mapping) else None
     record: Dict[str, Any] = {
         "schema_version": runlog.SCHEMA_VERSION,
         "experiment": cfg.get("name") or name,
-        "config_sha256": resume.config_digest(cfg),
+        "config_sha256": digest,
         "status": "error",
         "values": {},
         "derivatives": [],

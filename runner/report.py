@@ -4,24 +4,46 @@ With a folder of runs (default `outputs`): one line per run and per sweep, oldes
 with its date, experiment, outcome and first derivatives. With one run folder: that run in
 detail (its table, overrides, environment, timing and files). With one sweep folder: the
 sweep's summary table. Reads only files; imports no TensorFlow.
+
+Every log is read whole or not at all (`runner.sweep.resume.read_log`: a size cap, no FIFO
+or link, every key of its type): a bad one is named in one line on stderr, `bad run log:
+PATH: what is wrong`, and the rest are shown. Exit codes: 0, or 2 when PATH is no folder or
+logs were found and none of them could be read.
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
 import os
 import sys
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional
+from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 from runner.config import overrides
 from runner.record import console, runlog
-from runner.sweep import progress
+from runner.sweep import progress, resume, summary
 
 MULTIRUN_FILE = "multirun.yaml"  # Hydra writes it at the top of every sweep folder
 _KEY_DERIVATIVES = 3
+
+
+class Logs:
+    """Reads run logs for one report: a bad one is named in one line (`bad`) and left out,
+    and the logs read are counted, so the report can tell whether it read anything."""
+
+    def __init__(self) -> None:
+        self.bad: List[str] = []
+        self.read = 0
+
+    def load(self, folder: Path) -> Optional[Dict[str, Any]]:
+        try:
+            record = resume.read_log(folder)
+        except resume.BadLog as err:
+            self.bad.append(f"bad run log: {err}")
+            return None
+        self.read += 1
+        return record
 
 
 def find(root: Path) -> Iterator[Path]:
@@ -32,31 +54,26 @@ def find(root: Path) -> Iterator[Path]:
         if MULTIRUN_FILE in files:
             dirs[:] = []
             yield Path(folder)
-        elif runlog.RESULTS_FILE in files:
+        elif runlog.RESULTS_FILE in files or runlog.RESULTS_FILE in dirs:  # a folder of that name is a bad log
             dirs[:] = []
             yield Path(folder)
 
 
-def _load(path: Path) -> Optional[Dict[str, Any]]:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-
-
 def _date(ts: Optional[float]) -> str:
-    return dt.datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M:%S") if ts else "?"
+    try:
+        return dt.datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M:%S") if ts else "?"
+    except (OverflowError, ValueError, OSError):  # a time no calendar holds
+        return "?"
 
 
-def entry(folder: Path) -> Dict[str, Any]:
-    """One line of the listing, as a mapping (date, kind, experiment, outcome, derivatives)."""
+def entry(folder: Path, logs: Optional[Logs] = None) -> Optional[Dict[str, Any]]:
+    """One line of the listing, as a mapping (date, kind, experiment, outcome, derivatives);
+    None for a run whose log cannot be read (`logs` names it)."""
+    logs = logs or Logs()
     if (folder / MULTIRUN_FILE).is_file():
-        from runner.sweep import summary
-
-        rows = summary.collect(folder)
-        records = [_load(Path(r["folder"]) / runlog.RESULTS_FILE) for r in rows]
-        started = min((r["timing"]["started"] for r in records if r and "started" in r.get("timing", {})), default=None)
-        experiments = sorted({r["experiment"] for r in records if r})
+        rows, records = sweep_rows(folder, logs)
+        started = min((r["timing"]["started"] for r in records), default=None)
+        experiments = sorted({r["experiment"] for r in records})
         failed = sum(1 for r in rows if not r["met"])
         return {
             "date": _date(started or folder.stat().st_mtime),
@@ -66,67 +83,115 @@ def entry(folder: Path) -> Dict[str, Any]:
             "derivatives": "",
             "folder": str(folder),
         }
-    rec = _load(folder / runlog.RESULTS_FILE) or {}
-    derivs = [(d["name"], d["value"]) for d in rec.get("derivatives", [])]
+    rec = logs.load(folder)
+    if rec is None:
+        return None
+    derivs = [(d["name"], d["value"]) for d in rec["derivatives"]]
     shown = ", ".join(f"{n} = {_short(console.show(v))}" for n, v in derivs[:_KEY_DERIVATIVES])
     if len(derivs) > _KEY_DERIVATIVES:
         shown += f", ... ({len(derivs)} in all)"
-    met = rec.get("expect", {}).get("met")
     return {
-        "date": _date(rec.get("timing", {}).get("started")),
+        "date": _date(rec["timing"]["started"]),
         "kind": "run",
-        "experiment": rec.get("experiment", "?"),
-        "outcome": f"{rec.get('status', '?')} ({'as declared' if met else 'FAILED'})" if rec else "unreadable",
+        "experiment": rec["experiment"],
+        "outcome": f"{rec['status']} ({'as declared' if rec['expect']['met'] else 'FAILED'})",
         "derivatives": shown,
         "folder": str(folder),
     }
+
+
+def sweep_rows(folder: Path, logs: Logs) -> Tuple[List[Dict[str, Any]], List[Dict[str, Any]]]:
+    """A sweep's summary rows (as `summary.collect` makes them) and the logs they came from,
+    each log read whole first: a bad one is named (`logs`) and its job shown `unreadable`."""
+    rows, records = [], []
+    for job_dir in summary.job_folders(folder):
+        present = os.path.lexists(job_dir / runlog.RESULTS_FILE)
+        rec = logs.load(job_dir) if present else None
+        row: Dict[str, Any] = {"job": job_dir.name, "overrides": _overrides(job_dir), "folder": str(job_dir)}
+        row["resumed"] = False
+        if rec is None:
+            row.update(status="unreadable" if present else "missing", met=False, derivatives={}, checks={})
+            row.update(error=f"{'bad' if present else 'no'} results.json", mismatches=[], duration_s=None)
+        else:
+            err = rec["error"]
+            row.update(
+                status=rec["status"],
+                met=rec["expect"]["met"],
+                derivatives={d["name"]: d["value"] for d in rec["derivatives"]},
+                checks={d["name"]: d["check"].get("passed") for d in rec["derivatives"] if "check" in d},
+                error=f"{err['type']}: {err['message'].splitlines()[0][:120]}" if err else None,
+                mismatches=list(rec["expect"]["mismatches"]),
+                duration_s=rec["timing"].get("total_s"),
+            )
+            records.append(rec)
+        rows.append(row)
+    return rows, records
+
+
+def _overrides(folder: Path) -> List[str]:
+    """The job's overrides; ["?"] when Hydra's overrides.yaml cannot be read."""
+    import yaml
+
+    try:
+        return overrides.overrides(folder)
+    except (OSError, ValueError, TypeError, yaml.YAMLError):
+        return ["?"]
 
 
 def _short(text: str, width: int = 30) -> str:
     return text if len(text) <= width else text[: width - 3] + "..."
 
 
-def listing(root: Path) -> str:
-    """The table of every run and sweep under `root`, oldest first."""
-    entries = sorted((entry(f) for f in find(root)), key=lambda e: e["date"])
+def listing(root: Path, logs: Optional[Logs] = None) -> str:
+    """The table of every run and sweep under `root`, oldest first (bad logs left out:
+    `logs` names them, and the last line counts them)."""
+    logs = logs or Logs()
+    found = (entry(f, logs) for f in find(root))
+    entries = sorted((e for e in found if e is not None), key=lambda e: e["date"])
+    unreadable = f"; {len(logs.bad)} run logs unreadable" if logs.bad else ""
     if not entries:
-        return f"no runs under {root}"
+        return f"no runs under {root}{unreadable}"
     cols = ["date", "kind", "experiment", "outcome", "derivatives", "folder"]
     widths = {c: max(len(c), *(len(e[c]) for e in entries)) for c in cols}
     lines = ["  ".join(c.ljust(widths[c]) for c in cols).rstrip()]
     lines += ["  ".join(e[c].ljust(widths[c]) for c in cols).rstrip() for e in entries]
     runs = sum(1 for e in entries if e["kind"] == "run")
-    lines.append(f"{runs} runs, {len(entries) - runs} sweeps under {root}")
+    lines.append(f"{runs} runs, {len(entries) - runs} sweeps under {root}{unreadable}")
     return "\n".join(lines)
 
 
 def run_detail(folder: Path) -> str:
-    """One run in full: its result table, overrides, environment, timing and files."""
-    rec = json.loads((folder / runlog.RESULTS_FILE).read_text())
-    env = rec.get("environment", {})
+    """One run in full: its result table, overrides, environment, timing and files; a
+    `resume.BadLog` when its log cannot be read."""
+    rec = resume.read_log(folder)
+    env = rec["environment"]
+    argv = env.get("argv")
+    command = env.get("command") or (" ".join(map(str, argv)) if isinstance(argv, list) else "?")
     lines = [console.table(rec, str(folder)), ""]
-    lines.append(f"started:    {_date(rec.get('timing', {}).get('started'))}")
-    lines.append(f"overrides:  {' '.join(overrides.overrides(folder)) or '(none)'}")
-    lines.append(f"command:    {env.get('command') or ' '.join(env.get('argv', []))}")
+    lines.append(f"started:    {_date(rec['timing']['started'])}")
+    lines.append(f"overrides:  {' '.join(_overrides(folder)) or '(none)'}")
+    lines.append(f"command:    {command}")
     lines.append(
         "versions:   " + ", ".join(f"{k} {env.get(k)}" for k in ("python", "tensorflow", "numpy", "hydra", "omegaconf"))
     )
     lines.append(f"machine:    {env.get('platform')}, {env.get('cpu')} ({env.get('cpu_count')} cpus)")
-    for path, state in (env.get("git") or {}).items():
+    git = env.get("git")
+    for path, state in git.items() if isinstance(git, dict) else ():
+        commit = state.get("commit") if isinstance(state, dict) else None
         lines.append(
             f"configs:    {path}: "
             + (
-                f"git {state['commit'][:12]}{' (dirty)' if state.get('dirty') else ''}"
-                if state
+                f"git {commit[:12]}{' (dirty)' if state.get('dirty') else ''}"
+                if isinstance(commit, str)
                 else "not a git repository"
             )
         )
     repro = env.get("reproducibility")
-    if repro:
+    if isinstance(repro, dict):
         lines.append(
             f"seed:       {repro.get('seed')}, op determinism {'on' if repro.get('op_determinism') else 'off'}"
         )
-    timing = rec.get("timing", {})
+    timing = rec["timing"]
     lines.append("timing:     " + ", ".join(f"{k[:-2]} {v:.3f} s" for k, v in timing.items() if k.endswith("_s")))
     files = sorted(p.name for p in folder.iterdir() if p.is_file())
     lines.append(f"files:      {', '.join(files)}")
@@ -134,11 +199,9 @@ def run_detail(folder: Path) -> str:
     return "\n".join(lines)
 
 
-def sweep_detail(folder: Path) -> str:
+def sweep_detail(folder: Path, logs: Optional[Logs] = None) -> str:
     """A sweep's summary table (rebuilt from its jobs' logs, so it is current)."""
-    from runner.sweep import summary
-
-    text = summary.table(summary.collect(folder))
+    text = summary.table(sweep_rows(folder, logs or Logs())[0])
     counts = progress.counts(folder)
     if counts:  # a sweep still running (or killed): how far it got
         text += f"\nprogress: {counts['done']}/{counts['total'] or '?'} jobs finished, {counts['failed']} failed"
@@ -156,16 +219,26 @@ def main(argv: Optional[List[str]] = None) -> int:
     )
     args = parser.parse_args(argv)
     path: Path = args.path
-    if (path / runlog.RESULTS_FILE).is_file():
-        print(run_detail(path))
-    elif (path / MULTIRUN_FILE).is_file():
-        print(sweep_detail(path))
-    elif path.is_dir():
-        print(listing(path))
-    else:
-        print(f"no such folder: {path}", file=sys.stderr)
-        return 2
-    return 0
+    logs = Logs()
+    try:
+        if os.path.lexists(path / runlog.RESULTS_FILE):
+            text = run_detail(path)
+            logs.read += 1
+        elif (path / MULTIRUN_FILE).is_file():
+            text = sweep_detail(path, logs)
+        elif path.is_dir():
+            text = listing(path, logs)
+        else:
+            print(f"no such folder: {path}", file=sys.stderr)
+            return 2
+    except resume.BadLog as err:
+        logs.bad.append(f"bad run log: {err}")
+        text = ""
+    for line in logs.bad:  # one line each, and the rest is shown
+        print(line, file=sys.stderr)
+    if text:
+        print(text)
+    return 2 if logs.bad and not logs.read else 0  # 2: there were logs, and none could be read
 
 
 if __name__ == "__main__":

@@ -6,23 +6,41 @@ and every value and derivative is compared with the logged one: `identical` (the
 bits, as logged), `within tolerance` (`--rtol`/`--atol`, with the largest difference), or
 `MISMATCH`. The status, error type and verdict on `expect` must match too.
 
-Exit codes: 0 reproduced, 1 a mismatch, 2 not a run folder.
+The run folder may come from anyone. Its log is read whole or not at all
+(`runner.sweep.resume.read_log`), its saved config with a size cap, and the rerun writes only
+into a `.rerun/` it creates afresh: a `.rerun` that is a link (or not a folder) is refused,
+never followed. A refusal is one line.
+
+Exit codes: 0 reproduced, 1 a mismatch, 2 not a run folder, a bad log or saved config, or a
+`.rerun` that is not a folder.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
+import os
 import shutil
+import stat
 import sys
+import zipfile
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple, cast
 
 import numpy as np
 
+from runner.config import files
+from runner.errors import ConfigError
 from runner.record import runlog
+from runner.sweep import resume
 
 RERUN_DIR = ".rerun"
+SAVED_CONFIG = Path(".hydra") / "config.yaml"
+# Hydra's saved config is a few kB; one this large would take minutes to parse as YAML.
+CONFIG_LIMIT = 16 * 2**20
+
+
+class Refused(Exception):
+    """The rerun cannot start; the text says why in one line."""
 
 
 def load_value(folder: Path, v: Any) -> Any:
@@ -77,24 +95,25 @@ def items(folder: Path, record: Dict[str, Any]) -> Dict[str, Any]:
 
 
 def rerun(run_dir: Path, rtol: float = 0.0, atol: float = 0.0) -> Tuple[int, List[str]]:
-    """Run `run_dir` again; return the exit code and the report's lines."""
-    from omegaconf import OmegaConf
-
+    """Run `run_dir` again; return the exit code and the report's lines. A bad log raises
+    `resume.BadLog`; a bad saved config or `.rerun` raises `Refused`: before anything runs."""
     from runner import job
     from runner.sweep import folders
 
     folders.register()
-    old = json.loads((run_dir / runlog.RESULTS_FILE).read_text())
-    cfg = cast(Dict[str, Any], OmegaConf.to_container(OmegaConf.load(run_dir / ".hydra" / "config.yaml"), resolve=True))
+    old = resume.read_log(run_dir)
+    old_items = _loaded(run_dir, old)
+    cfg = saved_config(run_dir)
     cfg["resume"] = None
     # the numbers are what is compared; no need to redraw the pictures
-    cfg["log"] = {**(cfg.get("log") or {}), "tensorboard": False, "plots": False}
-    out_dir = run_dir / RERUN_DIR
-    shutil.rmtree(out_dir, ignore_errors=True)
-    job.run(cfg, out_dir, name=old.get("experiment") or "rerun", echo=False)
-    new = json.loads((out_dir / runlog.RESULTS_FILE).read_text())
+    log = cfg.get("log")
+    cfg["log"] = {**(log if isinstance(log, dict) else {}), "tensorboard": False, "plots": False}
+    out_dir = fresh_folder(run_dir / RERUN_DIR)
+    job.run(cfg, out_dir, name=old["experiment"] or "rerun", echo=False)
+    new = resume.read_log(out_dir)
+    new_items = _loaded(out_dir, new)
 
-    lines = [f"rerun of {run_dir} ({old.get('experiment')}) in {out_dir}"]
+    lines = [f"rerun of {run_dir} ({old['experiment']}) in {out_dir}"]
     failed = False
     for label, want, got in [
         ("status", old["status"], new["status"]),
@@ -106,7 +125,6 @@ def rerun(run_dir: Path, rtol: float = 0.0, atol: float = 0.0) -> Tuple[int, Lis
         lines.append(
             f"  {label:<24} {'identical' if same else 'MISMATCH'}" + ("" if same else f": logged {want!r}, now {got!r}")
         )
-    old_items, new_items = items(run_dir, old), items(out_dir, new)
     for label in dict.fromkeys([*old_items, *new_items]):
         if label not in old_items or label not in new_items:
             failed = True
@@ -121,7 +139,7 @@ def rerun(run_dir: Path, rtol: float = 0.0, atol: float = 0.0) -> Tuple[int, Lis
         )
         lines.append(f"  {label:<24} {verdict}{detail}")
     for key in ("python", "tensorflow", "numpy", "platform", "cpu"):
-        was, now = old.get("environment", {}).get(key), new.get("environment", {}).get(key)
+        was, now = old["environment"].get(key), new["environment"].get(key)
         if was != now:
             lines.append(f"  note: {key} was {was}, now {now}")
     lines.append("reproduced" if not failed else "NOT reproduced")
@@ -134,12 +152,80 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--rtol", type=float, default=0.0, help="relative tolerance (default 0: bit-identical)")
     parser.add_argument("--atol", type=float, default=0.0, help="absolute tolerance (default 0: bit-identical)")
     args = parser.parse_args(argv)
-    if not (args.run_dir / runlog.RESULTS_FILE).is_file() or not (args.run_dir / ".hydra" / "config.yaml").is_file():
-        print(f"not a run folder: {args.run_dir} (needs results.json and .hydra/config.yaml)", file=sys.stderr)
+    run_dir: Path = args.run_dir
+    if not (os.path.lexists(run_dir / runlog.RESULTS_FILE) and os.path.lexists(run_dir / SAVED_CONFIG)):
+        print(f"not a run folder: {run_dir} (needs results.json and .hydra/config.yaml)", file=sys.stderr)
         return 2
-    code, lines = rerun(args.run_dir, args.rtol, args.atol)
+    try:
+        code, lines = rerun(run_dir, args.rtol, args.atol)
+    except resume.BadLog as err:
+        print(f"bad run log: {err}", file=sys.stderr)
+        return 2
+    except Refused as err:
+        print(f"cannot rerun: {err}", file=sys.stderr)
+        return 2
     print("\n".join(lines))
     return code
+
+
+def saved_config(run_dir: Path) -> Dict[str, Any]:
+    """The resolved config Hydra saved with the run, read with a size cap; else `Refused`."""
+    import yaml
+    from omegaconf import DictConfig, OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    path = run_dir / SAVED_CONFIG
+    try:
+        text = files.read_bounded(path, str(SAVED_CONFIG), CONFIG_LIMIT, inside=run_dir).decode("utf-8")
+        cfg = OmegaConf.create(text)
+        if not isinstance(cfg, DictConfig):
+            raise Refused(f"{path} is not a mapping")
+        return cast(Dict[str, Any], OmegaConf.to_container(cfg, resolve=True))
+    except ConfigError as err:  # a FIFO, a device, a link out of the run folder, too large
+        raise Refused(err.message) from None
+    except UnicodeDecodeError:
+        raise Refused(f"{path} is not UTF-8") from None
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise Refused(f"{path}: malformed YAML{where}: {getattr(err, 'problem', None) or 'cannot parse'}") from None
+    except (OmegaConfBaseException, ValueError, RecursionError) as err:
+        raise Refused(f"{path}: {type(err).__name__}: {_first_line(err)}") from None
+
+
+def fresh_folder(out_dir: Path) -> Path:
+    """`out_dir` made anew, empty, as a real folder: an earlier one is removed (without
+    following the links in it), and a link or any other file there is refused, not followed."""
+    try:
+        mode: Optional[int] = os.lstat(out_dir).st_mode
+    except FileNotFoundError:
+        mode = None
+    if mode is not None and stat.S_ISLNK(mode):
+        raise Refused(f"{out_dir} is a symbolic link; rerun writes only inside the run folder (remove the link)")
+    if mode is not None and not stat.S_ISDIR(mode):
+        kind = "a FIFO" if stat.S_ISFIFO(mode) else "a file"
+        raise Refused(f"{out_dir} is {kind}, not a folder (remove it to rerun)")
+    try:
+        if mode is not None:
+            shutil.rmtree(out_dir)  # safe against links inside: they are removed, not followed
+        os.mkdir(out_dir)  # exclusive: whatever appeared meanwhile, even a link, fails here
+    except OSError as err:
+        raise Refused(f"{out_dir}: {err.strerror or err}") from None
+    return out_dir
+
+
+def _loaded(folder: Path, record: Dict[str, Any]) -> Dict[str, Any]:
+    """`items`, with a corrupt arrays.npz (its headers were whole, its data not) a `BadLog`."""
+    try:
+        return items(folder, record)
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:
+        raise resume.BadLog(f"{folder / runlog.ARRAYS_FILE} is corrupt: {_first_line(err)}") from None
+
+
+def _first_line(err: BaseException) -> str:
+    """An error's first line, short and escaped (it may quote a user's file)."""
+    text = str(err).strip()
+    return files.excerpt(text.splitlines()[0]) if text else type(err).__name__
 
 
 if __name__ == "__main__":

@@ -1,0 +1,495 @@
+"""Run logs are read as untrusted files: report, rerun and resume name a bad one and go on.
+
+Real logs come from a real sweep (`python -m runner -m ...`, two jobs, each with an
+`arrays.npz`); each row of `BAD_LOGS` corrupts a copy of one job folder. `runner.report` and
+`runner.rerun` name the bad log in one line, without a traceback, and show the good ones (each
+row in-process; the commands in subprocesses with a timeout, every row at once for report, so
+a FIFO that hangs fails the test); `resume.kept` refuses it, so a resumed sweep runs that job
+again. `rerun` never writes through a `.rerun` link, and a changed point file reruns its job.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any, Callable, Dict
+
+import pytest
+
+from runner import report, rerun
+from runner.record import runlog
+from runner.sweep import resume
+from tests.helpers import cli, command_env, summary, sweep_dirs
+
+RESULTS = runlog.RESULTS_FILE
+ARRAYS = runlog.ARRAYS_FILE
+GRID_SWEEP = [
+    "-m",
+    "experiment=seed_chain_rule",
+    "point.x={linspace: [-2, 2, 41]}",
+    "derivatives=[{target: z, sources: x}]",
+    "log.max_inline_elements=10",
+    "seed=0,1",
+]
+
+
+def tool(module: str, *args: Any, cwd: Path, timeout: float = 120) -> subprocess.CompletedProcess:
+    """`python -m runner.MODULE ARGS` in a subprocess (killed after `timeout` seconds)."""
+    return subprocess.run(
+        [sys.executable, "-m", f"runner.{module}", *map(str, args)],
+        cwd=cwd,
+        env=command_env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+@pytest.fixture(scope="module")
+def grid_sweep(tmp_path_factory):
+    """A real two-job sweep whose jobs keep their tensors in arrays.npz; copy it, never edit it."""
+    cwd = tmp_path_factory.mktemp("grid_sweep")
+    proc = cli(GRID_SWEEP, cwd=cwd)
+    assert proc.returncode == 0, proc.stderr
+    [sweep_dir] = sweep_dirs(cwd)
+    return cwd, sweep_dir
+
+
+@pytest.fixture(scope="module")
+def grid_run(tmp_path_factory) -> Path:
+    """The same job run in-process (no subprocess), with the config Hydra would save beside it."""
+    from omegaconf import OmegaConf
+
+    from runner import job
+    from tests.helpers import composed
+
+    cfg = composed([a for a in GRID_SWEEP if a not in ("-m", "seed=0,1")])
+    folder = tmp_path_factory.mktemp("grid_run") / "run"
+    assert job.run(cfg, folder, name="seed_chain_rule", echo=False) == 0
+    (folder / rerun.SAVED_CONFIG).parent.mkdir()
+    OmegaConf.save(OmegaConf.create(cfg), folder / rerun.SAVED_CONFIG)
+    return folder
+
+
+# ---------------------------------------------------------------- the table of bad logs
+
+
+def _write(data: bytes, name: str = RESULTS) -> Callable[[Path], None]:
+    return lambda folder: (folder / name).write_bytes(data)
+
+
+def _edit(change: Callable[[Dict[str, Any]], None]) -> Callable[[Path], None]:
+    def apply(folder: Path) -> None:
+        rec = json.loads((folder / RESULTS).read_text())
+        change(rec)
+        (folder / RESULTS).write_text(json.dumps(rec, indent=2))
+
+    return apply
+
+
+def _truncate(name: str) -> Callable[[Path], None]:
+    def apply(folder: Path) -> None:
+        data = (folder / name).read_bytes()
+        (folder / name).write_bytes(data[: len(data) // 2])
+
+    return apply
+
+
+def _fifo(name: str) -> Callable[[Path], None]:
+    def apply(folder: Path) -> None:
+        (folder / name).unlink()
+        os.mkfifo(folder / name)
+
+    return apply
+
+
+def _compressed(folder: Path) -> None:
+    import numpy as np
+
+    with np.load(folder / ARRAYS) as npz:
+        arrays = {k: npz[k] for k in npz.files}
+    np.savez_compressed(folder / ARRAYS, **arrays)  # the same arrays, deflated: a zip bomb's form
+
+
+def _arrays_link(folder: Path) -> None:
+    elsewhere = folder.parent / f".{folder.name}-arrays.npz"
+    (folder / ARRAYS).rename(elsewhere)
+    (folder / ARRAYS).symlink_to(elsewhere)
+
+
+def _huge(folder: Path) -> None:
+    with open(folder / RESULTS, "r+b") as f:  # sparse: costs no disk, and must not be read
+        f.truncate(resume.LOG_LIMIT + 1)
+
+
+def _folder(folder: Path) -> None:
+    (folder / RESULTS).unlink()
+    (folder / RESULTS).mkdir()
+
+
+def _link(target: str) -> Callable[[Path], None]:
+    def apply(folder: Path) -> None:
+        (folder / RESULTS).unlink()
+        (folder / RESULTS).symlink_to(target)
+
+    return apply
+
+
+def _link_to_a_good_log_outside(folder: Path) -> None:
+    elsewhere = folder.parent / f".{folder.name}-elsewhere"  # hidden: not listed itself
+    shutil.copytree(folder, elsewhere, symlinks=True)
+    _link(str(elsewhere / RESULTS))(folder)
+
+
+def _set(path: str, value: Any) -> Callable[[Dict[str, Any]], None]:
+    def change(rec: Dict[str, Any]) -> None:
+        *parents, last = path.split(".")
+        node: Any = rec
+        for part in parents:
+            node = node[int(part)] if isinstance(node, list) else node[part]
+        node[last] = value
+
+    return change
+
+
+def _delete(key: str) -> Callable[[Dict[str, Any]], None]:
+    return lambda rec: rec.pop(key)
+
+
+BAD_LOGS = [
+    # (id, corruption of a copied job folder, words the one line must hold)
+    ("truncated", _truncate(RESULTS), "truncated"),
+    ("empty", _write(b""), "empty"),
+    ("not-json", _write(b"results: fine\n"), "not JSON"),
+    ("nan-literal", _write(b'{"schema_version": NaN}'), "not strict JSON"),
+    ("nested-too-deeply", _write(b"[" * 100_000 + b"]" * 100_000), "nested too deeply"),
+    ("a-list", _write(b"[1, 2, 3]"), "not an object"),
+    ("a-string", _write(b'"ok"'), "not an object"),
+    ("not-utf8", _write(b'{"experiment": "caf\xe9"}'), "not UTF-8"),
+    ("utf16", _write('{"schema_version": 1}'.encode("utf-16")), "not UTF-8"),
+    ("schema-version-2", _edit(_set("schema_version", 2)), "schema_version"),
+    ("schema-version-text", _edit(_set("schema_version", "1")), "schema_version"),
+    ("no-status", _edit(_delete("status")), "status"),
+    ("no-expect", _edit(_delete("expect")), "expect"),
+    ("no-derivatives", _edit(_delete("derivatives")), "derivatives"),
+    ("status-unknown", _edit(_set("status", "fine")), "status"),
+    ("digest-a-number", _edit(_set("config_sha256", 5)), "config_sha256"),
+    ("values-a-list", _edit(_set("values", [])), "values"),
+    ("derivative-a-number", _edit(_set("derivatives", [1])), "derivatives[0]"),
+    ("derivative-without-kind", _edit(lambda r: r["derivatives"][0].pop("kind")), "derivatives[0].kind"),
+    ("met-a-string", _edit(_set("expect.met", "yes")), "expect.met"),
+    ("mismatches-a-string", _edit(_set("expect.mismatches", "none")), "expect.mismatches"),
+    ("error-without-message", _edit(_set("error", {"type": "X"})), "error.message"),
+    ("check-without-method", _edit(_set("derivatives.0.check", {"passed": True})), "check.method"),
+    ("warnings-numbers", _edit(_set("warnings", [1])), "warnings"),
+    ("ragged-value", _edit(_set("values.x", [[1.0], [1.0, 2.0]])), "values.x"),
+    ("text-value", _edit(_set("values.x", "seven")), "values.x"),
+    ("started-text", _edit(_set("timing.started", "noon")), "timing.started"),
+    ("timing-a-list", _edit(_set("timing", [])), "timing"),
+    ("environment-a-string", _edit(_set("environment", "linux")), "environment"),
+    ("array-path-leaves", _edit(_set("derivatives.0.value.array.file", "../../../etc/passwd")), "'../../../etc/"),
+    ("array-shape-text", _edit(_set("values.x.array.shape", "41")), "values.x.array.shape"),
+    ("arrays-missing", lambda f: (f / ARRAYS).unlink(), "arrays.npz, which holds values.x, is missing"),
+    ("arrays-truncated", _truncate(ARRAYS), "arrays.npz"),
+    ("arrays-not-a-zip", _write(b"PK\x03\x04 not really", ARRAYS), "arrays.npz"),
+    ("arrays-fifo", _fifo(ARRAYS), "FIFO"),
+    ("arrays-link", _arrays_link, "symbolic link"),
+    ("arrays-compressed", _compressed, "compressed"),
+    ("arrays-key-missing", _edit(_set("derivatives.0.value.array.key", "derivatives/nope")), "derivatives/nope"),
+    ("arrays-shape-differs", _edit(_set("values.x.array.shape", [42])), "shape"),
+    ("huge", _huge, "limit"),
+    ("fifo", _fifo(RESULTS), "FIFO"),
+    ("a-folder", _folder, "folder"),
+    ("link-to-dev-zero", _link("/dev/zero"), "symbolic link"),
+    ("link-to-a-log-outside", _link_to_a_good_log_outside, "symbolic link"),
+    ("link-loop", _link(RESULTS), "symbolic link"),
+]
+IDS = [row[0] for row in BAD_LOGS]
+ROWS = [row[1:] for row in BAD_LOGS]
+
+
+def bad_copy(src: Path, dst: Path, corrupt: Callable[[Path], None]) -> Path:
+    """A copy of a real run folder, corrupted."""
+    folder = Path(shutil.copytree(src, dst, symlinks=True))
+    corrupt(folder)
+    return folder
+
+
+def one_line(stream: str) -> str:
+    lines = stream.splitlines()
+    assert len(lines) == 1, stream
+    return lines[0]
+
+
+def assert_names(line: str, folder: Path, words: str) -> None:
+    assert "Traceback" not in line
+    assert line.startswith("bad run log: ") and str(folder) in line, line
+    assert words in line, line
+    assert len(line) < len(str(folder)) + 160, line  # short: names the file and what is wrong
+
+
+@pytest.mark.parametrize("corrupt, words", ROWS, ids=IDS)
+def test_report_names_a_bad_run_in_one_line(grid_run, tmp_path, capsys, corrupt, words):
+    folder = bad_copy(grid_run, tmp_path / "run", corrupt)
+    assert report.main([str(folder)]) == 2  # nothing could be read
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert_names(one_line(err), folder, words)
+
+
+@pytest.mark.parametrize("corrupt, words", ROWS, ids=IDS)
+def test_rerun_names_a_bad_run_in_one_line_and_runs_nothing(grid_run, tmp_path, capsys, corrupt, words):
+    folder = bad_copy(grid_run, tmp_path / "run", corrupt)
+    assert rerun.main([str(folder)]) == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert_names(one_line(err), folder, words)
+    assert not os.path.lexists(folder / rerun.RERUN_DIR)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("row", ["truncated", "fifo", "arrays-truncated", "schema-version-2"])
+def test_the_rerun_command_names_a_bad_run_in_one_line(grid_sweep, tmp_path, row):
+    [(corrupt, words)] = [r[1:] for r in BAD_LOGS if r[0] == row]
+    folder = bad_copy(grid_sweep[1] / "0", tmp_path / "run", corrupt)
+    proc = tool("rerun", folder, cwd=tmp_path, timeout=60)  # a FIFO must not hang it
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert_names(one_line(proc.stderr), folder, words)
+
+
+@pytest.mark.parametrize("corrupt, words", ROWS, ids=IDS)
+def test_resume_keeps_no_bad_result(grid_run, tmp_path, corrupt, words):
+    digest = json.loads((grid_run / RESULTS).read_text())["config_sha256"]
+    assert resume.kept(grid_run, digest)[1] is None  # the good original is kept
+    folder = bad_copy(grid_run, tmp_path / "run", corrupt)
+    record, why = resume.kept(folder, digest)
+    assert record is None and resume.completed(folder, digest) is None
+    assert why is not None and words in why and str(folder) in why, why
+
+
+@pytest.mark.slow
+def test_report_lists_the_good_logs_and_names_each_bad_one(grid_sweep, tmp_path):
+    """Every row of the table at once, through the command (a FIFO must not hang it)."""
+    root = tmp_path / "outputs"
+    shutil.copytree(grid_sweep[1], root / "sweep", symlinks=True)
+    shutil.copytree(grid_sweep[1] / "1", root / "single", symlinks=True)
+    bad = [bad_copy(grid_sweep[1] / "0", root / "bad" / name, corrupt) for name, corrupt, _ in BAD_LOGS]
+    proc = tool("report", root, cwd=tmp_path, timeout=60)
+    assert proc.returncode == 0, proc.stderr  # some logs were read
+    assert "Traceback" not in proc.stderr
+    lines = proc.stderr.splitlines()
+    assert len(lines) == len(bad), proc.stderr
+    for folder, line in zip(sorted(bad, key=str), sorted(lines)):
+        assert line.startswith("bad run log: ") and str(folder) + os.sep in line
+    assert f"{root / 'single'}" in proc.stdout and f"{root / 'sweep'}" in proc.stdout
+    assert "2 jobs, 0 failed" in proc.stdout
+    assert proc.stdout.rstrip().endswith(f"1 runs, 1 sweeps under {root}; {len(bad)} run logs unreadable")
+
+
+@pytest.mark.slow
+def test_report_of_a_sweep_with_a_bad_job_shows_the_rest(grid_sweep, tmp_path):
+    sweep_dir = Path(shutil.copytree(grid_sweep[1], tmp_path / "sweep", symlinks=True))
+    _fifo(RESULTS)(sweep_dir / "1")
+    proc = tool("report", sweep_dir, cwd=tmp_path)
+    assert proc.returncode == 0
+    assert_names(one_line(proc.stderr), sweep_dir / "1", "FIFO")
+    assert "sweep: 2 jobs, 1 failed" in proc.stdout
+    rows = {line.split()[0]: line for line in proc.stdout.splitlines() if line.strip().startswith("#")}
+    assert " ok " in rows["#0"] and " unreadable " in rows["#1"]
+
+
+# ---------------------------------------------------------------- rerun writes only in its run folder
+
+
+def _outside(tmp_path: Path) -> Path:
+    out = tmp_path / "outside"
+    out.mkdir()
+    (out / RESULTS).write_text("precious\n")
+    (out / ARRAYS).write_text("precious too\n")
+    return out
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("target", ["folder", "file", "dangling"])
+def test_rerun_refuses_a_rerun_folder_that_is_a_link(grid_sweep, tmp_path, target):
+    outside = _outside(tmp_path)
+    folder = Path(shutil.copytree(grid_sweep[1] / "0", tmp_path / "run", symlinks=True))
+    link = folder / rerun.RERUN_DIR
+    link.symlink_to({"folder": outside, "file": outside / RESULTS, "dangling": outside / "new"}[target])
+    proc = tool("rerun", folder, cwd=tmp_path)
+    assert proc.returncode == 2 and proc.stdout == ""
+    line = one_line(proc.stderr)
+    assert "Traceback" not in line and str(link) in line and "link" in line, line
+    assert sorted(p.name for p in outside.iterdir()) == [ARRAYS, RESULTS]
+    assert (outside / RESULTS).read_text() == "precious\n" and (outside / ARRAYS).read_text() == "precious too\n"
+    assert link.is_symlink()  # left as it was, for its owner to look at
+
+
+@pytest.mark.slow
+def test_rerun_refuses_a_rerun_fifo_without_hanging(grid_sweep, tmp_path):
+    folder = Path(shutil.copytree(grid_sweep[1] / "0", tmp_path / "run", symlinks=True))
+    os.mkfifo(folder / rerun.RERUN_DIR)
+    proc = tool("rerun", folder, cwd=tmp_path, timeout=60)
+    assert proc.returncode == 2 and "FIFO" in one_line(proc.stderr)
+
+
+@pytest.mark.slow
+def test_rerun_replaces_links_in_an_old_rerun_folder_without_following_them(grid_sweep, tmp_path):
+    outside = _outside(tmp_path)
+    folder = Path(shutil.copytree(grid_sweep[1] / "0", tmp_path / "run", symlinks=True))
+    old = folder / rerun.RERUN_DIR
+    old.mkdir()
+    for name in (RESULTS, ARRAYS):  # the very files the rerun writes
+        (old / name).symlink_to(outside / name)
+    proc = tool("rerun", folder, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert proc.stdout.rstrip().endswith("\nreproduced")
+    assert (outside / RESULTS).read_text() == "precious\n" and (outside / ARRAYS).read_text() == "precious too\n"
+    for name in (RESULTS, ARRAYS):
+        assert not (old / name).is_symlink() and (old / name).is_file()
+
+
+@pytest.mark.slow
+def test_rerun_names_a_bad_saved_config_in_one_line(grid_sweep, tmp_path):
+    folder = Path(shutil.copytree(grid_sweep[1] / "0", tmp_path / "run", symlinks=True))
+    config = folder / ".hydra" / "config.yaml"
+    config.write_text("function: [unclosed\n")
+    proc = tool("rerun", folder, cwd=tmp_path)
+    assert proc.returncode == 2 and proc.stdout == ""
+    line = one_line(proc.stderr)
+    assert str(config) in line and "YAML" in line and "Traceback" not in line
+    config.unlink()
+    os.mkfifo(config)
+    proc = tool("rerun", folder, cwd=tmp_path, timeout=60)
+    assert proc.returncode == 2 and "FIFO" in one_line(proc.stderr)
+
+
+# ---------------------------------------------------------------- resume: the digest covers files
+
+
+def _old_digest(cfg: Dict[str, Any]) -> str:
+    """The digest as every earlier version computed it (files not included)."""
+    data = {k: v for k, v in cfg.items() if k != "resume"}
+    return hashlib.sha256(json.dumps(data, sort_keys=True, separators=(",", ":"), default=str).encode()).hexdigest()
+
+
+def test_a_config_without_files_keeps_its_digest():
+    from tests.helpers import composed
+
+    for overrides in (["experiment=seed_cubic"], ["experiment=grid"], ["experiment=seed_cubic", "resume=x"]):
+        cfg = composed(overrides)
+        assert resume.config_digest(cfg) == _old_digest(cfg)
+
+
+def _cfg(point: Any, **derivative: Any) -> Dict[str, Any]:
+    return {"point": {"x": point}, "derivatives": [{"target": "y", "sources": "x", **derivative}]}
+
+
+@pytest.mark.parametrize(
+    "place",
+    [
+        lambda f: _cfg({"file": f}),
+        lambda f: _cfg({"grid": {"file": f}}),
+        lambda f: _cfg(1.0, output_gradients={"file": f}),
+        lambda f: _cfg(1.0, tangents={"x": {"file": f}}),
+    ],
+    ids=["point", "grid-axis", "output-gradients", "tangents"],
+)
+def test_the_digest_holds_the_content_of_every_file_the_config_reads(tmp_path, monkeypatch, place):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "p.csv").write_text("1,2,3\n")
+    cfg = place("p.csv")
+    first = resume.config_digest(cfg)
+    assert first != _old_digest(cfg)
+    os.utime(tmp_path / "p.csv", (0, 0))
+    assert resume.config_digest(cfg) == first  # the same bytes: the same digest
+    (tmp_path / "p.csv").write_text("1,2,4\n")
+    assert resume.config_digest(cfg) != first
+    assert resume.config_digest(place(str(tmp_path / "p.csv"))) != first  # the path differs, the content not
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda p: None,
+        lambda p: os.mkfifo(p),
+        lambda p: p.mkdir(),
+        lambda p: p.symlink_to("/dev/zero"),
+        lambda p: p.symlink_to(p),
+    ],
+    ids=["missing", "fifo", "folder", "device", "loop"],
+)
+def test_the_digest_of_an_unreadable_file_is_made_without_reading_it(tmp_path, monkeypatch, make):
+    monkeypatch.chdir(tmp_path)
+    path = tmp_path / "p.csv"
+    make(path)
+    cfg = _cfg({"file": "p.csv"})
+    unreadable = resume.config_digest(cfg)  # made at once: a FIFO does not block, a device is not read
+    assert unreadable == resume.config_digest(cfg) != _old_digest(cfg)
+    if path.is_dir() and not path.is_symlink():
+        path.rmdir()
+    elif path.is_symlink() or path.exists():
+        path.unlink()
+    path.write_text("1\n")
+    assert resume.config_digest(cfg) != unreadable  # the file is there now: the job runs again
+
+
+FILE_SWEEP = ["-m", "experiment=seed_cubic", "point.x={file: p.csv}", "seed=0,1"]
+
+
+@pytest.mark.slow
+def test_a_changed_point_file_reruns_its_jobs_on_resume(tmp_path):
+    (tmp_path / "p.csv").write_text("1,2\n")
+    first = cli(FILE_SWEEP, cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    [sweep_dir] = sweep_dirs(tmp_path)
+    assert [r["derivatives"]["dy/dx"] for r in summary(sweep_dir)["rows"]] == [[3.0, 12.0]] * 2
+
+    same = cli([*FILE_SWEEP, f"resume={sweep_dir}"], cwd=tmp_path)
+    assert same.returncode == 0, same.stderr
+    assert [r["resumed"] for r in summary(sweep_dir)["rows"]] == [True, True]
+
+    (tmp_path / "p.csv").write_text("3,4\n")
+    changed = cli([*FILE_SWEEP, f"resume={sweep_dir}"], cwd=tmp_path)
+    assert changed.returncode == 0, changed.stderr
+    rows = summary(sweep_dir)["rows"]
+    assert [r["resumed"] for r in rows] == [False, False]
+    assert [r["derivatives"]["dy/dx"] for r in rows] == [[27.0, 48.0]] * 2
+    lines = [line for line in changed.stderr.splitlines() if "running it again (resume)" in line]
+    assert len(lines) == 2 and all("config_sha256" in line for line in lines), changed.stderr
+
+
+@pytest.mark.slow
+def test_a_tampered_kept_result_is_run_again_not_resumed(grid_sweep, tmp_path):
+    cwd, original = grid_sweep
+    sweep_dir = Path(shutil.copytree(original, tmp_path / "sweep", symlinks=True))
+    _truncate(RESULTS)(sweep_dir / "0")
+    (sweep_dir / "1" / ARRAYS).unlink()
+    proc = cli([*GRID_SWEEP, f"resume={sweep_dir}"], cwd=cwd)
+    assert proc.returncode == 0, proc.stderr
+    assert [r["resumed"] for r in summary(sweep_dir)["rows"]] == [False, False]
+    lines = [line for line in proc.stderr.splitlines() if "running it again (resume)" in line]
+    assert len(lines) == 2, proc.stderr
+    assert "truncated" in lines[0] and str(sweep_dir / "0") in lines[0]
+    assert "arrays.npz, which holds values.x, is missing" in lines[1] and str(sweep_dir / "1") in lines[1]
+    for job in ("0", "1"):
+        assert resume.kept(sweep_dir / job, _digest_of(sweep_dir / job))[1] is None  # whole again
+
+    again = cli([*GRID_SWEEP, f"resume={sweep_dir}"], cwd=cwd)  # and now kept
+    assert [r["resumed"] for r in summary(sweep_dir)["rows"]] == [True, True], again.stderr
+    assert "running it again" not in again.stderr
+
+
+def _digest_of(folder: Path) -> str:
+    return json.loads((folder / RESULTS).read_text())["config_sha256"]
+
+
+def test_a_kept_result_of_another_config_is_named(grid_run):
+    record, why = resume.kept(grid_run, "0" * 64)
+    assert record is None and why is not None and "config_sha256" in why
+    assert resume.kept(grid_run.parent / "nowhere", "0" * 64) == (None, None)  # nothing kept, nothing to say
