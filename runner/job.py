@@ -128,14 +128,17 @@ def _check_record(enc: runlog.Encoder, name: str, check: Dict[str, Any]) -> Dict
 
 
 def _json_safe(v: Any) -> Any:
-    if isinstance(v, dict):
+    if isinstance(v, Mapping):
         return {k: _json_safe(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_json_safe(x) for x in v]
     return runlog.plain(float(v)) if isinstance(v, float) else v
 
 
 def _declared(expect: Optional[Mapping[str, Any]]) -> Optional[Dict[str, Any]]:
     """What a (refused) config declared under `expect`: the keys it set, or None."""
-    declared = {k: expect[k] for k in ("error", "derivatives", "checks") if expect and expect.get(k)}
+    # as strict JSON: a refused NaN or 1e400 is logged the way results.json spells it
+    declared = {k: _json_safe(expect[k]) for k in ("error", "derivatives", "checks") if expect and expect.get(k)}
     return declared or None
 
 

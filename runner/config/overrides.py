@@ -43,7 +43,7 @@ def parse_overrides(overrides: List[str]) -> Dict[str, Any]:
             continue
         try:
             value = yaml.safe_load(raw)
-        except yaml.YAMLError:
+        except (yaml.YAMLError, ValueError):  # ValueError: a date-like value no calendar has (2001-02-30)
             value = raw
         if isinstance(value, str):
             try:
