@@ -5,7 +5,7 @@ with its date, experiment, outcome and first derivatives. With one run folder: t
 detail (its table, overrides, environment, timing and files). With one sweep folder: the
 sweep's summary table. Reads only files; imports no TensorFlow.
 
-Every log is read whole or not at all (`runner.sweep.resume.read_log`: a size cap, no FIFO
+Every log is read whole or not at all (`runner.sweep.log_reader.read_log`: a size cap, no FIFO
 or link, every key of its type): a bad one is named in one line on stderr, `bad run log:
 PATH: what is wrong`, and the rest are shown. Exit codes: 0, or 2 when PATH is no folder or
 logs were found and none of them could be read.
@@ -21,8 +21,8 @@ from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 from runner.config import overrides
-from runner.record import console, runlog
-from runner.sweep import progress, resume, summary
+from runner.record import console, log_reader, runlog
+from runner.sweep import progress, summary
 
 MULTIRUN_FILE = "multirun.yaml"  # Hydra writes it at the top of every sweep folder
 _KEY_DERIVATIVES = 3
@@ -38,8 +38,8 @@ class Logs:
 
     def load(self, folder: Path) -> Optional[Dict[str, Any]]:
         try:
-            record = resume.read_log(folder)
-        except resume.BadLog as err:
+            record = log_reader.read_log(folder)
+        except log_reader.BadLog as err:
             self.bad.append(f"bad run log: {err}")
             return None
         self.read += 1
@@ -162,8 +162,8 @@ def listing(root: Path, logs: Optional[Logs] = None) -> str:
 
 def run_detail(folder: Path) -> str:
     """One run in full: its result table, overrides, environment, timing and files; a
-    `resume.BadLog` when its log cannot be read."""
-    rec = resume.read_log(folder)
+    `log_reader.BadLog` when its log cannot be read."""
+    rec = log_reader.read_log(folder)
     env = rec["environment"]
     argv = env.get("argv")
     command = env.get("command") or (" ".join(map(str, argv)) if isinstance(argv, list) else "?")
@@ -231,7 +231,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         else:
             print(f"no such folder: {path}", file=sys.stderr)
             return 2
-    except resume.BadLog as err:
+    except log_reader.BadLog as err:
         logs.bad.append(f"bad run log: {err}")
         text = ""
     for line in logs.bad:  # one line each, and the rest is shown

@@ -7,7 +7,7 @@ bits, as logged), `within tolerance` (`--rtol`/`--atol`, with the largest differ
 `MISMATCH`. The status, error type and verdict on `expect` must match too.
 
 The run folder may come from anyone. Its log is read whole or not at all
-(`runner.sweep.resume.read_log`), its saved config with a size cap, and the rerun writes only
+(`runner.sweep.log_reader.read_log`), its saved config with a size cap, and the rerun writes only
 into a `.rerun/` it creates afresh: a `.rerun` that is a link (or not a folder) is refused,
 never followed. A refusal is one line.
 
@@ -30,8 +30,7 @@ import numpy as np
 
 from runner.config import files
 from runner.errors import ConfigError
-from runner.record import runlog
-from runner.sweep import resume
+from runner.record import log_reader, runlog
 
 RERUN_DIR = ".rerun"
 SAVED_CONFIG = Path(".hydra") / "config.yaml"
@@ -96,12 +95,12 @@ def items(folder: Path, record: Dict[str, Any]) -> Dict[str, Any]:
 
 def rerun(run_dir: Path, rtol: float = 0.0, atol: float = 0.0) -> Tuple[int, List[str]]:
     """Run `run_dir` again; return the exit code and the report's lines. A bad log raises
-    `resume.BadLog`; a bad saved config or `.rerun` raises `Refused`: before anything runs."""
+    `log_reader.BadLog`; a bad saved config or `.rerun` raises `Refused`: before anything runs."""
     from runner import job
     from runner.sweep import folders
 
     folders.register()
-    old = resume.read_log(run_dir)
+    old = log_reader.read_log(run_dir)
     old_items = _loaded(run_dir, old)
     cfg = saved_config(run_dir)
     cfg["resume"] = None
@@ -110,7 +109,7 @@ def rerun(run_dir: Path, rtol: float = 0.0, atol: float = 0.0) -> Tuple[int, Lis
     cfg["log"] = {**(log if isinstance(log, dict) else {}), "tensorboard": False, "plots": False}
     out_dir = fresh_folder(run_dir / RERUN_DIR)
     job.run(cfg, out_dir, name=old["experiment"] or "rerun", echo=False)
-    new = resume.read_log(out_dir)
+    new = log_reader.read_log(out_dir)
     new_items = _loaded(out_dir, new)
 
     lines = [f"rerun of {run_dir} ({old['experiment']}) in {out_dir}"]
@@ -158,7 +157,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         return 2
     try:
         code, lines = rerun(run_dir, args.rtol, args.atol)
-    except resume.BadLog as err:
+    except log_reader.BadLog as err:
         print(f"bad run log: {err}", file=sys.stderr)
         return 2
     except Refused as err:
@@ -219,7 +218,7 @@ def _loaded(folder: Path, record: Dict[str, Any]) -> Dict[str, Any]:
     try:
         return items(folder, record)
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:
-        raise resume.BadLog(f"{folder / runlog.ARRAYS_FILE} is corrupt: {_first_line(err)}") from None
+        raise log_reader.BadLog(f"{folder / runlog.ARRAYS_FILE} is corrupt: {_first_line(err)}") from None
 
 
 def _first_line(err: BaseException) -> str:

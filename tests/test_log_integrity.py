@@ -22,7 +22,7 @@ from typing import Any, Callable, Dict
 import pytest
 
 from runner import report, rerun
-from runner.record import runlog
+from runner.record import log_reader, runlog
 from runner.sweep import resume
 from tests.helpers import cli, command_env, summary, sweep_dirs
 
@@ -124,7 +124,7 @@ def _arrays_link(folder: Path) -> None:
 
 def _huge(folder: Path) -> None:
     with open(folder / RESULTS, "r+b") as f:  # sparse: costs no disk, and must not be read
-        f.truncate(resume.LOG_LIMIT + 1)
+        f.truncate(log_reader.LOG_LIMIT + 1)
 
 
 def _folder(folder: Path) -> None:

@@ -1,0 +1,260 @@
+"""Reading a run log back, whole or not at all.
+
+`read_log` is how resume (`runner.sweep.resume`), `runner.report`, `runner.rerun` and the
+sweep summary read a `results.json` that may come from anywhere: read with a size cap, never
+a FIFO or a link, checked for every key a finished job writes and each of its types, and the
+tensors it keeps in `arrays.npz` present by name, shape and dtype. Anything else is a
+`BadLog` whose text names the file and what is wrong, in one short line.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import stat
+import zipfile
+from pathlib import Path
+from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
+
+from runner.config import files
+from runner.errors import ConfigError
+from runner.record import runlog
+
+# A run log larger than this is not read: with the default log.max_inline_elements (10,000)
+# a log is kB to a few MB; only a very large setting of it makes a legitimate one this big.
+LOG_LIMIT = 256 * 2**20
+_NON_FINITE = ("NaN", "Infinity", "-Infinity")  # how a run log spells them (runlog.plain)
+
+
+class BadLog(ValueError):
+    """A `results.json` (or the `arrays.npz` it references) that is not a whole run log."""
+
+
+def read_log(folder: Path) -> Dict[str, Any]:
+    """The run log in `folder`, checked whole: every key a finished job writes, of its type,
+    and every tensor it keeps in arrays.npz present (by name, shape and dtype); else a `BadLog`."""
+    path = folder / runlog.RESULTS_FILE
+    record = _parse(path, _read_regular(path, LOG_LIMIT))
+    refs: List[Tuple[str, Dict[str, Any]]] = []
+    try:
+        problem = _record_problem(record, refs)
+    except RecursionError:
+        problem = "nested too deeply to read"
+    if problem:
+        raise BadLog(f"{path}: {problem}")
+    if refs:
+        _check_arrays(folder / runlog.ARRAYS_FILE, refs)
+    return record
+
+
+def _read_regular(path: Path, limit: int) -> bytes:
+    try:
+        if stat.S_ISLNK(os.lstat(path).st_mode):
+            raise BadLog(f"{path} is a symbolic link; a run log is a regular file")
+        return files.read_bounded(path, path.name, limit)
+    except OSError as err:
+        raise BadLog(f"{path}: {err.strerror or err}") from None
+    except ConfigError as err:  # a FIFO, a device, a folder, over the limit
+        raise BadLog(err.message) from None
+
+
+class _NotStrict(ValueError):
+    pass
+
+
+def _not_strict(constant: str) -> Any:
+    raise _NotStrict(constant)
+
+
+def _parse(path: Path, data: bytes) -> Dict[str, Any]:
+    if not data.strip():
+        raise BadLog(f"{path}: empty")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise BadLog(f"{path}: not UTF-8 (byte 0x{data[err.start]:02x} at offset {err.start:,})") from None
+    try:
+        record = json.loads(text, parse_constant=_not_strict)
+    except json.JSONDecodeError as err:
+        end = len(text.rstrip())
+        if err.pos >= end or err.msg.startswith("Unterminated string"):
+            raise BadLog(f"{path}: truncated: the JSON stops at line {text.count(chr(10), 0, end) + 1}") from None
+        raise BadLog(f"{path}: not JSON: {err.msg} at line {err.lineno}, column {err.colno}") from None
+    except _NotStrict as err:
+        raise BadLog(f"{path}: not strict JSON: {err} is not a JSON number") from None
+    except RecursionError:
+        raise BadLog(f"{path}: nested too deeply to read") from None
+    if not isinstance(record, dict):
+        raise BadLog(f"{path}: JSON but not an object: {_show(record)}")
+    return record
+
+
+# What a finished job writes (runner/job.py), as kinds: a schema's name, a simple kind below,
+# "[kind]" a list of them, "{kind}" an object of them, "kind|null"; a key ending in "?" may be
+# absent (a refused config's log has no warnings, tape or artifacts); "*" is every other key.
+_SCHEMAS: Dict[str, Dict[str, str]] = {
+    "log": {
+        "experiment": "text",
+        "config_sha256": "sha256",
+        "status": "status",
+        "values": "{value}",
+        "derivatives": "[derivative]",
+        "error": "error|null",
+        "expect": "expect",
+        "environment": "object",
+        "timing": "timing",
+        "warnings?": "[line]",
+        "tape?": "object",
+        "artifacts?": "object",
+    },
+    "derivative": {
+        "name": "text",
+        "kind": "text",
+        "target": "text",
+        "sources": "[text]",
+        "order": "whole",
+        "value": "value",
+        "check?": "check",
+    },
+    "check": {"method": "text", "passed?": "bool|null", "reason?": "text", "reference?": "value"},
+    "error": {"type": "text", "message": "line", "derivative?": "text|null", "step?": "text|null"},
+    "expect": {"declared": "object|null", "met": "bool", "mismatches": "[text]"},
+    "timing": {"started": "number", "*": "number"},
+    "reference": {"array": "array", "summary": "object"},
+    "array": {"file": "arrays.npz", "key": "text", "shape": "[size]", "dtype": "text"},
+}
+_SIMPLE: Dict[str, Tuple[Callable[[Any], bool], str]] = {
+    "text": (lambda v: isinstance(v, str), "text"),
+    "line": (lambda v: isinstance(v, str) and v != "", "a message"),  # console.py shows its first line
+    "number": (lambda v: _number(v), "a number"),
+    "whole": (lambda v: type(v) is int, "a whole number"),
+    "size": (lambda v: type(v) is int and v >= 0, "a size"),
+    "bool": (lambda v: isinstance(v, bool), "true or false"),
+    "object": (lambda v: isinstance(v, dict), "an object"),
+    "sha256": (lambda v: isinstance(v, str) and re.fullmatch(r"[0-9a-f]{64}", v) is not None, "a SHA-256 in hex"),
+    "status": (lambda v: v in ("ok", "error"), "'ok' or 'error'"),
+    runlog.ARRAYS_FILE: (lambda v: v == runlog.ARRAYS_FILE, repr(runlog.ARRAYS_FILE)),
+}
+_Refs = List[Tuple[str, Dict[str, Any]]]  # (where, the `array` mapping) of each tensor in arrays.npz
+
+
+def _record_problem(rec: Dict[str, Any], refs: _Refs) -> Optional[str]:
+    """What is wrong with a parsed log, in a few words naming the key; None when it is whole.
+    The tensors it keeps in arrays.npz are added to `refs`."""
+    version = rec.get("schema_version")
+    if type(version) is not int or version != runlog.SCHEMA_VERSION:
+        found = _show(version) if "schema_version" in rec else "missing"
+        return f"schema_version is {found}; this runner reads {runlog.SCHEMA_VERSION}"
+    return _check(rec, "log", "", refs)
+
+
+def _check(v: Any, kind: str, where: str, refs: _Refs) -> Optional[str]:
+    if kind.endswith("|null"):
+        return None if v is None else _check(v, kind[: -len("|null")], where, refs)
+    if kind[0] in "[{":
+        items = enumerate(v) if isinstance(v, list) else v.items() if isinstance(v, dict) else None
+        if items is None or (kind[0] == "[") != isinstance(v, list):
+            return f"{where} is {_show(v)}, expected {'a list' if kind[0] == '[' else 'an object'}"
+        at = "{}[{}]" if kind[0] == "[" else "{}.{}"
+        return _first(_check(x, kind[1:-1], at.format(where, k), refs) for k, x in items)
+    if kind == "value":
+        return _value(v, where, refs)
+    if kind in _SCHEMAS:
+        if not isinstance(v, dict):
+            return f"{where} is {_show(v)}, expected an object"
+        schema = _SCHEMAS[kind]
+        for key, part in schema.items():
+            name = key.rstrip("?")
+            at = f"{where}.{name}" if where else name
+            if name == "*":
+                problem = _first(_check(x, part, f"{where}.{k}", refs) for k, x in v.items() if k not in schema)
+            elif name not in v:
+                problem = None if key.endswith("?") else f"missing key {at}"
+            else:
+                problem = _check(v[name], part, at, refs)
+            if problem:
+                return problem
+        return None
+    test, what = _SIMPLE[kind]
+    return None if test(v) else f"{where} is {_show(v)}, expected {what}"
+
+
+def _value(v: Any, where: str, refs: _Refs) -> Optional[str]:
+    """A logged value: null, a number or nested lists of them (non-finite ones spelt "NaN",
+    "Infinity", "-Infinity"), a reference into arrays.npz, or a mapping source -> value."""
+    if v is None:
+        return None
+    if isinstance(v, dict):
+        if "array" not in v:
+            return _first(_value(x, f"{where}.{k}", refs) for k, x in v.items())
+        problem = _check(v, "reference", where, refs)
+        if not problem:
+            refs.append((where, v["array"]))
+        return problem
+    level = [v]
+    while any(isinstance(x, list) for x in level):  # level by level: no recursion, and rectangular
+        if not all(isinstance(x, list) for x in level) or len({len(x) for x in level}) > 1:
+            return f"{where} is not a number or rectangular nested lists of numbers"
+        level = [y for x in level for y in x]
+    bad = next((x for x in level if not (_number(x) or isinstance(x, bool) or x in _NON_FINITE)), None)
+    return None if bad is None else f"{where} holds {_show(bad)}, not a number"
+
+
+def _check_arrays(npz: Path, refs: _Refs) -> None:
+    """Every referenced tensor is in arrays.npz with its shape and dtype (headers only: the
+    data is read by whoever uses it, `runner.rerun`)."""
+    from numpy.lib import format as npy
+
+    try:
+        mode = os.lstat(npz).st_mode
+    except FileNotFoundError:
+        raise BadLog(f"{npz.parent / runlog.RESULTS_FILE}: {npz.name}, which holds {refs[0][0]}, is missing") from None
+    except OSError as err:
+        raise BadLog(f"{npz}: {err.strerror or err}") from None
+    if not stat.S_ISREG(mode):
+        kind = next((name for test, name in _FILE_KINDS if test(mode)), "not a regular file")
+        raise BadLog(f"{npz} is {kind}, not a regular file")
+    try:
+        fd = os.open(npz, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0))
+        with os.fdopen(fd, "rb") as f, zipfile.ZipFile(f) as archive:
+            names = set(archive.namelist())
+            for where, array in refs:
+                key = _show(array["key"])
+                if f"{array['key']}.npy" not in names:
+                    raise BadLog(f"{npz} has no {key} (for {where})")
+                if archive.getinfo(f"{array['key']}.npy").compress_type != zipfile.ZIP_STORED:
+                    raise BadLog(f"{npz}: {key} is compressed; np.savez stores arrays as they are")
+                with archive.open(f"{array['key']}.npy") as m:
+                    version = npy.read_magic(m)
+                    read_header = {(1, 0): npy.read_array_header_1_0, (2, 0): npy.read_array_header_2_0}.get(version)
+                    if read_header is None:
+                        raise BadLog(f"{npz}: {key} has .npy format version {version}")
+                    shape, _, dtype = read_header(m)
+                if list(shape) != array["shape"] or dtype.hasobject or str(dtype) != array["dtype"]:
+                    raise BadLog(f"{npz}: {key} is {dtype} of shape {list(shape)}, not as the log says")
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zipfile.LargeZipFile, NotImplementedError) as err:
+        if isinstance(err, BadLog):
+            raise
+        raise BadLog(
+            f"{npz} is corrupt: {files.excerpt(str(err).splitlines()[0] if str(err) else repr(err))}"
+        ) from None
+
+
+_FILE_KINDS = ((stat.S_ISLNK, "a symbolic link"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISDIR, "a folder"))
+
+
+def _first(problems: Iterator[Optional[str]]) -> Optional[str]:
+    return next((p for p in problems if p), None)
+
+
+def _number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _show(v: Any) -> str:
+    """A short, escaped form of a value for a message: 'text', 2, null, a list, an object."""
+    if isinstance(v, str):
+        return files.excerpt(v)
+    return "a list" if isinstance(v, list) else "an object" if isinstance(v, dict) else json.dumps(v)
