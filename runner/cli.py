@@ -104,9 +104,23 @@ def main() -> None:
             # The signal landed in library code whose cleanup raised anew (seen in OmegaConf
             # mid-composition: an AttributeError replaces the interruption); it is still one.
             sys.exit(_report_interruption(_signal_received))
+        headline, detail, code = errors.explain(err)
+        sweep_dir = summary.current_sweep_dir
+        if sweep_dir is not None and sweep_dir.is_dir():
+            # A job raised (Hydra's sweeper re-raises it after the batch and skips
+            # on_multirun_end), or a later batch failed to compose: summarize from disk.
+            rows = summary.finish_safely(sweep_dir)
+            if user_wants_traceback:
+                raise
+            if code == errors.EXIT_CONFIG_ERROR:
+                print(headline, file=sys.stderr)
+                if detail:
+                    print(detail, file=sys.stderr)
+            else:
+                print(summary.ended_by_error(sweep_dir, rows, headline.removeprefix("error: ")), file=sys.stderr)
+            sys.exit(max(code, 1))
         if user_wants_traceback:
             raise
-        headline, detail, code = errors.explain(err)
         print(headline, file=sys.stderr)
         if detail:
             print(detail, file=sys.stderr)
@@ -120,6 +134,8 @@ def main() -> None:
     if summary.current_sweep_dir is not None:
         # a sweep's code comes from its summary, the same under every launcher (a job's own
         # code stays in its worker process under joblib or submitit): 1 if any job failed
+        if not summary.finished:  # on_multirun_end raised (Hydra warned and went on)
+            summary.finish_safely(summary.current_sweep_dir)
         sys.exit(summary.last_exit_code)
     sys.exit(_exit_code)
 
@@ -131,13 +147,9 @@ def _report_interruption(signum: int) -> int:
     name = signal.Signals(signum).name
     sweep_dir = summary.current_sweep_dir
     if sweep_dir is not None and sweep_dir.is_dir():
-        rows = summary.collect(sweep_dir)
-        for row in rows:
-            if row["status"] == "missing":  # the job the signal cut short
-                row.update(status="interrupted", error=f"interrupted by {name} before results.json was written")
-        summary.write(sweep_dir, rows)
-        print(summary.table(rows))
-        finished = sum(1 for r in rows if r["status"] != "interrupted")
+        cut = ("interrupted", f"interrupted by {name} before results.json was written")
+        rows = summary.finish_safely(sweep_dir, mark_missing=cut)  # the job the signal cut short
+        finished = sum(1 for r in rows if r["status"] != "interrupted") if rows is not None else "?"
         print(
             f"sweep interrupted by {name}: {finished} job(s) finished and logged; summary in {sweep_dir}",
             file=sys.stderr,
