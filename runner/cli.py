@@ -36,7 +36,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from runner import errors, job
 from runner.config import schema, trust
-from runner.sweep import folders, resume, summary
+from runner.sweep import folders, lock, resume, summary
 
 
 def config_dir() -> Path:
@@ -97,6 +97,9 @@ def main() -> None:
         trust.check_argv(sys.argv[1:])  # before Hydra acts on a config folder's hydra: section
         resume.check_argv(sys.argv[1:])  # before Hydra makes a sweep folder named after it
         _hydra_entry()
+    except lock.FolderInUse as err:  # a BaseException, so Hydra's callback machinery let it through
+        print(err.headline(), file=sys.stderr)
+        sys.exit(errors.EXIT_CONFIG_ERROR)
     except KeyboardInterrupt as err:
         sys.exit(_report_interruption(err.signum if isinstance(err, Interrupted) else signal.SIGINT))
     except Exception as err:

@@ -1,21 +1,34 @@
-"""A sweep always ends with its summary.
+"""A sweep always ends with its summary, and only one sweep at a time writes a folder.
 
 - A job that raises (a real fault: its `results.json` path is a directory, so the log's
   final rename fails) still leaves `summary.json` and `summary.csv` listing every job, the
   failing one `raised`, and the command exits 1, under every launcher; a stale summary
   from an earlier launch never survives.
 - A `results.json` that is not a whole run log gives a `corrupt` row, never a crash.
+- A second sweep into a folder a sweep holds is refused (exit 2, one line) and writes
+  nothing there; the first's results are intact; the folder can be resumed once the
+  first has ended, even when it was killed.
+
+The lock held by this test process itself is a real `flock` on the same file, taken
+without the runner's code.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import pytest
 
+from runner.sweep import lock
 from runner.sweep import summary as sweep_summary
-from tests.helpers import cli, summary
+from tests.helpers import cli, command_env, summary
 
 LAUNCHERS = {
     "runner": [],
@@ -205,3 +218,118 @@ def test_the_table_escapes_what_a_tampered_log_holds(tmp_path):
     text = sweep_summary.table(sweep_summary.collect(tmp_path))
     assert "\x1b" not in text and "\x07" not in text
     assert "E\\x1b[2J: \\x1b]0;owned\\x07 x" in text and "d\\x1b[31m" in text
+
+
+# ---- one sweep per folder ---------------------------------------------------------------
+
+
+def _tree(folder: Path):
+    return sorted((str(p.relative_to(folder)), p.stat().st_size, p.stat().st_mtime_ns) for p in folder.rglob("*"))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("launcher", list(LAUNCHERS))
+@pytest.mark.parametrize("key", ["hydra.sweep.dir", "resume"])
+def test_a_sweep_into_a_locked_folder_is_refused_and_writes_nothing(tmp_path, launcher, key):
+    folder = tmp_path / "sweep"
+    folder.mkdir()
+    fd = os.open(folder / lock.LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # this test process holds the folder
+        os.write(fd, f"{os.getpid()}\n".encode())
+        before = _tree(folder)
+        proc = cli(["-m", *LAUNCHERS[launcher], "point.x=1.0,2.0", f"{key}=sweep"], cwd=tmp_path, timeout=120)
+        assert proc.returncode == 2, proc.stderr[-2000:]
+        assert proc.stderr.splitlines() == [
+            f"config error: {key}: 'sweep' is in use by another sweep (pid {os.getpid()}); "
+            "wait for it to end, or choose another folder"
+        ]
+        assert _tree(folder) == before
+        assert not (tmp_path / "outputs").exists()
+    finally:
+        os.close(fd)
+
+
+def _wait_for(predicate, proc, seconds: float) -> None:
+    deadline = time.monotonic() + seconds
+    while not predicate() and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    assert predicate(), "the sweep did not get going"
+
+
+@pytest.mark.slow
+def test_a_second_sweep_is_refused_while_the_first_runs_which_ends_intact_and_can_be_resumed(tmp_path):
+    folder = tmp_path / "sweep"
+    jobs = 60  # TensorFlow's import, then about a second of jobs: the second sweep comes meanwhile
+    first = subprocess.Popen(
+        [sys.executable, "-m", "runner", "-m", f"point.x=range(0,{jobs})", "hydra.sweep.dir=sweep"],
+        cwd=tmp_path,
+        env=command_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        _wait_for(lambda: _read(folder / lock.LOCK_FILE) == f"{first.pid}\n", first, 120)  # it holds the lock
+        second = cli(["-m", "point.x=7.0,8.0", "hydra.sweep.dir=sweep"], cwd=tmp_path, timeout=120)
+        running = first.poll() is None
+        out, err = first.communicate(timeout=240)
+    finally:
+        first.kill()
+        first.wait()
+    assert running, "the first sweep ended before the second started; the test proves nothing"
+    assert second.returncode == 2, second.stdout[-2000:]
+    assert second.stderr.splitlines() == [
+        f"config error: hydra.sweep.dir: 'sweep' is in use by another sweep (pid {first.pid}); "
+        "wait for it to end, or choose another folder"
+    ]
+    assert first.returncode == 0, err[-2000:]
+    result = summary(folder)
+    assert result["failed"] == 0
+    assert [(r["overrides"], r["derivatives"]) for r in result["rows"]] == [
+        ([f"point.x={i}"], _cubic(i)) for i in range(jobs)
+    ]
+    plan = json.loads((folder / ".progress" / "plan.json").read_text())
+    assert plan["total"] == jobs and (folder / ".progress" / "done").stat().st_size == jobs  # not reset
+    assert "point.x=7.0,8.0" not in (folder / "multirun.yaml").read_text()
+    assert f"sweep: {jobs} jobs, 0 failed" in out
+
+    # the first sweep has ended: its folder is free to resume, every job kept
+    again = cli(["-m", f"point.x=range(0,{jobs})", "resume=sweep"], cwd=tmp_path, timeout=240)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert summary(folder)["resumed"] == jobs
+    assert f"sweep: {jobs} jobs, 0 failed, {jobs} kept from an earlier launch (resume)" in again.stdout
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text()
+    except OSError:
+        return ""
+
+
+@pytest.mark.slow
+def test_a_killed_sweep_leaves_its_folder_unlocked(tmp_path):
+    folder = tmp_path / "sweep"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "runner", "-m", "point.x=range(0,200)", "hydra.sweep.dir=sweep"],
+        cwd=tmp_path,
+        env=command_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        _wait_for(lambda: (folder / "0" / "results.json").exists(), proc, 240)
+        fd = os.open(folder / lock.LOCK_FILE, os.O_RDWR)
+        try:
+            with pytest.raises(BlockingIOError):  # held while the sweep runs
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            proc.send_signal(signal.SIGKILL)
+            proc.wait(timeout=60)
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # released by the kernel: no error
+        finally:
+            os.close(fd)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert proc.returncode == -signal.SIGKILL

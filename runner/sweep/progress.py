@@ -25,7 +25,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from runner.config.overrides import job_overrides
-from runner.sweep import folders
+from runner.sweep import folders, lock
 
 PROGRESS_DIR = ".progress"
 RAISED_FILE = "raised"
@@ -48,6 +48,11 @@ def planned_jobs(config: DictConfig) -> Optional[int]:
         return total
     except Exception:  # an exotic sweep (glob over configs, ranges of floats): no total
         return None
+
+
+def lock_key(config: DictConfig) -> str:
+    """The key a refusal of a locked folder names: the one the user set, `resume` or the folder's."""
+    return "resume" if config.get("resume") not in (None, "") else "hydra.sweep.dir"
 
 
 def start(sweep_dir: Path, total: Optional[int]) -> None:
@@ -148,6 +153,7 @@ class Progress(Callback):
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = folders.sweep_dir(config)
+        lock.acquire(sweep_dir, lock_key(config))  # before the counters of a sweep still running are reset
         start(sweep_dir, planned_jobs(config))
 
     def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:

@@ -35,7 +35,7 @@ from omegaconf import DictConfig
 
 from runner.config import overrides
 from runner.record import console, runlog
-from runner.sweep import folders, progress
+from runner.sweep import folders, lock, progress
 
 SUMMARY_JSON = "summary.json"
 SUMMARY_CSV = "summary.csv"
@@ -302,7 +302,8 @@ def _short(text: str, width: int = 40) -> str:
 
 
 class SweepSummary(Callback):
-    """Hydra callback: remove the sweep folder's old summary when the sweep starts; write `summary.json`, `summary.csv` and `sweep_plot.png`, print the table and
+    """Hydra callback: lock the sweep folder and remove its old summary when the sweep
+    starts; write `summary.json`, `summary.csv` and `sweep_plot.png`, print the table and
     set the exit code when it ends.
 
     When a job raised, Hydra's sweeper re-raises after the batch and skips
@@ -313,6 +314,7 @@ class SweepSummary(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         global current_sweep_dir, finished
         sweep_dir = folders.sweep_dir(config)
+        lock.acquire(sweep_dir, progress.lock_key(config))  # raises FolderInUse: the sweep stops
         current_sweep_dir, finished = sweep_dir, False
         # the summary of an earlier launch (resume) would be stale until this one ends
         from runner.record import plots  # NumPy only; Matplotlib when a plot is drawn
