@@ -38,7 +38,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from runner import errors, job
 from runner.config import hydra_guard, schema
-from runner.sweep import folders, resume, summary
+from runner.sweep import folders, lock, resume, summary
 
 
 def config_dir() -> Path:
@@ -99,6 +99,9 @@ def main() -> None:
         hydra_guard.install()  # Hydra then judges what a config folder says about Hydra itself
         resume.check_argv(sys.argv[1:])  # before Hydra makes a sweep folder named after it
         _hydra_entry()
+    except lock.FolderInUse as err:  # a BaseException, so Hydra's callback machinery let it through
+        print(err.headline(), file=sys.stderr)
+        sys.exit(errors.EXIT_CONFIG_ERROR)
     except KeyboardInterrupt as err:
         sys.exit(_report_interruption(err.signum if isinstance(err, Interrupted) else signal.SIGINT))
     except Exception as err:
@@ -106,9 +109,23 @@ def main() -> None:
             # The signal landed in library code whose cleanup raised anew (seen in OmegaConf
             # mid-composition: an AttributeError replaces the interruption); it is still one.
             sys.exit(_report_interruption(_signal_received))
+        headline, detail, code = errors.explain(err)
+        sweep_dir = summary.current_sweep_dir
+        if sweep_dir is not None and sweep_dir.is_dir():
+            # A job raised (Hydra's sweeper re-raises it after the batch and skips
+            # on_multirun_end), or a later batch failed to compose: summarize from disk.
+            rows = summary.finish_safely(sweep_dir)
+            if user_wants_traceback:
+                raise
+            if code == errors.EXIT_CONFIG_ERROR:
+                print(headline, file=sys.stderr)
+                if detail:
+                    print(detail, file=sys.stderr)
+            else:
+                print(summary.ended_by_error(sweep_dir, rows, headline.removeprefix("error: ")), file=sys.stderr)
+            sys.exit(max(code, 1))
         if user_wants_traceback:
             raise
-        headline, detail, code = errors.explain(err)
         print(headline, file=sys.stderr)
         if detail:
             print(detail, file=sys.stderr)
@@ -122,6 +139,8 @@ def main() -> None:
     if summary.current_sweep_dir is not None:
         # a sweep's code comes from its summary, the same under every launcher (a job's own
         # code stays in its worker process under joblib or submitit): 1 if any job failed
+        if not summary.finished:  # on_multirun_end raised (Hydra warned and went on)
+            summary.finish_safely(summary.current_sweep_dir)
         sys.exit(summary.last_exit_code)
     sys.exit(_exit_code)
 
@@ -133,13 +152,9 @@ def _report_interruption(signum: int) -> int:
     name = signal.Signals(signum).name
     sweep_dir = summary.current_sweep_dir
     if sweep_dir is not None and sweep_dir.is_dir():
-        rows = summary.collect(sweep_dir)
-        for row in rows:
-            if row["status"] == "missing":  # the job the signal cut short
-                row.update(status="interrupted", error=f"interrupted by {name} before results.json was written")
-        summary.write(sweep_dir, rows)
-        print(summary.table(rows))
-        finished = sum(1 for r in rows if r["status"] != "interrupted")
+        cut = ("interrupted", f"interrupted by {name} before results.json was written")
+        rows = summary.finish_safely(sweep_dir, mark_missing=cut)  # the job the signal cut short
+        finished = sum(1 for r in rows if r["status"] != "interrupted") if rows is not None else "?"
         print(
             f"sweep interrupted by {name}: {finished} job(s) finished and logged; summary in {sweep_dir}",
             file=sys.stderr,

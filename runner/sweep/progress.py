@@ -6,7 +6,9 @@ separate process whose output goes to its log file under submitit. So the counts
 live in memory: they are two counter files in the sweep folder, `.progress/done` and
 `.progress/failed`, to which each job appends one byte (an O_APPEND write, safe between
 processes); the counts are their sizes. Per job this costs one append and two `stat`s,
-whatever the sweep's size.
+whatever the sweep's size. A job that raised (a fault of the runner: it left no complete
+`results.json`) also appends one line to `.progress/raised`, its folder and error, so the
+summary can mark it whichever process ran it.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import json
 import os
 import time
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Dict, Optional
 
 from hydra.core.utils import JobReturn, JobStatus
 from hydra.experimental.callback import Callback
@@ -23,9 +25,10 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from runner.config.overrides import job_overrides
-from runner.sweep import folders
+from runner.sweep import folders, lock
 
 PROGRESS_DIR = ".progress"
+RAISED_FILE = "raised"
 
 
 def planned_jobs(config: DictConfig) -> Optional[int]:
@@ -47,11 +50,16 @@ def planned_jobs(config: DictConfig) -> Optional[int]:
         return None
 
 
+def lock_key(config: DictConfig) -> str:
+    """The key a refusal of a locked folder names: the one the user set, `resume` or the folder's."""
+    return "resume" if config.get("resume") not in (None, "") else "hydra.sweep.dir"
+
+
 def start(sweep_dir: Path, total: Optional[int]) -> None:
     """Reset the counters of a sweep folder and note the planned total and the start time."""
     folder = sweep_dir / PROGRESS_DIR
     folder.mkdir(parents=True, exist_ok=True)
-    for name in ("done", "failed"):
+    for name in ("done", "failed", RAISED_FILE):
         (folder / name).write_bytes(b"")
     (folder / "plan.json").write_text(json.dumps({"total": total, "started": time.time()}))
 
@@ -70,6 +78,33 @@ def record(sweep_dir: Path, failed: bool) -> dict:
     nfailed = (folder / "failed").stat().st_size
     elapsed = time.time() - plan["started"] if plan.get("started") else None
     return {"done": done, "failed": nfailed, "total": plan.get("total"), "elapsed_s": elapsed}
+
+
+def record_raised(sweep_dir: Path, job_dir: Path, err: BaseException) -> None:
+    """Note that the job in `job_dir` raised `err` (one line, appended atomically)."""
+    first = (str(err).strip().splitlines() or [""])[0][:200]
+    text = json.dumps({"folder": job_dir.name, "error": f"{type(err).__name__}: {first}"}) + "\n"
+    fd = os.open(sweep_dir / PROGRESS_DIR / RAISED_FILE, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, text.encode())  # one short write: lines from parallel jobs never mix
+    finally:
+        os.close(fd)
+
+
+def raised(sweep_dir: Path) -> Dict[str, str]:
+    """The jobs of this launch that raised: job folder name -> `Type: message`."""
+    out: Dict[str, str] = {}
+    try:
+        lines = (sweep_dir / PROGRESS_DIR / RAISED_FILE).read_text(errors="replace").splitlines()
+    except OSError:
+        return out
+    for text in lines:
+        try:
+            entry = json.loads(text)
+            out[str(entry["folder"])] = str(entry["error"])
+        except (ValueError, TypeError, KeyError):
+            continue  # a line cut short by a full disk: that job shows as missing instead
+    return out
 
 
 def counts(sweep_dir: Path) -> Optional[dict]:
@@ -117,7 +152,9 @@ class Progress(Callback):
     """Hydra callback: print one progress line per finished job of a sweep."""
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        start(folders.sweep_dir(config), planned_jobs(config))
+        sweep_dir = folders.sweep_dir(config)
+        lock.acquire(sweep_dir, lock_key(config))  # before the counters of a sweep still running are reset
+        start(sweep_dir, planned_jobs(config))
 
     def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
         if config.hydra.mode != RunMode.MULTIRUN:
@@ -127,6 +164,10 @@ class Progress(Callback):
             outcome = "ok" if code == 0 else f"FAILED (exit {code})"
         else:
             outcome = f"FAILED ({type(job_return._return_value).__name__})"
+            if isinstance(job_return._return_value, BaseException):
+                record_raised(
+                    folders.sweep_dir(config), Path(config.hydra.runtime.output_dir), job_return._return_value
+                )
         counts = record(folders.sweep_dir(config), failed=not outcome.startswith("ok"))
         print(
             line(counts, str(config.hydra.job.num), " ".join(job_overrides(config.hydra.overrides.task)), outcome),

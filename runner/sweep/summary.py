@@ -3,8 +3,14 @@
 Hydra calls `SweepSummary.on_multirun_end` in the launching process after every job has
 returned, under any launcher (jobs may have run in other processes or on other machines),
 so the summary is built from what the jobs left on disk: each job folder's
-`results.json` and `.hydra/overrides.yaml`. A job with no `results.json` (killed, or lost
-by its launcher) is listed as `missing` and counts as a failure.
+`results.json` and `.hydra/overrides.yaml`. When a job raised, or a signal came, Hydra
+skips `on_multirun_end`, and `runner.cli.main` calls `finish` instead: the summary is
+written however the sweep ends. The previous launch's summary (`resume`) is removed when
+the sweep starts, so none is ever stale.
+
+Every job folder gives a row, whatever it holds: a job that raised is `raised`, one with no
+`results.json` (killed, or lost by its launcher) `missing`, one whose `results.json` is not
+a whole run log `corrupt`; each counts as a failure.
 
 `summary.json` holds every row in full; `summary.csv` has one column per derivative (its
 value as JSON) and per check (`check:NAME`, the `passed` flag of the derivative's `check`
@@ -14,17 +20,22 @@ record when the job ran checks); the printed table shows the same, shortened.
 from __future__ import annotations
 
 import csv
+import errno
 import io
 import json
+import math
+import os
+import stat
+import sys
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 from runner.config import overrides
 from runner.record import console, runlog
-from runner.sweep import folders, progress
+from runner.sweep import folders, lock, progress
 
 SUMMARY_JSON = "summary.json"
 SUMMARY_CSV = "summary.csv"
@@ -32,8 +43,10 @@ SUMMARY_CSV = "summary.csv"
 # The exit code the last sweep in this process earned: non-zero when any job failed.
 last_exit_code = 0
 # The folder of the sweep running in this process, for `runner.cli` to summarize when a
-# signal stops it (Hydra then skips on_multirun_end).
+# signal or an error stops it (Hydra then skips on_multirun_end).
 current_sweep_dir: Optional[Path] = None
+# Whether its summary was written since it started.
+finished = False
 
 
 def job_folders(sweep_dir: Path) -> List[Path]:
@@ -45,44 +58,157 @@ def job_folders(sweep_dir: Path) -> List[Path]:
 
 def collect(sweep_dir: Path, started: Optional[float] = None) -> List[Dict[str, Any]]:
     """One row per job folder. `started`: when this launch began; a job whose results are
-    older was kept from an earlier launch (`resume`) and is marked `resumed`."""
+    older was kept from an earlier launch (`resume`) and is marked `resumed`.
+
+    A row never fails: a job that raised is `raised`, a job without `results.json` is
+    `missing`, and one whose `results.json` cannot be read as a run log (cut short, not
+    JSON, not an object, a key missing or of the wrong type, not a regular file) is
+    `corrupt`, with the problem in one short line. Each counts as a failure.
+    """
+    raised = progress.raised(sweep_dir)
     rows = []
     for job_dir in job_folders(sweep_dir):
-        row: Dict[str, Any] = {"job": job_dir.name, "overrides": overrides.overrides(job_dir), "folder": str(job_dir)}
-        results = job_dir / runlog.RESULTS_FILE
-        try:
-            rec = json.loads(results.read_text())
-        except (OSError, ValueError):
-            rec = None
-        if rec is None:
-            row.update(
-                status="missing",
-                met=False,
-                resumed=False,
-                derivatives={},
-                checks={},
-                error="no results.json",
-                mismatches=[],
-                duration_s=None,
-            )
+        row: Dict[str, Any] = {"job": job_dir.name, "overrides": _overrides(job_dir), "folder": str(job_dir)}
+        if job_dir.name in raised:  # this launch's job raised: any results.json there is older
+            row.update(_failed_row("raised", raised[job_dir.name]))
         else:
-            err = rec.get("error")
-            timing = rec.get("timing", {})
-            row.update(
-                status=rec["status"],
-                met=rec["expect"]["met"],
-                resumed=bool(started and timing.get("started") and timing["started"] < started),
-                derivatives={d["name"]: d["value"] for d in rec["derivatives"]},
-                # another module adds a `check` record to each derivative when checks run
-                checks={
-                    d["name"]: d["check"].get("passed") for d in rec["derivatives"] if isinstance(d.get("check"), dict)
-                },
-                error=f"{err['type']}: {err['message'].splitlines()[0][:120]}" if err else None,
-                mismatches=list(rec["expect"].get("mismatches") or []),
-                duration_s=timing.get("total_s"),
-            )
+            try:
+                row.update(_row(_read_results(job_dir / runlog.RESULTS_FILE), started))
+            except FileNotFoundError:
+                row.update(_failed_row("missing", "no results.json"))
+            except CorruptResults as err:
+                row.update(_failed_row("corrupt", f"results.json: {err}"))
         rows.append(row)
     return rows
+
+
+# A run log larger than this is not read (an array above log.max_inline_elements goes to
+# arrays.npz, so a real results.json is far smaller).
+RESULTS_MAX_BYTES = 256 * 2**20
+
+
+class CorruptResults(ValueError):
+    """A results.json that is not a whole run log; the message says why, in a few words."""
+
+
+def _read_results(path: Path) -> Dict[str, Any]:
+    """The parsed run log: a regular file (not a link), under the size cap, a JSON object."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except FileNotFoundError:
+        raise
+    except OSError as err:
+        raise CorruptResults("a link" if err.errno == errno.ELOOP else f"cannot be read ({err.strerror})") from None
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise CorruptResults("not a regular file")
+        if info.st_size > RESULTS_MAX_BYTES:
+            raise CorruptResults(f"larger than {RESULTS_MAX_BYTES >> 20} MiB")
+        with os.fdopen(os.dup(fd), "rb") as f:
+            data = f.read(RESULTS_MAX_BYTES + 1)
+    finally:
+        os.close(fd)
+    try:
+        rec = json.loads(data, parse_constant=_no_constant, parse_float=_finite)
+    except json.JSONDecodeError as err:
+        raise CorruptResults(f"not valid JSON (line {err.lineno}); cut short?") from None
+    except UnicodeDecodeError:
+        raise CorruptResults("not UTF-8 text") from None
+    except RecursionError:
+        raise CorruptResults("nested too deeply to read") from None
+    except ValueError as err:  # from the two functions below
+        raise CorruptResults(str(err)) from None
+    if not isinstance(rec, dict):
+        raise CorruptResults(f"a JSON {_kind(rec)}, not an object")
+    return rec
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")  # runlog spells non-finite values as strings
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):  # 1e400: the summary must stay strict JSON
+        raise ValueError(f"a number out of range ({text[:20]})")
+    return value
+
+
+def _row(rec: Dict[str, Any], started: Optional[float]) -> Dict[str, Any]:
+    """The summary fields of a run log, each checked for the type the runner writes."""
+    status = _field(rec, "status", str)
+    expect = _field(rec, "expect", dict)
+    met = _field(expect, "met", bool, "expect.")
+    mismatches = _field(expect, "mismatches", (list, type(None)), "expect.") if "mismatches" in expect else None
+    derivatives = _field(rec, "derivatives", list)
+    err = _field(rec, "error", (dict, type(None))) if "error" in rec else None
+    timing = _field(rec, "timing", dict) if "timing" in rec else {}
+    for i, d in enumerate(derivatives):
+        if not isinstance(d, dict) or not isinstance(d.get("name"), str) or "value" not in d:
+            raise CorruptResults(f"derivatives[{i}] is not a named value")
+    if err is not None and not (isinstance(err.get("type"), str) and isinstance(err.get("message"), str)):
+        raise CorruptResults("error has no type and message")
+    begun = timing.get("started")
+    total = timing.get("total_s")
+    if not _number_or_none(begun) or not _number_or_none(total):
+        raise CorruptResults("timing.started and timing.total_s must be numbers")
+    message = (err["message"].splitlines() or [""])[0][:120] if err else ""
+    return dict(
+        status=status[:40],
+        met=met,
+        resumed=bool(started and begun and begun < started),
+        derivatives={d["name"]: d["value"] for d in derivatives},
+        # another module adds a `check` record to each derivative when checks run
+        checks={d["name"]: _flag(d["check"].get("passed")) for d in derivatives if isinstance(d.get("check"), dict)},
+        error=f"{err['type'][:80]}: {message}" if err else None,
+        mismatches=[str(m)[:200] for m in mismatches or []],
+        duration_s=total,
+    )
+
+
+def _failed_row(status: str, error: str) -> Dict[str, Any]:
+    return dict(
+        status=status, met=False, resumed=False, derivatives={}, checks={}, error=error, mismatches=[], duration_s=None
+    )
+
+
+def _field(rec: Dict[str, Any], key: str, kind: Any, prefix: str = "") -> Any:
+    if key not in rec:
+        raise CorruptResults(f"{prefix}{key} is missing")
+    value = rec[key]
+    if not isinstance(value, kind) or (kind is not bool and isinstance(value, bool)):
+        raise CorruptResults(f"{prefix}{key} is a JSON {_kind(value)}")
+    return value
+
+
+def _number_or_none(v: Any) -> bool:
+    return v is None or (isinstance(v, (int, float)) and not isinstance(v, bool))
+
+
+def _kind(v: Any) -> str:
+    names = {dict: "object", list: "array", str: "string", bool: "boolean", int: "number", float: "number"}
+    return "null" if v is None else names.get(type(v), type(v).__name__)
+
+
+def _flag(v: Any) -> Optional[bool]:
+    return v if isinstance(v, bool) else None
+
+
+# Hydra's overrides.yaml of one job: a few lines.
+OVERRIDES_MAX_BYTES = 2**20
+
+
+def _overrides(job_dir: Path) -> List[str]:
+    """The job's overrides; none when Hydra's overrides.yaml is not a small regular file
+    (a link is not followed) or cannot be read as a list."""
+    try:
+        info = (job_dir / overrides.OVERRIDES_FILE).lstat()
+        if not stat.S_ISREG(info.st_mode) or info.st_size > OVERRIDES_MAX_BYTES:
+            return []
+        return overrides.overrides(job_dir)
+    except Exception:  # missing, malformed YAML, not a list: the row must still be written
+        return []
 
 
 def _columns(rows: List[Dict[str, Any]], key: str) -> List[str]:
@@ -103,20 +229,8 @@ def write(sweep_dir: Path, rows: List[Dict[str, Any]]) -> None:
     names, checks = _columns(rows, "derivatives"), _columns(rows, "checks")
     buf = io.StringIO()
     w = csv.writer(buf)
-    w.writerow(
-        [
-            "job",
-            "overrides",
-            "status",
-            "met",
-            "resumed",
-            *names,
-            *[f"check:{n}" for n in checks],
-            "error",
-            "mismatches",
-            "duration_s",
-        ]
-    )
+    first, last = ["job", "overrides", "status", "met", "resumed"], ["error", "mismatches", "duration_s"]
+    w.writerow([*first, *names, *[f"check:{n}" for n in checks], *last])
     for r in rows:
         values = [json.dumps(r["derivatives"][n]) if n in r["derivatives"] else "" for n in names]
         passed = [r["checks"].get(n, "") for n in checks]
@@ -149,13 +263,15 @@ def table(rows: List[Dict[str, Any]]) -> str:
             " ".join(r["overrides"]),
             r["status"],
             verdict,
-            *[_short(console.show(r["derivatives"][n])) if n in r["derivatives"] else "-" for n in names],
+            *[_short(_show(r["derivatives"][n])) if n in r["derivatives"] else "-" for n in names],
             *[{True: "passed", False: "FAILED", None: "-"}[r["checks"].get(n)] for n in checks],
             f"{r['duration_s']:.2f} s" if isinstance(r["duration_s"], (int, float)) else "-",
             # why a job failed, else the (declared) error it met
             "; ".join(r.get("mismatches") or []) if not r["met"] and r.get("mismatches") else (r["error"] or ""),
         ]
         body.append(cells)
+    # a tampered log's text, escaped: derivative names in the header, errors in the body
+    header, body = [_printable(c) for c in header], [[_printable(str(c)) for c in cells] for cells in body]
     widths = [max(len(str(c)) for c in col) for col in zip(header, *body)]
     lines = ["  " + "  ".join(str(c).ljust(w) for c, w in zip(cells, widths)).rstrip() for cells in [header, *body]]
     failed = sum(1 for r in rows if not r["met"])
@@ -167,53 +283,105 @@ def table(rows: List[Dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def _show(value: Any) -> str:
+    try:
+        return console.show(value)
+    except Exception:  # a value of a shape no run log has (a tampered file): the table goes on
+        return "?"
+
+
+def _printable(text: str) -> str:
+    """`text` with control characters (a terminal's escape sequences) spelt as escapes."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
 def _short(text: str, width: int = 40) -> str:
     return text if len(text) <= width else text[: width - 3] + "..."
 
 
 class SweepSummary(Callback):
-    """Hydra callback: write `summary.json`, `summary.csv` and `sweep_plot.png`, print the
-    table, set the exit code."""
+    """Hydra callback: lock the sweep folder and remove its old summary when the sweep
+    starts; write `summary.json`, `summary.csv` and `sweep_plot.png`, print the table and
+    set the exit code when it ends.
 
-    def on_job_end(self, config: DictConfig, job_return: Any, **kwargs: Any) -> None:
-        """After the sweep's last job, write the summary files already: if a job raised,
-        Hydra's sweeper re-raises after the batch and skips `on_multirun_end`."""
-        from hydra.types import RunMode
-
-        if config.hydra.mode != RunMode.MULTIRUN:
-            return
-        sweep_dir = folders.sweep_dir(config)
-        counts = progress.counts(sweep_dir)  # the Progress callback counted this job first
-        if counts and counts["total"] and counts["done"] >= counts["total"]:
-            write(sweep_dir, collect(sweep_dir, started=_launch_started(sweep_dir)))
+    When a job raised, Hydra's sweeper re-raises after the batch and skips
+    `on_multirun_end`; `runner.cli.main` then calls `finish` itself (and on a signal), so
+    a sweep run from the command line always ends with its summary.
+    """
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        global current_sweep_dir
-        current_sweep_dir = folders.sweep_dir(config)
+        global current_sweep_dir, finished
+        sweep_dir = folders.sweep_dir(config)
+        lock.acquire(sweep_dir, progress.lock_key(config))  # raises FolderInUse: the sweep stops
+        current_sweep_dir, finished = sweep_dir, False
+        # the summary of an earlier launch (resume) would be stale until this one ends
+        from runner.record import plots  # NumPy only; Matplotlib when a plot is drawn
+
+        for name in (SUMMARY_JSON, SUMMARY_CSV, plots.SWEEP_PLOT):
+            (sweep_dir / name).unlink(missing_ok=True)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        global last_exit_code
         sweep_dir = folders.sweep_dir(config)
-        if not sweep_dir.is_dir():
-            return
-        rows = collect(sweep_dir, started=_launch_started(sweep_dir))
-        write(sweep_dir, rows)
-        last_exit_code = 1 if any(not r["met"] for r in rows) else 0
-        print(table(rows))
-        if config.get("log", {}).get("plots") is not False:
-            try:
-                from runner.record import plots
+        if sweep_dir.is_dir():
+            finish(sweep_dir, plot=config.get("log", {}).get("plots") is not False)
 
-                made = plots.sweep_plot(sweep_dir, rows)
-                if made:
-                    print(f"sweep plot: {sweep_dir / made}")
-            except Exception as err:  # a plot must not hide the summary or the exit code
-                print(f"sweep plot not written: {type(err).__name__}: {err}")
-        print(f"sweep folder: {sweep_dir}")
+
+def finish(sweep_dir: Path, plot: bool = False, mark_missing: Optional[Tuple[str, str]] = None) -> List[Dict[str, Any]]:
+    """Summarize the sweep from its job folders: write the files, print the table, set
+    `last_exit_code` (1 if any job failed). `mark_missing`: the status and error of a job
+    without results.json (`interrupted`, when a signal cut it short). Returns the rows."""
+    global last_exit_code, finished
+    rows = collect(sweep_dir, started=_launch_started(sweep_dir))
+    if mark_missing:
+        for row in rows:
+            if row["status"] == "missing":
+                row.update(status=mark_missing[0], error=mark_missing[1])
+    last_exit_code = 1 if any(not r["met"] for r in rows) else 0
+    write(sweep_dir, rows)
+    finished = True
+    print(table(rows), flush=True)
+    if plot:
+        try:
+            from runner.record import plots
+
+            made = plots.sweep_plot(sweep_dir, rows)
+            if made:
+                print(f"sweep plot: {sweep_dir / made}")
+        except Exception as err:  # a plot must not hide the summary or the exit code
+            print(f"sweep plot not written: {type(err).__name__}: {err}")
+    print(f"sweep folder: {sweep_dir}", flush=True)
+    return rows
+
+
+def finish_safely(sweep_dir: Path, **kwargs: Any) -> Optional[List[Dict[str, Any]]]:
+    """`finish`, for the command line's last word: if even the summary cannot be written (a
+    full disk, the folder gone), say so in one line, count the sweep as failed, return None."""
+    global last_exit_code
+    try:
+        return finish(sweep_dir, **kwargs)
+    except Exception as err:
+        last_exit_code = 1
+        print(f"sweep summary not written in {sweep_dir}: {type(err).__name__}: {err}", file=sys.stderr)
+        return None
+
+
+def ended_by_error(sweep_dir: Path, rows: Optional[List[Dict[str, Any]]], error: str) -> str:
+    """The one line for a sweep an error ended: what it was, what ran, where the summary is."""
+    failed = f"{sum(1 for r in rows if not r['met'])} of {len(rows)}" if rows is not None else "?"
+    counts = progress.counts(sweep_dir)
+    left = counts["total"] - counts["done"] if counts and isinstance(counts["total"], int) else 0
+    return (
+        f"sweep ended by an error: {error}; {failed} job(s) failed"
+        + (f", {left} never started" if left > 0 else "")
+        + f"; summary in {sweep_dir} (a fault of the runner, not of the config; set HYDRA_FULL_ERROR=1 for the traceback)"
+    )
 
 
 def _launch_started(sweep_dir: Path) -> Optional[float]:
     try:
-        return json.loads((sweep_dir / progress.PROGRESS_DIR / "plan.json").read_text())["started"]
-    except (OSError, ValueError, KeyError):
+        started = json.loads((sweep_dir / progress.PROGRESS_DIR / "plan.json").read_text())["started"]
+    except (OSError, ValueError, KeyError, TypeError):
         return None
+    return float(started) if _number_or_none(started) and started is not None else None
