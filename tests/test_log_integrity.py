@@ -24,6 +24,7 @@ import pytest
 from runner import report, rerun
 from runner.record import log_reader, runlog
 from runner.sweep import resume
+from runner.sweep import summary as sweep_summary
 from tests.helpers import cli, command_env, summary, sweep_dirs
 
 RESULTS = runlog.RESULTS_FILE
@@ -250,6 +251,20 @@ def test_rerun_names_a_bad_run_in_one_line_and_runs_nothing(grid_run, tmp_path, 
     assert out == ""
     assert_names(one_line(err), folder, words)
     assert not os.path.lexists(folder / rerun.RERUN_DIR)
+
+
+@pytest.mark.parametrize("corrupt, words", ROWS, ids=IDS)
+def test_the_sweep_summary_lists_a_bad_log_as_corrupt_and_goes_on(grid_run, tmp_path, corrupt, words):
+    sweep_dir = tmp_path / "sweep"
+    shutil.copytree(grid_run, sweep_dir / "0", symlinks=True)
+    bad_copy(grid_run, sweep_dir / "1", corrupt)
+    rows = sweep_summary.collect(sweep_dir)  # a FIFO must not hang it, nor a link be followed
+    sweep_summary.write(sweep_dir, rows)
+    text = sweep_summary.table(rows)
+    assert [(r["job"], r["status"], r["met"]) for r in rows] == [("0", "ok", True), ("1", "corrupt", False)]
+    assert words in rows[1]["error"] and len(rows[1]["error"]) < 200, rows[1]["error"]
+    assert json.loads((sweep_dir / sweep_summary.SUMMARY_JSON).read_text())["failed"] == 1
+    assert "2 jobs, 1 failed" in text and "Traceback" not in text
 
 
 @pytest.mark.slow

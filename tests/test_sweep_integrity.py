@@ -18,6 +18,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -117,79 +118,19 @@ def test_a_resume_over_tampered_logs_rewrites_the_summary(tmp_path):
     assert "Traceback" not in proc.stderr
 
 
-# ---- a results.json that is not a run log: a `corrupt` row, never a crash ------------------
-
-GOOD = {
-    "status": "ok",
-    "expect": {"met": True, "mismatches": []},
-    "derivatives": [{"name": "dy/dx", "value": 3.0}],
-    "error": None,
-    "timing": {"started": 1.0, "total_s": 0.5},
-}
+# ---- what a job folder holds never crashes the summary --------------------------------------
+# (a results.json that is not a run log: tests/test_log_integrity.py, the BAD_LOGS table)
 
 
-def _with(**changes):
-    rec = json.loads(json.dumps(GOOD))
-    for path, value in changes.items():
-        node, *keys = path.split("__")
-        target = rec
-        for key in [node, *keys][:-1]:
-            target = target[key]
-        if value is KeyError:
-            del target[[node, *keys][-1]]
-        else:
-            target[[node, *keys][-1]] = value
-    return json.dumps(rec)
+@pytest.fixture(scope="module")
+def a_log(tmp_path_factory) -> Path:
+    """A real job's folder: the seed's non-persistent tape (a value, then a declared error)."""
+    from runner import job
+    from tests.helpers import composed
 
-
-CORRUPT = [
-    # name, contents (text, or a callable making results.json at the path), expected error
-    ("cut short", _with()[:40], "not valid JSON (line 1); cut short?"),
-    ("empty", "", "not valid JSON (line 1); cut short?"),
-    ("not JSON", "root:x:0:0:root:/root:/bin/bash\n", "not valid JSON (line 1); cut short?"),
-    ("nested too deep", "[" * 200_000, "nested too deeply to read"),
-    ("binary", lambda p: p.write_bytes(b"\x81\x82\x83"), "not UTF-8 text"),
-    ("a list", "[1, 2, 3]", "a JSON array, not an object"),
-    ("a string", '"ok"', "a JSON string, not an object"),
-    ("null", "null", "a JSON null, not an object"),
-    ("status missing", _with(status=KeyError), "status is missing"),
-    ("status a number", _with(status=3), "status is a JSON number"),
-    ("expect a list", _with(expect=[True]), "expect is a JSON array"),
-    ("met missing", _with(expect__met=KeyError), "expect.met is missing"),
-    ("met a string", _with(expect__met="yes"), "expect.met is a JSON string"),
-    ("met a number", _with(expect__met=1), "expect.met is a JSON number"),
-    ("mismatches a string", _with(expect__mismatches="x"), "expect.mismatches is a JSON string"),
-    ("derivatives missing", _with(derivatives=KeyError), "derivatives is missing"),
-    ("derivatives an object", _with(derivatives={"dy/dx": 3.0}), "derivatives is a JSON object"),
-    ("a derivative without a name", _with(derivatives=[{"value": 1.0}]), "derivatives[0] is not a named value"),
-    ("a derivative a number", _with(derivatives=[3.0]), "derivatives[0] is not a named value"),
-    ("error without a message", _with(error={"type": "E"}), "error has no type and message"),
-    ("timing a list", _with(timing=[1]), "timing is a JSON array"),
-    ("started a string", _with(timing__started="now"), "timing.started and timing.total_s must be numbers"),
-    ("NaN", _with().replace("3.0", "NaN"), "NaN is not JSON"),
-    ("1e400", _with().replace("3.0", "1e400"), "a number out of range (1e400)"),
-    ("a directory", lambda p: p.mkdir(), "not a regular file"),
-    ("a FIFO", lambda p: os.mkfifo(p), "not a regular file"),
-    ("a link", lambda p: p.symlink_to("/etc/passwd"), "a link"),
-    ("too large", lambda p: os.truncate(p.open("w").name, sweep_summary.RESULTS_MAX_BYTES + 1), "larger than 256 MiB"),
-]
-
-
-@pytest.mark.parametrize("contents, problem", [c[1:] for c in CORRUPT], ids=[c[0] for c in CORRUPT])
-def test_a_results_json_that_is_not_a_run_log_gives_a_corrupt_row(tmp_path, contents, problem):
-    for job, make in (("0", _with()), ("1", contents)):
-        path = tmp_path / job / "results.json"
-        path.parent.mkdir()
-        make(path) if callable(make) else path.write_text(make)
-
-    rows = sweep_summary.collect(tmp_path)  # a FIFO must not hang it, nor a link be followed
-    sweep_summary.write(tmp_path, rows)
-    text = sweep_summary.table(rows)
-
-    assert [(r["status"], r["met"]) for r in rows] == [("ok", True), ("corrupt", False)]
-    assert rows[1]["error"] == f"results.json: {problem}"
-    assert json.loads((tmp_path / "summary.json").read_text())["failed"] == 1
-    assert "sweep: 2 jobs, 1 failed" in text and "root:" not in text
+    folder = tmp_path_factory.mktemp("log") / "run"
+    assert job.run(composed(["experiment=seed_non_persistent"]), folder, name="x", echo=False) == 0
+    return folder
 
 
 OVERRIDES = [
@@ -202,18 +143,19 @@ OVERRIDES = [
 
 
 @pytest.mark.parametrize("make", [o[1] for o in OVERRIDES], ids=[o[0] for o in OVERRIDES])
-def test_an_unreadable_overrides_file_still_gives_a_row(tmp_path, make):
-    (tmp_path / "0" / ".hydra").mkdir(parents=True)
+def test_an_unreadable_overrides_file_still_gives_a_row(tmp_path, a_log, make):
+    shutil.copytree(a_log, tmp_path / "0")
+    (tmp_path / "0" / ".hydra").mkdir()
     make(tmp_path / "0" / ".hydra" / "overrides.yaml")
-    (tmp_path / "0" / "results.json").write_text(_with())
     (row,) = sweep_summary.collect(tmp_path)
-    assert (row["overrides"], row["status"], row["met"]) == ([], "ok", True)
+    assert (row["overrides"], row["status"], row["met"]) == ([], "error", True)  # the declared error
 
 
-def test_the_table_escapes_what_a_tampered_log_holds(tmp_path):
-    (tmp_path / "0").mkdir()
-    rec = json.loads(_with(error={"type": "E\x1b[2J", "message": "\x1b]0;owned\x07 x"}, expect__met=False))
-    rec["derivatives"][0].update(name="d\x1b[31m", check={"passed": "yes"})
+def test_the_table_escapes_what_a_tampered_log_holds(tmp_path, a_log):
+    shutil.copytree(a_log, tmp_path / "0")
+    rec = json.loads((a_log / "results.json").read_text())
+    rec["error"].update(type="E\x1b[2J", message="\x1b]0;owned\x07 x")
+    rec["derivatives"][0].update(name="d\x1b[31m")
     (tmp_path / "0" / "results.json").write_text(json.dumps(rec))
     text = sweep_summary.table(sweep_summary.collect(tmp_path))
     assert "\x1b" not in text and "\x07" not in text

@@ -11,17 +11,26 @@ from pathlib import Path
 from typing import Any, Dict, List
 
 OVERRIDES_FILE = Path(".hydra") / "overrides.yaml"
+OVERRIDES_LIMIT = 1 << 20  # a job's overrides are a few lines
 
 
 def overrides(folder: Path) -> List[str]:
-    """The command-line overrides Hydra saved for this job (none outside Hydra), less
-    `resume=...`, which says how the sweep was launched, not what the job computes."""
+    """The command-line overrides Hydra saved for this job (none outside Hydra, or when the
+    file is not a small regular file), less `resume=...`, which says how the sweep was
+    launched, not what the job computes."""
     path = folder / OVERRIDES_FILE
     if not path.is_file():
         return []
     import yaml  # Hydra's own dependency; a plain list of strings
 
-    return job_overrides(yaml.safe_load(path.read_text()) or [])
+    from runner.config import files
+    from runner.errors import ConfigError
+
+    try:
+        text = files.read_bounded(path, str(OVERRIDES_FILE), OVERRIDES_LIMIT).decode(errors="replace")
+    except ConfigError:  # not a small regular file (a FIFO, a device, a huge file): none to show
+        return []
+    return job_overrides(yaml.safe_load(text) or [])
 
 
 def job_overrides(overrides: List[Any]) -> List[str]:

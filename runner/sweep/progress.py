@@ -24,7 +24,9 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
+from runner.config import files
 from runner.config.overrides import job_overrides
+from runner.errors import ConfigError
 from runner.sweep import folders, lock
 
 PROGRESS_DIR = ".progress"
@@ -68,7 +70,7 @@ def record(sweep_dir: Path, failed: bool) -> dict:
     """Count one finished job; return the counts so far (done, failed, total, elapsed_s)."""
     folder = sweep_dir / PROGRESS_DIR
     try:
-        plan = json.loads((folder / "plan.json").read_text())
+        plan = json.loads(read_small(folder / "plan.json"))
     except (OSError, ValueError):
         plan = {"total": None, "started": None}
     _append(folder / "done")
@@ -95,8 +97,8 @@ def raised(sweep_dir: Path) -> Dict[str, str]:
     """The jobs of this launch that raised: job folder name -> `Type: message`."""
     out: Dict[str, str] = {}
     try:
-        lines = (sweep_dir / PROGRESS_DIR / RAISED_FILE).read_text(errors="replace").splitlines()
-    except OSError:
+        lines = read_small(sweep_dir / PROGRESS_DIR / RAISED_FILE).splitlines()
+    except (OSError, ValueError):
         return out
     for text in lines:
         try:
@@ -111,7 +113,7 @@ def counts(sweep_dir: Path) -> Optional[dict]:
     """The counts of a sweep folder as its jobs left them; None when it has none."""
     folder = sweep_dir / PROGRESS_DIR
     try:
-        plan = json.loads((folder / "plan.json").read_text())
+        plan = json.loads(read_small(folder / "plan.json"))
         return {
             "done": (folder / "done").stat().st_size,
             "failed": (folder / "failed").stat().st_size,
@@ -119,6 +121,15 @@ def counts(sweep_dir: Path) -> Optional[dict]:
         }
     except (OSError, ValueError):
         return None
+
+
+def read_small(path: Path, limit: int = 1 << 20) -> str:
+    """A small bookkeeping file of a sweep folder, as text; `ValueError` when it is not a
+    regular file under `limit` bytes (a FIFO there must not hang a summary or a report)."""
+    try:
+        return files.read_bounded(path, path.name, limit).decode(errors="replace")
+    except ConfigError as err:
+        raise ValueError(err.message) from None
 
 
 def line(counts: dict, job: str, overrides: str, outcome: str) -> str:

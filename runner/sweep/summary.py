@@ -20,10 +20,8 @@ record when the job ran checks); the printed table shows the same, shortened.
 from __future__ import annotations
 
 import csv
-import errno
 import io
 import json
-import math
 import os
 import stat
 import sys
@@ -34,7 +32,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 from runner.config import overrides
-from runner.record import console, runlog
+from runner.record import console, log_reader, runlog
 from runner.sweep import folders, lock, progress
 
 SUMMARY_JSON = "summary.json"
@@ -52,7 +50,11 @@ finished = False
 def job_folders(sweep_dir: Path) -> List[Path]:
     """The sweep's job folders, by job number: sub-folders with Hydra's `.hydra/`, and numbered
     ones without it yet (a job stopped between making its folder and writing `.hydra/`)."""
-    jobs = [p for p in sweep_dir.iterdir() if p.is_dir() and ((p / ".hydra").is_dir() or p.name.isdigit())]
+    jobs = [
+        p
+        for p in sweep_dir.iterdir()
+        if p.is_dir() and not p.name.startswith(".") and ((p / ".hydra").is_dir() or p.name.isdigit())
+    ]
     return sorted(jobs, key=lambda p: (not p.name.isdigit(), int(p.name) if p.name.isdigit() else 0, p.name))
 
 
@@ -72,98 +74,35 @@ def collect(sweep_dir: Path, started: Optional[float] = None) -> List[Dict[str, 
         if job_dir.name in raised:  # this launch's job raised: any results.json there is older
             row.update(_failed_row("raised", raised[job_dir.name]))
         else:
-            try:
-                row.update(_row(_read_results(job_dir / runlog.RESULTS_FILE), started))
-            except FileNotFoundError:
+            results = job_dir / runlog.RESULTS_FILE
+            if not os.path.lexists(results):
                 row.update(_failed_row("missing", "no results.json"))
-            except CorruptResults as err:
-                row.update(_failed_row("corrupt", f"results.json: {err}"))
+            else:
+                try:
+                    row.update(_row(log_reader.read_log(job_dir), started))
+                except log_reader.BadLog as err:  # the same reading as resume, report and rerun
+                    row.update(_failed_row("corrupt", str(err).replace(f"{job_dir}{os.sep}", "")))
         rows.append(row)
     return rows
 
 
-# A run log larger than this is not read (an array above log.max_inline_elements goes to
-# arrays.npz, so a real results.json is far smaller).
-RESULTS_MAX_BYTES = 256 * 2**20
-
-
-class CorruptResults(ValueError):
-    """A results.json that is not a whole run log; the message says why, in a few words."""
-
-
-def _read_results(path: Path) -> Dict[str, Any]:
-    """The parsed run log: a regular file (not a link), under the size cap, a JSON object."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
-    except FileNotFoundError:
-        raise
-    except OSError as err:
-        raise CorruptResults("a link" if err.errno == errno.ELOOP else f"cannot be read ({err.strerror})") from None
-    try:
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode):
-            raise CorruptResults("not a regular file")
-        if info.st_size > RESULTS_MAX_BYTES:
-            raise CorruptResults(f"larger than {RESULTS_MAX_BYTES >> 20} MiB")
-        with os.fdopen(os.dup(fd), "rb") as f:
-            data = f.read(RESULTS_MAX_BYTES + 1)
-    finally:
-        os.close(fd)
-    try:
-        rec = json.loads(data, parse_constant=_no_constant, parse_float=_finite)
-    except json.JSONDecodeError as err:
-        raise CorruptResults(f"not valid JSON (line {err.lineno}); cut short?") from None
-    except UnicodeDecodeError:
-        raise CorruptResults("not UTF-8 text") from None
-    except RecursionError:
-        raise CorruptResults("nested too deeply to read") from None
-    except ValueError as err:  # from the two functions below
-        raise CorruptResults(str(err)) from None
-    if not isinstance(rec, dict):
-        raise CorruptResults(f"a JSON {_kind(rec)}, not an object")
-    return rec
-
-
-def _no_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON")  # runlog spells non-finite values as strings
-
-
-def _finite(text: str) -> float:
-    value = float(text)
-    if not math.isfinite(value):  # 1e400: the summary must stay strict JSON
-        raise ValueError(f"a number out of range ({text[:20]})")
-    return value
-
-
 def _row(rec: Dict[str, Any], started: Optional[float]) -> Dict[str, Any]:
-    """The summary fields of a run log, each checked for the type the runner writes."""
-    status = _field(rec, "status", str)
-    expect = _field(rec, "expect", dict)
-    met = _field(expect, "met", bool, "expect.")
-    mismatches = _field(expect, "mismatches", (list, type(None)), "expect.") if "mismatches" in expect else None
-    derivatives = _field(rec, "derivatives", list)
-    err = _field(rec, "error", (dict, type(None))) if "error" in rec else None
-    timing = _field(rec, "timing", dict) if "timing" in rec else {}
-    for i, d in enumerate(derivatives):
-        if not isinstance(d, dict) or not isinstance(d.get("name"), str) or "value" not in d:
-            raise CorruptResults(f"derivatives[{i}] is not a named value")
-    if err is not None and not (isinstance(err.get("type"), str) and isinstance(err.get("message"), str)):
-        raise CorruptResults("error has no type and message")
+    """The summary fields of a run log `log_reader` has checked whole (keys and types)."""
+    err = rec.get("error")
+    timing = rec.get("timing") or {}
     begun = timing.get("started")
-    total = timing.get("total_s")
-    if not _number_or_none(begun) or not _number_or_none(total):
-        raise CorruptResults("timing.started and timing.total_s must be numbers")
     message = (err["message"].splitlines() or [""])[0][:120] if err else ""
     return dict(
-        status=status[:40],
-        met=met,
+        status=rec["status"],
+        met=rec["expect"]["met"],
         resumed=bool(started and begun and begun < started),
-        derivatives={d["name"]: d["value"] for d in derivatives},
-        # another module adds a `check` record to each derivative when checks run
-        checks={d["name"]: _flag(d["check"].get("passed")) for d in derivatives if isinstance(d.get("check"), dict)},
+        derivatives={d["name"]: d["value"] for d in rec["derivatives"]},
+        checks={
+            d["name"]: _flag(d["check"].get("passed")) for d in rec["derivatives"] if isinstance(d.get("check"), dict)
+        },
         error=f"{err['type'][:80]}: {message}" if err else None,
-        mismatches=[str(m)[:200] for m in mismatches or []],
-        duration_s=total,
+        mismatches=[str(m)[:200] for m in rec["expect"].get("mismatches") or []],
+        duration_s=timing.get("total_s"),
     )
 
 
@@ -171,24 +110,6 @@ def _failed_row(status: str, error: str) -> Dict[str, Any]:
     return dict(
         status=status, met=False, resumed=False, derivatives={}, checks={}, error=error, mismatches=[], duration_s=None
     )
-
-
-def _field(rec: Dict[str, Any], key: str, kind: Any, prefix: str = "") -> Any:
-    if key not in rec:
-        raise CorruptResults(f"{prefix}{key} is missing")
-    value = rec[key]
-    if not isinstance(value, kind) or (kind is not bool and isinstance(value, bool)):
-        raise CorruptResults(f"{prefix}{key} is a JSON {_kind(value)}")
-    return value
-
-
-def _number_or_none(v: Any) -> bool:
-    return v is None or (isinstance(v, (int, float)) and not isinstance(v, bool))
-
-
-def _kind(v: Any) -> str:
-    names = {dict: "object", list: "array", str: "string", bool: "boolean", int: "number", float: "number"}
-    return "null" if v is None else names.get(type(v), type(v).__name__)
 
 
 def _flag(v: Any) -> Optional[bool]:
@@ -381,7 +302,8 @@ def ended_by_error(sweep_dir: Path, rows: Optional[List[Dict[str, Any]]], error:
 
 def _launch_started(sweep_dir: Path) -> Optional[float]:
     try:
-        started = json.loads((sweep_dir / progress.PROGRESS_DIR / "plan.json").read_text())["started"]
+        started = json.loads(progress.read_small(sweep_dir / progress.PROGRESS_DIR / "plan.json"))["started"]
     except (OSError, ValueError, KeyError, TypeError):
         return None
-    return float(started) if _number_or_none(started) and started is not None else None
+    number = isinstance(started, (int, float)) and not isinstance(started, bool)
+    return float(started) if number else None
