@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from runner.record import git_objects as go
 from runner.record import git_state as gs
 from runner.record import runlog
 from tests.helpers import ROOT, cli, command_env
@@ -131,7 +132,11 @@ def include(r: Path, key: str) -> None:
 
 
 def w(name: str, text: str):
-    return lambda r: (r / name).write_text(text)
+    def write(r: Path) -> None:
+        (r / name).parent.mkdir(parents=True, exist_ok=True)
+        (r / name).write_text(text)
+
+    return write
 
 
 def steps(*fns):
@@ -157,11 +162,43 @@ STATES = [
     ("symlink touched", lambda r: later(r / "link"), False, True),
     ("deleted", lambda r: (r / "a.txt").unlink(), True, True),
     ("untracked file", w("new.txt", "new\n"), False, True),
-    # the module's LIMIT: the index is not compared with HEAD's tree, so a change staged and not
-    # changed since reads as clean (git status shows "M ", "A ", "D ")
-    ("staged change", steps(w("a.txt", "staged\n"), g("add", "a.txt")), False, False),
-    ("staged new file", steps(w("new.txt", "new\n"), g("add", "new.txt")), False, False),
-    ("staged removal", g("rm", "-q", "--cached", "a.txt"), False, False),
+    # staged: the index differs from HEAD's tree (git status shows "M ", "A ", "D ")
+    ("staged change", steps(w("a.txt", "staged\n"), g("add", "a.txt")), True, True),
+    ("staged change in a folder", steps(w("sub/b.txt", "staged\n"), g("add", "sub")), True, True),
+    ("staged new file", steps(w("new.txt", "new\n"), g("add", "new.txt")), True, True),
+    ("staged new folder", steps(w("sub/new/c.txt", "new\n"), g("add", "sub")), True, True),
+    ("staged removal", g("rm", "-q", "--cached", "a.txt"), True, True),
+    ("staged removal of a folder", g("rm", "-rq", "--cached", "sub"), True, True),
+    ("staged executable bit", steps(lambda r: (r / "a.txt").chmod(0o755), g("add", "a.txt")), True, True),
+    (
+        "staged symlink retarget",
+        steps(lambda r: ((r / "link").unlink(), (r / "link").symlink_to("x")), g("add", "link")),
+        True,
+        True,
+    ),
+    (
+        "staged then reverted in the index",
+        steps(w("a.txt", "x\n"), g("add", "a.txt"), w("a.txt", "alpha\n"), g("add", "a.txt")),
+        False,
+        True,
+    ),
+    ("staged removal, added back", steps(g("rm", "-q", "--cached", "a.txt"), g("add", "a.txt")), False, True),
+    ("gc, clean", steps(second_commit, g("gc", "-q")), False, True),
+    ("gc, staged change", steps(second_commit, g("gc", "-q"), w("sub/b.txt", "s\n"), g("add", "sub")), True, True),
+    (
+        "gc, staged then reverted",
+        steps(
+            second_commit,
+            g("gc", "-q"),
+            w("a.txt", "s\n"),
+            g("add", "a.txt"),
+            w("a.txt", "alpha two\n"),
+            g("add", "a.txt"),
+        ),
+        False,
+        True,
+    ),
+    ("gc, staged removal", steps(g("gc", "-q"), g("rm", "-q", "--cached", "sub/b.txt")), True, True),
     ("staged, then put back", steps(w("a.txt", "x\n"), g("add", "a.txt"), w("a.txt", "alpha\n")), True, True),
     ("staged then unstaged", steps(w("a.txt", "x\n"), g("add", "a.txt"), g("reset", "-q")), True, True),
     ("executable bit set", lambda r: (r / "a.txt").chmod(0o755), True, True),
@@ -268,7 +305,13 @@ STATES = [
         None,
     ),
     ("index a FIFO", lambda r: fifo_for(r / ".git" / "index"), None, None),
-    ("index deleted", lambda r: (r / ".git" / "index").unlink(), None, None),
+    (
+        "index deleted (git: an empty index, all staged for removal)",
+        lambda r: (r / ".git" / "index").unlink(),
+        True,
+        True,
+    ),
+    ("replace ref (git reads another commit's tree)", steps(second_commit, g("replace", "HEAD", "HEAD~1")), None, None),
     ("index path leading out", lambda r: patch_index(r, b"a.txt\0", b"../ab\0"), None, None),
     ("include turns filemode off", lambda r: include(r, "include.path"), False, True),
     # a conditional include is not evaluated: what it sets is unknown (git: this one does not apply)
@@ -312,6 +355,191 @@ def test_more_entries_or_bytes_than_the_bounds_are_unknown(repo, monkeypatch):
     assert read(repo)["dirty"] is False
     monkeypatch.setattr(gs, "MAX_ENTRIES", 3)  # four entries
     assert read(repo)["dirty"] is None
+
+
+# ---------------------------------------------------------------- staged: git's object store
+
+
+def status_says(r: Path) -> bool:
+    return bool(git(r, "status", "--porcelain", "--untracked-files=no"))
+
+
+def packed(r: Path) -> Path:
+    """Every object in one pack, none loose: the pack's path."""
+    git(r, "repack", "-qad")
+    git(r, "prune-packed")
+    assert not any(p.name != "pack" and p.name != "info" for p in (r / ".git" / "objects").iterdir())
+    (pack,) = (r / ".git" / "objects" / "pack").glob("*.pack")
+    return pack
+
+
+def pack_rows(pack: Path) -> dict:
+    """Object id -> (type, size, size in the pack, offset[, depth, base]) from git verify-pack."""
+    rows = git(pack.parent, "verify-pack", "-v", str(pack.with_suffix(".idx"))).splitlines()
+    return {row.split()[0]: row.split()[1:] for row in rows if len(row.split()) >= 5 and len(row.split()[0]) == 40}
+
+
+def rewrite(path: Path, data: bytes) -> None:
+    path.chmod(0o644)  # git writes objects and packs read-only
+    path.write_bytes(data)
+
+
+def test_the_index_trees_hash_as_git_write_tree_hashes_them(repo):
+    deep_files(repo)
+    for name in ("a-b", "a/b", "a0", "a.b/c"):  # names that sort differently as files and folders
+        (repo / name).parent.mkdir(parents=True, exist_ok=True)
+        (repo / name).write_text(name)
+    git(repo, "add", ".")
+    entries = gs._parse_index((repo / ".git" / "index").read_bytes())
+    trees = go._index_trees((e.path, e.mode, e.oid) for e in entries)
+    assert trees[b""][0].hex() == git(repo, "write-tree")
+    for folder in ("deep", "deep/er", "a", "sub"):
+        assert trees[folder.encode()][0].hex() == git(repo, "write-tree", f"--prefix={folder}/")
+
+
+def test_a_deltified_commit_is_read_from_its_pack(repo, monkeypatch):
+    """HEAD at an older commit stored as a delta of a newer one (offset, then reference deltas)."""
+    for i in range(12):
+        (repo / "a.txt").write_text(f"{i}\n")
+        git(repo, "commit", "-qam", f"commit {i}\n\n" + "the same long message body. " * 80 + str(i))
+    git(repo, "checkout", "-q", "--detach", "HEAD~6")
+    commit = git(repo, "rev-parse", "HEAD")
+    for offsets in ("true", "false"):
+        git(repo, "-c", f"repack.useDeltaBaseOffset={offsets}", "repack", "-qadf", "--window=50", "--depth=50")
+        git(repo, "prune-packed")
+        (pack,) = (repo / ".git" / "objects" / "pack").glob("*.pack")
+        assert len(pack_rows(pack)[commit]) == 6  # a delta: its depth and base are listed
+        assert read(repo) == {"commit": commit, "dirty": False, "root": str(repo)}
+        (repo / "a.txt").write_text("staged\n")
+        git(repo, "add", "a.txt")
+        assert read(repo)["dirty"] is True
+        git(repo, "reset", "-q", "--hard")
+        with monkeypatch.context() as m:
+            m.setattr(go, "MAX_DELTA_CHAIN", 0)  # the commit is a delta: one is too many
+            assert read(repo)["dirty"] is None
+
+
+def flip(path: Path, at: int) -> None:
+    data = bytearray(path.read_bytes())
+    data[at] ^= 0xFF
+    rewrite(path, bytes(data))
+
+
+def damage_index(pack: Path, at: int) -> None:
+    flip(pack.with_suffix(".idx"), at)
+
+
+PACK_DAMAGE = {  # (pack, its rows, HEAD's commit, HEAD's tree) -> None
+    "truncated": lambda pack, rows, head, tree: rewrite(pack, pack.read_bytes()[:-30]),
+    "cut after HEAD's commit": lambda pack, rows, head, tree: rewrite(
+        pack, pack.read_bytes()[: int(rows[head][3]) + 4]
+    ),
+    "HEAD's commit corrupt": lambda pack, rows, head, tree: flip(pack, int(rows[head][3]) + int(rows[head][2]) - 3),
+    "HEAD's tree corrupt": lambda pack, rows, head, tree: flip(pack, int(rows[tree][3]) + 4),
+    "object count in the header": lambda pack, rows, head, tree: flip(pack, 11),
+    "pack index truncated": lambda pack, rows, head, tree: rewrite(
+        pack.with_suffix(".idx"), pack.with_suffix(".idx").read_bytes()[:-30]
+    ),
+    "pack index, HEAD's offset": lambda pack, rows, head, tree: damage_index(
+        pack, 1032 + 24 * len(rows) + 4 * sorted(rows).index(head) + 3
+    ),
+    "pack index, HEAD's id": lambda pack, rows, head, tree: damage_index(pack, 1032 + 20 * sorted(rows).index(head)),
+    "pack gone": lambda pack, rows, head, tree: pack.unlink(),
+}
+
+
+@pytest.mark.parametrize("damage", list(PACK_DAMAGE.values()), ids=list(PACK_DAMAGE))
+def test_a_corrupt_or_truncated_pack_is_unknown_and_never_raises(repo, damage):
+    second_commit(repo)
+    pack = packed(repo)
+    head, tree = git(repo, "rev-parse", "HEAD"), git(repo, "rev-parse", "HEAD^{tree}")
+    assert read(repo)["dirty"] is False  # HEAD's commit read: its tree is the index's
+    w("sub/b.txt", "staged\n")(repo)
+    git(repo, "add", "sub")
+    assert read(repo)["dirty"] is True  # HEAD's trees of / and sub read too
+    damage(pack, pack_rows(pack), head, tree)
+    assert read(repo) == {"commit": head, "dirty": None, "root": str(repo)}
+    (repo / "a.txt").write_text("a change in the work tree is found all the same\n")
+    assert read(repo)["dirty"] is True
+
+
+def test_a_missing_or_corrupt_loose_object_is_unknown(repo):
+    second_commit(repo)
+    head, tree, first = (git(repo, "rev-parse", name) for name in ("HEAD", "HEAD^{tree}", "HEAD~1"))
+    loose = repo / ".git" / "objects" / head[:2] / head[2:]
+    data = loose.read_bytes()
+    rewrite(loose, data[:-2] + bytes([data[-2] ^ 1, data[-1]]))  # zlib's checksum no longer holds
+    assert read(repo)["dirty"] is None
+    os.mkfifo(repo / "fifo")  # an object that is a FIFO is never opened
+    loose.unlink()
+    os.rename(repo / "fifo", loose)
+    assert read(repo)["dirty"] is None
+    loose.unlink()
+    assert read(repo)["dirty"] is None  # missing
+    for other in (tree, first):  # a tree, then the first commit, under HEAD's name
+        shutil.copy(repo / ".git" / "objects" / other[:2] / other[2:], loose)
+        assert read(repo)["dirty"] is None  # not the first commit's tree against the index
+        loose.unlink()
+
+
+def test_the_object_store_bounds_make_it_unknown(repo, monkeypatch):
+    w("sub/deeper/c.txt", "c\n")(repo)
+    git(repo, "add", ".")
+    git(repo, "commit", "-qm", "deeper")
+    w("sub/deeper/c.txt", "staged\n")(repo)
+    git(repo, "add", ".")
+    assert read(repo)["dirty"] is True  # read: the commit and the trees of /, sub, sub/deeper
+    for name, value in (("MAX_OBJECTS", 3), ("MAX_BYTES", 300), ("MAX_OBJECT_BYTES", 100)):
+        with monkeypatch.context() as m:
+            m.setattr(go, name, value)
+            assert read(repo)["dirty"] is None, name
+    git(repo, "reset", "-q", "--hard", "HEAD")
+    with monkeypatch.context() as m:
+        m.setattr(go, "MAX_OBJECTS", 0)  # a clean repository: its commit is read all the same
+        assert read(repo)["dirty"] is None
+
+
+def test_objects_of_a_shared_clone_are_read_through_its_alternates(repo, tmp_path):
+    git(tmp_path, "clone", "-q", "--shared", str(repo), "clone")
+    clone = tmp_path / "clone"
+    assert (clone / ".git" / "objects" / "info" / "alternates").is_file()
+    assert read(clone)["dirty"] is False
+    (clone / "sub" / "b.txt").write_text("staged\n")
+    git(clone, "add", "sub")
+    assert read(clone)["dirty"] is True == status_says(clone)
+    (repo / ".git" / "objects" / "info" / "alternates").write_text(str(clone / ".git" / "objects") + "\n")
+    assert read(clone)["dirty"] is True  # alternates in a loop are read once
+
+
+def test_a_tree_git_reads_loosely_compares_as_git_compares_it(repo):
+    """HEAD's tree holding an empty folder and a group-writable file mode (100664), as old or
+    hand-made trees may: its id differs from the index's, yet git status sees no change."""
+    entries = git(repo, "ls-tree", "HEAD").replace("100644 blob", "100664 blob").splitlines()
+    empty = git(repo, "hash-object", "-t", "tree", "-w", "--stdin")
+    lines = [*entries, f"040000 tree {empty}\tempty"]
+    body = b"".join(
+        b"%s %s\0%s" % (m.encode(), name.encode(), bytes.fromhex(oid))
+        for m, _, rest in (line.partition(" ") for line in lines)
+        for _, oid, name in [(rest.split()[0], rest.split("\t")[0].split()[1], rest.split("\t")[1])]
+    )
+    tree = (
+        subprocess.run(
+            ["git", "-C", str(repo), "hash-object", "-t", "tree", "-w", "--literally", "--stdin"],
+            input=body,
+            capture_output=True,
+            check=True,
+            timeout=60,
+        )
+        .stdout.decode()
+        .strip()
+    )
+    commit = git(repo, "commit-tree", tree, "-m", "loose tree")
+    git(repo, "update-ref", "HEAD", commit)
+    assert tree != git(repo, "write-tree")
+    assert read(repo) == {"commit": commit, "dirty": False, "root": str(repo)}
+    assert status_says(repo) is False
+    git(repo, "rm", "-q", "--cached", "run.sh")
+    assert read(repo)["dirty"] is True == status_says(repo)
 
 
 def test_not_a_repository_and_unborn_branch_are_none(tmp_path, home):

@@ -10,19 +10,21 @@ instead, each with a bounded read, and no program starts.
   None). `commit` is HEAD, detached or a symbolic ref (a loose ref or `packed-refs`); when it
   names no commit (an unborn branch) or refs are kept otherwise (reftable), the answer is None,
   as when `git rev-parse HEAD` failed.
-- `dirty`: whether a tracked file differs from the index, as git's refresh decides: file type,
-  executable bit, size, stat times; a file whose stat differs, or written in the same second
-  as the index, is hashed as git hashes it (a touched file is clean). Untracked files and
-  changes inside submodules are not looked at; assume-unchanged and skip-worktree entries are
-  skipped, as git skips them; an unmerged or intent-to-add entry is dirty.
-- LIMIT: the index is not compared with HEAD's tree (that needs git's object store: packs,
-  deltas), so a change staged with `git add`, and not changed since, reads as clean.
+- `dirty`: whether `git status --porcelain --untracked-files=no` shows a change. A tracked file
+  differs from the index, as git's refresh decides: file type, executable bit, size, stat
+  times; a file whose stat differs, or written in the same second as the index, is hashed as
+  git hashes it (a touched file is clean). Or the index differs from HEAD's tree (a change
+  staged), read from git's object store by git_objects.py. Untracked files and changes inside
+  submodules are not looked at; assume-unchanged and skip-worktree entries are skipped, as git
+  skips them; an unmerged or intent-to-add entry is dirty; a missing index is an empty one.
 - `dirty` is None (unknown), never a guess, for: a sha256 repository; a split or sparse index,
   or another index extension git requires; an index that does not parse or check; more than
   MAX_ENTRIES entries or MAX_HASH_BYTES to hash; a file to hash that a filter, `ident` or an
   encoding may change on its way into git (or, holding a CR byte, an end-of-line conversion);
-  a setting used here coming from a conditional include. A change found for sure elsewhere
-  still makes it True. Not followed: GIT_DIR and the like; `safe.directory` (nothing runs).
+  a setting used here coming from a conditional include; an object to read that is missing,
+  corrupt, past git_objects' bounds, or replaced (refs/replace). A change found for sure
+  elsewhere still makes it True. Not followed: GIT_DIR and the like; `safe.directory` (nothing
+  runs).
 """
 
 from __future__ import annotations
@@ -36,6 +38,8 @@ import struct
 from pathlib import Path
 from typing import Any, Dict, List, NamedTuple, Optional, Tuple
 
+from runner.record.git_objects import Unknown, read_file, staged
+
 MAX_ENTRIES = 100_000  # index entries; more and `dirty` is None
 MAX_HASH_BYTES = 256 << 20  # work-tree bytes to hash; more and `dirty` is None
 MAX_INDEX_BYTES = 64 << 20
@@ -45,10 +49,6 @@ _HEX = re.compile(rb"[0-9a-f]{40}(?:[0-9a-f]{24})?")
 _REF = re.compile(r"refs(?:/(?!\.)[^/\x00-\x20\x7f~^:?*\[\\]+)+")
 _PER_WORKTREE = ("HEAD", "refs/bisect/", "refs/worktree/", "refs/rewritten/")
 _FALSE = ("false", "no", "off", "0", "")
-
-
-class _Unknown(Exception):
-    """Something cannot be read with certainty: the answer is unknown, not a guess."""
 
 
 @functools.lru_cache(maxsize=None)
@@ -66,32 +66,6 @@ def git_state(folder: Path) -> Optional[Dict[str, Any]]:
     return {"commit": commit, "dirty": None if root is None else repo.dirty(root, commit), "root": root}
 
 
-def _read(path: Any, limit: int) -> Optional[bytes]:
-    """A regular file's bytes (symlinks followed), None when missing or a folder; _Unknown when
-    over `limit` bytes or not a regular file (no FIFO or device is ever opened)."""
-    try:
-        mode = os.stat(path).st_mode
-        if stat.S_ISDIR(mode):
-            return None
-        if not stat.S_ISREG(mode):
-            raise _Unknown(f"not a regular file: {path!r}")
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-    except (FileNotFoundError, NotADirectoryError):
-        return None
-    try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):  # swapped since
-            raise _Unknown(f"not a regular file: {path!r}")
-        chunks, size = [], 0
-        while chunk := os.read(fd, min(1 << 20, limit + 1 - size)):
-            chunks.append(chunk)
-            size += len(chunk)
-            if size > limit:
-                raise _Unknown(f"over {limit} bytes: {path!r}")
-        return b"".join(chunks)
-    finally:
-        os.close(fd)
-
-
 _ESCAPE = r"\\[\s\S]"
 _CONFIG = re.compile(
     rf'\s*(?:[#;][^\n]*|\[\s*([\w.-]+)(?:\s+"((?:[^"\\\n]|{_ESCAPE})*)")?\s*\]'
@@ -107,7 +81,7 @@ def _parse_config(text: str) -> List[Tuple[str, str]]:
     while i < end:
         m = _CONFIG.match(text, i)
         if not m or m.end() == i:
-            raise _Unknown("config syntax")
+            raise Unknown("config syntax")
         i = m.end()
         if m.group(1):
             sub = "" if m.group(2) is None else "." + re.sub(r"\\(.)", r"\1", m.group(2))
@@ -130,18 +104,18 @@ class _Config:
             self.load(path, False, 0)
 
     def load(self, path: Path, conditional: bool, depth: int) -> None:
-        data = _read(path, MAX_TEXT_BYTES) or b""
+        data = read_file(path, MAX_TEXT_BYTES) or b""
         for key, value in _parse_config(data.decode("utf-8", "surrogateescape")):
             (self.conditional.add if conditional else self.conditional.discard)(key)
             self.values[key] = value
             if key == "include.path" or key.startswith("includeif.") and key.endswith(".path"):
                 if depth >= 10:
-                    raise _Unknown("includes nested too deep")
+                    raise Unknown("includes nested too deep")
                 self.load(path.parent / os.path.expanduser(value), conditional or key != "include.path", depth + 1)
 
     def get(self, key: str, default: str = "") -> str:
         if key in self.conditional:
-            raise _Unknown(f"{key} set by a conditional include")
+            raise Unknown(f"{key} set by a conditional include")
         return self.values.get(key, default)
 
     def flag(self, key: str, default: bool) -> bool:
@@ -167,13 +141,13 @@ def _parse_index(data: bytes) -> Optional[List[_Entry]]:
     """The entries of an index file (versions 2, 3, 4), checked against its trailing sha1;
     None when one is unmerged or intent-to-add (the work tree is dirty)."""
     if len(data) < 32 or data[:4] != b"DIRC":
-        raise _Unknown("not an index")
+        raise Unknown("not an index")
     version, count = struct.unpack_from(">II", data, 4)
     if version not in (2, 3, 4) or count > MAX_ENTRIES:
-        raise _Unknown(f"index version {version}, {count} entries")
+        raise Unknown(f"index version {version}, {count} entries")
     body = data[:-20]
     if data[-20:] != bytes(20) and hashlib.sha1(body).digest() != data[-20:]:  # zeros: index.skipHash
-        raise _Unknown("index checksum")
+        raise Unknown("index checksum")
     entries: List[_Entry] = []
     pos, prev, dirty = 12, (b"", -1), False
     for _ in range(count):
@@ -181,7 +155,7 @@ def _parse_index(data: bytes) -> Optional[List[_Entry]]:
         start, pos, extended = pos, pos + 62, 0
         if flags & 0x4000:
             if version < 3:
-                raise _Unknown("extended flags in index version 2")
+                raise Unknown("extended flags in index version 2")
             (extended,), pos = struct.unpack_from(">H", body, pos), pos + 2
         if version == 4:  # the previous path less `strip` bytes, then this suffix
             c, pos = body[pos], pos + 1
@@ -191,26 +165,26 @@ def _parse_index(data: bytes) -> Optional[List[_Entry]]:
                 strip = ((strip + 1) << 7) | (c & 0x7F)
             end = body.index(b"\0", pos)
             if strip > len(prev[0]):
-                raise _Unknown("index path prefix")
+                raise Unknown("index path prefix")
             path, pos = prev[0][: len(prev[0]) - strip] + body[pos:end], end + 1
         else:
             end = body.index(b"\0", pos)
             path, pos = body[pos:end], start + ((end - start + 8) & ~7)
         key, mode = (path, (flags >> 12) & 3), fields[6]
         if (flags & 0xFFF) != min(len(path), 0xFFF) or mode not in (0o100644, 0o100755, 0o120000, 0o160000):
-            raise _Unknown("index entry")
+            raise Unknown("index entry")
         if key <= prev or path.startswith(b"/") or any(p in (b"", b".", b"..", b".git") for p in path.split(b"/")):
-            raise _Unknown("index order or path")  # nothing git would write: it could lead outside
+            raise Unknown("index order or path")  # nothing git would write: it could lead outside
         dirty |= bool(key[1] or extended & 0x2000)  # unmerged, or intent-to-add
         stats = tuple(fields[i] for i in (0, 1, 2, 3, 5, 7, 8, 9))
         entries.append(_Entry(path, oid, mode, bool(flags & 0x8000 or extended & 0x4000), stats))
         prev = key
     while pos < len(body):  # extensions: the optional ones (upper-case first letter) skipped
         if not 65 <= body[pos] <= 90:
-            raise _Unknown(f"index extension {body[pos : pos + 4]!r}")  # a split or sparse index
+            raise Unknown(f"index extension {body[pos : pos + 4]!r}")  # a split or sparse index
         pos += 8 + struct.unpack_from(">I", body, pos + 4)[0]
     if pos != len(body):
-        raise _Unknown("index extensions")
+        raise Unknown("index extensions")
     return None if dirty else entries
 
 
@@ -229,7 +203,7 @@ class _Repo:
             self.config.load(gitdir / "config.worktree", False, 0)
         refs = self.config.get("extensions.refstorage", "files").lower()
         if self.config.get("core.repositoryformatversion", "0") not in ("0", "1") or refs != "files":
-            raise _Unknown("a repository format git refuses, or refs not kept in files (reftable)")
+            raise Unknown("a repository format git refuses, or refs not kept in files (reftable)")
         self.attributes: Dict[Path, Tuple[bool, bool]] = {}
 
     @classmethod
@@ -239,11 +213,11 @@ class _Repo:
         while device is not None:
             dotgit = here / ".git"
             if dotgit.is_file():  # "gitdir: PATH": a linked worktree or a submodule
-                text = (_read(dotgit, MAX_TEXT_BYTES) or b"").decode("utf-8", "surrogateescape")
+                text = (read_file(dotgit, MAX_TEXT_BYTES) or b"").decode("utf-8", "surrogateescape")
                 gitdir = Path(os.path.realpath(here / text[8:].strip()))
                 common = _common_dir(gitdir) if text.startswith("gitdir: ") else None
                 if common is None:
-                    raise _Unknown("a .git file naming no repository")  # git stops there too
+                    raise Unknown("a .git file naming no repository")  # git stops there too
                 return cls(gitdir, common, here)
             if dotgit.is_dir() and (common := _common_dir(dotgit)):
                 return cls(dotgit, common, here)
@@ -256,19 +230,19 @@ class _Repo:
 
     def ref(self, name: str, depth: int = 0) -> Optional[str]:
         """The object id a ref names, symbolic refs followed; None when it names none."""
-        data = _read((self.gitdir if name.startswith(_PER_WORKTREE) else self.common) / name, MAX_TEXT_BYTES)
+        data = read_file((self.gitdir if name.startswith(_PER_WORKTREE) else self.common) / name, MAX_TEXT_BYTES)
         if data is None and name != "HEAD":
-            packed = _read(self.common / "packed-refs", MAX_PACKED_REFS_BYTES) or b""
+            packed = read_file(self.common / "packed-refs", MAX_PACKED_REFS_BYTES) or b""
             m = re.search(rb"^(%s) %s$" % (_HEX.pattern, re.escape(name.encode())), packed, re.M)
             return m.group(1).decode() if m else None
         if data and data.startswith(b"ref:"):
             target = data[4:].strip().decode("ascii")
             if depth >= 5 or not _REF.fullmatch(target) or ".." in target or target.endswith(".lock"):
-                raise _Unknown("symbolic ref")
+                raise Unknown("symbolic ref")
             return self.ref(target, depth + 1)
         oid = (data or b"").split()[:1]
         if not oid or not _HEX.fullmatch(oid[0]):
-            raise _Unknown("ref")
+            raise Unknown("ref")
         return oid[0].decode()
 
     def work_tree(self) -> Optional[str]:
@@ -282,12 +256,31 @@ class _Repo:
         self.root, index = os.fsencode(root), self.gitdir / "index"
         try:
             if len(commit) != 40 or self.config.get("extensions.objectformat", "sha1").lower() != "sha1":
-                raise _Unknown("not a sha1 repository")
+                raise Unknown("not a sha1 repository")
             index_time = os.stat(index).st_mtime_ns // 10**9 if index.exists() else 0
-            entries = _parse_index(_read(index, MAX_INDEX_BYTES) or b"")  # no index: unknown
-            return True if entries is None else self._changed(entries, index_time)
+            data = read_file(index, MAX_INDEX_BYTES)
+            entries = [] if data is None else _parse_index(data)  # no index: git's is empty
+            if entries is None:
+                return True
         except Exception:  # whatever cannot be read is unknown: never an exception
             return None
+        answers = []
+        for check in (lambda: self._changed(entries, index_time), lambda: self._staged(commit, entries)):
+            try:
+                answers.append(check())
+            except Exception:
+                answers.append(None)
+            if answers[-1]:
+                return True  # a change found for sure, whatever the other check could not tell
+        return None if None in answers else False
+
+    def _staged(self, commit: str, entries: List[_Entry]) -> bool:
+        """Whether the index differs from HEAD's tree (a change staged)."""
+        replace = self.common / "refs" / "replace"  # git reads a replaced object in its place
+        packed = read_file(self.common / "packed-refs", MAX_PACKED_REFS_BYTES) or b""
+        if self.config.flag("core.usereplacerefs", True) and (b" refs/replace/" in packed or any(replace.glob("*"))):
+            raise Unknown("replace refs")
+        return staged(self.common / "objects", bytes.fromhex(commit), [(e.path, e.mode, e.oid) for e in entries])
 
     def _changed(self, entries: List[_Entry], index_time: int) -> Optional[bool]:
         """Whether a tracked file differs from its index entry (as git's refresh decides)."""
@@ -376,7 +369,7 @@ class _Repo:
     def _attributes(self, path: Path) -> Tuple[bool, bool]:
         if path not in self.attributes:
             anything = cr = False
-            for line in (_read(path, MAX_TEXT_BYTES) or b"").splitlines():
+            for line in (read_file(path, MAX_TEXT_BYTES) or b"").splitlines():
                 words = line.split()
                 if words and not words[0].startswith(b"#"):
                     names = {w.split(b"=")[0] for w in words[1:] if w[:1] not in (b"-", b"!")}
@@ -389,11 +382,11 @@ class _Repo:
 def _common_dir(path: Path) -> Optional[Path]:
     """The common git folder if `path` is a git folder (as git's is_git_directory), else None."""
     try:
-        head = _read(path / "HEAD", MAX_TEXT_BYTES) or b""
+        head = read_file(path / "HEAD", MAX_TEXT_BYTES) or b""
         if not (head.startswith(b"ref:") and head[4:].lstrip().startswith(b"refs/") or _HEX.match(head)):
             return None
-        link = _read(path / "commondir", MAX_TEXT_BYTES)
-    except (OSError, _Unknown):
+        link = read_file(path / "commondir", MAX_TEXT_BYTES)
+    except (OSError, Unknown):
         return None
     common = path if link is None else Path(os.path.realpath(path / os.fsdecode(link.rstrip())))
     return common if (common / "objects").is_dir() and (common / "refs").is_dir() else None
