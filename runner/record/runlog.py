@@ -16,7 +16,6 @@ import math
 import os
 import platform
 import shlex
-import subprocess
 import sys
 import tempfile
 import threading
@@ -25,6 +24,8 @@ from pathlib import Path
 from typing import Any, BinaryIO, Callable, Dict, List, Optional, Sequence, Union
 
 import numpy as np
+
+from runner.record.git_state import git_state
 
 SCHEMA_VERSION = 1
 RESULTS_FILE = "results.json"
@@ -81,8 +82,9 @@ def array_reference(key: str, arr: np.ndarray) -> Dict[str, Any]:
 def environment(tf_version: Optional[str]) -> Dict[str, Any]:
     """Everything needed to say later what ran where: versions, machine, command, git state.
 
-    The expensive parts (git, /proc/cpuinfo) are computed once per process and cached, so a
-    sweep of many jobs in one process pays them once.
+    The expensive parts (git state, /proc/cpuinfo) are computed once per process and cached,
+    so a sweep of many jobs in one process pays them once. Git state is read from `.git`
+    without running git (runner/record/git_state.py): a config folder's repository runs nothing.
     """
     import hydra
     import omegaconf
@@ -131,32 +133,6 @@ def _config_dirs() -> List[Path]:
     except Exception:  # outside a Hydra app (tests, rerun): no config source to report
         return []
     return [Path(s.path) for s in sources if s.schema == "file" and s.provider in ("main", "command-line")]
-
-
-@functools.lru_cache(maxsize=None)
-def git_state(folder: Path) -> Optional[Dict[str, Any]]:
-    """The commit and dirty flag of the repository holding `folder`; None when it is not one.
-
-    Run once per folder and process, with a short timeout: a slow or missing git must not
-    hold up a job.
-    """
-
-    def git(*args: str) -> Optional[str]:
-        try:
-            out = subprocess.run(["git", "-C", str(folder), *args], capture_output=True, text=True, timeout=3)
-        except (OSError, subprocess.TimeoutExpired):
-            return None
-        return out.stdout.strip() if out.returncode == 0 else None
-
-    commit = git("rev-parse", "HEAD")
-    if commit is None:
-        return None
-    status = git("status", "--porcelain", "--untracked-files=no")
-    return {
-        "commit": commit,
-        "dirty": None if status is None else bool(status),
-        "root": git("rev-parse", "--show-toplevel"),
-    }
 
 
 def write(folder: Path, record: Dict[str, Any], arrays: Dict[str, np.ndarray]) -> Path:
