@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import re
 from typing import Any, List, Optional, Tuple
 
 
@@ -57,8 +58,25 @@ def explain(err: BaseException) -> Tuple[str, Optional[str], int]:
     Hydra's composition errors (a misspelt key, a value of the wrong type, malformed YAML,
     a missing config, an override the grammar rejects) are config errors: the headline
     names the file or key at fault. Anything else is the runner's own failure, reported in
-    one line with a pointer to the traceback.
+    one line with a pointer to the traceback. What Hydra and OmegaConf quote of a user's
+    file (`Value 'AAAA...' could not be converted`) is cut short and escaped.
     """
+    headline, detail, code = _explain(err)
+    return _quoted_short(headline), detail, code
+
+
+_QUOTED = re.compile(r"'([^'\n]{81,})'")
+MAX_HEADLINE = 400
+
+
+def _quoted_short(line: str) -> str:
+    """`line` with every quoted piece cut to 80 characters, non-printables escaped."""
+    line = _QUOTED.sub(lambda m: short(m.group(1), 80), line)
+    line = "".join(c if c.isprintable() else repr(c)[1:-1] for c in line)
+    return line if len(line) <= MAX_HEADLINE else line[: MAX_HEADLINE - 3] + "..."
+
+
+def _explain(err: BaseException) -> Tuple[str, Optional[str], int]:
     import yaml
     from hydra.errors import HydraException, MissingConfigException, OverrideParseException
     from omegaconf.errors import OmegaConfBaseException

@@ -467,6 +467,11 @@ HYDRA_ERRORS = [
     ),
     ("wrong type", ["tape.persistent=maybe"], "config error: tape.persistent: Value 'maybe' is not a valid bool"),
     (
+        "a long value is quoted short",
+        ["tape.persistent=" + "A" * 5000],
+        "config error: tape.persistent: Value '" + "A" * 76 + "... is not a valid bool (type str)",
+    ),
+    (
         "not an integer",
         ["log.max_inline_elements=many"],
         "config error: log.max_inline_elements: Value 'many' of type 'str' could not be converted to Integer",
