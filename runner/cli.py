@@ -111,7 +111,7 @@ def main() -> None:
             sys.exit(_report_interruption(_signal_received))
         headline, detail, code = errors.explain(err)
         sweep_dir = summary.current_sweep_dir
-        if sweep_dir is not None and sweep_dir.is_dir():
+        if sweep_dir is not None and sweep_dir.is_dir() and summary.job_folders(sweep_dir):
             # A job raised (Hydra's sweeper re-raises it after the batch and skips
             # on_multirun_end), or a later batch failed to compose: summarize from disk.
             rows = summary.finish_safely(sweep_dir)
