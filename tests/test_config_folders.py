@@ -336,7 +336,7 @@ def test_the_installed_guard_is_what_hydra_uses():
 
     hydra_guard.install()
     assert hydra_internal.ConfigLoaderImpl is hydra_guard.JudgingConfigLoader
-    assert SourcesRegistry.instance().resolve("file") is hydra_guard.BoundedFileConfigSource
+    assert SourcesRegistry.instance().resolve("file") is hydra_guard.FileConfigSource
 
 
 PWN = f"# @package _global_\n# @package hydra\ncallbacks:\n  x: {SAVE}\n"

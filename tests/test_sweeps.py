@@ -211,7 +211,8 @@ def test_summary_shows_check_outcomes_and_missing_jobs(run_job, tmp_path):
         (job / ".hydra" / "overrides.yaml").write_text(f"- point.x={num}\n")
         rec = dict(ran.log)
         rec["derivatives"] = [
-            {**d, "check": {"passed": passed if d["name"] == "dz/dx" else True}} for d in rec["derivatives"]
+            {**d, "check": {**d["check"], "passed": passed if d["name"] == "dz/dx" else True}}
+            for d in rec["derivatives"]
         ]
         (job / runlog.RESULTS_FILE).write_text(json.dumps(rec))
     (sweep_dir / "2" / ".hydra").mkdir(parents=True)

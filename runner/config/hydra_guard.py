@@ -26,7 +26,7 @@ else is untrusted content, however the command line named it: `--config-dir` (an
 spelling argparse accepts), `--config-path`, any `hydra.searchpath` entry. The command
 line's own overrides are trusted: that is the user's own hand.
 
-Files are read through `BoundedFileConfigSource`: a config file must be a regular file
+Files are read through `FileConfigSource`: a config file must be a regular file
 (a FIFO or a device is refused, never opened for reading), at most `MAX_CONFIG_BYTES`,
 and inside its config folder once symlinks are resolved (a symlinked subfolder or a
 defaults path like `/../data/evil` that leads out is refused).
@@ -44,7 +44,7 @@ from pathlib import Path
 from typing import Any, Iterator, List, Optional, Tuple
 
 from hydra._internal.config_loader_impl import ConfigLoaderImpl
-from hydra._internal.core_plugins.file_config_source import FileConfigSource
+from hydra._internal.core_plugins.file_config_source import FileConfigSource as HydraFileConfigSource
 from hydra.core.default_element import ResultDefault
 from hydra.core.override_parser.types import Override
 from hydra.plugins.config_source import ConfigResult, ConfigSource
@@ -76,18 +76,24 @@ _SHIPPED = {os.path.realpath(_RUNNER_DIR / "conf"), os.path.realpath(_RUNNER_DIR
 
 def install() -> None:
     """Make this process's Hydra compose through `JudgingConfigLoader` and read config files
-    through `BoundedFileConfigSource`. Idempotent; call before Hydra's entry point."""
+    through `FileConfigSource`. Idempotent; call before Hydra's entry point."""
     from hydra._internal import hydra as hydra_internal
     from hydra._internal.sources_registry import SourcesRegistry
     from hydra.core.plugins import Plugins
 
     Plugins.instance()  # registers Hydra's own sources first, so ours is not replaced after
-    SourcesRegistry.instance().types[BoundedFileConfigSource.scheme()] = BoundedFileConfigSource
+    SourcesRegistry.instance().types[FileConfigSource.scheme()] = FileConfigSource
     hydra_internal.ConfigLoaderImpl = JudgingConfigLoader  # type: ignore[misc]
 
 
-class BoundedFileConfigSource(FileConfigSource):
-    """Hydra's `file://` config source, reading only regular files inside its folder, bounded."""
+class FileConfigSource(HydraFileConfigSource):
+    """Hydra's `file://` config source, reading only regular files inside its folder, bounded.
+
+    It keeps the name of the class it replaces: a worker process (joblib, submitit) gets the
+    registry of sources from the launching process and then registers Hydra's own
+    `FileConfigSource` again, which Hydra skips for a class of the same name and refuses
+    (`ValueError`) for any other name.
+    """
 
     def _full_path(self, config_path: str) -> Path:
         return Path(self.path) / config_path
