@@ -132,3 +132,57 @@ def test_unconnected_zero_is_shaped_by_the_row(kind):
     want = KINDS[kind].shape(T_SHAPE, S_SHAPE)
     assert np.shape(got) == want and not np.any(got)
     assert rec["passed"] and np.shape(rec["reference"]) == want, rec
+
+
+# ---- what a kind costs: the columns the job's bounds add up (runner/language/shapes.py) ----
+
+
+@pytest.mark.parametrize("kind", EVERY_KIND)
+def test_a_row_says_what_it_costs(kind):
+    from runner.config.kinds import MAX_FD_ELEMENTS
+
+    row = _row(kind)
+    assert isinstance(row.peak, int) and row.peak >= 1
+    for n in (1, 7, MAX_FD_ELEMENTS):
+        assert row.check_runs(n, row.order or 2) >= 2 and row.check_elements(5, n) >= 1
+    # above the cap the check gives up at once (a jvp never differences element by element)
+    big = MAX_FD_ELEMENTS + 1
+    if row.mode == "reverse" or row.order == 2:
+        assert row.check_runs(big, row.order or 1) == 0 and row.check_elements(5, big) == 0
+
+
+def _counted_check(spec):
+    """The check of the job's one request, counting the runs of the function it makes."""
+    from runner.tape import program
+    from runner.verify import check as verify
+
+    outcome = program.run(spec)
+    fwd = verify.Forward(spec, outcome.values)  # its first run, at the point, is the job's
+    runs = []
+    real_values = fwd.values
+
+    def counting(overrides):
+        runs.append(1)
+        return real_values(overrides)
+
+    fwd.values = counting  # type: ignore[method-assign]
+    rec = verify.check(spec, spec.requests[0], outcome.derivatives[0].value, fwd, verify.tracked_names(spec))
+    assert rec["method"] == "finite_difference" and rec["passed"], rec
+    return len(runs)
+
+
+@pytest.mark.parametrize("kind", EVERY_KIND)
+def test_the_check_runs_the_function_as_often_as_the_row_says(kind):
+    row = _row(kind)
+    n = int(np.prod(S_SHAPE))
+    counted = _counted_check(_job(kind, verify="finite_difference"))
+    want = row.check_runs(n, row.order or 1)
+    # the row counts every kink re-measurement `kinks` may make (2 for each of 8 suspects);
+    # this smooth function has none
+    assert want - 16 <= counted <= want, f"{kind}: the check ran the function {counted} times, the row says {want}"
+
+
+def test_a_nested_gradients_check_runs_as_the_row_says():
+    request = {"target": "y", "sources": "x", "order": 3}
+    spec = specs.build(function_config({"y": "sin(x) * x"}, {"x": [0.5, 1.0]}, [request], verify="finite_difference"))
+    assert _counted_check(spec) == KINDS["gradient"].check_runs(2, 3) == 5**3

@@ -1,4 +1,4 @@
-"""Run settings (`seed`, `determinism`, `resume`, `log.*`): validated once, into the spec.
+"""Run settings (`seed`, `determinism`, `resume`, `log.*`, `limits.*`): validated once, into the spec.
 
 Hydra types them at composition; a config built in code reaches `job.run` untyped, so
 `BAD_SETTINGS` lists the values the runner itself refuses, each with its one-line message
@@ -61,6 +61,48 @@ BAD_SETTINGS = [
         {"log": {"plots": "sometimes"}},
         "config error: log.plots: expected true, false or null, got 'sometimes'",
     ),
+    (
+        "limits not a mapping",
+        {"limits": "none"},
+        "config error: limits: expected a mapping (memory, order, steps, check_evaluations), got 'none'",
+    ),
+    (
+        "memory a word",
+        {"limits": {"memory": "lots"}},
+        "config error: limits.memory: expected a whole number of bytes > 0, or a size such as 4GiB or 512MiB, got 'lots'",
+    ),
+    (
+        "memory of an unknown unit",
+        {"limits": {"memory": "4GiG"}},
+        "config error: limits.memory: expected a whole number of bytes > 0, or a size such as 4GiB or 512MiB, got '4GiG'",
+    ),
+    (
+        "memory zero",
+        {"limits": {"memory": 0}},
+        "config error: limits.memory: expected a whole number of bytes > 0, or a size such as 4GiB or 512MiB, got 0",
+    ),
+    (
+        "memory a fraction of a byte",
+        {"limits": {"memory": "10.5"}},
+        "config error: limits.memory: expected a whole number of bytes > 0, or a size such as 4GiB or 512MiB, got '10.5'",
+    ),
+    ("order zero", {"limits": {"order": 0}}, "config error: limits.order: expected a whole number >= 1, got 0"),
+    (
+        "order a fraction",
+        {"limits": {"order": 2.5}},
+        "config error: limits.order: expected a whole number >= 1, got 2.5",
+    ),
+    ("steps negative", {"limits": {"steps": -5}}, "config error: limits.steps: expected a whole number >= 1, got -5"),
+    (
+        "check_evaluations a bool",
+        {"limits": {"check_evaluations": True}},
+        "config error: limits.check_evaluations: expected a whole number >= 1, got True",
+    ),
+    (
+        "limits has a misspelt key",
+        {"limits": {"memroy": "8GiB"}},
+        "config error: limits.memroy: no such key in LimitsConfig; did you mean 'memory'?",
+    ),
     # a setting is screened like every key before its value is read
     (
         "seed instantiates",
@@ -93,8 +135,26 @@ def test_the_spec_carries_the_settings_with_the_schemas_defaults():
         determinism=True,
         resume=None,
         log=settings.LogSettings(max_inline_elements=10000, tf_verbose=False, tensorboard=True, plots=None),
+        limits=settings.Limits(memory=4 * 2**30, order=8, steps=1000, check_evaluations=10**10),
     )
     assert specs.build(_config(resume="")).settings.resume is None  # an empty path resumes nothing
+    assert specs.build(_config(limits=None)).settings.limits == spec.settings.limits  # null: the defaults
+
+
+@pytest.mark.parametrize(
+    "memory, size",
+    [
+        ("4GiB", 4 * 2**30),
+        ("512 MiB", 512 * 2**20),
+        ("1.5GiB", 3 * 2**29),
+        ("8GB", 8 * 10**9),
+        ("2kb", 2000),
+        ("8589934592", 2**33),  # what the command line's limits.memory=8589934592 gives (a str)
+        (2**33, 2**33),  # a config built in code
+    ],
+)
+def test_memory_limit_is_bytes_or_a_size(memory, size):
+    assert specs.build(_config(limits={"memory": memory})).settings.limits.memory == size
 
 
 def test_job_runs_by_the_settings(run_job):

@@ -1,4 +1,4 @@
-"""The derivative kinds, one row each: options, order, mode, shape rule (imports no TensorFlow, SymPy or Hydra).
+"""The derivative kinds, one row each: options, order, mode, shape rule, cost (imports no TensorFlow, SymPy or Hydra).
 
 As JAX keeps a primitive's rules together, a kind's facts live in one row here, and each
 interpreter keeps one rule per kind in a table keyed like `KINDS`: the tape
@@ -6,6 +6,11 @@ interpreter keeps one rule per kind in a table keyed like `KINDS`: the tape
 and SymPy (:mod:`runner.verify.symbolic_reference`). Request validation
 (:mod:`runner.config.requests`) reads only the rows. `tests/test_kinds_table.py` fails for
 a `Kind` that lacks a row or a rule, or whose shape rule is not what TensorFlow gives.
+
+A row also says what a request of its kind costs, for the bounds checked before TensorFlow
+starts (`runner.language.shapes.check_job`; `limits` in docs/configs.md): its output's memory
+at TensorFlow's peak (`peak`) and the work of its finite-difference check (`check_runs`,
+`check_elements`). They have no defaults, so a new kind cannot be added without them.
 
 The names themselves come from `runner.config.schema.Kind`, the one place enums live.
 """
@@ -23,6 +28,22 @@ Shape = Tuple[int, ...]
 OPTIONS = ("output_gradients", "tangents", "parallel_iterations", "experimental_use_pfor")
 _JACOBIAN_OPTIONS = frozenset({"parallel_iterations", "experimental_use_pfor"})
 
+# The finite-difference check leaves a source of more elements than this unverified, at no
+# cost (runner/verify/finite_differences.py): each element costs two runs of the function.
+MAX_FD_ELEMENTS = 4096
+# `kinks` re-measures at most 8 suspect elements, 2 runs each, after one run at the point.
+_KINK_RUNS = 1 + 2 * 8
+
+
+def _differences(n: int) -> int:
+    """Runs of the function by `fd_jacobian` over n elements: the point, then 2 per element."""
+    return 1 + 2 * n
+
+
+def _unless_skipped(n: int, cost: int) -> int:
+    """`cost`, or 0 for a source of more than MAX_FD_ELEMENTS, which the check skips at once."""
+    return 0 if n > MAX_FD_ELEMENTS else cost
+
 
 @dataclass(frozen=True)
 class KindRow:
@@ -31,6 +52,15 @@ class KindRow:
     # (target shape, source shape) -> the derivative's shape, per source; also the shape of
     # the zeros `unconnected: zero` gives
     shape: Callable[[Shape, Shape], Shape]
+    # TensorFlow's peak memory per element of the output, in numbers of the job's dtype:
+    # measured as one job's peak RSS above an empty job's, less its values, for a target of
+    # one elementwise operation (each further operation adds about half as much again)
+    peak: int
+    # (source elements, order) -> the runs of the function the finite-difference check
+    # makes for one source (this kind's rule in runner/verify/finite_differences.py)
+    check_runs: Callable[[int, int], int]
+    # (target elements, source elements) -> the float64 numbers that check holds at once
+    check_elements: Callable[[int, int], int]
     # forward mode runs a `ForwardAccumulator` along `tangents` (hvp: forward over reverse)
     mode: Literal["reverse", "forward"] = "reverse"
     # the order a request of this kind has whatever it says (1 or this); None: any order >= 1
@@ -52,21 +82,34 @@ class KindRow:
 KINDS: Dict[str, KindRow] = {
     Kind.gradient.value: KindRow(
         shape=lambda t, s: s,
+        peak=3,  # 2^24 points: 3.5 x the output above the values
+        # order > 1: each level differentiates the level below it at every moved point
+        check_runs=lambda n, order: _unless_skipped(n, _differences(n) ** order + (_KINK_RUNS if order == 1 else 0)),
+        check_elements=lambda t, n: _unless_skipped(n, 3 * n),  # central, forward, backward differences
         order=None,
         options=frozenset({"output_gradients"}),
     ),
     Kind.jacobian.value: KindRow(
         shape=lambda t, s: t + s,
+        peak=3,  # 4,096 and 8,192 points: 3.1 x the output with pfor; a while_loop: 3.9 x
+        check_runs=lambda n, order: _unless_skipped(n, _differences(n) + _KINK_RUNS),
+        check_elements=lambda t, n: _unless_skipped(n, 3 * t * n),
         options=_JACOBIAN_OPTIONS,
     ),
     Kind.batch_jacobian.value: KindRow(
         shape=lambda t, s: t[:1] + t[1:] + s[1:],
+        peak=2,  # [64, 1024] points: 2.2 x the output
+        check_runs=lambda n, order: _unless_skipped(n, _differences(n) + _KINK_RUNS),
+        check_elements=lambda t, n: _unless_skipped(n, 3 * t * n),  # the full Jacobian, of which the blocks are kept
         options=_JACOBIAN_OPTIONS,
         one_source=True,
         batched=True,
     ),
     Kind.hessian.value: KindRow(
         shape=lambda t, s: s + s,
+        peak=3,  # 4,096 points: 3.1 x the output
+        check_runs=lambda n, order: _unless_skipped(n, _differences(n) ** 2),
+        check_elements=lambda t, n: _unless_skipped(n, 3 * n * n),
         order=2,
         recomputes=True,
         options=_JACOBIAN_OPTIONS,
@@ -74,12 +117,18 @@ KINDS: Dict[str, KindRow] = {
     ),
     Kind.jvp.value: KindRow(
         shape=lambda t, s: t,
+        peak=3,  # 2^24 points: 3.5 x the output above the values
+        check_runs=lambda n, order: 2,  # one central difference along the tangents, never skipped
+        check_elements=lambda t, n: 2 * t,
         mode="forward",
         recomputes=True,
         options=frozenset({"tangents"}),
     ),
     Kind.hvp.value: KindRow(
         shape=lambda t, s: s,
+        peak=10,  # 2^24 points: 10.8 x the output above the values (forward over reverse)
+        check_runs=lambda n, order: _unless_skipped(n, 2 * _differences(n)),  # a gradient at 2 points
+        check_elements=lambda t, n: _unless_skipped(n, 6 * n),
         mode="forward",
         order=2,
         recomputes=True,

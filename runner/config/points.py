@@ -12,13 +12,16 @@ Everything here is NumPy; TensorFlow sees only the finished arrays.
 
 from __future__ import annotations
 
+import io
 import math
 import os
+import stat
 from pathlib import Path
-from typing import Any, Dict, List, Mapping
+from typing import Any, Dict, List, Mapping, Tuple
 
 import numpy as np
 
+from runner.config import files
 from runner.config.settings import seed_number
 from runner.errors import ConfigError, short
 
@@ -29,6 +32,14 @@ MAX_ELEMENTS = 2**27
 GENERATORS = ("linspace", "arange", "random", "file")
 WRAPPERS = ("grid",)  # {grid: <1-D point>}: an axis of a grid over several inputs
 FILE_SUFFIXES = (".npy", ".csv")
+# A .csv point is text for people (10 million numbers at most, about); larger data belongs in
+# a .npy, whose header gives its size before it is read.
+CSV_MAX_BYTES = 256 * 2**20
+# NumPy writes .npy headers of 128 bytes to a few KiB; its reader checks their length only
+# after reading them, so the length is checked here first.
+NPY_MAX_HEADER = 2**16
+# No point is read from these, whatever path or link leads there.
+SYSTEM_FOLDERS = ("/proc", "/sys", "/dev")
 
 
 def evaluate_all(key: str, raw: Mapping[str, Any]) -> Dict[str, np.ndarray]:
@@ -103,7 +114,11 @@ def _generate(key: str, spec: Mapping) -> np.ndarray:
 
 
 def _file(key: str, path: Any) -> np.ndarray:
-    """A .npy (read with allow_pickle=False: no code runs) or a .csv of numbers."""
+    """A .npy (dtype, shape and size checked from its header before its data is read; never
+    unpickled, so no code runs) or a .csv of numbers (UTF-8 text, no NUL bytes, at most
+    CSV_MAX_BYTES). Which files may be read at all: `_real_file`. An error message quotes
+    at most a short, escaped piece of the file, never a line of it.
+    """
     if not isinstance(path, str) or not path:
         raise ConfigError(key, f"expected a path to a .npy or .csv file, got {path!r}")
     p = Path(os.path.expanduser(path))
@@ -111,28 +126,113 @@ def _file(key: str, path: Any) -> np.ndarray:
         raise ConfigError(key, f"only {' and '.join(FILE_SUFFIXES)} files are read, got {path!r}")
     if not p.is_absolute():
         p = Path.cwd() / p  # Hydra does not change the working folder (hydra.job.chdir=false)
-    if not p.is_file():
-        raise ConfigError(key, f"no such file: {p}")
-    try:
-        if p.suffix.lower() == ".npy":
-            # The header alone gives the shape, so an oversized file is refused before reading.
-            head = np.load(p, mmap_mode="r", allow_pickle=False)
-            _check_size(key, int(head.size))
-            arr = np.array(head)
-        else:
-            if p.stat().st_size > 32 * MAX_ELEMENTS:
-                raise ConfigError(key, f"{p.stat().st_size:,} bytes is too large for a .csv point")
-            arr = np.loadtxt(p, delimiter=",", dtype=np.float64, ndmin=1)
-            if arr.ndim == 2 and 1 in arr.shape:
-                arr = arr.ravel()  # one row or one column: a vector
-    except ConfigError:
-        raise
-    except (ValueError, OSError) as err:
-        raise ConfigError(key, f"cannot read {p.name}: {err}") from None
-    if arr.dtype.kind not in "iuf":
-        raise ConfigError(key, f"{p.name} holds {arr.dtype}, not numbers")
+    real = _real_file(key, p)
+    arr = _npy(key, p, real) if p.suffix.lower() == ".npy" else _csv(key, p)
     _check_size(key, int(arr.size))
     return arr
+
+
+def _real_file(key: str, p: Path) -> Path:
+    """The file `p` names, with every link resolved, if it may be read.
+
+    The rule: a symlink may lead only into the folder it sits in (or below), so a link
+    planted beside a config (`x.csv -> /etc/passwd`) reads nothing; folders named in the
+    path itself are followed as named. Nothing under /proc, /sys or /dev is read, however
+    the path reaches it. Whether it is a regular file is checked on the opened file.
+    """
+    if not os.path.lexists(p):
+        raise ConfigError(key, f"no such file: {p}")
+    real = files.resolve(p, key, inside=p.parent)
+    for folder in map(Path, SYSTEM_FOLDERS):
+        if real == folder or folder in real.parents:
+            where = p if real == p else f"{p} leads to {real}"
+            raise ConfigError(key, f"{where}: no point is read from under {folder}")
+    return real
+
+
+def _csv(key: str, p: Path) -> np.ndarray:
+    """The numbers of a .csv: read whole (it is small), then checked to be text, then parsed."""
+    data = files.read_bounded(p, key, CSV_MAX_BYTES, inside=p.parent)
+    nul = data.find(b"\0")
+    if nul >= 0:
+        raise ConfigError(key, f"{p.name} holds a NUL byte (at byte {nul:,}): it is not a text file")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise ConfigError(key, f"{p.name} is not UTF-8 text (byte {err.start:,})") from None
+    try:
+        arr = np.loadtxt(io.StringIO(text), delimiter=",", dtype=np.float64, ndmin=1)
+    except ValueError:  # NumPy's message would quote the field in full: say where instead
+        raise ConfigError(key, f"cannot read {p.name}: {_csv_fault(text)}") from None
+    if arr.ndim == 2 and 1 in arr.shape:
+        arr = arr.ravel()  # one row or one column: a vector
+    return arr
+
+
+def _csv_fault(text: str) -> str:
+    """Where a .csv that NumPy refused stops being a table of numbers, quoting 20 characters at most."""
+    width = None
+    for number, line in enumerate(text.splitlines(), 1):
+        body = line.split("#", 1)[0]
+        if not body.strip():
+            continue
+        fields = body.split(",")
+        for column, field in enumerate(fields, 1):
+            try:
+                float(field)
+            except ValueError:
+                return f"line {number}, field {column} is not a number: {files.excerpt(field.strip(), 20)}"
+        if width is not None and len(fields) != width:
+            return f"line {number} has {len(fields)} fields, the lines above it {width}"
+        width = len(fields)
+    return "not a table of numbers"
+
+
+def _npy(key: str, p: Path, real: Path) -> np.ndarray:
+    """The array of a .npy, its data read only once its header passes (see `_file`)."""
+    try:
+        fd = os.open(real, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | getattr(os, "O_CLOEXEC", 0))
+    except OSError as err:
+        raise ConfigError(key, f"{p}: {err.strerror or err}") from None
+    with os.fdopen(fd, "rb") as f:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):  # a FIFO would block, a device never end
+            raise ConfigError(key, f"{p} is {files._kind(info.st_mode)}, not a regular file")
+        shape, fortran, dtype = _npy_header(key, f, p.name)
+        if not (dtype.kind in "iu" and dtype.itemsize <= 8 or dtype.kind == "f" and dtype.itemsize in (2, 4, 8)):
+            raise ConfigError(
+                key,
+                f"cannot read {p.name}: it holds {dtype.str!r} ({dtype}) numbers; a point holds integers or "
+                "floats of at most 8 bytes",
+            )
+        count = math.prod(shape)
+        _check_size(key, count)
+        size = f.tell() + count * dtype.itemsize
+        if info.st_size != size:
+            raise ConfigError(
+                key, f"cannot read {p.name}: its header says {size:,} bytes, the file has {info.st_size:,}"
+            )
+        arr = np.fromfile(f, dtype=dtype, count=count)
+    return arr.reshape(shape[::-1]).T if fortran else arr.reshape(shape)
+
+
+def _npy_header(key: str, f: Any, name: str) -> Tuple[Tuple[int, ...], bool, np.dtype]:
+    """(shape, fortran order, dtype) from a .npy header of at most NPY_MAX_HEADER bytes."""
+    fmt = np.lib.format
+    try:
+        version = fmt.read_magic(f)
+        width = {(1, 0): 2, (2, 0): 4}[version]  # bytes of the header's length (3.0: field names)
+        length = int.from_bytes(f.read(width), "little")
+        if length > NPY_MAX_HEADER:
+            raise ValueError(length)
+        f.seek(-width, os.SEEK_CUR)
+        read = fmt.read_array_header_1_0 if version == (1, 0) else fmt.read_array_header_2_0
+        shape, fortran, dtype = read(f, max_header_size=NPY_MAX_HEADER)
+    except (ValueError, KeyError, TypeError, SyntaxError, RecursionError, MemoryError, OSError):
+        raise ConfigError(key, f"cannot read {name}: not a .npy file of version 1 or 2 (its header)") from None
+    if any(n < 0 for n in shape):
+        raise ConfigError(key, f"cannot read {name}: its header gives the shape {list(shape)}")
+    return shape, fortran, dtype
 
 
 def _random(key: str, args: Any) -> np.ndarray:

@@ -128,6 +128,27 @@ class LogConfig:
 
 
 @dataclass
+class LimitsConfig:
+    """Bounds on the work one job may ask for, checked before TensorFlow starts.
+
+    A job above one is refused (exit 2) in one line saying what it would take, the limit and
+    the key that raises it: `python -m runner ... limits.memory=16GiB`. Why each default is
+    what it is: docs/configs.md, "Limits".
+    """
+
+    # the job's estimated memory (runner/language/shapes.py): a whole number of bytes, or a
+    # size such as 512MiB, 4GiB, 8GB (KiB/MiB/GiB/TiB: powers of 1024; kB/MB/GB/TB: of 1000)
+    memory: str = "4GiB"
+    # the highest order of a derivative: the tape's cost grows ~2.3-fold with each order
+    order: int = 8
+    # the most steps in function.steps
+    steps: int = 1000
+    # the finite-difference check's work: runs of the function times the elements each run
+    # computes (every step counting at least 2,000, TensorFlow's fixed cost of running one)
+    check_evaluations: int = 10_000_000_000
+
+
+@dataclass
 class RunnerConfig:
     """The whole composed config of one job."""
 
@@ -150,6 +171,8 @@ class RunnerConfig:
     # a sweep folder to resume (`-m ... resume=outputs/multirun/DATE/TIME`): the sweep runs
     # in that folder and skips each job whose results.json is complete for the same config
     resume: Optional[str] = None
+    # bounds on memory, order, steps and the check's work (raise one to run a larger job)
+    limits: LimitsConfig = field(default_factory=LimitsConfig)
 
 
 def register() -> None:

@@ -1,4 +1,4 @@
-"""Run settings: how a job runs (seed, determinism, resume, log), as against what it computes.
+"""Run settings: how a job runs (seed, determinism, resume, log, limits), as against what it computes.
 
 Validated once, here, into `RunSettings`, which the job spec carries: `runner.job` reads
 nothing else of them from the raw config. Imports no TensorFlow.
@@ -6,6 +6,7 @@ nothing else of them from the raw config. Imports no TensorFlow.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any, Mapping, Optional
 
@@ -37,17 +38,28 @@ class LogSettings:
 
 
 @dataclass(frozen=True)
+class Limits:
+    """`limits.*`: the bounds on a job's work (see `schema.LimitsConfig`), memory in bytes."""
+
+    memory: int
+    order: int
+    steps: int
+    check_evaluations: int
+
+
+@dataclass(frozen=True)
 class RunSettings:
-    """How a job runs, as against what it computes: seeding, determinism, resume, logging."""
+    """How a job runs, as against what it computes: seeding, determinism, resume, logging, limits."""
 
     seed: int
     determinism: bool
     resume: Optional[str]  # the sweep folder being resumed
     log: LogSettings
+    limits: Limits
 
 
 def build(cfg: Mapping[str, Any]) -> RunSettings:
-    """Validate `seed`, `determinism`, `resume` and `log.*` into `RunSettings`.
+    """Validate `seed`, `determinism`, `resume`, `log.*` and `limits.*` into `RunSettings`.
 
     Hydra types these at composition, but configs built in code reach `job.run` untyped, so
     each is checked here too. Kept apart from `spec.build` because `job.run` needs `resume`
@@ -59,11 +71,7 @@ def build(cfg: Mapping[str, Any]) -> RunSettings:
     resume = cfg.get("resume", defaults.resume)
     if resume is not None and not isinstance(resume, str):
         raise ConfigError("resume", f"expected the path of a sweep folder to resume, or null, got {resume!r}")
-    log = cfg.get("log")
-    if log is None:
-        log = {}
-    if not isinstance(log, Mapping):
-        raise ConfigError("log", f"expected a mapping ({', '.join(vars(defaults.log))}), got {log!r}")
+    log = _section(cfg, "log", vars(defaults.log))
     max_inline = whole_number(
         "log.max_inline_elements", log.get("max_inline_elements", defaults.log.max_inline_elements), 0
     )
@@ -72,9 +80,54 @@ def build(cfg: Mapping[str, Any]) -> RunSettings:
     plots = log.get("plots", defaults.log.plots)
     if plots is not None and not isinstance(plots, bool):
         raise ConfigError("log.plots", f"expected true, false or null, got {plots!r}")
+    limits = _section(cfg, "limits", vars(defaults.limits))
+
+    def limit(key: str) -> int:
+        return whole_number(f"limits.{key}", limits.get(key, getattr(defaults.limits, key)), 1)
+
     return RunSettings(
         seed=seed,
         determinism=determinism,
         resume=resume or None,  # "" resumes nothing, as null does
         log=LogSettings(max_inline, tf_verbose, tensorboard, plots),
+        limits=Limits(
+            memory=size_in_bytes("limits.memory", limits.get("memory", defaults.limits.memory)),
+            order=limit("order"),
+            steps=limit("steps"),
+            check_evaluations=limit("check_evaluations"),
+        ),
     )
+
+
+def _section(cfg: Mapping[str, Any], key: str, keys: Mapping[str, Any]) -> Mapping[str, Any]:
+    """The mapping under `key` (null: empty), else a ConfigError listing its `keys`."""
+    node = cfg.get(key)
+    if node is None:
+        return {}
+    if not isinstance(node, Mapping):
+        raise ConfigError(key, f"expected a mapping ({', '.join(keys)}), got {node!r}")
+    return node
+
+
+_UNITS = {"b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12}
+_UNITS.update({"kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40})
+_SIZE = re.compile(r"\s*(\d+)(\.\d+)?\s*([a-z]+)?\s*", re.IGNORECASE)
+
+
+def size_in_bytes(key: str, value: Any) -> int:
+    """A memory size: a whole number of bytes, or a number and a unit (`512MiB`, `1.5GiB`, `8GB`).
+
+    Hydra's schema types `limits.memory` as a string, so `limits.memory=8589934592` on the
+    command line arrives as "8589934592".
+    """
+    size = 0
+    if isinstance(value, int) and not isinstance(value, bool):
+        size = value
+    elif isinstance(value, str) and (match := _SIZE.fullmatch(value)):
+        whole, fraction, unit = match.groups()
+        scale = _UNITS.get((unit or "b").lower(), 0)
+        if fraction is None or scale > 1:  # a fraction of a byte is not a size
+            size = int(float(whole + (fraction or "")) * scale) if fraction else int(whole) * scale
+    if size < 1:
+        raise ConfigError(key, f"expected a whole number of bytes > 0, or a size such as 4GiB or 512MiB, got {value!r}")
+    return size

@@ -110,15 +110,20 @@ def build(cfg: Mapping[str, Any], name: str = "run", run_settings: Optional[sett
     given = cfg.get("name")
     if given is not None and not isinstance(given, str):
         raise ConfigError("name", f"expected text or null, got {short(given)}")
+    limits = run_settings.limits
     function = cfg.get("function") or {}
     inputs = _inputs(function.get("inputs"))
-    steps = _steps(function.get("steps") or {}, {i.name for i in inputs})
+    raw_steps = function.get("steps") or {}
+    if isinstance(raw_steps, Mapping):
+        shapes.check_steps(len(raw_steps), limits)
+    steps = _steps(raw_steps, {i.name for i in inputs})
     point = _point(cfg.get("point") or {}, inputs)
     tape = _tape(cfg.get("tape") or {}, inputs, steps)
-    requests = build_requests(cfg.get("derivatives") or [], inputs, steps, point)
+    requests = build_requests(cfg.get("derivatives") or [], inputs, steps, point, limits.order)
     expect = _expect(cfg.get("expect"), [r.name for r in requests])
     verify = _verify(cfg.get("verify"), expect)
-    shapes.check_job(steps, {k: v.shape for k, v in point.items()}, [i.dtype for i in inputs], len(requests))
+    point_shapes = {k: v.shape for k, v in point.items()}
+    shapes.check_job(steps, point_shapes, [i.dtype for i in inputs], requests, verify, limits)
     float_dtypes = {i.dtype for i in inputs if i.is_float}
     return JobSpec(
         name=given or name,
@@ -172,6 +177,7 @@ def _refuse_unknown_keys(cfg: Mapping[str, Any]) -> None:
         ("tape", schema.TapeConfig),
         ("expect", schema.ExpectConfig),
         ("log", schema.LogConfig),
+        ("limits", schema.LimitsConfig),
     ):
         check(f"{key}.", cfg.get(key), cls)
     if isinstance(cfg.get("derivatives"), (list, tuple)):

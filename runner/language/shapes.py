@@ -13,23 +13,32 @@ the function table (:mod:`runner.language.functions`), in `RULES`:
 - ``reduction``: no axis gives a scalar; an integer axis in ``[-rank, rank)`` drops that axis;
 - ``transpose``: reverses the dimensions.
 
-The inferred shapes also give the job's memory estimate (`estimate_bytes`), refused up
-front when it is too large. Pure Python: no NumPy arrays are built, no TensorFlow imported.
+The inferred shapes also bound the job's work before it starts (`check_job`, against the
+`limits` of `runner.config.settings`): its memory (every value, every derivative's output at
+its kind's measured peak, the check's differences) and the finite-difference check's work
+(`check_work`), each from the kind's row in :mod:`runner.config.kinds`. Pure Python: no
+NumPy arrays are built, no TensorFlow imported.
 """
 
 from __future__ import annotations
 
-from typing import Callable, Dict, Iterable, List, Mapping, Tuple
+from typing import TYPE_CHECKING, Callable, Dict, Iterable, List, Mapping, Sequence, Tuple
 
+from runner.config.kinds import KINDS
 from runner.language import expression as ex
 from runner.language.functions import TABLE, ShapeRule
+
+if TYPE_CHECKING:
+    from runner.config.requests import RequestSpec
+    from runner.config.settings import Limits
 
 Shape = Tuple[int, ...]
 
 # Largest tensor any step may produce (the same bound as a point's, runner.config.points).
 MAX_STEP_ELEMENTS = 2**27
-# Largest memory estimate a job may have: 4 GiB.
-MAX_JOB_BYTES = 2**32
+# What one run of a step costs TensorFlow whatever its size, in elements: ~40 us a step
+# against ~20 ns an element (measured with `Forward.values`, runner/verify/finite_differences.py).
+STEP_COST_ELEMENTS = 2000
 
 
 class ShapeError(ex.ExpressionError):
@@ -155,15 +164,33 @@ def elements(shape: Shape) -> int:
 
 
 def estimate_bytes(shapes: Mapping[str, Shape], itemsize: int, gradients: int) -> int:
-    """Memory a job needs at least: every value it keeps, plus one gradient per request,
-    each held twice (as a tensor, and as the NumPy copy that goes into the log).
+    """Memory every value of a job takes: each held twice (as a tensor, and as the NumPy copy
+    that goes into the log), and `gradients` more as large as the largest value.
 
-    Each gradient is counted as large as the largest value (a gradient has its source's
-    shape; the sources are among the values). TensorFlow's temporaries come on top, so
-    this is a lower bound, which is what a refusal needs.
+    `check_job` adds each derivative's own memory, by its kind, to `gradients=0`.
     """
     sizes = [elements(s) for s in shapes.values()]
     return 2 * (sum(sizes) + gradients * max(sizes, default=0)) * itemsize
+
+
+def outputs(req: RequestSpec, shapes: Mapping[str, Shape]) -> Tuple[Shape, ...]:
+    """The shape of each tensor a request gives (one per source; a hessian of several
+    sources gives every pair's block, as large together as one source of them all)."""
+    row = KINDS[req.kind]
+    target = shapes[req.target]
+    if row.pairs and len(req.sources) > 1:
+        return (row.shape(target, (sum(elements(shapes[s]) for s in req.sources),)),)
+    return tuple(row.shape(target, shapes[s]) for s in req.sources)
+
+
+def check_work(req: RequestSpec, shapes: Mapping[str, Shape], run_elements: int) -> Tuple[int, int, int]:
+    """The finite-difference check of `req`: (runs of the function, element evaluations,
+    float64 numbers held), by its kind's row; `run_elements` is the cost of one run."""
+    row = KINDS[req.kind]
+    t = elements(shapes[req.target])
+    runs = sum(row.check_runs(elements(shapes[s]), req.order) for s in req.sources)
+    held = sum(row.check_elements(t, elements(shapes[s])) for s in req.sources)
+    return runs, runs * run_elements, held
 
 
 def describe_bytes(n: int) -> str:
@@ -192,9 +219,15 @@ _ITEMSIZE = {"float16": 2, "bfloat16": 2, "float32": 4, "int32": 4, "float64": 8
 
 
 def check_job(
-    steps: Iterable, point_shapes: Mapping[str, Shape], dtypes: Iterable[str], requests: int
+    steps: Sequence,
+    point_shapes: Mapping[str, Shape],
+    dtypes: Iterable[str],
+    requests: Sequence[RequestSpec],
+    verify: str,
+    limits: Limits,
 ) -> Dict[str, Shape]:
-    """Refuse, as a `ConfigError`, a job whose shapes do not fit or whose memory is too large.
+    """Refuse, as a `ConfigError`, a job whose shapes do not fit, whose memory is above
+    `limits.memory` or whose check's work is above `limits.check_evaluations`.
 
     `steps` are `runner.config.spec.StepSpec`s; returns every input's and step's shape.
     """
@@ -205,13 +238,46 @@ def check_job(
     except ShapeError as err:
         raise ConfigError(f"function.steps.{err.step}", str(err), err.pointer()) from None  # type: ignore[attr-defined]
     itemsize = max((_ITEMSIZE.get(d, 8) for d in dtypes), default=4)
-    need = estimate_bytes(shapes, itemsize, requests)
-    if need > MAX_JOB_BYTES:
-        largest = max(shapes, key=lambda k: elements(shapes[k]))
+    out = {req.name: outputs(req, shapes) for req in requests}
+    # one run of the check computes every step again
+    run_elements = max(sum(max(elements(shapes[s.name]), STEP_COST_ELEMENTS) for s in steps), STEP_COST_ELEMENTS)
+    work = {req.name: check_work(req, shapes, run_elements) for req in requests} if verify != "off" else {}
+    evaluations = run_elements + sum(w[1] for w in work.values())  # the check's first run is at the point
+    if work and evaluations > limits.check_evaluations:
+        name = max(work, key=lambda k: work[k][1])
+        raise ConfigError(
+            "verify",
+            f"the finite-difference check would evaluate {evaluations:,} elements ({name} alone runs the function "
+            f"{work[name][0]:,} times, {run_elements:,} elements each); the limit is {limits.check_evaluations:,} "
+            "(raise it with limits.check_evaluations, or set verify: off)",
+        )
+    # TensorFlow's peak while it computes the derivatives, or the outputs kept while the check runs
+    computing = sum(KINDS[r.kind].peak * elements(o) for r in requests for o in out[r.name]) * itemsize
+    differences = 8 * sum(w[2] for w in work.values())
+    checking = sum(elements(o) for os in out.values() for o in os) * itemsize + differences
+    need = estimate_bytes(shapes, itemsize, 0) + max(computing, checking)
+    if need > limits.memory:
+        tensors = {**shapes, **{name: max(os, key=elements) for name, os in out.items() if os}}
+        largest = max(tensors, key=lambda k: elements(tensors[k]))
+        check = (
+            f"; the finite-difference check alone holds {describe_bytes(differences)} (verify: off skips it)"
+            if checking > computing
+            else ""
+        )
         raise ConfigError(
             "point",
-            f"the job needs at least {describe_bytes(need)} ({len(shapes)} tensors and {requests} gradient(s) of "
-            f"{itemsize}-byte numbers; the largest, {largest}, has shape {show(shapes[largest])}); "
-            f"the limit is {describe_bytes(MAX_JOB_BYTES)}",
+            f"the job needs at least {describe_bytes(need)} ({len(shapes)} tensors and {len(requests)} gradient(s) of "
+            f"{itemsize}-byte numbers; the largest, {largest}, has shape {show(tensors[largest])}{check}); "
+            f"the limit is {describe_bytes(limits.memory)} (raise it with limits.memory)",
         )
     return shapes
+
+
+def check_steps(count: int, limits: Limits) -> None:
+    """Refuse a function of more steps than `limits.steps`, before any is parsed."""
+    from runner.errors import ConfigError
+
+    if count > limits.steps:
+        raise ConfigError(
+            "function.steps", f"{count:,} steps; the limit is {limits.steps:,} (raise it with limits.steps)"
+        )

@@ -16,7 +16,7 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 
 import numpy as np
 
-from runner.config.kinds import KINDS
+from runner.config.kinds import KINDS, MAX_FD_ELEMENTS
 from runner.config.schema import Kind
 from runner.config.spec import JobSpec, RequestSpec, StepSpec
 from runner.language import expression as ex
@@ -25,8 +25,8 @@ from runner.tape.forward import StepFailed, run_steps
 # Relative finite-difference steps: innermost level ~ eps**(1/3); outer levels of nested
 # differences (hessian, hvp, order > 1) take larger steps so the inner noise stays small.
 FD_STEPS = (6e-6, 1e-4, 1e-3, 5e-3)
-# Tensors larger than this are not verified element by element (cost: 2 runs per element).
-MAX_FD_ELEMENTS = 4096
+# Sources larger than MAX_FD_ELEMENTS (runner/config/kinds.py, beside each kind's check cost,
+# which the job's bounds add up) are not verified element by element: 2 runs per element.
 _EPS64 = float(np.finfo(np.float64).eps)
 
 
