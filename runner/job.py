@@ -29,12 +29,14 @@ def run(cfg: Mapping[str, Any], output_dir: Path, name: str = "run", echo: bool 
     """Run one job and write its `results.json` into `output_dir`; return the exit code."""
     started = time.time()
     t0 = time.perf_counter()
-    digest = resume.config_digest(cfg)
+    digest = None
     try:
         specs.screen(cfg)
         # the settings alone first: a job a resumed sweep already finished is not built again
         run_settings = settings.build(cfg)
-        done, why = resume.kept(output_dir, digest) if run_settings.resume else (None, None)
+        if run_settings.resume:
+            digest = resume.config_digest(cfg)
+        done, why = resume.kept(output_dir, digest) if digest else (None, None)
         if done is not None:
             if echo:
                 print(f"{done['experiment']}: skipped, complete in {output_dir} (resume)")
@@ -42,8 +44,11 @@ def run(cfg: Mapping[str, Any], output_dir: Path, name: str = "run", echo: bool 
         if why and echo:  # a log is there but cannot be kept: edited, cut short, or other inputs
             print(f"{name}: {why}; running it again (resume)", file=sys.stderr)
         spec = specs.build(cfg, name=name, run_settings=run_settings)
+        digest = digest or resume.config_digest(cfg)  # its files are known good now: bounded
     except ConfigError as err:
-        _log_config_error(err, cfg, output_dir, name, started, t0, digest)
+        _log_config_error(
+            err, cfg, output_dir, name, started, t0, digest or resume.config_digest(cfg, read_files=False)
+        )
         if echo:
             print(err.headline(), file=sys.stderr)
             if err.detail:

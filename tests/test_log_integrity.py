@@ -388,8 +388,9 @@ def test_rerun_names_a_bad_saved_config_in_one_line(grid_sweep, tmp_path):
 
 
 def _old_digest(cfg: Dict[str, Any]) -> str:
-    """The digest as every earlier version computed it (files not included)."""
-    data = {k: v for k, v in cfg.items() if k != "resume"}
+    """The digest as every earlier version computed it (files not included), of the config as
+    they composed it: without `limits`, which came later and says how to run, not what."""
+    data = {k: v for k, v in cfg.items() if k not in ("resume", "limits")}
     return hashlib.sha256(json.dumps(data, sort_keys=True, separators=(",", ":"), default=str).encode()).hexdigest()
 
 

@@ -25,7 +25,7 @@ from runner.record import runlog
 from runner.record.log_reader import BadLog, read_log
 
 # Keys that say how to run, not what: they do not change a job's result.
-_NOT_PART_OF_RESULT = ("resume",)
+_NOT_PART_OF_RESULT = ("resume", "limits")
 # A point file is hashed only up to what points.py would read (a .csv's cap, above a .npy's).
 FILE_LIMIT = 32 * points.MAX_ELEMENTS
 
@@ -33,13 +33,16 @@ FILE_LIMIT = 32 * points.MAX_ELEMENTS
 # ---------------------------------------------------------------- the digest
 
 
-def config_digest(cfg: Mapping[str, Any]) -> str:
+def config_digest(cfg: Mapping[str, Any], read_files: bool = True) -> str:
     """The SHA-256 of the resolved config, as canonical JSON, less the keys above, and of the
-    contents of the files it reads. A config that reads no file has the digest it always had."""
+    contents of the files it reads. A config that reads no file has the digest it always had.
+    `read_files=False` (a refused config, whose files may be what was refused: a 1 GiB CSV
+    must not be read to log its refusal) leaves the contents out."""
     data = {k: v for k, v in cfg.items() if k not in _NOT_PART_OF_RESULT}
     text = json.dumps(data, sort_keys=True, separators=(",", ":"), default=str)
     # the search is at C speed; a config with no `file` key anywhere needs no walk
-    contents = {where: _file_sha256(path) for where, path in config_files(data)} if '"file":' in text else {}
+    wanted = read_files and '"file":' in text
+    contents = {where: _file_sha256(path) for where, path in config_files(data)} if wanted else {}
     if contents:
         text += "\nfiles:" + json.dumps(contents, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()
