@@ -226,7 +226,28 @@ FOLDER_ATTACKS = [
         [],
         "config.yaml: hydra.searchpath",
     ),
+    (
+        "a bound on work raised",
+        {"experiment/a.yaml": CUBIC + "limits:\n  memory: 1TiB\n"},
+        "config-dir",
+        ["experiment=a"],
+        "a.yaml: limits.memory",
+    ),
+    (
+        "a bound on work from an interpolation",
+        {"experiment/a.yaml": CUBIC + "limits:\n  order: ${oc.env:ORDER,99}\n"},
+        "config-dir",
+        ["experiment=a"],
+        "a.yaml: limits.order",
+    ),
     # what a config folder may do
+    (
+        "a bound on work lowered: allowed",
+        {"experiment/a.yaml": CUBIC + "limits:\n  memory: 1GiB\n  order: 2\n  steps: 10\n"},
+        "config-dir",
+        ["experiment=a"],
+        None,
+    ),
     (
         "where runs go: allowed",
         {

@@ -211,6 +211,7 @@ def judge(config: Any, where: str) -> None:
             f"{files.excerpt(str(resume))} leaves the working folder; a config file may resume only a folder "
             "below it, without '..' (give another on the command line)",
         )
+    _judge_limits(raw.get("limits"), where)
     if "hydra" not in raw:
         return
     section = raw["hydra"]
@@ -228,6 +229,33 @@ def judge(config: Any, where: str) -> None:
         problem = _problem(key, value)
         if problem:
             raise ConfigError(f"{where}: hydra.{key}", problem)
+
+
+def _judge_limits(limits: Any, where: str) -> None:
+    """A config file may lower a bound on work (`limits.*`), never raise it: only the command
+    line may (`limits.memory=16GiB`)."""
+    if not isinstance(limits, dict):
+        return  # null keeps the defaults; anything else is refused by the settings' own check
+    from runner.config.schema import LimitsConfig
+    from runner.config.settings import size_in_bytes
+
+    for key, value in limits.items():
+        default = getattr(LimitsConfig, str(key), None)
+        if default is None:
+            continue  # a misspelt key: the schema refuses it, naming it
+        try:
+            if key == "memory":
+                raised = size_in_bytes(f"limits.{key}", value) > size_in_bytes(f"limits.{key}", default)
+            else:
+                raised = not isinstance(value, int) or isinstance(value, bool) or value > default
+        except ConfigError:
+            raised = True  # an interpolation or a value no bound reads: only the command line decides
+        if raised:
+            raise ConfigError(
+                f"{where}: limits.{key}",
+                f"{files.excerpt(str(value))} is above the default ({default}); a config file may lower a limit, "
+                f"only the command line may raise it (limits.{key}=...)",
+            )
 
 
 def _problem(key: str, value: Any) -> Optional[str]:
