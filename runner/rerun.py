@@ -29,7 +29,7 @@ from typing import Any, Dict, List, Optional, Tuple, cast
 import numpy as np
 
 from runner.config import files
-from runner.errors import ConfigError
+from runner.errors import ConfigError, short
 from runner.record import log_reader, runlog
 
 RERUN_DIR = ".rerun"
@@ -224,7 +224,7 @@ def _loaded(folder: Path, record: Dict[str, Any]) -> Dict[str, Any]:
 def _first_line(err: BaseException) -> str:
     """An error's first line, short and escaped (it may quote a user's file)."""
     text = str(err).strip()
-    return files.excerpt(text.splitlines()[0]) if text else type(err).__name__
+    return short(text.splitlines()[0]) if text else type(err).__name__
 
 
 if __name__ == "__main__":

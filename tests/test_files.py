@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from runner.config.files import excerpt, read_bounded
+from runner.config.files import read_bounded
 from runner.errors import ConfigError
 
 
@@ -55,6 +55,8 @@ def test_a_regular_file_inside_its_folder_is_read(tmp_path):
     assert read_bounded(tmp_path / "link.yaml", "k", limit=100, inside=tmp_path) == b"x: 1\n"
 
 
-def test_an_excerpt_is_short_and_escaped():
-    assert excerpt("root:x:0:0\x1b[31m" * 10) == repr(("root:x:0:0\x1b[31m" * 10)[:40]) + "..."
-    assert excerpt("ok") == "'ok'"
+def test_what_a_message_quotes_is_short_and_escaped():
+    from runner.errors import short
+
+    assert short("root:x:0:0\x1b[31m" * 10) == repr("root:x:0:0\x1b[31m" * 10)[:37] + "..."
+    assert short("ok") == "'ok'" and len(short("A" * 1000, 20)) == 20

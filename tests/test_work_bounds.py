@@ -269,7 +269,7 @@ HOSTILE_FILES = [
     (
         "CSV with a long bad field",
         lambda tmp: _write(tmp / "p.csv", b"1,2\n3," + b"A" * 100 + b"\n"),
-        "cannot read p.csv: line 2, field 2 is not a number: 'AAAAAAAAAAAAAAAAAAAA'...",
+        "cannot read p.csv: line 2, field 2 is not a number: 'AAAAAAAAAAAAAAAA...",
     ),
     (
         "CSV with ragged rows",

@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 import stat
 from pathlib import Path
-from typing import Optional
+from typing import BinaryIO, Optional
 
 from runner.errors import ConfigError
 
@@ -38,23 +38,29 @@ def resolve(path: Path, key: str, inside: Optional[Path] = None, name: Optional[
 def read_bounded(path: Path, key: str, limit: int, inside: Optional[Path] = None, name: Optional[str] = None) -> bytes:
     """The bytes of the regular file `path`, at most `limit` of them, else a `ConfigError`."""
     shown = name or str(path)
-    real = resolve(path, key, inside, name)
-    try:
-        fd = os.open(real, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | getattr(os, "O_CLOEXEC", 0))
-    except OSError as err:
-        raise ConfigError(key, f"{shown}: {err.strerror or err}") from None
-    info = os.fstat(fd)
-    if not stat.S_ISREG(info.st_mode):
-        os.close(fd)
-        raise ConfigError(key, f"{shown} is {_kind(info.st_mode)}, not a regular file")
-    if info.st_size > limit:
-        os.close(fd)
-        raise ConfigError(key, f"{shown} is {info.st_size:,} bytes; the limit is {limit:,}")
-    with os.fdopen(fd, "rb") as f:
+    with open_regular(resolve(path, key, inside, name), key, shown) as f:
+        size = os.fstat(f.fileno()).st_size
+        if size > limit:
+            raise ConfigError(key, f"{shown} is {size:,} bytes; the limit is {limit:,}")
         data = f.read(limit + 1)
     if len(data) > limit:
         raise ConfigError(key, f"{shown} holds more than {limit:,} bytes; the limit is {limit:,}")
     return data
+
+
+def open_regular(path: Path, key: str, name: Optional[str] = None) -> BinaryIO:
+    """`path` opened for reading if it is a regular file; a `ConfigError` otherwise. Opening
+    never blocks (a FIFO) and what is opened is what is checked (no race with a rename)."""
+    shown = name or str(path)
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | getattr(os, "O_CLOEXEC", 0))
+    except OSError as err:
+        raise ConfigError(key, f"{shown}: {err.strerror or err}") from None
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        raise ConfigError(key, f"{shown} is {_kind(mode)}, not a regular file")
+    return os.fdopen(fd, "rb")
 
 
 def _kind(mode: int) -> str:
@@ -68,8 +74,3 @@ def _kind(mode: int) -> str:
         if test(mode):
             return name
     return "not a regular file"
-
-
-def excerpt(text: str, limit: int = 40) -> str:
-    """A short, escaped piece of a user's text for an error message: `'abc\\x00...'`."""
-    return repr(text[:limit]) + ("..." if len(text) > limit else "")

@@ -51,7 +51,7 @@ from hydra.plugins.config_source import ConfigResult, ConfigSource
 from omegaconf import OmegaConf
 
 from runner.config import files
-from runner.errors import ConfigError
+from runner.errors import ConfigError, short
 
 # Dotted keys under `hydra:` a config file may set: where runs go, and how many workers.
 ALLOWED = (
@@ -109,7 +109,7 @@ class FileConfigSource(HydraFileConfigSource):
         try:
             header = ConfigSource._get_header_dict(text[:512])  # what Hydra's own source reads
         except ValueError as err:
-            raise ConfigError(str(path), f"bad header line: {files.excerpt(str(err), 60)}") from None
+            raise ConfigError(str(path), f"bad header line: {short(str(err), 60)}") from None
         stream = io.StringIO(text)
         stream.name = str(path)  # YAML's errors name the file, as with Hydra's own source
         return ConfigResult(
@@ -208,7 +208,7 @@ def judge(config: Any, where: str) -> None:
     if resume is not None and not _inside(str(resume)):
         raise ConfigError(
             f"{where}: resume",
-            f"{files.excerpt(str(resume))} leaves the working folder; a config file may resume only a folder "
+            f"{short(str(resume))} leaves the working folder; a config file may resume only a folder "
             "below it, without '..' (give another on the command line)",
         )
     _judge_limits(raw.get("limits"), where)
@@ -253,7 +253,7 @@ def _judge_limits(limits: Any, where: str) -> None:
         if raised:
             raise ConfigError(
                 f"{where}: limits.{key}",
-                f"{files.excerpt(str(value))} is above the default ({default}); a config file may lower a limit, "
+                f"{short(str(value))} is above the default ({default}); a config file may lower a limit, "
                 f"only the command line may raise it (limits.{key}=...)",
             )
 
@@ -262,17 +262,17 @@ def _problem(key: str, value: Any) -> Optional[str]:
     """What is wrong with an allowed key's value in a config file, or None."""
     if key in _FOLDERS and not _inside(str(value)):
         return (
-            f"{files.excerpt(str(value))} leaves the working folder; a config file may choose only relative "
+            f"{short(str(value))} leaves the working folder; a config file may choose only relative "
             "folders without '..' (give another on the command line)"
         )
     if key == "job.name" and not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}", str(value)):
-        return f"{files.excerpt(str(value))} is not a plain name (letters, digits, '_', '.', '-'; it names files)"
+        return f"{short(str(value))} is not a plain name (letters, digits, '_', '.', '-'; it names files)"
     if key == "launcher.n_jobs":
         cores = os.cpu_count() or 1
         ok = isinstance(value, int) and not isinstance(value, bool) and 1 <= abs(value) <= cores
         if not ok:
             return (
-                f"{files.excerpt(str(value))} workers: a config file may ask for 1 to {cores} (this machine's "
+                f"{short(str(value))} workers: a config file may ask for 1 to {cores} (this machine's "
                 f"cores; -1 means all); ask for more on the command line"
             )
     return None

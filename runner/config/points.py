@@ -15,7 +15,6 @@ from __future__ import annotations
 import io
 import math
 import os
-import stat
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Tuple
 
@@ -181,7 +180,7 @@ def _csv_fault(text: str) -> str:
             try:
                 float(field)
             except ValueError:
-                return f"line {number}, field {column} is not a number: {files.excerpt(field.strip(), 20)}"
+                return f"line {number}, field {column} is not a number: {short(field.strip(), 20)}"
         if width is not None and len(fields) != width:
             return f"line {number} has {len(fields)} fields, the lines above it {width}"
         width = len(fields)
@@ -190,14 +189,8 @@ def _csv_fault(text: str) -> str:
 
 def _npy(key: str, p: Path, real: Path) -> np.ndarray:
     """The array of a .npy, its data read only once its header passes (see `_file`)."""
-    try:
-        fd = os.open(real, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | getattr(os, "O_CLOEXEC", 0))
-    except OSError as err:
-        raise ConfigError(key, f"{p}: {err.strerror or err}") from None
-    with os.fdopen(fd, "rb") as f:
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode):  # a FIFO would block, a device never end
-            raise ConfigError(key, f"{p} is {files._kind(info.st_mode)}, not a regular file")
+    with files.open_regular(real, key, str(p)) as f:  # a FIFO would block, a device never end
+        info = os.fstat(f.fileno())
         shape, fortran, dtype = _npy_header(key, f, p.name)
         if not (dtype.kind in "iu" and dtype.itemsize <= 8 or dtype.kind == "f" and dtype.itemsize in (2, 4, 8)):
             raise ConfigError(

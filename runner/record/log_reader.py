@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 from runner.config import files
-from runner.errors import ConfigError
+from runner.errors import ConfigError, short
 from runner.record import runlog
 
 # A run log larger than this is not read: with the default log.max_inline_elements (10,000)
@@ -237,9 +237,7 @@ def _check_arrays(npz: Path, refs: _Refs) -> None:
     except (OSError, ValueError, EOFError, zipfile.BadZipFile, zipfile.LargeZipFile, NotImplementedError) as err:
         if isinstance(err, BadLog):
             raise
-        raise BadLog(
-            f"{npz} is corrupt: {files.excerpt(str(err).splitlines()[0] if str(err) else repr(err))}"
-        ) from None
+        raise BadLog(f"{npz} is corrupt: {short(str(err).splitlines()[0] if str(err) else repr(err))}") from None
 
 
 _FILE_KINDS = ((stat.S_ISLNK, "a symbolic link"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISDIR, "a folder"))
@@ -256,5 +254,5 @@ def _number(v: Any) -> bool:
 def _show(v: Any) -> str:
     """A short, escaped form of a value for a message: 'text', 2, null, a list, an object."""
     if isinstance(v, str):
-        return files.excerpt(v)
+        return short(v)
     return "a list" if isinstance(v, list) else "an object" if isinstance(v, dict) else json.dumps(v)
