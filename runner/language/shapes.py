@@ -163,14 +163,10 @@ def elements(shape: Shape) -> int:
     return n
 
 
-def estimate_bytes(shapes: Mapping[str, Shape], itemsize: int, gradients: int) -> int:
+def estimate_bytes(shapes: Mapping[str, Shape], itemsize: int) -> int:
     """Memory every value of a job takes: each held twice (as a tensor, and as the NumPy copy
-    that goes into the log), and `gradients` more as large as the largest value.
-
-    `check_job` adds each derivative's own memory, by its kind, to `gradients=0`.
-    """
-    sizes = [elements(s) for s in shapes.values()]
-    return 2 * (sum(sizes) + gradients * max(sizes, default=0)) * itemsize
+    that goes into the log). `check_job` adds each derivative's own memory, by its kind."""
+    return 2 * sum(elements(s) for s in shapes.values()) * itemsize
 
 
 def outputs(req: RequestSpec, shapes: Mapping[str, Shape]) -> Tuple[Shape, ...]:
@@ -255,7 +251,7 @@ def check_job(
     computing = sum(KINDS[r.kind].peak * elements(o) for r in requests for o in out[r.name]) * itemsize
     differences = 8 * sum(w[2] for w in work.values())
     checking = sum(elements(o) for os in out.values() for o in os) * itemsize + differences
-    need = estimate_bytes(shapes, itemsize, 0) + max(computing, checking)
+    need = estimate_bytes(shapes, itemsize) + max(computing, checking)
     if need > limits.memory:
         tensors = {**shapes, **{name: max(os, key=elements) for name, os in out.items() if os}}
         largest = max(tensors, key=lambda k: elements(tensors[k]))
