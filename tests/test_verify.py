@@ -337,16 +337,28 @@ def test_verify_symbolic_falls_back_where_it_does_not_apply(run_job):
     )
 
 
-@pytest.mark.parametrize("order, method", [(1, "symbolic"), (2, "finite_difference")])
-def test_a_symbolic_check_too_costly_for_its_order_falls_back(run_job, order, method):
-    """382 nodes: SymPy took 3 s at order 2 and 40 s at order 3 before this bound (1,534 nodes:
-    25 s at order 2); past nodes * 12^(order-1) > 15,000 finite differences check instead."""
-    steps = {"s0": "sin(x) * x", **{f"s{i}": f"sin(s{i - 1}) * s{i - 1}" for i in range(1, 9)}}
-    ran = run_job(config(steps, {"x": 0.7}, [{"target": "s8", "sources": "x", "order": order}], verify="symbolic"))
-    check = checks(ran)[f"d{order if order > 1 else ''}s8/dx{order if order > 1 else ''}"]
+@pytest.mark.parametrize(
+    "chain, order, method",
+    [(8, 1, "symbolic"), (8, 2, "finite_difference"), (6, 2, "symbolic"), (6, 3, "finite_difference")],
+)
+def test_a_formula_too_large_to_differentiate_again_falls_back(run_job, chain, order, method):
+    """s = sin(s)*s chains grow ~12-fold per order: before this bound, SymPy took 25 s on the
+    8-chain at order 2 and 40 s on the 6-chain at order 3; now differences check them."""
+    steps = {"s0": "sin(x) * x", **{f"s{i}": f"sin(s{i - 1}) * s{i - 1}" for i in range(1, chain + 1)}}
+    request = {"target": f"s{chain}", "sources": "x", "order": order}
+    ran = run_job(config(steps, {"x": 0.7}, [request], verify="symbolic"))
+    (check,) = checks(ran).values()
     assert check["method"] == method and check["passed"] is True
-    if method == "finite_difference":  # asked for symbolic: the note says why it was not
-        assert "1534 nodes: too large for SymPy at order 2" in check["note"]
+    if method == "finite_difference":
+        assert "the formula has over 20,000 nodes, too large for SymPy: finite differences used" in check["note"]
+
+
+def test_a_formula_that_shrinks_stays_symbolic_at_high_order(run_job):
+    ran = run_job(
+        config({"y": "x ** 3"}, {"x": 5.0}, [{"target": "y", "sources": "x", "order": 12}]) | {"limits": {"order": 12}}
+    )
+    (check,) = checks(ran).values()
+    assert check["method"] == "symbolic" and check["passed"] is True
 
 
 CONFIG_ERRORS = [

@@ -203,6 +203,8 @@ def _reference(spec: JobSpec, req: RequestSpec, source: str, fwd: Forward, mode:
         if why_not is None:
             try:
                 ref = symbolic_reference(spec, req, source, fwd)
+            except Unverifiable as err:  # too large for SymPy: differences decide
+                ref = Reference(None, "symbolic", note=str(err))
             except Exception as err:  # SymPy refused (e.g. Max of a complex infinity): differences decide
                 ref = Reference(None, "symbolic", note=f"SymPy could not differentiate ({type(err).__name__})")
             if ref.value is not None:

@@ -23,12 +23,13 @@ from runner.verify.finite_differences import Forward, Reference, Unverifiable, b
 
 MAX_SYMBOLIC_ELEMENTS = 256
 MAX_SYMBOLIC_NODES = 5000
-# SymPy's work grows about 12-fold with each order of the derivative (measured on chains of
-# s = sin(s)*s: 382 nodes took 3 s at order 2, 40 s at order 3; 1,534 nodes 25 s at order 2),
-# so a formula is differentiated symbolically only while nodes * 12**(order - 1) stays under
-# this; beyond it finite differences check the derivative, their cost bounded by limits.*.
-MAX_SYMBOLIC_WORK = 15_000
-SYMBOLIC_GROWTH_PER_ORDER = 12
+# A formula is differentiated once more only while it has at most this many nodes: each
+# order can multiply its size ~12-fold, and SymPy's time with it (a chain s = sin(s)*s of 319
+# nodes: 6,657 after one derivative, 82,092 after two, 829,418 after three, 2.9 s for that
+# step alone, 40 s for the whole check; 1,534 nodes took 25 s at order 2). Beyond it finite
+# differences check the derivative, their cost bounded by limits.*. A formula that shrinks
+# (x**3 at order 12) stays symbolic.
+MAX_DIFF_NODES = 20_000
 
 
 def _cone(spec: JobSpec, target: str) -> List[ex.Expr]:
@@ -60,12 +61,6 @@ def symbolic_applies(spec: JobSpec, req: RequestSpec, fwd: Forward) -> Optional[
     size = _expanded_size(spec, req.target)
     if size > MAX_SYMBOLIC_NODES:
         return f"the target's formula, with every step substituted, has {size} nodes (limit {MAX_SYMBOLIC_NODES})"
-    order = KINDS[req.kind].order or req.order  # a hessian is order 2 whatever it says
-    if size * SYMBOLIC_GROWTH_PER_ORDER ** (order - 1) > MAX_SYMBOLIC_WORK:
-        return (
-            f"the target's formula has {size} nodes: too large for SymPy at order {order} "
-            f"(nodes x {SYMBOLIC_GROWTH_PER_ORDER}^(order-1) > {MAX_SYMBOLIC_WORK:,})"
-        )
     return None
 
 
@@ -188,7 +183,7 @@ class SymbolicRule:
 
 
 def _first_derivatives(f: Any, x: Dict[str, Any], c: Case) -> Dict[Any, Any]:
-    return {("d", s): f.diff(x[s]) for s in c.moving}
+    return {("d", s): diff(f, x[s]) for s in c.moving}
 
 
 def _gradient(p: Dict[Any, np.ndarray], c: Case) -> np.ndarray:
@@ -220,14 +215,38 @@ def _hvp(p: Dict[Any, np.ndarray], c: Case) -> Any:
     return _unbroadcast(sum(p[("d2", a, b)] * tangents[b] for b in c.moving), c.source_shape(a))
 
 
+def diff(f: Any, *wrt: Any) -> Any:
+    """`f` differentiated by each of `wrt` in turn (a symbol repeated for a higher order),
+    one order at a time; `Unverifiable` before an order whose formula is over `MAX_DIFF_NODES`."""
+    for order, x in enumerate(wrt):
+        nodes = _nodes(f, MAX_DIFF_NODES)
+        if nodes > MAX_DIFF_NODES:
+            raise Unverifiable(
+                f"after {order} derivative(s) the formula has over {MAX_DIFF_NODES:,} nodes, too large for SymPy"
+            )
+        f = f.diff(x)
+    return f
+
+
+def _nodes(expr: Any, limit: int) -> int:
+    """The nodes of a SymPy expression, counted up to `limit + 1` (the count stops there)."""
+    import sympy as sp
+
+    n = 0
+    for n, _ in enumerate(sp.preorder_traversal(expr), 1):
+        if n > limit:
+            break
+    return n
+
+
 SYMBOLIC_RULES: Dict[str, SymbolicRule] = {
-    Kind.gradient.value: SymbolicRule(lambda f, x, c: {"d": f.diff(x[c.source], c.req.order)}, _gradient),
+    Kind.gradient.value: SymbolicRule(lambda f, x, c: {"d": diff(f, *[x[c.source]] * c.req.order)}, _gradient),
     Kind.jacobian.value: SymbolicRule(_first_derivatives, _jacobian),
     Kind.batch_jacobian.value: SymbolicRule(_first_derivatives, _batch_jacobian),
-    Kind.hessian.value: SymbolicRule(lambda f, x, c: {"d2": f.diff(x[c.source], 2)}, _hessian),
+    Kind.hessian.value: SymbolicRule(lambda f, x, c: {"d2": diff(f, x[c.source], x[c.source])}, _hessian),
     Kind.jvp.value: SymbolicRule(_first_derivatives, _jvp),
     Kind.hvp.value: SymbolicRule(
-        lambda f, x, c: {("d2", a, b): f.diff(x[a], x[b]) for a in c.moving for b in c.moving}, _hvp
+        lambda f, x, c: {("d2", a, b): diff(f, x[a], x[b]) for a in c.moving for b in c.moving}, _hvp
     ),
 }
 
