@@ -213,6 +213,31 @@ FOLDER_ATTACKS = [
         "a.yaml: hydra.run.dir",
     ),
     (
+        "6. a timestamp of '.' makes '..' (resume)",
+        {"experiment/a.yaml": CUBIC + "resume: .${now:.}/escaped\n"},
+        "config-dir",
+        ["experiment=a"],
+        "a.yaml: resume",
+    ),
+    (
+        "6. a timestamp of '.' makes '..' (Hydra's own files, then conf/ itself)",
+        {"experiment/a.yaml": CUBIC + "hydra:\n  output_subdir: .${now:.}/.${now:.}/conf/tape\n"},
+        "config-dir",
+        ["experiment=a"],
+        "a.yaml: hydra.output_subdir",
+    ),
+    (
+        "6. nested aliases: 362 bytes, 10^6 values",
+        {
+            "experiment/a.yaml": CUBIC
+            + "l0: &l0 [a, a, a, a, a, a, a, a, a, a]\n"
+            + "".join(f"l{i}: &l{i} [{', '.join([f'*l{i - 1}'] * 10)}]\n" for i in range(1, 6))
+        },
+        "config-dir",
+        ["experiment=a"],
+        "a.yaml",
+    ),
+    (
         "runs above the working folder",
         {"experiment/a.yaml": CUBIC + "hydra:\n  sweep:\n    dir: ../../x\n"},
         "config-dir",

@@ -60,3 +60,17 @@ def test_what_a_message_quotes_is_short_and_escaped():
 
     assert short("root:x:0:0\x1b[31m" * 10) == repr("root:x:0:0\x1b[31m" * 10)[:37] + "..."
     assert short("ok") == "'ok'" and len(short("A" * 1000, 20)) == 20
+
+
+ALIASES = "l0: &l0 [a, a, a, a, a, a, a, a, a, a]\n" + "".join(
+    f"l{i}: &l{i} [{', '.join([f'*l{i - 1}'] * 10)}]\n" for i in range(1, 6)
+)
+
+
+def test_yaml_whose_aliases_expand_past_the_limit_is_refused_before_loading():
+    from runner.config.files import check_yaml_size
+
+    with pytest.raises(ConfigError, match="expands to over 100,000 values"):
+        check_yaml_size(ALIASES, "a.yaml")  # 362 bytes, 10^6 values: OmegaConf took minutes
+    check_yaml_size("".join(ALIASES.splitlines(keepends=True)[:4]), "a.yaml")  # l0-l3: about 12,000 values
+    check_yaml_size("x: [" + ", ".join(["1"] * 99_000) + "]\n", "a.yaml")  # no anchor: not counted

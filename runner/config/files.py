@@ -12,6 +12,7 @@ Refusals are `ConfigError`s naming the key and the file; nothing here imports Te
 from __future__ import annotations
 
 import os
+import re
 import stat
 from pathlib import Path
 from typing import BinaryIO, Optional
@@ -74,3 +75,51 @@ def _kind(mode: int) -> str:
         if test(mode):
             return name
     return "not a regular file"
+
+
+_ANCHOR = re.compile(r"(?:^|[\s\[\]{},:?-])&[^\s\[\]{},]")
+
+
+def check_yaml_size(text: str, key: str, limit: int = 100_000) -> None:
+    """Refuse, as a `ConfigError`, YAML that would expand to more than `limit` nodes.
+
+    An alias (`*a`) repeats what its anchor (`&a`) holds without repeating its text, so 362
+    bytes of nested aliases expand to 10^6 nodes, and loading them took OmegaConf minutes
+    (PyYAML shares the aliased node; OmegaConf copies it). The YAML is composed (parsed into
+    PyYAML's node graph, which shares aliased nodes and is cheap) and its expanded size
+    counted once per distinct node. Malformed YAML is left to the loader that reports it.
+    """
+    import yaml
+
+    if not _ANCHOR.search(text):  # no anchor, no alias: nothing repeats (and no second parse)
+        return
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except (yaml.YAMLError, RecursionError):
+        return
+    if root is None:
+        return
+    sizes: dict = {}
+    stack = [(root, False)]
+    while stack:  # post-order without recursion: a deep document must not overflow the stack
+        node, done = stack.pop()
+        if id(node) in sizes:
+            continue
+        children = (
+            [c for pair in node.value for c in pair]
+            if isinstance(node, yaml.MappingNode)
+            else node.value
+            if isinstance(node, yaml.SequenceNode)
+            else []
+        )
+        if done or not children:
+            sizes[id(node)] = 1 + sum(sizes.get(id(c), 1) for c in children)
+            if sizes[id(node)] > limit:
+                raise ConfigError(
+                    key,
+                    f"its YAML expands to over {limit:,} values (aliases of anchors repeat what they name); "
+                    "write the values out, or put large data in a point file",
+                )
+        else:
+            stack.append((node, True))
+            stack.extend((c, False) for c in children if id(c) not in sizes)

@@ -106,6 +106,7 @@ class FileConfigSource(HydraFileConfigSource):
             text = data.decode("utf-8")
         except UnicodeDecodeError as err:
             raise ConfigError(str(path), f"not UTF-8 text (byte {err.start})") from None
+        files.check_yaml_size(text, str(path))  # nested aliases: 362 bytes took OmegaConf minutes
         try:
             header = ConfigSource._get_header_dict(text[:512])  # what Hydra's own source reads
         except ValueError as err:
@@ -281,16 +282,16 @@ def _problem(key: str, value: Any) -> Optional[str]:
 def _inside(folder: str) -> bool:
     """A relative path that stays below the working folder.
 
-    Interpolations may give only a timestamp, the process id or the job's number or name
-    (`${now:...}`, `${pid:}`, `${hydra.job.num}`, `${hydra.job.name}`, itself a plain name),
-    which cannot make a path absolute or climb.
+    Interpolations may give only a timestamp of strftime directives, digits, letters, '-',
+    '_' and ':' (no '.', which `.${now:.}` would make '..'), the process id, or the job's
+    number, id or name (itself a plain name), none of which can make a path absolute or climb.
     """
     # The shipped sweep folder is ${first:${resume},DEFAULT}: `resume` is judged on its own
     # (above); only DEFAULT is the file's own choice.
     m = re.fullmatch(r"\$\{first:\$\{resume\},(.*)\}", folder)
     if m:
         folder = m.group(1)
-    plain = re.sub(r"\$\{(now:(?:[^}/\\.]|\.(?!\.))*|hydra[.:]job\.(?:num|name|id)|pid:)\}", "x", folder)
+    plain = re.sub(r"\$\{(now:[%\w:-]*|hydra[.:]job\.(?:num|name|id)|pid:)\}", "x", folder)
     if "${" in plain or plain.startswith(("/", "~", "\\")) or re.match(r"^[A-Za-z]:", plain):
         return False
     return ".." not in re.split(r"[/\\]", plain)

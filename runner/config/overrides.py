@@ -28,7 +28,8 @@ def overrides(folder: Path) -> List[str]:
 
     try:
         text = files.read_bounded(path, str(OVERRIDES_FILE), OVERRIDES_LIMIT).decode(errors="replace")
-    except ConfigError:  # not a small regular file (a FIFO, a device, a huge file): none to show
+        files.check_yaml_size(text, str(OVERRIDES_FILE), limit=10_000)
+    except ConfigError:  # not a small regular file (a FIFO, a huge file, nested aliases): none to show
         return []
     return job_overrides(yaml.safe_load(text) or [])
 
