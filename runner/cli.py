@@ -37,7 +37,7 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from runner import errors, job
-from runner.config import hydra_guard, schema
+from runner.config import deadline, hydra_guard, schema
 from runner.sweep import folders, lock, resume, summary
 
 
@@ -74,7 +74,8 @@ def _hydra_entry(cfg: DictConfig) -> int:
 
     hc = HydraConfig.get()
     name = cfg.get("name") or hc.runtime.choices.get("experiment") or "run"
-    container = cast(Dict[str, Any], OmegaConf.to_container(cfg, resolve=True, enum_to_str=True))
+    with deadline.deadline("resolving the config's interpolations"):
+        container = cast(Dict[str, Any], OmegaConf.to_container(cfg, resolve=True, enum_to_str=True))
     _last_run_dir = Path(hc.runtime.output_dir)
     code = job.run(container, _last_run_dir, name=str(name))
     _exit_code = max(_exit_code, code)
@@ -99,7 +100,7 @@ def main() -> None:
         hydra_guard.install()  # Hydra then judges what a config folder says about Hydra itself
         resume.check_argv(sys.argv[1:])  # before Hydra makes a sweep folder named after it
         _hydra_entry()
-    except lock.FolderInUse as err:  # a BaseException, so Hydra's callback machinery let it through
+    except (lock.FolderInUse, deadline.DeadlineExceeded) as err:  # BaseExceptions: Hydra let them through
         print(err.headline(), file=sys.stderr)
         sys.exit(errors.EXIT_CONFIG_ERROR)
     except KeyboardInterrupt as err:

@@ -13,14 +13,16 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import sys
+import time
 from pathlib import Path
 from typing import Dict, List, Tuple, Union
 
 import pytest
 
 from runner.cli import config_dir
-from runner.config import hydra_guard
+from runner.config import deadline, hydra_guard
 from runner.errors import ConfigError, explain
 from tests.helpers import cli
 
@@ -420,3 +422,53 @@ def test_the_probe_never_appears(tmp_path, spelling):
         assert not (tmp_path / PROBE).exists()
         if "-c" in args[0] and "p" in args[0]:  # -cp/--config-path: the primary is the folder's own
             break
+
+
+def _doubling_tree(levels: int) -> Dict[str, Content]:
+    """Each file includes the next twice: 2^levels configs from `levels` small files."""
+    files: Dict[str, Content] = {f"d/l{levels}.yaml": "v: 1\n"}
+    for i in range(levels):
+        files[f"d/l{i}.yaml"] = f"defaults:\n  - /d/l{i + 1}@a\n  - /d/l{i + 1}@b\n  - _self_\nv: 1\n"
+    files["experiment/a.yaml"] = _exp(["/d/l0@tree"])
+    return files
+
+
+def _doubling_interpolations(levels: int) -> Dict[str, Content]:
+    """Each step interpolates the one before twice: resolving the last takes 2^levels steps."""
+    steps = "".join(
+        f'    s{i}: "${{function.steps.s{i - 1}}}+${{function.steps.s{i - 1}}}"\n' for i in range(1, levels + 1)
+    )
+    return {
+        "experiment/a.yaml": "# @package _global_\nfunction:\n  inputs: [x]\n  steps:\n    s0: x\n"
+        + steps
+        + f"point: {{x: 1.0}}\nderivatives: [{{target: s{levels}, sources: x}}]\n"
+    }
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "files, what",
+    [
+        (_doubling_tree(22), "composing the config"),  # 16 levels took 43 s before the bound
+        (_doubling_interpolations(30), "resolving the config's interpolations"),  # 26 ran past 200 s
+    ],
+    ids=["a defaults tree that doubles", "interpolations that double"],
+)
+def test_work_a_config_folder_asks_of_hydra_is_bounded_in_time(tmp_path, files, what):
+    conf = _make(tmp_path, files)
+    started = time.monotonic()
+    result = cli(["--config-dir", str(conf), "experiment=a"], cwd=tmp_path, env={deadline.ENV: "2"}, timeout=60)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.startswith(f"config error: {what} took over 2 s;") and "Traceback" not in result.stderr
+    assert time.monotonic() - started < 30
+
+
+def test_a_deadline_interrupts_the_block_and_restores_the_alarm(monkeypatch):
+    monkeypatch.setenv(deadline.ENV, "0.2")
+    with pytest.raises(deadline.DeadlineExceeded, match="spinning took over 0.2 s"):
+        with deadline.deadline("spinning"):
+            while True:
+                pass
+    assert signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0)
+    with deadline.deadline("nothing"):  # a block that ends in time raises nothing
+        pass

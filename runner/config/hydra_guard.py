@@ -51,6 +51,7 @@ from hydra.plugins.config_source import ConfigResult, ConfigSource
 from omegaconf import OmegaConf
 
 from runner.config import files
+from runner.config.deadline import deadline
 from runner.errors import ConfigError, short
 
 # Dotted keys under `hydra:` a config file may set: where runs go, and how many workers.
@@ -143,7 +144,12 @@ class FileConfigSource(HydraFileConfigSource):
 
 
 class JudgingConfigLoader(ConfigLoaderImpl):
-    """Hydra's config loader, refusing what an untrusted config says about Hydra (see above)."""
+    """Hydra's config loader, refusing what an untrusted config says about Hydra (see above),
+    and composing within a time bound (`runner.config.deadline`)."""
+
+    def load_configuration(self, *args: Any, **kwargs: Any) -> Any:
+        with deadline("composing the config"):
+            return super().load_configuration(*args, **kwargs)
 
     def _process_config_searchpath(
         self, config_name: Optional[str], parsed_overrides: List[Override], repo: Any
