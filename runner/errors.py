@@ -16,6 +16,7 @@ class ConfigError(ValueError):
     """
 
     def __init__(self, key: str, message: str, detail: str | None = None):
+        message = _quoted_short(message)  # what a message quotes of a user's input stays short
         super().__init__(f"{key}: {message}")
         self.key = key
         self.message = message

@@ -267,6 +267,13 @@ FOLDER_ATTACKS = [
         ["experiment=a"],
         "a.yaml: limits.order",
     ),
+    (
+        "a bound on work as text is left to the settings' own check",
+        {"experiment/a.yaml": CUBIC + "limits:\n  steps: '5'\n"},
+        "config-dir",
+        ["experiment=a"],
+        None,
+    ),
     # what a config folder may do
     (
         "a bound on work lowered: allowed",

@@ -198,3 +198,15 @@ def test_a_literal_beyond_the_type_it_meets_is_never_wrapped_around(run_job, dty
     else:
         assert ran.log["status"] == "ok", ran.log["error"]
         assert ran.values["y"] == pytest.approx(want, rel=1e-2)
+
+
+def test_a_long_expression_is_shown_around_its_fault_only():
+    """An error's detail shows 80 characters around the caret, not a 2,000-character line."""
+    from runner.language.expression import ExpressionError
+
+    text = "x + " * 450 + "q"
+    err = ExpressionError("unknown name 'q'", text, len(text))
+    line, caret = err.pointer().splitlines()
+    assert line == "..." + text[-80:] and len(line) == 83
+    assert caret == " " * 82 + "^"
+    assert ExpressionError("m", "x+q", 3).pointer() == "x+q\n  ^"

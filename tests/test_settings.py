@@ -67,6 +67,12 @@ BAD_SETTINGS = [
         "config error: limits: expected a mapping (memory, order, steps, check_evaluations), got 'none'",
     ),
     (
+        "memory beyond any float (1e400 GiB)",
+        {"limits": {"memory": "1" + "0" * 400 + ".5GiB"}},
+        "config error: limits.memory: expected a whole number of bytes > 0, or a size such as 4GiB or 512MiB, "
+        "got '1" + "0" * 75 + "...",
+    ),
+    (
         "memory a word",
         {"limits": {"memory": "lots"}},
         "config error: limits.memory: expected a whole number of bytes > 0, or a size such as 4GiB or 512MiB, got 'lots'",

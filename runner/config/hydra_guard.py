@@ -250,13 +250,15 @@ def _judge_limits(limits: Any, where: str) -> None:
         default = getattr(LimitsConfig, str(key), None)
         if default is None:
             continue  # a misspelt key: the schema refuses it, naming it
-        try:
-            if key == "memory":
+        if isinstance(value, str) and "${" in value:
+            raised = True  # an interpolation may resolve to anything: only the command line decides
+        elif key == "memory":
+            try:
                 raised = size_in_bytes(f"limits.{key}", value) > size_in_bytes(f"limits.{key}", default)
-            else:
-                raised = not isinstance(value, int) or isinstance(value, bool) or value > default
-        except ConfigError:
-            raised = True  # an interpolation or a value no bound reads: only the command line decides
+            except ConfigError:
+                raised = False  # not a size at all: the settings refuse it, saying what a size is
+        else:
+            raised = isinstance(value, int) and not isinstance(value, bool) and value > default
         if raised:
             raise ConfigError(
                 f"{where}: limits.{key}",

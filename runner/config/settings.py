@@ -127,7 +127,10 @@ def size_in_bytes(key: str, value: Any) -> int:
         whole, fraction, unit = match.groups()
         scale = _UNITS.get((unit or "b").lower(), 0)
         if fraction is None or scale > 1:  # a fraction of a byte is not a size
-            size = int(float(whole + (fraction or "")) * scale) if fraction else int(whole) * scale
+            try:
+                size = int(float(whole + (fraction or "")) * scale) if fraction else int(whole) * scale
+            except (OverflowError, ValueError):  # 1e400 bytes: a float of infinity has no int
+                size = 0
     if size < 1:
         raise ConfigError(key, f"expected a whole number of bytes > 0, or a size such as 4GiB or 512MiB, got {value!r}")
     return size

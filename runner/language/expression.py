@@ -106,11 +106,15 @@ class ExpressionError(ValueError):
         where = f" (column {self.column})" if self.column else ""
         return f"{self.message}{where}"
 
-    def pointer(self) -> str:
-        """The expression with a caret under the fault, for a second line of an error."""
-        if not self.column:
-            return self.text
-        return f"{self.text}\n{' ' * (self.column - 1)}^"
+    def pointer(self, width: int = 80) -> str:
+        """The expression with a caret under the fault, for a second line of an error; a
+        longer one is shown as the `width` characters around the fault, cut ends marked '...'."""
+        col = (self.column or 1) - 1
+        start = max(0, min(col - width // 2, len(self.text) - width))
+        shown = self.text[start : start + width]
+        lead, tail = ("..." if start else ""), ("..." if start + width < len(self.text) else "")
+        line = lead + shown + tail
+        return line if not self.column else f"{line}\n{' ' * (len(lead) + col - start)}^"
 
 
 # ---- the typed tree -------------------------------------------------------------------
