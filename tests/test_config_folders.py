@@ -274,6 +274,27 @@ FOLDER_ATTACKS = [
         ["experiment=a"],
         None,
     ),
+    (
+        "a point file anywhere on the machine",
+        {"experiment/a.yaml": CUBIC + "point:\n  x: {file: /home/user/.ssh/id_rsa.csv}\n"},
+        "config-dir",
+        ["experiment=a"],
+        "a.yaml: point.x.file",
+    ),
+    (
+        "a point file above the working folder",
+        {"experiment/a.yaml": CUBIC + "point:\n  x: {file: ../../secret.npy}\n"},
+        "config-dir",
+        ["experiment=a"],
+        "a.yaml: point.x.file",
+    ),
+    (
+        "a point file below the working folder: allowed",
+        {"experiment/a.yaml": CUBIC + "point:\n  x: {file: data/x.csv}\n"},
+        "config-dir",
+        ["experiment=a"],
+        None,
+    ),
     # what a config folder may do
     (
         "a bound on work lowered: allowed",

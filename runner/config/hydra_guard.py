@@ -219,6 +219,15 @@ def judge(config: Any, where: str) -> None:
             "below it, without '..' (give another on the command line)",
         )
     _judge_limits(raw.get("limits"), where)
+    from runner.config.points import config_files
+
+    for key, path in config_files({k: v for k, v in raw.items() if k != "hydra"}):
+        if not _inside(path):
+            raise ConfigError(
+                f"{where}: {key}.file",
+                f"{short(path)} is not below the working folder; a config file may name only point files "
+                "there, by a relative path without '..' (give another on the command line)",
+            )
     if "hydra" not in raw:
         return
     section = raw["hydra"]

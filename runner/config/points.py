@@ -16,7 +16,7 @@ import io
 import math
 import os
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Tuple
+from typing import Any, Dict, Iterator, List, Mapping, Tuple
 
 import numpy as np
 
@@ -306,3 +306,18 @@ def _check_size(key: str, n: float) -> None:
     n = int(n)
     gib = n * 8 / 2**30
     raise ConfigError(key, f"{n:,} elements (about {gib:,.1f} GiB as float64) exceeds the limit of {MAX_ELEMENTS:,}")
+
+
+def config_files(cfg: Any, where: str = "") -> Iterator[Tuple[str, str]]:
+    """(key, path) of every file generator `{file: PATH}` anywhere in the config: a point, a
+    grid axis, `output_gradients`, `tangents`: wherever `points.evaluate` may read one."""
+    stack: List[Tuple[str, Any]] = [(where, cfg)]
+    while stack:
+        key, node = stack.pop()
+        if isinstance(node, Mapping):
+            if len(node) == 1 and isinstance(node.get("file"), str):
+                yield key, node["file"]
+                continue
+            stack.extend((f"{key}.{k}" if key else str(k), v) for k, v in node.items())
+        elif isinstance(node, (list, tuple)):
+            stack.extend((f"{key}[{i}]", v) for i, v in enumerate(node) if isinstance(v, (Mapping, list, tuple)))

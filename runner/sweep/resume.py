@@ -17,7 +17,7 @@ import os
 import re
 import stat
 from pathlib import Path
-from typing import Any, BinaryIO, Dict, Iterator, List, Mapping, Optional, Tuple
+from typing import Any, BinaryIO, Dict, List, Mapping, Optional, Tuple
 
 from runner.config import points
 from runner.errors import ConfigError
@@ -42,25 +42,10 @@ def config_digest(cfg: Mapping[str, Any], read_files: bool = True) -> str:
     text = json.dumps(data, sort_keys=True, separators=(",", ":"), default=str)
     # the search is at C speed; a config with no `file` key anywhere needs no walk
     wanted = read_files and '"file":' in text
-    contents = {where: _file_sha256(path) for where, path in config_files(data)} if wanted else {}
+    contents = {where: _file_sha256(path) for where, path in points.config_files(data)} if wanted else {}
     if contents:
         text += "\nfiles:" + json.dumps(contents, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()
-
-
-def config_files(cfg: Any, where: str = "") -> Iterator[Tuple[str, str]]:
-    """(key, path) of every file generator `{file: PATH}` anywhere in the config: a point, a
-    grid axis, `output_gradients`, `tangents`: wherever `points.evaluate` may read one."""
-    stack: List[Tuple[str, Any]] = [(where, cfg)]
-    while stack:
-        key, node = stack.pop()
-        if isinstance(node, Mapping):
-            if len(node) == 1 and isinstance(node.get("file"), str):
-                yield key, node["file"]
-                continue
-            stack.extend((f"{key}.{k}" if key else str(k), v) for k, v in node.items())
-        elif isinstance(node, (list, tuple)):
-            stack.extend((f"{key}[{i}]", v) for i, v in enumerate(node) if isinstance(v, (Mapping, list, tuple)))
 
 
 def _file_sha256(text: str) -> Optional[str]:
