@@ -99,7 +99,7 @@ def main() -> None:
         hydra_guard.install()  # Hydra then judges what a config folder says about Hydra itself
         resume.check_argv(sys.argv[1:])  # before Hydra makes a sweep folder named after it
         _hydra_entry()
-    except lock.FolderInUse as err:  # a BaseException, so Hydra's callback machinery let it through
+    except lock.Refused as err:  # in use, or a link in it: a BaseException, which Hydra's callbacks let through
         print(err.headline(), file=sys.stderr)
         sys.exit(errors.EXIT_CONFIG_ERROR)
     except KeyboardInterrupt as err:
