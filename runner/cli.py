@@ -100,7 +100,7 @@ def main() -> None:
         hydra_guard.install()  # Hydra then judges what a config folder says about Hydra itself
         resume.check_argv(sys.argv[1:])  # before Hydra makes a sweep folder named after it
         _hydra_entry()
-    except (lock.FolderInUse, deadline.DeadlineExceeded) as err:  # BaseExceptions: Hydra let them through
+    except (lock.Refused, deadline.DeadlineExceeded) as err:  # BaseExceptions, which Hydra lets through
         print(err.headline(), file=sys.stderr)
         sys.exit(errors.EXIT_CONFIG_ERROR)
     except KeyboardInterrupt as err:

@@ -8,6 +8,11 @@
 - A second sweep into a folder a sweep holds is refused (exit 2, one line) and writes
   nothing there; the first's results are intact; the folder can be resumed once the
   first has ended, even when it was killed.
+- A sweep folder from someone else (`resume=PATH`, `hydra.sweep.dir=PATH`) that holds a
+  link where the sweep writes (the runner's files, or Hydra's `multirun.yaml` and job
+  files) is refused (exit 2, one line naming the link) before anything is written; the
+  runner's own writers never write through a link either (they open with O_NOFOLLOW or
+  rename a new file into place); a decoy file the link points to is never changed.
 
 The lock held by this test process itself is a real `flock` on the same file, taken
 without the runner's code.
@@ -18,6 +23,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -275,3 +281,299 @@ def test_a_killed_sweep_leaves_its_folder_unlocked(tmp_path):
         proc.kill()
         proc.wait()
     assert proc.returncode == -signal.SIGKILL
+
+
+# ---- a sweep folder from someone else ------------------------------------------------------
+# A sweep folder can be shared, or come from someone else (a copy, an archive). A link in it
+# where the sweep writes would make the runner, or Hydra, write into the file it points to.
+
+DECOY = "the decoy: no sweep may change this file\n"
+
+
+@pytest.fixture(scope="module")
+def a_sweep(tmp_path_factory) -> Path:
+    """A real finished sweep of two jobs (point.x=1.0,2.0); each test works on a copy."""
+    root = tmp_path_factory.mktemp("made")
+    proc = cli(["-m", "point.x=1.0,2.0", "hydra.sweep.dir=sw"], cwd=root, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return root / "sw"
+
+
+# (where, what): a link where the sweep writes, to a decoy file or to a folder elsewhere
+# (a copy of what was there); or a FIFO, which Hydra's writer would block on forever.
+PLANTED = [
+    (".progress/done", "file"),  # the runner's counters: reset, then appended to
+    (".progress/raised", "file"),
+    (".progress/plan.json", "file"),
+    (".progress", "folder"),
+    (".sweep.lock", "file"),
+    ("multirun.yaml", "file"),  # Hydra's, written before any job
+    ("0/.hydra/hydra.yaml", "file"),  # Hydra's, written for job 0 although it is skipped
+    ("0/.hydra/overrides.yaml", "file"),
+    ("0/.hydra", "folder"),
+    ("0/runner.log", "file"),  # the job's log file (Hydra's logging)
+    ("0/results.json", "file"),  # the run log: read as corrupt, so the job runs again
+    ("0", "folder"),
+    ("2", "folder"),  # the folder of a job this resume adds (a third point): Hydra makes it
+    ("2/.hydra", "folder"),  # ... and its .hydra, in a job folder that holds nothing else
+    ("summary.json", "file"),
+    ("summary.csv", "file"),
+    ("sweep_plot.png", "file"),
+    (".submitit/1_0/x", "file"),  # submitit's folders (a link of submitit's own is allowed)
+    ("multirun.yaml", "fifo"),
+    ("0/.hydra/config.yaml", "fifo"),
+]
+
+
+def _plant(sweep: Path, where: str, what: str, elsewhere: Path) -> None:
+    """Put a link (or a FIFO) at `sweep/where`; the link points into `elsewhere`."""
+    path = sweep / where
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if what == "folder" and path.is_dir():
+        shutil.copytree(path, elsewhere / "folder", symlinks=True)  # what the sweep would see
+    elif what == "folder":
+        (elsewhere / "folder").mkdir()
+    if path.is_dir():
+        shutil.rmtree(path)
+    elif os.path.lexists(path):
+        path.unlink()
+    if what == "fifo":
+        os.mkfifo(path)
+    else:
+        path.symlink_to(elsewhere / ("folder" if what == "folder" else "decoy.txt"))
+
+
+def _copy_with(tmp_path: Path, a_sweep: Path, where: str, what: str) -> Path:
+    """A copy of the sweep in tmp_path/sw, with `where` planted; a decoy in tmp_path/elsewhere."""
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "decoy.txt").write_text(DECOY)
+    sweep = tmp_path / "sw"
+    shutil.copytree(a_sweep, sweep, symlinks=True)
+    _plant(sweep, where, what, elsewhere)
+    return sweep
+
+
+def _state(folder: Path):
+    """Everything about a tree that a write would change, read without following links or
+    opening a FIFO: each entry's type, size, modification time and link target."""
+    out = []
+    for p in sorted(folder.rglob("*")):
+        info = p.lstat()
+        target = os.readlink(p) if p.is_symlink() else None
+        out.append((str(p.relative_to(folder)), info.st_mode, info.st_size, info.st_mtime_ns, target))
+    return out
+
+
+def _refusal(key: str, folder: str, where: str, what: str) -> str:
+    if what == "fifo":
+        return (
+            f"config error: {key}: {folder!r} holds a FIFO, {where!r}; a sweep folder holds only folders "
+            "and regular files: remove it, or choose another folder"
+        )
+    return (
+        f"config error: {key}: {folder!r} holds a symbolic link, {where!r}; the sweep would write "
+        "through it: remove it, or choose another folder"
+    )
+
+
+@pytest.mark.parametrize("where, what", PLANTED, ids=[f"{w} ({k})" for w, k in PLANTED])
+def test_a_link_where_the_sweep_writes_is_refused_when_its_lock_is_taken(tmp_path, a_sweep, where, what):
+    sweep = _copy_with(tmp_path, a_sweep, where, what)
+    before, decoy = _state(sweep), _state(tmp_path / "elsewhere")
+    with pytest.raises(lock.UnsafeFolder) as refused:
+        lock.acquire(sweep, "resume")
+    assert refused.value.headline() == _refusal("resume", str(sweep), where, what)
+    assert _state(sweep) == before and _state(tmp_path / "elsewhere") == decoy
+    with pytest.raises(lock.UnsafeFolder):  # not taken: every try is refused alike
+        lock.acquire(sweep, "resume")
+
+
+# the attacks the review found, and a job folder the resume makes: through the command line
+ATTACKS = [
+    ("resume", ".progress/done", "file"),
+    ("resume", "multirun.yaml", "file"),
+    ("resume", "0/.hydra/hydra.yaml", "file"),
+    ("resume", "0/results.json", "file"),
+    ("resume", "summary.json", "file"),
+    ("resume", "2", "folder"),
+    ("resume", "multirun.yaml", "fifo"),
+    ("hydra.sweep.dir", "0/.hydra/hydra.yaml", "file"),
+]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("key, where, what", ATTACKS, ids=[f"{k}: {w} ({x})" for k, w, x in ATTACKS])
+def test_a_shared_sweep_folder_with_a_link_is_refused_and_the_decoy_is_unchanged(tmp_path, a_sweep, key, where, what):
+    sweep = _copy_with(tmp_path, a_sweep, where, what)
+    before, decoy = _state(sweep), _state(tmp_path / "elsewhere")
+
+    proc = cli(["-m", "point.x=1.0,2.0,3.0", f"{key}=sw"], cwd=tmp_path, timeout=120)
+
+    assert proc.returncode == 2, (proc.stdout[-2000:], proc.stderr[-2000:])
+    assert proc.stderr.splitlines() == [_refusal(key, "sw", where, what)]
+    assert _state(sweep) == before, "the refused sweep wrote into its folder"
+    assert _state(tmp_path / "elsewhere") == decoy
+    assert (tmp_path / "elsewhere" / "decoy.txt").read_text() == DECOY
+    assert not (tmp_path / "outputs").exists()
+
+
+@pytest.mark.slow
+def test_a_normal_resume_still_works_also_through_a_link_the_user_typed(tmp_path, a_sweep):
+    shutil.copytree(a_sweep, tmp_path / "sw", symlinks=True)
+    (tmp_path / "here").symlink_to("sw")  # the folder itself may be reached through a link
+
+    proc = cli(["-m", "point.x=1.0,2.0,3.0", "resume=here"], cwd=tmp_path, timeout=300)
+
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    result = summary(tmp_path / "sw")
+    assert (result["jobs"], result["failed"], result["resumed"]) == (3, 0, 2)
+    assert [(r["overrides"], r["derivatives"]) for r in result["rows"]] == [
+        ([f"point.x={x}"], _cubic(x)) for x in (1.0, 2.0, 3.0)
+    ]
+    assert "sweep: 3 jobs, 0 failed, 2 kept from an earlier launch (resume)" in proc.stdout
+    lock.check_folder(tmp_path / "sw", "resume")  # what a sweep leaves passes its own check
+
+
+def test_a_link_of_submitits_own_is_allowed_and_nothing_else_in_its_folder(tmp_path):
+    # submitit's SLURM executor leaves `.submitit/.submission_file_<uuid4 hex>.sh` links to each
+    # job's script; nothing writes through them (every submission draws a new uuid)
+    sweep = tmp_path / "sw"
+    (sweep / ".submitit" / "123").mkdir(parents=True)
+    (sweep / ".submitit" / "123" / "123_submission.sh").write_text("#!/bin/sh\n")
+    own = sweep / ".submitit" / f".submission_file_{'0123456789abcdef' * 2}.sh"
+    own.symlink_to(sweep / ".submitit" / "123" / "123_submission.sh")
+    lock.check_folder(sweep, "resume")
+    for name in [".submission_file_x.sh", f".submission_file_{'0' * 32}.sh.tmp", "123_submission.sh"]:
+        odd = sweep / ".submitit" / "123" / name if name.startswith("123") else sweep / ".submitit" / name
+        if odd.exists():
+            odd.unlink()
+        odd.symlink_to(tmp_path / "decoy.txt")
+        with pytest.raises(lock.UnsafeFolder):
+            lock.check_folder(sweep, "resume")
+        odd.unlink()
+    moved = sweep / f".submission_file_{'0' * 32}.sh"  # the name, but not in .submitit/
+    moved.symlink_to(tmp_path / "decoy.txt")
+    with pytest.raises(lock.UnsafeFolder):
+        lock.check_folder(sweep, "resume")
+
+
+# ---- the runner's own writers never write through a link ------------------------------------
+# (the check above refuses a folder at rest; these hold even for a link planted during a sweep)
+
+
+def _decoy(tmp_path: Path) -> Path:
+    decoy = tmp_path / "decoy.txt"
+    decoy.write_text(DECOY)
+    return decoy
+
+
+def test_progress_files_are_replaced_or_opened_without_following_links(tmp_path):
+    from runner.sweep import progress
+
+    decoy, sweep = _decoy(tmp_path), tmp_path / "sw"
+    folder = sweep / progress.PROGRESS_DIR
+    folder.mkdir(parents=True)
+    for name in ("done", "failed", "raised", "plan.json"):
+        (folder / name).symlink_to(decoy)
+    progress.start(sweep, total=2)  # each file is replaced by a new one, the link with it
+    for name in ("done", "failed", "raised", "plan.json"):
+        assert not (folder / name).is_symlink() and (folder / name).is_file()
+    assert progress.record(sweep, failed=True)["done"] == 1
+
+    for name in ("done", "failed", "raised"):  # a link planted while the sweep runs
+        (folder / name).unlink()
+        (folder / name).symlink_to(decoy)
+    with pytest.raises(OSError):  # ELOOP: O_NOFOLLOW
+        progress.record(sweep, failed=True)
+    with pytest.raises(OSError):
+        progress.record_raised(sweep, sweep / "0", RuntimeError("x"))
+    assert decoy.read_text() == DECOY
+
+    shutil.rmtree(folder)  # .progress itself a link to a folder elsewhere
+    (tmp_path / "elsewhere").mkdir()
+    folder.symlink_to(tmp_path / "elsewhere")
+    for call in (lambda: progress.start(sweep, 2), lambda: progress.record(sweep, failed=False)):
+        with pytest.raises(OSError):
+            call()
+    assert list((tmp_path / "elsewhere").iterdir()) == []
+
+
+def test_a_run_log_is_renamed_into_place_replacing_a_link(tmp_path):
+    import numpy as np
+
+    from runner.record import runlog
+
+    decoy, job = _decoy(tmp_path), tmp_path / "0"
+    job.mkdir()
+    for name in (runlog.RESULTS_FILE, runlog.ARRAYS_FILE):
+        (job / name).symlink_to(decoy)
+    runlog.write(job, {"status": "ok"}, {"a": np.arange(3.0)})
+    assert json.loads((job / runlog.RESULTS_FILE).read_text()) == {"status": "ok"}
+    assert np.load(job / runlog.ARRAYS_FILE)["a"].tolist() == [0.0, 1.0, 2.0]
+    assert not any(p.is_symlink() for p in job.iterdir()) and decoy.read_text() == DECOY
+    assert sorted(p.name for p in job.iterdir()) == [runlog.ARRAYS_FILE, runlog.RESULTS_FILE]  # no temp left
+
+
+def test_the_summary_and_the_plot_replace_links_planted_during_the_sweep(tmp_path, a_sweep, capsys):
+    from runner.record import plots
+
+    decoy, sweep = _decoy(tmp_path), tmp_path / "sw"
+    shutil.copytree(a_sweep, sweep, symlinks=True)
+    for name in (sweep_summary.SUMMARY_JSON, sweep_summary.SUMMARY_CSV, plots.SWEEP_PLOT):
+        (sweep / name).unlink()
+        (sweep / name).symlink_to(decoy)
+    rows = sweep_summary.finish(sweep, plot=True)
+    assert [r["status"] for r in rows] == ["ok", "ok"]
+    assert decoy.read_text() == DECOY
+    assert summary(sweep)["jobs"] == 2 and (sweep / sweep_summary.SUMMARY_CSV).read_text().startswith("job,")
+    png = sweep / plots.SWEEP_PLOT
+    assert not png.is_symlink() and png.read_bytes().startswith(b"\x89PNG")
+    assert f"sweep plot: {png}" in capsys.readouterr().out
+    assert sorted(p.name for p in sweep.iterdir() if p.name.startswith(".sweep_plot")) == []  # no temp left
+
+
+# ---- the check is bounded ---------------------------------------------------------------------
+
+
+def test_a_folder_with_more_entries_than_are_checked_is_refused(tmp_path):
+    sweep = tmp_path / "sw"
+    for i in range(5):
+        (sweep / str(i) / ".hydra").mkdir(parents=True)  # 10 entries
+    lock.check_folder(sweep, "resume", limit=10)
+    (sweep / "4" / "results.json").write_text("{}")  # 11
+    with pytest.raises(lock.UnsafeFolder) as refused:
+        lock.check_folder(sweep, "resume", limit=10)
+    assert refused.value.headline() == (
+        f"config error: resume: {str(sweep)!r} holds more than 10 entries, more than a sweep checks "
+        "for links before it writes into a folder: choose another folder"
+    )
+    assert f"{lock.MAX_ENTRIES:,}" == "1,000,000"
+
+
+def test_a_missing_folder_has_nothing_to_check(tmp_path):
+    lock.check_folder(tmp_path / "new", "hydra.sweep.dir")
+    assert not (tmp_path / "new").exists()
+
+
+@pytest.mark.slow
+def test_a_sweep_folder_of_100000_entries_is_checked_in_about_a_second(tmp_path):
+    sweep = tmp_path / "sw"
+    jobs = 100_000 // 7  # a job folder: N/, .hydra/ and its three files, the log, results.json
+    for i in range(jobs):
+        hydra = sweep / str(i) / ".hydra"
+        hydra.mkdir(parents=True)
+        for name in ("config.yaml", "hydra.yaml", "overrides.yaml"):
+            (hydra / name).touch()
+        (sweep / str(i) / "runner.log").touch()
+        (sweep / str(i) / "results.json").touch()
+    last = sweep / str(jobs - 1) / ".hydra" / "hydra.yaml"
+    started = time.perf_counter()
+    lock.check_folder(sweep, "resume")
+    took = time.perf_counter() - started
+    print(f"checked {jobs * 7:,} entries in {took:.2f} s")
+    assert took < 5, took  # 0.4 s on the development machine
+    last.unlink()
+    last.symlink_to(tmp_path / "decoy.txt")  # the last of them
+    with pytest.raises(lock.UnsafeFolder, match=re.escape(repr(f"{jobs - 1}/.hydra/hydra.yaml"))):
+        lock.check_folder(sweep, "resume")

@@ -9,15 +9,23 @@ processes); the counts are their sizes. Per job this costs one append and two `s
 whatever the sweep's size. A job that raised (a fault of the runner: it left no complete
 `results.json`) also appends one line to `.progress/raised`, its folder and error, so the
 summary can mark it whichever process ran it.
+
+A sweep folder may come from someone else, so none of these files is written through a
+link: `start` renames a new file over each (replacing a link, not following it), and the
+appends open with O_NOFOLLOW, inside a `.progress` opened with O_NOFOLLOW too (a link there
+is an `OSError`). The sweep refuses a folder holding a link before it starts
+(`lock.check_folder`); this holds against one planted while it runs.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import secrets
 import time
 from pathlib import Path
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Iterator, Optional
 
 from hydra.core.utils import JobReturn, JobStatus
 from hydra.experimental.callback import Callback
@@ -59,25 +67,25 @@ def lock_key(config: DictConfig) -> str:
 
 def start(sweep_dir: Path, total: Optional[int]) -> None:
     """Reset the counters of a sweep folder and note the planned total and the start time."""
-    folder = sweep_dir / PROGRESS_DIR
-    folder.mkdir(parents=True, exist_ok=True)
-    for name in ("done", "failed", RAISED_FILE):
-        (folder / name).write_bytes(b"")
-    (folder / "plan.json").write_text(json.dumps({"total": total, "started": time.time()}))
+    (sweep_dir / PROGRESS_DIR).mkdir(parents=True, exist_ok=True)
+    with _progress_dir(sweep_dir) as folder:
+        for name in ("done", "failed", RAISED_FILE):
+            _replace(folder, name, b"")
+        _replace(folder, "plan.json", json.dumps({"total": total, "started": time.time()}).encode())
 
 
 def record(sweep_dir: Path, failed: bool) -> dict:
     """Count one finished job; return the counts so far (done, failed, total, elapsed_s)."""
-    folder = sweep_dir / PROGRESS_DIR
     try:
-        plan = json.loads(read_small(folder / "plan.json"))
+        plan = json.loads(read_small(sweep_dir / PROGRESS_DIR / "plan.json"))
     except (OSError, ValueError):
         plan = {"total": None, "started": None}
-    _append(folder / "done")
-    if failed:
-        _append(folder / "failed")
-    done = (folder / "done").stat().st_size
-    nfailed = (folder / "failed").stat().st_size
+    with _progress_dir(sweep_dir) as folder:
+        _append(folder, "done", b".")
+        if failed:
+            _append(folder, "failed", b".")
+        done = os.stat("done", dir_fd=folder, follow_symlinks=False).st_size
+        nfailed = os.stat("failed", dir_fd=folder, follow_symlinks=False).st_size
     elapsed = time.time() - plan["started"] if plan.get("started") else None
     return {"done": done, "failed": nfailed, "total": plan.get("total"), "elapsed_s": elapsed}
 
@@ -86,11 +94,8 @@ def record_raised(sweep_dir: Path, job_dir: Path, err: BaseException) -> None:
     """Note that the job in `job_dir` raised `err` (one line, appended atomically)."""
     first = (str(err).strip().splitlines() or [""])[0][:200]
     text = json.dumps({"folder": job_dir.name, "error": f"{type(err).__name__}: {first}"}) + "\n"
-    fd = os.open(sweep_dir / PROGRESS_DIR / RAISED_FILE, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    try:
-        os.write(fd, text.encode())  # one short write: lines from parallel jobs never mix
-    finally:
-        os.close(fd)
+    with _progress_dir(sweep_dir) as folder:
+        _append(folder, RAISED_FILE, text.encode())  # one short write: lines from parallel jobs never mix
 
 
 def raised(sweep_dir: Path) -> Dict[str, str]:
@@ -143,12 +148,43 @@ def line(counts: dict, job: str, overrides: str, outcome: str) -> str:
     return text
 
 
-def _append(path: Path) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+@contextlib.contextmanager
+def _progress_dir(sweep_dir: Path) -> Iterator[int]:
+    """A descriptor of `SWEEP/.progress`, opened without following a link there."""
+    fd = os.open(sweep_dir / PROGRESS_DIR, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
     try:
-        os.write(fd, b".")
+        yield fd
     finally:
         os.close(fd)
+
+
+def _append(folder: int, name: str, data: bytes) -> None:
+    """Append `data` to `name` in `folder` (made if missing); never through a link or into a FIFO."""
+    flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+    fd = os.open(name, flags, 0o644, dir_fd=folder)
+    try:
+        os.write(fd, data)
+    finally:
+        os.close(fd)
+
+
+def _replace(folder: int, name: str, data: bytes) -> None:
+    """Make `name` in `folder` a new file holding `data`: written under a fresh name, then
+    renamed over whatever was there (a link is replaced, not followed)."""
+    tmp = f".{name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644, dir_fd=folder)
+    try:
+        try:
+            os.write(fd, data)
+        finally:
+            os.close(fd)
+        os.replace(tmp, name, src_dir_fd=folder, dst_dir_fd=folder)
+    except BaseException:
+        try:
+            os.unlink(tmp, dir_fd=folder)
+        except FileNotFoundError:
+            pass
+        raise
 
 
 def _duration(seconds: float) -> str:

@@ -14,7 +14,9 @@ a whole run log `corrupt`; each counts as a failure.
 
 `summary.json` holds every row in full; `summary.csv` has one column per derivative (its
 value as JSON) and per check (`check:NAME`, the `passed` flag of the derivative's `check`
-record when the job ran checks); the printed table shows the same, shortened.
+record when the job ran checks); the printed table shows the same, shortened. Each file,
+and `sweep_plot.png`, is written under another name and renamed into place, so a link
+planted at its name is replaced, never written through.
 """
 
 from __future__ import annotations
@@ -23,8 +25,10 @@ import csv
 import io
 import json
 import os
+import shutil
 import stat
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
@@ -265,15 +269,31 @@ def finish(sweep_dir: Path, plot: bool = False, mark_missing: Optional[Tuple[str
     print(table(rows), flush=True)
     if plot:
         try:
-            from runner.record import plots
-
-            made = plots.sweep_plot(sweep_dir, rows)
+            made = _plot(sweep_dir, rows)
             if made:
                 print(f"sweep plot: {sweep_dir / made}")
         except Exception as err:  # a plot must not hide the summary or the exit code
             print(f"sweep plot not written: {type(err).__name__}: {err}")
     print(f"sweep folder: {sweep_dir}", flush=True)
     return rows
+
+
+def _plot(sweep_dir: Path, rows: List[Dict[str, Any]]) -> Optional[str]:
+    """Draw `sweep_plot.png` in a new private folder, then rename it into the sweep folder: a
+    link planted there is replaced, not written through (Matplotlib opens the name it is given)."""
+    from runner.record import plots  # NumPy only; Matplotlib when a plot is drawn
+
+    stage = Path(tempfile.mkdtemp(dir=sweep_dir, prefix=".sweep_plot."))
+    try:
+        # a folder named as the sweep's, for the plot's title
+        name = sweep_dir.name if sweep_dir.name not in ("", ".", "..") else sweep_dir.resolve().name or "sweep"
+        (stage / name).mkdir()
+        made = plots.sweep_plot(stage / name, rows)
+        if made:
+            os.replace(stage / name / made, sweep_dir / made)
+        return made
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
 
 
 def finish_safely(sweep_dir: Path, **kwargs: Any) -> Optional[List[Dict[str, Any]]]:
