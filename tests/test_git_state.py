@@ -634,6 +634,51 @@ def test_a_config_file_is_read_as_git_reads_it(tmp_path, home, text):
     assert gs._parse_config(text) == theirs
 
 
+def test_git_files_are_read_by_the_runners_bounded_reader(tmp_path):
+    """git_objects has no file reader of its own: files.py's, with git's answers (None for
+    nothing there, Unknown for what may not or cannot be read)."""
+    assert "read_bounded" in go.read_file.__code__.co_names and not hasattr(go, "open_regular")
+    assert "open_regular" in go.Store._open.__code__.co_names
+    (tmp_path / "ten").write_bytes(b"0123456789")
+    (tmp_path / "loop").symlink_to("loop")
+    os.mkfifo(tmp_path / "fifo")
+    assert go.read_file(tmp_path / "ten", 10) == b"0123456789"
+    assert go.read_file(tmp_path / "missing", 10) is None
+    assert go.read_file(tmp_path / "missing" / "x", 10) is None
+    assert go.read_file(tmp_path, 10) is None  # a folder
+    for path, limit in (("ten", 9), ("fifo", 10), ("/dev/zero", 10), ("/proc/self/status", 10), ("loop", 10)):
+        with pytest.raises(go.Unknown):
+            go.read_file(tmp_path / path, limit)
+
+
+def test_git_never_opens_a_device_or_fifo(tmp_path):
+    """Opening a device may act (a watchdog, a tape); an audit hook in a fresh interpreter sees
+    every open: none of a FIFO or device, as object, config or ref, through a link or not."""
+    os.mkfifo(tmp_path / "fifo")
+    (tmp_path / "link.idx").symlink_to("/dev/zero")
+    code = (
+        "import json, sys\n"
+        "from pathlib import Path\n"
+        "opened = []\n"
+        "sys.addaudithook(lambda event, args: opened.append(str(args[0])) if event == 'open' else None)\n"
+        "from runner.record import git_objects as go\n"
+        "for p in sys.argv[1:]:\n"
+        "    for read in (lambda: go.read_file(p, 10), lambda: go.Store(Path(p).parent)._open(Path(p))):\n"
+        "        try:\n"
+        "            read()\n"
+        "        except go.Unknown:\n"
+        "            continue\n"
+        "        raise SystemExit(f'read {p}')\n"
+        "print(json.dumps([o for o in opened if o.endswith(('zero', 'null', 'fifo', 'link.idx'))]))\n"
+    )
+    paths = ["/dev/zero", "/dev/null", str(tmp_path / "fifo"), str(tmp_path / "link.idx")]
+    out = subprocess.run(
+        [sys.executable, "-c", code, *paths], env=command_env(), capture_output=True, text=True, timeout=60
+    )
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout) == []
+
+
 # ---------------------------------------------------------------- a hostile repository
 
 PROBES = ("fsmonitor", "hook", "filter", "process", "external", "textconv", "pager")
