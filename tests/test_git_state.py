@@ -14,6 +14,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -632,6 +633,127 @@ def test_a_config_file_is_read_as_git_reads_it(tmp_path, home, text):
     listed = git(tmp_path, "config", "--file", str(tmp_path / "config"), "--list", "-z")
     theirs = [tuple(item.split("\n", 1)) if "\n" in item else (item, "true") for item in listed.split("\0") if item]
     assert gs._parse_config(text) == theirs
+
+
+# ---------------------------------------------------------------- settings that change what is read
+
+
+def include_chain(r: Path, levels: int, fanout: int, last: str) -> None:
+    """The repository's config includes f1 `fanout` times, f1 includes f2 as many times, ...,
+    f`levels` holds `last`: about fanout**levels files for git to read."""
+    for i in range(1, levels):
+        (r / ".git" / f"f{i}").write_text(f"[include]\n\tpath = f{i + 1}\n" * fanout)
+    (r / ".git" / f"f{levels}").write_text(last)
+    with open(r / ".git" / "config", "a") as f:
+        f.write("[include]\n\tpath = f1\n" * fanout)
+
+
+def test_includes_fanning_out_are_capped_and_unknown_at_once(repo):
+    """The review's repository: about 8**9 config files to read (the runner ran past 120 s,
+    git runs on too). At most MAX_CONFIG_FILES are read; what the rest sets is unknown."""
+    commit = git(repo, "rev-parse", "HEAD")
+    include_chain(repo, 9, 8, "[core]\n\tfilemode = false\n")
+    start = time.perf_counter()
+    state = read(repo)
+    assert time.perf_counter() - start < 1.0
+    assert state == {"commit": commit, "dirty": None, "root": None}  # core.bare, core.worktree: unknown
+    config = gs._Config([repo / ".git" / "config"])
+    assert config.incomplete and config.files_read == gs.MAX_CONFIG_FILES
+
+
+def test_includes_nest_as_deep_as_git_lets_them_and_no_deeper(repo):
+    commit = git(repo, "rev-parse", "HEAD")
+    (repo / "a.txt").chmod(0o755)  # a change, unless the last include turns core.filemode off
+    include_chain(repo, 10, 1, "[core]\n\tfilemode = false\n")  # f10 is read at depth 10
+    assert read(repo) == {"commit": commit, "dirty": False, "root": str(repo)}
+    assert status_says(repo) is False
+    include_chain(repo, 11, 1, "[core]\n\tfilemode = false\n")  # f11 at depth 11: git stops
+    assert git(repo, "rev-parse", "HEAD", check=False) == ""  # "exceeded maximum include depth"
+    assert read(repo) == {"commit": commit, "dirty": None, "root": None}
+
+
+def test_a_work_tree_set_outside_the_folder_holding_git_is_never_read(repo, tmp_path):
+    """core.worktree naming another folder: git compares the index with the files there,
+    hashing them (a one-bit oracle on files outside). Not read: root and dirty None."""
+    commit = git(repo, "rev-parse", "HEAD")
+    elsewhere = tmp_path / "elsewhere"
+    shutil.copytree(repo, elsewhere, symlinks=True, ignore=shutil.ignore_patterns(".git"))
+    later(elsewhere / "a.txt")  # git hashes it: the same bytes, clean
+    (repo / "inside").symlink_to(elsewhere)
+    unknown = {"commit": commit, "dirty": None, "root": None}
+    for configured in ("/", "../inside", "../../elsewhere", str(elsewhere)):
+        git(repo, "config", "core.worktree", configured)
+        assert read(repo) == read(repo / "sub") == unknown, configured
+    assert status_says(repo) is False  # git reads the files elsewhere ...
+    (elsewhere / "a.txt").write_text("alphA\n")
+    assert status_says(repo) is True  # ... and tells a change there; the runner does not look
+    assert read(repo) == unknown
+    git(repo, "config", "--unset", "core.worktree")
+    (repo / ".git" / "wt.inc").write_text(f"[core]\n\tworktree = {elsewhere}\n")
+    git(repo, "config", "includeIf.gitdir:/nowhere/.path", "wt.inc")  # not evaluated: unknown
+    assert read(repo) == unknown
+    git(repo, "config", "--unset", "includeIf.gitdir:/nowhere/.path")
+    assert read(repo) == {"commit": commit, "dirty": False, "root": str(repo)}
+    git(repo, "config", "core.bare", "true")
+    assert read(repo) == unknown
+
+
+def test_a_work_tree_set_inside_the_folder_holding_git_is_honoured(repo):
+    """As a submodule's git folder sets core.worktree: the folder itself, or one inside it."""
+    commit = git(repo, "rev-parse", "HEAD")
+    git(repo, "config", "core.worktree", "..")
+    assert read(repo) == {"commit": commit, "dirty": False, "root": str(repo)}
+    (repo / "a.txt").write_text("alphA\n")
+    assert read(repo)["dirty"] is True == status_says(repo)
+    git(repo, "checkout", "a.txt")
+    git(repo, "config", "core.worktree", "../sub")  # the index's files are not found in sub
+    assert read(repo) == {"commit": commit, "dirty": True, "root": str(repo / "sub")}
+    assert status_says(repo) is True
+
+
+def test_git_files_are_read_by_the_runners_bounded_reader(tmp_path):
+    """git_objects has no file reader of its own: files.py's, with git's answers (None for
+    nothing there, Unknown for what may not or cannot be read)."""
+    assert "read_bounded" in go.read_file.__code__.co_names and not hasattr(go, "open_regular")
+    assert "open_regular" in go.Store._open.__code__.co_names
+    (tmp_path / "ten").write_bytes(b"0123456789")
+    (tmp_path / "loop").symlink_to("loop")
+    os.mkfifo(tmp_path / "fifo")
+    assert go.read_file(tmp_path / "ten", 10) == b"0123456789"
+    assert go.read_file(tmp_path / "missing", 10) is None
+    assert go.read_file(tmp_path / "missing" / "x", 10) is None
+    assert go.read_file(tmp_path, 10) is None  # a folder
+    for path, limit in (("ten", 9), ("fifo", 10), ("/dev/zero", 10), ("/proc/self/status", 10), ("loop", 10)):
+        with pytest.raises(go.Unknown):
+            go.read_file(tmp_path / path, limit)
+
+
+def test_git_never_opens_a_device_or_fifo(tmp_path):
+    """Opening a device may act (a watchdog, a tape); an audit hook in a fresh interpreter sees
+    every open: none of a FIFO or device, as object, config or ref, through a link or not."""
+    os.mkfifo(tmp_path / "fifo")
+    (tmp_path / "link.idx").symlink_to("/dev/zero")
+    code = (
+        "import json, sys\n"
+        "from pathlib import Path\n"
+        "opened = []\n"
+        "sys.addaudithook(lambda event, args: opened.append(str(args[0])) if event == 'open' else None)\n"
+        "from runner.record import git_objects as go\n"
+        "for p in sys.argv[1:]:\n"
+        "    for read in (lambda: go.read_file(p, 10), lambda: go.Store(Path(p).parent)._open(Path(p))):\n"
+        "        try:\n"
+        "            read()\n"
+        "        except go.Unknown:\n"
+        "            continue\n"
+        "        raise SystemExit(f'read {p}')\n"
+        "print(json.dumps([o for o in opened if o.endswith(('zero', 'null', 'fifo', 'link.idx'))]))\n"
+    )
+    paths = ["/dev/zero", "/dev/null", str(tmp_path / "fifo"), str(tmp_path / "link.idx")]
+    out = subprocess.run(
+        [sys.executable, "-c", code, *paths], env=command_env(), capture_output=True, text=True, timeout=60
+    )
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout) == []
 
 
 # ---------------------------------------------------------------- a hostile repository

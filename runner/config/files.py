@@ -50,18 +50,21 @@ def read_bounded(path: Path, key: str, limit: int, inside: Optional[Path] = None
 
 
 def open_regular(path: Path, key: str, name: Optional[str] = None) -> BinaryIO:
-    """`path` opened for reading if it is a regular file; a `ConfigError` otherwise. Opening
-    never blocks (a FIFO) and what is opened is what is checked (no race with a rename)."""
-    shown = name or str(path)
+    """`path` opened for reading if it is a regular file; a `ConfigError` otherwise. Nothing else
+    is opened (opening a device may act: a watchdog, a tape), opening never blocks (a FIFO
+    swapped in), and what is opened is what is checked (no race with a rename)."""
+    shown, flags = name or str(path), os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | getattr(os, "O_CLOEXEC", 0)
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | getattr(os, "O_CLOEXEC", 0))
+        mode = os.stat(path).st_mode
+        fd = os.open(path, flags) if stat.S_ISREG(mode) else -1
     except OSError as err:
         raise ConfigError(key, f"{shown}: {err.strerror or err}") from None
-    mode = os.fstat(fd).st_mode
-    if not stat.S_ISREG(mode):
-        os.close(fd)
-        raise ConfigError(key, f"{shown} is {_kind(mode)}, not a regular file")
-    return os.fdopen(fd, "rb")
+    if fd >= 0:
+        mode = os.fstat(fd).st_mode
+        if stat.S_ISREG(mode):
+            return os.fdopen(fd, "rb")
+        os.close(fd)  # swapped since it was looked at
+    raise ConfigError(key, f"{shown} is {_kind(mode)}, not a regular file")
 
 
 def _kind(mode: int) -> str:

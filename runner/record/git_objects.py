@@ -8,8 +8,9 @@
   folders whose ids differ are read (modes as git reads them; a folder holding no file is none).
 - Bounded: a Store reads at most MAX_OBJECTS objects (a delta counts as one), inflates or
   rebuilds at most MAX_BYTES bytes, MAX_OBJECT_BYTES for one object or delta, follows at most
-  MAX_DELTA_CHAIN deltas for one object; it opens only regular files, with bounded reads. Past
-  a bound, or whatever does not parse, check or exist: `Unknown`, never a guess. Nothing runs.
+  MAX_DELTA_CHAIN deltas for one object. Files (here and for git_state) are opened and read
+  by runner/config/files.py: regular files only, bounded. Past a bound, or whatever does not
+  parse, check or exist: `Unknown`, never a guess. Nothing runs.
 """
 
 from __future__ import annotations
@@ -21,7 +22,10 @@ import stat
 import struct
 import zlib
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, Optional, Tuple
+from typing import Any, BinaryIO, Dict, Iterable, List, Optional, Tuple
+
+from runner.config import files
+from runner.errors import ConfigError
 
 MAX_OBJECTS = 10_000  # objects read by one Store (each delta of a chain counts)
 MAX_BYTES = 64 << 20  # bytes inflated or rebuilt from deltas by one Store
@@ -43,40 +47,20 @@ class Unknown(Exception):
     """Something cannot be read with certainty: the answer is unknown, not a guess."""
 
 
-def open_regular(path: Any) -> Optional[int]:
-    """A read-only descriptor on a regular file (symlinks followed), None when missing or a
-    folder; Unknown when not a regular file (no FIFO or device is ever opened)."""
+def read_file(path: Any, limit: int) -> Optional[bytes]:
+    """A regular file's bytes (symlinks followed) through files.read_bounded; None when missing
+    or a folder; Unknown when over `limit` bytes, not a regular file, or not readable."""
     try:
-        mode = os.stat(path).st_mode
-        if stat.S_ISDIR(mode):
+        if stat.S_ISDIR(os.stat(path).st_mode):
             return None
-        if not stat.S_ISREG(mode):
-            raise Unknown(f"not a regular file: {path!r}")
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except (FileNotFoundError, NotADirectoryError):
         return None
-    if not stat.S_ISREG(os.fstat(fd).st_mode):  # swapped since
-        os.close(fd)
-        raise Unknown(f"not a regular file: {path!r}")
-    return fd
-
-
-def read_file(path: Any, limit: int) -> Optional[bytes]:
-    """A regular file's bytes (symlinks followed), None when missing or a folder; Unknown when
-    over `limit` bytes or not a regular file."""
-    fd = open_regular(path)
-    if fd is None:
-        return None
+    except OSError as e:  # a symlink loop, a folder not searchable
+        raise Unknown(f"{path!r}: {e.strerror}") from None
     try:
-        chunks, size = [], 0
-        while chunk := os.read(fd, min(1 << 20, limit + 1 - size)):
-            chunks.append(chunk)
-            size += len(chunk)
-            if size > limit:
-                raise Unknown(f"over {limit} bytes: {path!r}")
-        return b"".join(chunks)
-    finally:
-        os.close(fd)
+        return files.read_bounded(Path(path), "git", limit)
+    except ConfigError as e:  # gone since, a FIFO or device, too large
+        raise Unknown(str(e)) from None
 
 
 def staged(objects: Path, commit: bytes, entries: Iterable[Tuple[bytes, int, bytes]]) -> bool:
@@ -195,14 +179,14 @@ class Store:
     of the module's docstring; `close` closes the files it keeps open."""
 
     def __init__(self, objects: Path):
-        self.fds: List[int] = []
+        self.files: List[BinaryIO] = []
         self.folders = _alternates(objects)
         self.packs: Optional[List[_Pack]] = None
         self.objects_left, self.bytes_left = MAX_OBJECTS, MAX_BYTES
 
     def close(self) -> None:
-        while self.fds:
-            os.close(self.fds.pop())
+        while self.files:
+            self.files.pop().close()
 
     def read(self, oid: bytes) -> Tuple[int, bytes]:
         """(kind, content) of an object: COMMIT, TREE, BLOB or TAG; checked against its id."""
@@ -245,11 +229,13 @@ class Store:
             raise Unknown(f"past a bound: {size} bytes, or over {MAX_BYTES} bytes or {MAX_OBJECTS} objects")
 
     def _open(self, path: Path) -> int:
-        fd = open_regular(path)
-        if fd is None:
-            raise Unknown(f"gone: {path!r}")
-        self.fds.append(fd)
-        return fd
+        """A descriptor on a regular file, kept open until `close`."""
+        try:
+            f = files.open_regular(path, "git")
+        except ConfigError as e:  # missing, a FIFO or device
+            raise Unknown(str(e)) from None
+        self.files.append(f)
+        return f.fileno()
 
     def _loose(self, oid: bytes) -> Optional[Tuple[int, bytes]]:
         name = oid.hex()

@@ -6,10 +6,12 @@ instead, each with a bounded read, and no program starts.
 
 - The repository is found as git finds it: up from the folder's real path to a `.git` folder
   or `gitdir:` file (linked worktrees, submodules; `commondir` followed), within one
-  filesystem. Inside a git folder or a bare repository there is no work tree (`root`, `dirty`
-  None). `commit` is HEAD, detached or a symbolic ref (a loose ref or `packed-refs`); when it
-  names no commit (an unborn branch) or refs are kept otherwise (reftable), the answer is None,
-  as when `git rev-parse HEAD` failed.
+  filesystem. `commit` is HEAD, detached or a symbolic ref (a loose ref or `packed-refs`);
+  when it names no commit (an unborn branch) or refs are kept otherwise (reftable), the answer
+  is None, as when `git rev-parse HEAD` failed. The work tree is the folder holding `.git`, or
+  the one `core.worktree` names if inside it (as a submodule's git folder does); none is read
+  (`root`, `dirty` None) in a git folder or bare repository, for a core.worktree elsewhere (git
+  would hash files there: an oracle on files outside), or if it is unknown (see below).
 - `dirty`: whether `git status --porcelain --untracked-files=no` shows a change. A tracked file
   differs from the index, as git's refresh decides: file type, executable bit, size, stat
   times; a file whose stat differs, or written in the same second as the index, is hashed as
@@ -21,10 +23,10 @@ instead, each with a bounded read, and no program starts.
   or another index extension git requires; an index that does not parse or check; more than
   MAX_ENTRIES entries or MAX_HASH_BYTES to hash; a file to hash that a filter, `ident` or an
   encoding may change on its way into git (or, holding a CR byte, an end-of-line conversion);
-  a setting used here coming from a conditional include; an object to read that is missing,
-  corrupt, past git_objects' bounds, or replaced (refs/replace). A change found for sure
-  elsewhere still makes it True. Not followed: GIT_DIR and the like; `safe.directory` (nothing
-  runs).
+  a setting used here set by a conditional include, or any once config files are past
+  MAX_CONFIG_FILES or MAX_INCLUDE_DEPTH includes deep (reading stops: never a hang); an object to
+  read that is missing, corrupt, past git_objects' bounds, or replaced (refs/replace). A change
+  found for sure elsewhere still makes it True. Not followed: GIT_DIR and the like; `safe.directory`.
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ MAX_HASH_BYTES = 256 << 20  # work-tree bytes to hash; more and `dirty` is None
 MAX_INDEX_BYTES = 64 << 20
 MAX_TEXT_BYTES = 1 << 20  # HEAD, a ref, commondir, a .git file, a config or attributes file
 MAX_PACKED_REFS_BYTES = 64 << 20
+MAX_CONFIG_FILES, MAX_INCLUDE_DEPTH = 64, 10  # more files, or deeper (git stops too): unknown
 _HEX = re.compile(rb"[0-9a-f]{40}(?:[0-9a-f]{24})?")
 _REF = re.compile(r"refs(?:/(?!\.)[^/\x00-\x20\x7f~^:?*\[\\]+)+")
 _PER_WORKTREE = ("HEAD", "refs/bisect/", "refs/worktree/", "refs/rewritten/")
@@ -94,28 +97,29 @@ def _parse_config(text: str) -> List[Tuple[str, str]]:
 
 
 class _Config:
-    """The settings git reads (system, global, the repository's), includes followed; a key a
-    conditional include (`includeIf`, not evaluated here) sets is unknown."""
+    """The settings git reads (system, global, the repository's), includes followed. Unknown: a key
+    an `includeIf` sets (not evaluated); any once reading stopped at a bound (`partial`: so far)."""
 
     def __init__(self, files: List[Path]):
-        self.values: Dict[str, str] = {}
-        self.conditional: set = set()
+        self.values, self.conditional, self.files_read, self.incomplete = dict[str, str](), set[str](), 0, False
         for path in files:
             self.load(path, False, 0)
 
     def load(self, path: Path, conditional: bool, depth: int) -> None:
+        if self.incomplete or self.files_read >= MAX_CONFIG_FILES or depth > MAX_INCLUDE_DEPTH:
+            self.incomplete = True  # a file fanning out includes would have millions read
+            return
+        self.files_read += 1
         data = read_file(path, MAX_TEXT_BYTES) or b""
         for key, value in _parse_config(data.decode("utf-8", "surrogateescape")):
             (self.conditional.add if conditional else self.conditional.discard)(key)
             self.values[key] = value
             if key == "include.path" or key.startswith("includeif.") and key.endswith(".path"):
-                if depth >= 10:
-                    raise Unknown("includes nested too deep")
                 self.load(path.parent / os.path.expanduser(value), conditional or key != "include.path", depth + 1)
 
-    def get(self, key: str, default: str = "") -> str:
-        if key in self.conditional:
-            raise Unknown(f"{key} set by a conditional include")
+    def get(self, key: str, default: str = "", partial: bool = False) -> str:
+        if key in self.conditional or self.incomplete and not partial:
+            raise Unknown(f"{key} set by a conditional include, or in a config file not read")
         return self.values.get(key, default)
 
     def flag(self, key: str, default: bool) -> bool:
@@ -132,9 +136,8 @@ class _Entry(NamedTuple):
 
 
 def _stat_data(st: os.stat_result) -> Tuple[int, ...]:
-    m = 0xFFFFFFFF
     (cs, cns), (ms, mns) = divmod(st.st_ctime_ns, 10**9), divmod(st.st_mtime_ns, 10**9)
-    return (cs & m, cns, ms & m, mns, st.st_ino & m, st.st_uid & m, st.st_gid & m, st.st_size & m)
+    return tuple(n & 0xFFFFFFFF for n in (cs, cns, ms, mns, st.st_ino, st.st_uid, st.st_gid, st.st_size))
 
 
 def _parse_index(data: bytes) -> Optional[List[_Entry]]:
@@ -199,10 +202,10 @@ class _Repo:
         user = [env["GIT_CONFIG_GLOBAL"]] if "GIT_CONFIG_GLOBAL" in env else [str(xdg / "config"), "~/.gitconfig"]
         files = [Path(os.path.expanduser(f)) for f in system + user if f != os.devnull]
         self.config = _Config(files + [common / "config"])
-        if self.config.flag("extensions.worktreeconfig", False):
+        if not self.config.incomplete and self.config.flag("extensions.worktreeconfig", False):
             self.config.load(gitdir / "config.worktree", False, 0)
-        refs = self.config.get("extensions.refstorage", "files").lower()
-        if self.config.get("core.repositoryformatversion", "0") not in ("0", "1") or refs != "files":
+        refs = self.config.get("extensions.refstorage", "files", partial=True).lower()  # HEAD still read
+        if self.config.get("core.repositoryformatversion", "0", partial=True) not in ("0", "1") or refs != "files":
             raise Unknown("a repository format git refuses, or refs not kept in files (reftable)")
         self.attributes: Dict[Path, Tuple[bool, bool]] = {}
 
@@ -246,10 +249,15 @@ class _Repo:
         return oid[0].decode()
 
     def work_tree(self) -> Optional[str]:
-        if self.found_tree is None or self.config.flag("core.bare", False):
+        """The work tree to read, if any (see the module's docstring)."""
+        try:
+            if self.found_tree is None or self.config.flag("core.bare", False):
+                return None
+            configured = self.config.get("core.worktree")
+        except Unknown:  # set by a conditional include, or config not read
             return None
-        configured = self.config.get("core.worktree")
-        return str(Path(os.path.realpath(self.gitdir / configured)) if configured else self.found_tree)
+        root = Path(os.path.realpath(self.gitdir / configured)) if configured else self.found_tree
+        return str(root) if root == self.found_tree or self.found_tree in root.parents else None
 
     def dirty(self, root: str, commit: str) -> Optional[bool]:
         """True or False, or None when not known for sure (see the module's docstring)."""
@@ -288,7 +296,7 @@ class _Repo:
         self.hidden_attributes = any(e.skip and e.path.rpartition(b"/")[2] == b".gitattributes" for e in entries)
         folders: Dict[bytes, bool] = {b"": True}
         to_hash: List[Tuple[_Entry, bytes, os.stat_result]] = []
-        budget, unknown = MAX_HASH_BYTES, False
+        budget = MAX_HASH_BYTES
         for e in entries:
             if e.skip or e.mode == 0o160000:  # as git: not looked at; submodules skipped
                 continue
@@ -309,9 +317,9 @@ class _Repo:
             if e.stat == _stat_data(st) and e.stat[2] < index_time:  # else racily clean: look
                 continue
             budget -= st.st_size
-            unknown |= budget < 0
             if budget >= 0:
                 to_hash.append((e, path, st))
+        unknown = budget < 0  # files past it not hashed
         for e, path, st in to_hash:
             same = self._same(e, path, st)
             if same is False:
