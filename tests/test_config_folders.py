@@ -240,6 +240,13 @@ FOLDER_ATTACKS = [
         "a.yaml",
     ),
     (
+        "an alias inside its own anchor: 21 bytes without end",
+        {"experiment/a.yaml": "name: &a [1, *a]\n"},
+        "config-dir",
+        ["experiment=a"],
+        "a.yaml",
+    ),
+    (
         "runs above the working folder",
         {"experiment/a.yaml": CUBIC + "hydra:\n  sweep:\n    dir: ../../x\n"},
         "config-dir",

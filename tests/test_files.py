@@ -74,3 +74,11 @@ def test_yaml_whose_aliases_expand_past_the_limit_is_refused_before_loading():
         check_yaml_size(ALIASES, "a.yaml")  # 362 bytes, 10^6 values: OmegaConf took minutes
     check_yaml_size("".join(ALIASES.splitlines(keepends=True)[:4]), "a.yaml")  # l0-l3: about 12,000 values
     check_yaml_size("x: [" + ", ".join(["1"] * 99_000) + "]\n", "a.yaml")  # no anchor: not counted
+
+
+@pytest.mark.parametrize("text", ["name: &a [1, *a]\n", "a: &a {b: [*a]}\n", "a: &a [&b [*a]]\n"])
+def test_yaml_with_an_alias_inside_its_own_anchor_is_refused(text):
+    from runner.config.files import check_yaml_size
+
+    with pytest.raises(ConfigError, match="alias inside its own anchor"):
+        check_yaml_size(text, "a.yaml")  # 21 bytes ran without end and ate memory (found by review)

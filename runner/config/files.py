@@ -103,6 +103,7 @@ def check_yaml_size(text: str, key: str, limit: int = 100_000) -> None:
     if root is None:
         return
     sizes: dict = {}
+    open_: set = set()  # nodes whose children are being counted: meeting one again is a cycle
     stack = [(root, False)]
     while stack:  # post-order without recursion: a deep document must not overflow the stack
         node, done = stack.pop()
@@ -116,6 +117,7 @@ def check_yaml_size(text: str, key: str, limit: int = 100_000) -> None:
             else []
         )
         if done or not children:
+            open_.discard(id(node))
             sizes[id(node)] = 1 + sum(sizes.get(id(c), 1) for c in children)
             if sizes[id(node)] > limit:
                 raise ConfigError(
@@ -124,5 +126,8 @@ def check_yaml_size(text: str, key: str, limit: int = 100_000) -> None:
                     "write the values out, or put large data in a point file",
                 )
         else:
+            if any(id(c) in open_ or c is node for c in children):
+                raise ConfigError(key, "its YAML holds an alias inside its own anchor (&a [*a]): a value without end")
+            open_.add(id(node))
             stack.append((node, True))
             stack.extend((c, False) for c in children if id(c) not in sizes)
