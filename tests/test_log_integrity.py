@@ -6,22 +6,28 @@ Real logs come from a real sweep (`python -m runner -m ...`, two jobs, each with
 row in-process; the commands in subprocesses with a timeout, every row at once for report, so
 a FIFO that hangs fails the test); `resume.kept` refuses it, so a resumed sweep runs that job
 again. `rerun` never writes through a `.rerun` link, and a changed point file reruns its job.
+
+A run folder is read where it is: a job folder or `.hydra` that is a link is not followed.
+Each row of `BAD_OVERRIDES` spoils a job's `.hydra/overrides.yaml`, which then shows as none,
+at once.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import shutil
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any, Callable, Dict
+from typing import Any, Callable, Dict, Tuple
 
 import pytest
 
 from runner import report, rerun
+from runner.config import overrides
 from runner.record import log_reader, runlog
 from runner.sweep import resume
 from runner.sweep import summary as sweep_summary
@@ -147,6 +153,44 @@ def _link_to_a_good_log_outside(folder: Path) -> None:
     _link(str(elsewhere / RESULTS))(folder)
 
 
+def _forged_member(shape: Tuple[int, ...], lie: bool = False) -> Callable[[Path], None]:
+    """arrays.npz with `values/x.npy` replaced by a float32 header of `shape` (and the log
+    saying so) over the member's 164 bytes of data; `lie`: the zip's directory then states the
+    size the header needs, which the file does not have."""
+
+    def apply(folder: Path) -> None:
+        import io
+        import zipfile
+
+        import numpy as np
+
+        with zipfile.ZipFile(folder / ARRAYS) as archive:
+            members = {info.filename: archive.read(info) for info in archive.infolist()}
+        npy = io.BytesIO()
+        np.lib.format.write_array_header_1_0(npy, {"descr": "<f4", "fortran_order": False, "shape": shape})
+        members["values/x.npy"] = npy.getvalue() + b"\0" * 164
+        with zipfile.ZipFile(folder / ARRAYS, "w", zipfile.ZIP_STORED) as archive:
+            for name, data in members.items():
+                archive.writestr(name, data)
+        if lie:  # the sizes of values/x.npy in the zip's central directory
+            data = bytearray((folder / ARRAYS).read_bytes())
+            entry = data.index(b"PK\x01\x02")
+            while data[entry + 46 : entry + 46 + len(b"values/x.npy")] != b"values/x.npy":
+                entry = data.index(b"PK\x01\x02", entry + 4)
+            needs = len(npy.getvalue()) + math.prod(shape) * 4
+            data[entry + 20 : entry + 28] = needs.to_bytes(4, "little") * 2  # compressed, uncompressed
+            (folder / ARRAYS).write_bytes(bytes(data))
+        _edit(_set("values.x.array.shape", list(shape)))(folder)
+
+    return apply
+
+
+def _hydra_link(folder: Path) -> None:
+    elsewhere = folder.parent / f".{folder.name}-hydra"
+    (folder / ".hydra").rename(elsewhere)
+    (folder / ".hydra").symlink_to(elsewhere, target_is_directory=True)
+
+
 def _set(path: str, value: Any) -> Callable[[Dict[str, Any]], None]:
     def change(rec: Dict[str, Any]) -> None:
         *parents, last = path.split(".")
@@ -203,12 +247,15 @@ BAD_LOGS = [
     ("arrays-compressed", _compressed, "compressed"),
     ("arrays-key-missing", _edit(_set("derivatives.0.value.array.key", "derivatives/nope")), "derivatives/nope"),
     ("arrays-shape-differs", _edit(_set("values.x.array.shape", [42])), "shape"),
+    ("arrays-header-claims-2-to-the-40", _forged_member((2**40,)), "needs 4,398,046,511,232"),
+    ("arrays-size-beyond-the-file", _forged_member((2**28,), lie=True), "beyond"),
     ("huge", _huge, "limit"),
     ("fifo", _fifo(RESULTS), "FIFO"),
     ("a-folder", _folder, "folder"),
     ("link-to-dev-zero", _link("/dev/zero"), "symbolic link"),
     ("link-to-a-log-outside", _link_to_a_good_log_outside, "symbolic link"),
     ("link-loop", _link(RESULTS), "symbolic link"),
+    ("hydra-a-link", _hydra_link, "symbolic link"),
 ]
 IDS = [row[0] for row in BAD_LOGS]
 ROWS = [row[1:] for row in BAD_LOGS]
@@ -315,7 +362,149 @@ def test_report_of_a_sweep_with_a_bad_job_shows_the_rest(grid_sweep, tmp_path):
     assert_names(one_line(proc.stderr), sweep_dir / "1", "FIFO")
     assert "sweep: 2 jobs, 1 failed" in proc.stdout
     rows = {line.split()[0]: line for line in proc.stdout.splitlines() if line.strip().startswith("#")}
-    assert " ok " in rows["#0"] and " unreadable " in rows["#1"]
+    assert " ok " in rows["#0"] and " corrupt " in rows["#1"]
+
+
+def _sweep(grid_run: Path, root: Path, jobs: int = 1) -> Path:
+    """A sweep folder of copies of a real run, as Hydra lays one out (with `multirun.yaml`)."""
+    for job in range(jobs):
+        shutil.copytree(grid_run, root / str(job), symlinks=True)
+        (root / str(job) / ".hydra" / "overrides.yaml").write_text(f"- seed={job}\n")
+    (root / report.MULTIRUN_FILE).write_text("hydra: {}\n")
+    return root
+
+
+def test_report_shows_a_sweep_as_its_summary_does(grid_run, tmp_path):
+    """One reading of a sweep: report's rows are the summary's (`corrupt`, overrides [])."""
+    sweep_dir = _sweep(grid_run, tmp_path / "sweep", jobs=3)
+    _truncate(RESULTS)(sweep_dir / "1")
+    (sweep_dir / "1" / ".hydra" / "overrides.yaml").write_text("- 1\n")  # not a list of strings
+    (sweep_dir / "2" / RESULTS).unlink()
+    logs = report.Logs()
+    rows = report.sweep_rows(sweep_dir, logs)
+    assert rows == sweep_summary.collect(sweep_dir)
+    assert [(r["status"], r["overrides"]) for r in rows] == [
+        ("ok", ["seed=0"]),
+        ("corrupt", []),
+        ("missing", ["seed=2"]),
+    ]
+    assert logs.read == 1 and len(logs.bad) == 1
+    assert_names(logs.bad[0], sweep_dir / "1", "truncated")
+
+
+# ---------------------------------------------------------------- a job folder is read where it is
+
+
+def test_a_job_folder_that_is_a_link_is_not_followed(grid_run, tmp_path, capsys):
+    sweep_dir = _sweep(grid_run, tmp_path / "sweep")
+    elsewhere = Path(shutil.copytree(sweep_dir / "0", tmp_path / "elsewhere", symlinks=True))
+    (sweep_dir / "1").symlink_to(elsewhere, target_is_directory=True)
+    rows = sweep_summary.collect(sweep_dir)
+    assert [(r["job"], r["status"], r["overrides"]) for r in rows] == [("0", "ok", ["seed=0"]), ("1", "corrupt", [])]
+    assert "symbolic link" in rows[1]["error"]
+    assert report.main([str(sweep_dir)]) == 0
+    out, err = capsys.readouterr()
+    assert_names(one_line(err), sweep_dir / "1", "symbolic link")
+    assert "sweep: 2 jobs, 1 failed" in out
+    digest = json.loads((elsewhere / RESULTS).read_text())["config_sha256"]
+    record, why = resume.kept(sweep_dir / "1", digest)
+    assert record is None and why is not None and "symbolic link" in why
+
+
+def test_a_run_folder_named_on_the_command_line_may_be_a_link(grid_run, tmp_path, capsys):
+    """The command line is trusted (docs/threat-model.md): `report latest` follows `latest`."""
+    link = tmp_path / "latest"
+    link.symlink_to(grid_run, target_is_directory=True)
+    assert report.main([str(link)]) == 0
+    out, err = capsys.readouterr()
+    assert err == "" and "gradient  dz/dx" in out
+
+
+# ---------------------------------------------------------------- overrides.yaml is untrusted too
+
+
+def _nested_anchors() -> str:
+    """Under 400 bytes that expand to 10^9 strings (the review's attack: 33 s, 3.4 GB)."""
+    lines = ['- &a0 "xxxxxxxxxx"'] + [f"- &a{i} [{', '.join([f'*a{i - 1}'] * 9)}]" for i in range(1, 10)]
+    return "\n".join(lines) + "\n"
+
+
+def _aliased_megabyte() -> str:
+    """One megabyte of text, named 4,900 times: under the alias bound (10,000 values), 4.9 GB as text."""
+    return f'- &a "{"x" * 1_000_000}"\n- [{", ".join(["*a"] * 4900)}]\n'
+
+
+def _overrides_file(make: Callable[[Path], None]) -> Callable[[Path], None]:
+    def apply(job: Path) -> None:
+        path = job / ".hydra" / "overrides.yaml"
+        path.unlink()
+        make(path)
+
+    return apply
+
+
+def _text(text: str) -> Callable[[Path], None]:
+    return _overrides_file(lambda path: path.write_text(text))
+
+
+def _outside_hydra(job: Path) -> None:
+    elsewhere = job.parent / f".{job.name}-hydra"
+    shutil.copytree(job / ".hydra", elsewhere)
+    shutil.rmtree(job / ".hydra")
+    (job / ".hydra").symlink_to(elsewhere, target_is_directory=True)
+
+
+def _outside_file(path: Path) -> None:
+    elsewhere = path.parent.parent.parent / f".{path.parent.parent.name}-overrides.yaml"
+    elsewhere.write_text("- seed=7\n")
+    path.symlink_to(elsewhere)
+
+
+def _huge_overrides(path: Path) -> None:
+    with open(path, "wb") as f:
+        f.truncate(overrides.OVERRIDES_LIMIT + 1)
+
+
+BAD_OVERRIDES = [
+    ("nested-anchors", _text(_nested_anchors())),
+    ("aliased-megabyte", _text(_aliased_megabyte())),
+    ("a-mapping", _text("seed: 1\n")),
+    ("numbers", _text("- 1\n- 2\n")),
+    ("nested-lists", _text("- [seed=1]\n")),
+    ("recursive-alias", _text("- &a [seed=1, *a]\n")),
+    ("malformed", _text("- [unclosed\n")),
+    ("fifo", _overrides_file(os.mkfifo)),
+    ("huge", _overrides_file(_huge_overrides)),
+    ("a-folder", _overrides_file(lambda path: path.mkdir())),
+    ("link-outside", _overrides_file(_outside_file)),
+    ("link-to-dev-zero", _overrides_file(lambda path: path.symlink_to("/dev/zero"))),
+    ("hydra-a-link", _outside_hydra),
+]
+
+
+IDS_OVERRIDES = [row[0] for row in BAD_OVERRIDES]
+
+
+@pytest.mark.parametrize("corrupt", [row[1] for row in BAD_OVERRIDES], ids=IDS_OVERRIDES)
+def test_unreadable_overrides_are_none(grid_run, tmp_path, corrupt):
+    sweep_dir = _sweep(grid_run, tmp_path / "sweep")
+    corrupt(sweep_dir / "0")
+    assert overrides.overrides(sweep_dir / "0") == []
+    assert [row["overrides"] for row in sweep_summary.collect(sweep_dir)] == [[]]
+    assert report.sweep_rows(sweep_dir, report.Logs())[0]["overrides"] == []
+
+
+def test_report_of_a_sweep_with_hostile_overrides_answers_at_once(grid_run, tmp_path):
+    """Every row at once, through the command (before: 28 s and 4.8 GB for `aliased-megabyte`)."""
+    sweep_dir = _sweep(grid_run, tmp_path / "sweep", jobs=len(BAD_OVERRIDES) + 1)
+    for job, (_, corrupt) in enumerate(BAD_OVERRIDES, 1):
+        corrupt(sweep_dir / str(job))
+    proc = tool("report", sweep_dir, cwd=tmp_path, timeout=30)
+    assert proc.returncode == 0, proc.stderr
+    linked = sweep_dir / str(IDS_OVERRIDES.index("hydra-a-link") + 1)  # its log is bad too: not followed
+    assert_names(one_line(proc.stderr), linked, ".hydra is a symbolic link")
+    assert f"sweep: {len(BAD_OVERRIDES) + 1} jobs, 1 failed" in proc.stdout
+    assert " seed=0 " in proc.stdout and "seed=7" not in proc.stdout
 
 
 # ---------------------------------------------------------------- rerun writes only in its run folder
@@ -397,8 +586,8 @@ def _old_digest(cfg: Dict[str, Any]) -> str:
 def test_a_config_without_files_keeps_its_digest():
     from tests.helpers import composed
 
-    for overrides in (["experiment=seed_cubic"], ["experiment=grid"], ["experiment=seed_cubic", "resume=x"]):
-        cfg = composed(overrides)
+    for args in (["experiment=seed_cubic"], ["experiment=grid"], ["experiment=seed_cubic", "resume=x"]):
+        cfg = composed(args)
         assert resume.config_digest(cfg) == _old_digest(cfg)
 
 
