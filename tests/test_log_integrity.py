@@ -9,7 +9,8 @@ again. `rerun` never writes through a `.rerun` link, and a changed point file re
 
 A run folder is read where it is: a job folder or `.hydra` that is a link is not followed.
 Each row of `BAD_OVERRIDES` spoils a job's `.hydra/overrides.yaml`, which then shows as none,
-at once.
+at once; each row of `BAD_SAVED_CONFIGS` a saved config, which `rerun` refuses in one line
+within its budget of time and memory.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import os
 import shutil
 import subprocess
 import sys
+import textwrap
 from pathlib import Path
 from typing import Any, Callable, Dict, Tuple
 
@@ -571,6 +573,77 @@ def test_rerun_names_a_bad_saved_config_in_one_line(grid_sweep, tmp_path):
     os.mkfifo(config)
     proc = tool("rerun", folder, cwd=tmp_path, timeout=60)
     assert proc.returncode == 2 and "FIFO" in one_line(proc.stderr)
+
+
+def _append(text: str) -> Callable[[Path], None]:
+    def apply(folder: Path) -> None:
+        with open(folder / rerun.SAVED_CONFIG, "a") as f:
+            f.write(text)
+
+    return apply
+
+
+def _doubling(first: str, steps: int, join: str = "") -> str:
+    """`s0: first`, then each `s{i}` twice the one before: 2^steps resolutions, and that much text."""
+    return f"s0: {first}\n" + "".join(f's{i}: "${{s{i - 1}}}{join}${{s{i - 1}}}"\n' for i in range(1, steps + 1))
+
+
+def _config_link(folder: Path) -> None:
+    elsewhere = folder.parent / f".{folder.name}-config.yaml"
+    (folder / rerun.SAVED_CONFIG).rename(elsewhere)
+    (folder / rerun.SAVED_CONFIG).symlink_to(elsewhere)
+
+
+BAD_SAVED_CONFIGS = [
+    # (id, change to a real run's .hydra/config.yaml, words the one line must hold, environment)
+    ("interpolations-doubling", _append(_doubling("ab", 40, "+")), "took over 3 s", {"RUNNER_COMPOSE_SECONDS": "3"}),
+    ("text-doubling", _append(_doubling("x" * 2**20, 14)), "MiB", {}),
+    ("nested-anchors", _append("z:\n" + textwrap.indent(_nested_anchors(), "  ")), "expands", {}),
+    ("recursive-alias", _append("z: &a [x, *a]\n"), "repeat each other", {}),
+    ("a-link", _config_link, "symbolic link", {}),
+]
+# Runs `python -m MODULE ARGS` and reports its peak memory on a last line of stderr.
+_MEASURED = """
+import resource, runpy, sys
+sys.argv = sys.argv[1:]
+try:
+    runpy.run_module(sys.argv[0], run_name="__main__", alter_sys=True)
+finally:
+    print("peak KiB", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr)
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "corrupt, words, env", [row[1:] for row in BAD_SAVED_CONFIGS], ids=[r[0] for r in BAD_SAVED_CONFIGS]
+)
+def test_rerun_bounds_the_work_of_a_saved_config(grid_sweep, tmp_path, corrupt, words, env):
+    """Before: `interpolations-doubling` ran past 60 s; `text-doubling` took 12.6 GB in 120 s."""
+    folder = bad_copy(grid_sweep[1] / "0", tmp_path / "run", corrupt)
+    proc = subprocess.run(
+        [sys.executable, "-c", _MEASURED, "runner.rerun", str(folder)],
+        cwd=tmp_path,
+        env=command_env(env),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    *lines, peak = proc.stderr.splitlines()
+    assert proc.returncode == 2 and proc.stdout == "", proc.stderr
+    line = one_line("\n".join(lines))
+    assert line.startswith("cannot rerun: ") and str(folder / rerun.SAVED_CONFIG) in line and words in line, line
+    assert len(line) < len(str(folder)) + 200, line
+    assert int(peak.split()[-1]) < 1_500_000, peak  # KiB: the resolution was stopped, not finished
+    assert not os.path.lexists(folder / rerun.RERUN_DIR)
+
+
+@pytest.mark.slow
+def test_rerun_leaves_out_a_hydra_node_of_the_saved_config(grid_sweep, tmp_path):
+    """Hydra saves the job's config without `hydra:`; one added there is not resolved."""
+    folder = bad_copy(grid_sweep[1] / "0", tmp_path / "run", _append("hydra:\n  run:\n    dir: ${nowhere}\n"))
+    proc = tool("rerun", folder, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert proc.stdout.rstrip().endswith("\nreproduced")
 
 
 # ---------------------------------------------------------------- resume: the digest covers files
