@@ -5,10 +5,12 @@ with its date, experiment, outcome and first derivatives. With one run folder: t
 detail (its table, overrides, environment, timing and files). With one sweep folder: the
 sweep's summary table. Reads only files; imports no TensorFlow.
 
-Every log is read whole or not at all (`runner.sweep.log_reader.read_log`: a size cap, no FIFO
-or link, every key of its type): a bad one is named in one line on stderr, `bad run log:
-PATH: what is wrong`, and the rest are shown. Exit codes: 0, or 2 when PATH is no folder or
-logs were found and none of them could be read.
+Every log is read whole or not at all (`runner.record.log_reader.read_log`: a size cap, no
+FIFO, nothing through a link, every key of its type): a bad one is named in one line on
+stderr, `bad run log: PATH: what is wrong`, and the rest are shown. A sweep is shown as its
+summary shows it (`runner.sweep.summary.collect`): a job with a bad log is `corrupt`. PATH
+itself may be a link (the command line is trusted); nothing below it is followed. Exit codes:
+0, or 2 when PATH is no folder or logs were found and none of them could be read.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import datetime as dt
 import os
 import sys
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional, Tuple
+from typing import Any, Dict, Iterator, List, Optional
 
 from runner.config import overrides
 from runner.record import console, log_reader, runlog
@@ -71,7 +73,9 @@ def entry(folder: Path, logs: Optional[Logs] = None) -> Optional[Dict[str, Any]]
     None for a run whose log cannot be read (`logs` names it)."""
     logs = logs or Logs()
     if (folder / MULTIRUN_FILE).is_file():
-        rows, records = sweep_rows(folder, logs)
+        rows = sweep_rows(folder, logs)
+        # a row holds neither experiment nor start: read from the logs `collect` found whole
+        records = [r for r in (_record(Path(row["folder"])) for row in rows if row["status"] in _READ) if r]
         started = min((r["timing"]["started"] for r in records), default=None)
         experiments = sorted({r["experiment"] for r in records})
         failed = sum(1 for r in rows if not r["met"])
@@ -100,42 +104,27 @@ def entry(folder: Path, logs: Optional[Logs] = None) -> Optional[Dict[str, Any]]
     }
 
 
-def sweep_rows(folder: Path, logs: Logs) -> Tuple[List[Dict[str, Any]], List[Dict[str, Any]]]:
-    """A sweep's summary rows (as `summary.collect` makes them) and the logs they came from,
-    each log read whole first: a bad one is named (`logs`) and its job shown `unreadable`."""
-    rows, records = [], []
-    for job_dir in summary.job_folders(folder):
-        present = os.path.lexists(job_dir / runlog.RESULTS_FILE)
-        rec = logs.load(job_dir) if present else None
-        row: Dict[str, Any] = {"job": job_dir.name, "overrides": _overrides(job_dir), "folder": str(job_dir)}
-        row["resumed"] = False
-        if rec is None:
-            row.update(status="unreadable" if present else "missing", met=False, derivatives={}, checks={})
-            row.update(error=f"{'bad' if present else 'no'} results.json", mismatches=[], duration_s=None)
-        else:
-            err = rec["error"]
-            row.update(
-                status=rec["status"],
-                met=rec["expect"]["met"],
-                derivatives={d["name"]: d["value"] for d in rec["derivatives"]},
-                checks={d["name"]: d["check"].get("passed") for d in rec["derivatives"] if "check" in d},
-                error=f"{err['type']}: {err['message'].splitlines()[0][:120]}" if err else None,
-                mismatches=list(rec["expect"]["mismatches"]),
-                duration_s=rec["timing"].get("total_s"),
-            )
-            records.append(rec)
-        rows.append(row)
-    return rows, records
+_READ = ("ok", "error")  # the statuses of a job whose log `summary.collect` read whole
 
 
-def _overrides(folder: Path) -> List[str]:
-    """The job's overrides; ["?"] when Hydra's overrides.yaml cannot be read."""
-    import yaml
+def sweep_rows(folder: Path, logs: Logs) -> List[Dict[str, Any]]:
+    """A sweep's rows, as its summary has them (`summary.collect`); each job whose log cannot
+    be read (`corrupt`) is named in `logs`, in one line."""
+    rows = summary.collect(folder)
+    for row in rows:
+        if row["status"] == "corrupt":  # the summary names the file within the job's folder
+            error, job = row["error"], row["folder"]
+            logs.bad.append(f"bad run log: {error if error.startswith(job) else os.path.join(job, error)}")
+        elif row["status"] in _READ:
+            logs.read += 1
+    return rows
 
+
+def _record(folder: Path) -> Optional[Dict[str, Any]]:
     try:
-        return overrides.overrides(folder)
-    except (OSError, ValueError, TypeError, yaml.YAMLError):
-        return ["?"]
+        return log_reader.read_log(folder)
+    except log_reader.BadLog:  # changed since `collect` read it: left out
+        return None
 
 
 def _short(text: str, width: int = 30) -> str:
@@ -169,7 +158,7 @@ def run_detail(folder: Path) -> str:
     command = env.get("command") or (" ".join(map(str, argv)) if isinstance(argv, list) else "?")
     lines = [console.table(rec, str(folder)), ""]
     lines.append(f"started:    {_date(rec['timing']['started'])}")
-    lines.append(f"overrides:  {' '.join(_overrides(folder)) or '(none)'}")
+    lines.append(f"overrides:  {' '.join(overrides.overrides(folder)) or '(none)'}")
     lines.append(f"command:    {command}")
     lines.append(
         "versions:   " + ", ".join(f"{k} {env.get(k)}" for k in ("python", "tensorflow", "numpy", "hydra", "omegaconf"))
@@ -201,7 +190,7 @@ def run_detail(folder: Path) -> str:
 
 def sweep_detail(folder: Path, logs: Optional[Logs] = None) -> str:
     """A sweep's summary table (rebuilt from its jobs' logs, so it is current)."""
-    text = summary.table(sweep_rows(folder, logs or Logs())[0])
+    text = summary.table(sweep_rows(folder, logs or Logs()))
     counts = progress.counts(folder)
     if counts:  # a sweep still running (or killed): how far it got
         text += f"\nprogress: {counts['done']}/{counts['total'] or '?'} jobs finished, {counts['failed']} failed"
@@ -219,6 +208,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     )
     args = parser.parse_args(argv)
     path: Path = args.path
+    if path.is_symlink():  # named on the command line, which is trusted: below it, no link is followed
+        path = Path(os.path.realpath(path))
     logs = Logs()
     try:
         if os.path.lexists(path / runlog.RESULTS_FILE):

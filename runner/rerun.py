@@ -7,9 +7,14 @@ bits, as logged), `within tolerance` (`--rtol`/`--atol`, with the largest differ
 `MISMATCH`. The status, error type and verdict on `expect` must match too.
 
 The run folder may come from anyone. Its log is read whole or not at all
-(`runner.sweep.log_reader.read_log`), its saved config with a size cap, and the rerun writes only
-into a `.rerun/` it creates afresh: a `.rerun` that is a link (or not a folder) is refused,
-never followed. A refusal is one line.
+(`runner.record.log_reader.read_log`), nothing in it through a link (the folder named on the
+command line may be one: the command line is trusted). Its saved config is read with a size
+cap, its aliases counted before it is parsed (`runner.config.files.check_yaml_size`), its
+`hydra` node left out (Hydra saves none there), and it is parsed and its interpolations
+resolved within a budget (`RUNNER_COMPOSE_SECONDS`, 30 s; `RESOLVE_MEMORY`, 512 MiB), as
+interpolations that repeat each other take time and text that doubles at each step. The rerun
+writes only into a `.rerun/` it creates afresh: a `.rerun` that is a link (or not a folder) is
+refused, never followed. A refusal is one line.
 
 Exit codes: 0 reproduced, 1 a mismatch, 2 not a run folder, a bad log or saved config, or a
 `.rerun` that is not a folder.
@@ -18,13 +23,19 @@ Exit codes: 0 reproduced, 1 a mismatch, 2 not a run folder, a bad log or saved c
 from __future__ import annotations
 
 import argparse
+import math
 import os
+import resource
 import shutil
+import signal
 import stat
 import sys
+import threading
+import time
 import zipfile
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple, cast
+from typing import Any, Dict, Iterator, List, Optional, Tuple, cast
 
 import numpy as np
 
@@ -36,6 +47,13 @@ RERUN_DIR = ".rerun"
 SAVED_CONFIG = Path(".hydra") / "config.yaml"
 # Hydra's saved config is a few kB; one this large would take minutes to parse as YAML.
 CONFIG_LIMIT = 16 * 2**20
+# The budget of parsing and resolving it: a real one takes milliseconds and a few MiB. The time
+# is the bound on composing a config, and its variable; the person running the command may
+# change it, the run folder cannot.
+RESOLVE_SECONDS = 30.0
+RESOLVE_SECONDS_ENV = "RUNNER_COMPOSE_SECONDS"
+RESOLVE_MEMORY = 512 * 2**20  # more peak memory than at the start
+_TICK = 0.05  # how often the budget is checked, in seconds
 
 
 class Refused(Exception):
@@ -101,8 +119,8 @@ def rerun(run_dir: Path, rtol: float = 0.0, atol: float = 0.0) -> Tuple[int, Lis
 
     folders.register()
     old = log_reader.read_log(run_dir)
-    old_items = _loaded(run_dir, old)
     cfg = saved_config(run_dir)
+    old_items = _loaded(run_dir, old)
     cfg["resume"] = None
     # the numbers are what is compared; no need to redraw the pictures
     log = cfg.get("log")
@@ -152,6 +170,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--atol", type=float, default=0.0, help="absolute tolerance (default 0: bit-identical)")
     args = parser.parse_args(argv)
     run_dir: Path = args.run_dir
+    if run_dir.is_symlink():  # named on the command line, which is trusted: below it, no link is followed
+        run_dir = Path(os.path.realpath(run_dir))
     if not (os.path.lexists(run_dir / runlog.RESULTS_FILE) and os.path.lexists(run_dir / SAVED_CONFIG)):
         print(f"not a run folder: {run_dir} (needs results.json and .hydra/config.yaml)", file=sys.stderr)
         return 2
@@ -168,28 +188,88 @@ def main(argv: Optional[List[str]] = None) -> int:
 
 
 def saved_config(run_dir: Path) -> Dict[str, Any]:
-    """The resolved config Hydra saved with the run, read with a size cap; else `Refused`."""
+    """The resolved config Hydra saved with the run, less any `hydra` node, read with a size
+    cap, parsed and resolved within the budget (`_budget`); else `Refused`."""
     import yaml
     from omegaconf import DictConfig, OmegaConf
     from omegaconf.errors import OmegaConfBaseException
 
     path = run_dir / SAVED_CONFIG
     try:
-        text = files.read_bounded(path, str(SAVED_CONFIG), CONFIG_LIMIT, inside=run_dir).decode("utf-8")
-        cfg = OmegaConf.create(text)
-        if not isinstance(cfg, DictConfig):
-            raise Refused(f"{path} is not a mapping")
-        return cast(Dict[str, Any], OmegaConf.to_container(cfg, resolve=True))
-    except ConfigError as err:  # a FIFO, a device, a link out of the run folder, too large
-        raise Refused(err.message) from None
+        with log_reader.open_in_run(run_dir, *SAVED_CONFIG.parts) as f:
+            text = log_reader.read_open(f, path, CONFIG_LIMIT).decode("utf-8")
+        with _budget():  # the alias count too: a cycle (`&a [x, *a]`) is not counted, it is stopped
+            files.check_yaml_size(text, str(path))
+            cfg = OmegaConf.create(text)
+            if not isinstance(cfg, DictConfig):
+                raise Refused(f"{path} is not a mapping")
+            if "hydra" in cfg.keys():  # Hydra saves the job's part; a `hydra` node is not the job's
+                del cfg["hydra"]  # (unlike `pop`, without resolving it)
+            return cast(Dict[str, Any], OmegaConf.to_container(cfg, resolve=True))
+    except log_reader.BadLog as err:  # a link, a FIFO, a device, too large
+        raise Refused(str(err)) from None
+    except ConfigError as err:  # aliases that expand too far
+        raise Refused(f"{path}: {err.message}") from None
+    except _OverBudget as err:
+        raise Refused(f"{path}: {err}") from None
     except UnicodeDecodeError:
         raise Refused(f"{path} is not UTF-8") from None
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""
         raise Refused(f"{path}: malformed YAML{where}: {getattr(err, 'problem', None) or 'cannot parse'}") from None
-    except (OmegaConfBaseException, ValueError, RecursionError) as err:
+    except (OmegaConfBaseException, ValueError, RecursionError, MemoryError) as err:
         raise Refused(f"{path}: {type(err).__name__}: {_first_line(err)}") from None
+
+
+class _OverBudget(BaseException):
+    """Parsing or resolving a saved config took more than its budget. A `BaseException`, like
+    `KeyboardInterrupt`, so that no `except Exception` in OmegaConf makes it one of its errors."""
+
+
+@contextmanager
+def _budget() -> Iterator[None]:
+    """Raise `_OverBudget` when the block has run `RUNNER_COMPOSE_SECONDS` or grown the peak
+    memory by `RESOLVE_MEMORY`: checked every `_TICK` seconds by a timer signal, so between
+    any two Python steps of OmegaConf. A count would be exact, but OmegaConf offers no hook
+    to count its resolutions, and time alone does not bound memory: text that doubles at each
+    step grew 250 MB a second. Outside the main thread (no signals there), or when a timer
+    already runs, the block runs unbounded."""
+    try:
+        seconds = float(os.environ.get(RESOLVE_SECONDS_ENV, RESOLVE_SECONDS))
+    except ValueError:
+        seconds = RESOLVE_SECONDS
+    if not seconds > 0:  # 0 (or NaN): no bound on time, as for composing; memory is still bounded
+        seconds = math.inf
+    if threading.current_thread() is not threading.main_thread() or signal.getitimer(signal.ITIMER_REAL)[0]:
+        yield
+        return
+    end, start_peak = time.monotonic() + seconds, _peak_memory()
+
+    def check(signum: int, frame: Any) -> None:
+        if _peak_memory() - start_peak > RESOLVE_MEMORY:
+            raise _OverBudget(
+                f"reading it took over {RESOLVE_MEMORY >> 20} MiB (aliases or interpolations that repeat each other)"
+            )
+        if time.monotonic() > end:
+            raise _OverBudget(
+                f"reading it took over {seconds:g} s (aliases or interpolations that repeat each other; "
+                f"{RESOLVE_SECONDS_ENV} raises the bound)"
+            )
+
+    previous = signal.signal(signal.SIGALRM, check)
+    signal.setitimer(signal.ITIMER_REAL, _TICK, _TICK)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def _peak_memory() -> int:
+    """The process's peak resident memory so far, in bytes (Linux counts KiB, macOS bytes)."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak if sys.platform == "darwin" else peak * 1024
 
 
 def fresh_folder(out_dir: Path) -> Path:
@@ -214,10 +294,11 @@ def fresh_folder(out_dir: Path) -> Path:
 
 
 def _loaded(folder: Path, record: Dict[str, Any]) -> Dict[str, Any]:
-    """`items`, with a corrupt arrays.npz (its headers were whole, its data not) a `BadLog`."""
+    """`items`, with a corrupt arrays.npz (its headers were whole, its data not) a `BadLog`;
+    MemoryError too: `read_log` checked each tensor's size, but a file may change since."""
     try:
         return items(folder, record)
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, MemoryError) as err:
         raise log_reader.BadLog(f"{folder / runlog.ARRAYS_FILE} is corrupt: {_first_line(err)}") from None
 
 

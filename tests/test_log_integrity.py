@@ -6,22 +6,31 @@ Real logs come from a real sweep (`python -m runner -m ...`, two jobs, each with
 row in-process; the commands in subprocesses with a timeout, every row at once for report, so
 a FIFO that hangs fails the test); `resume.kept` refuses it, so a resumed sweep runs that job
 again. `rerun` never writes through a `.rerun` link, and a changed point file reruns its job.
+
+A run folder is read where it is: a job folder or `.hydra` that is a link is not followed.
+Each row of `BAD_OVERRIDES` spoils a job's `.hydra/overrides.yaml`, which then shows as none,
+at once; each row of `BAD_SAVED_CONFIGS` a saved config, which `rerun` refuses in one line
+within its budget of time and memory. The digest of a point file reads it as points.py does.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import shutil
 import subprocess
 import sys
+import textwrap
 from pathlib import Path
-from typing import Any, Callable, Dict
+from typing import Any, Callable, Dict, Tuple
 
 import pytest
 
 from runner import report, rerun
+from runner.config import overrides, points
+from runner.errors import ConfigError
 from runner.record import log_reader, runlog
 from runner.sweep import resume
 from runner.sweep import summary as sweep_summary
@@ -147,6 +156,44 @@ def _link_to_a_good_log_outside(folder: Path) -> None:
     _link(str(elsewhere / RESULTS))(folder)
 
 
+def _forged_member(shape: Tuple[int, ...], lie: bool = False) -> Callable[[Path], None]:
+    """arrays.npz with `values/x.npy` replaced by a float32 header of `shape` (and the log
+    saying so) over the member's 164 bytes of data; `lie`: the zip's directory then states the
+    size the header needs, which the file does not have."""
+
+    def apply(folder: Path) -> None:
+        import io
+        import zipfile
+
+        import numpy as np
+
+        with zipfile.ZipFile(folder / ARRAYS) as archive:
+            members = {info.filename: archive.read(info) for info in archive.infolist()}
+        npy = io.BytesIO()
+        np.lib.format.write_array_header_1_0(npy, {"descr": "<f4", "fortran_order": False, "shape": shape})
+        members["values/x.npy"] = npy.getvalue() + b"\0" * 164
+        with zipfile.ZipFile(folder / ARRAYS, "w", zipfile.ZIP_STORED) as archive:
+            for name, data in members.items():
+                archive.writestr(name, data)
+        if lie:  # the sizes of values/x.npy in the zip's central directory
+            data = bytearray((folder / ARRAYS).read_bytes())
+            entry = data.index(b"PK\x01\x02")
+            while data[entry + 46 : entry + 46 + len(b"values/x.npy")] != b"values/x.npy":
+                entry = data.index(b"PK\x01\x02", entry + 4)
+            needs = len(npy.getvalue()) + math.prod(shape) * 4
+            data[entry + 20 : entry + 28] = needs.to_bytes(4, "little") * 2  # compressed, uncompressed
+            (folder / ARRAYS).write_bytes(bytes(data))
+        _edit(_set("values.x.array.shape", list(shape)))(folder)
+
+    return apply
+
+
+def _hydra_link(folder: Path) -> None:
+    elsewhere = folder.parent / f".{folder.name}-hydra"
+    (folder / ".hydra").rename(elsewhere)
+    (folder / ".hydra").symlink_to(elsewhere, target_is_directory=True)
+
+
 def _set(path: str, value: Any) -> Callable[[Dict[str, Any]], None]:
     def change(rec: Dict[str, Any]) -> None:
         *parents, last = path.split(".")
@@ -203,12 +250,15 @@ BAD_LOGS = [
     ("arrays-compressed", _compressed, "compressed"),
     ("arrays-key-missing", _edit(_set("derivatives.0.value.array.key", "derivatives/nope")), "derivatives/nope"),
     ("arrays-shape-differs", _edit(_set("values.x.array.shape", [42])), "shape"),
+    ("arrays-header-claims-2-to-the-40", _forged_member((2**40,)), "needs 4,398,046,511,232"),
+    ("arrays-size-beyond-the-file", _forged_member((2**28,), lie=True), "beyond"),
     ("huge", _huge, "limit"),
     ("fifo", _fifo(RESULTS), "FIFO"),
     ("a-folder", _folder, "folder"),
     ("link-to-dev-zero", _link("/dev/zero"), "symbolic link"),
     ("link-to-a-log-outside", _link_to_a_good_log_outside, "symbolic link"),
     ("link-loop", _link(RESULTS), "symbolic link"),
+    ("hydra-a-link", _hydra_link, "symbolic link"),
 ]
 IDS = [row[0] for row in BAD_LOGS]
 ROWS = [row[1:] for row in BAD_LOGS]
@@ -283,7 +333,7 @@ def test_resume_keeps_no_bad_result(grid_run, tmp_path, corrupt, words):
     assert resume.kept(grid_run, digest)[1] is None  # the good original is kept
     folder = bad_copy(grid_run, tmp_path / "run", corrupt)
     record, why = resume.kept(folder, digest)
-    assert record is None and resume.completed(folder, digest) is None
+    assert record is None
     assert why is not None and words in why and str(folder) in why, why
 
 
@@ -315,7 +365,149 @@ def test_report_of_a_sweep_with_a_bad_job_shows_the_rest(grid_sweep, tmp_path):
     assert_names(one_line(proc.stderr), sweep_dir / "1", "FIFO")
     assert "sweep: 2 jobs, 1 failed" in proc.stdout
     rows = {line.split()[0]: line for line in proc.stdout.splitlines() if line.strip().startswith("#")}
-    assert " ok " in rows["#0"] and " unreadable " in rows["#1"]
+    assert " ok " in rows["#0"] and " corrupt " in rows["#1"]
+
+
+def _sweep(grid_run: Path, root: Path, jobs: int = 1) -> Path:
+    """A sweep folder of copies of a real run, as Hydra lays one out (with `multirun.yaml`)."""
+    for job in range(jobs):
+        shutil.copytree(grid_run, root / str(job), symlinks=True)
+        (root / str(job) / ".hydra" / "overrides.yaml").write_text(f"- seed={job}\n")
+    (root / report.MULTIRUN_FILE).write_text("hydra: {}\n")
+    return root
+
+
+def test_report_shows_a_sweep_as_its_summary_does(grid_run, tmp_path):
+    """One reading of a sweep: report's rows are the summary's (`corrupt`, overrides [])."""
+    sweep_dir = _sweep(grid_run, tmp_path / "sweep", jobs=3)
+    _truncate(RESULTS)(sweep_dir / "1")
+    (sweep_dir / "1" / ".hydra" / "overrides.yaml").write_text("- 1\n")  # not a list of strings
+    (sweep_dir / "2" / RESULTS).unlink()
+    logs = report.Logs()
+    rows = report.sweep_rows(sweep_dir, logs)
+    assert rows == sweep_summary.collect(sweep_dir)
+    assert [(r["status"], r["overrides"]) for r in rows] == [
+        ("ok", ["seed=0"]),
+        ("corrupt", []),
+        ("missing", ["seed=2"]),
+    ]
+    assert logs.read == 1 and len(logs.bad) == 1
+    assert_names(logs.bad[0], sweep_dir / "1", "truncated")
+
+
+# ---------------------------------------------------------------- a job folder is read where it is
+
+
+def test_a_job_folder_that_is_a_link_is_not_followed(grid_run, tmp_path, capsys):
+    sweep_dir = _sweep(grid_run, tmp_path / "sweep")
+    elsewhere = Path(shutil.copytree(sweep_dir / "0", tmp_path / "elsewhere", symlinks=True))
+    (sweep_dir / "1").symlink_to(elsewhere, target_is_directory=True)
+    rows = sweep_summary.collect(sweep_dir)
+    assert [(r["job"], r["status"], r["overrides"]) for r in rows] == [("0", "ok", ["seed=0"]), ("1", "corrupt", [])]
+    assert "symbolic link" in rows[1]["error"]
+    assert report.main([str(sweep_dir)]) == 0
+    out, err = capsys.readouterr()
+    assert_names(one_line(err), sweep_dir / "1", "symbolic link")
+    assert "sweep: 2 jobs, 1 failed" in out
+    digest = json.loads((elsewhere / RESULTS).read_text())["config_sha256"]
+    record, why = resume.kept(sweep_dir / "1", digest)
+    assert record is None and why is not None and "symbolic link" in why
+
+
+def test_a_run_folder_named_on_the_command_line_may_be_a_link(grid_run, tmp_path, capsys):
+    """The command line is trusted (docs/threat-model.md): `report latest` follows `latest`."""
+    link = tmp_path / "latest"
+    link.symlink_to(grid_run, target_is_directory=True)
+    assert report.main([str(link)]) == 0
+    out, err = capsys.readouterr()
+    assert err == "" and "gradient  dz/dx" in out
+
+
+# ---------------------------------------------------------------- overrides.yaml is untrusted too
+
+
+def _nested_anchors() -> str:
+    """Under 400 bytes that expand to 10^9 strings (the review's attack: 33 s, 3.4 GB)."""
+    lines = ['- &a0 "xxxxxxxxxx"'] + [f"- &a{i} [{', '.join([f'*a{i - 1}'] * 9)}]" for i in range(1, 10)]
+    return "\n".join(lines) + "\n"
+
+
+def _aliased_megabyte() -> str:
+    """One megabyte of text, named 4,900 times: under the alias bound (10,000 values), 4.9 GB as text."""
+    return f'- &a "{"x" * 1_000_000}"\n- [{", ".join(["*a"] * 4900)}]\n'
+
+
+def _overrides_file(make: Callable[[Path], None]) -> Callable[[Path], None]:
+    def apply(job: Path) -> None:
+        path = job / ".hydra" / "overrides.yaml"
+        path.unlink()
+        make(path)
+
+    return apply
+
+
+def _text(text: str) -> Callable[[Path], None]:
+    return _overrides_file(lambda path: path.write_text(text))
+
+
+def _outside_hydra(job: Path) -> None:
+    elsewhere = job.parent / f".{job.name}-hydra"
+    shutil.copytree(job / ".hydra", elsewhere)
+    shutil.rmtree(job / ".hydra")
+    (job / ".hydra").symlink_to(elsewhere, target_is_directory=True)
+
+
+def _outside_file(path: Path) -> None:
+    elsewhere = path.parent.parent.parent / f".{path.parent.parent.name}-overrides.yaml"
+    elsewhere.write_text("- seed=7\n")
+    path.symlink_to(elsewhere)
+
+
+def _huge_overrides(path: Path) -> None:
+    with open(path, "wb") as f:
+        f.truncate(overrides.OVERRIDES_LIMIT + 1)
+
+
+BAD_OVERRIDES = [
+    ("nested-anchors", _text(_nested_anchors())),
+    ("aliased-megabyte", _text(_aliased_megabyte())),
+    ("a-mapping", _text("seed: 1\n")),
+    ("numbers", _text("- 1\n- 2\n")),
+    ("nested-lists", _text("- [seed=1]\n")),
+    ("recursive-alias", _text("- &a [seed=1, *a]\n")),
+    ("malformed", _text("- [unclosed\n")),
+    ("fifo", _overrides_file(os.mkfifo)),
+    ("huge", _overrides_file(_huge_overrides)),
+    ("a-folder", _overrides_file(lambda path: path.mkdir())),
+    ("link-outside", _overrides_file(_outside_file)),
+    ("link-to-dev-zero", _overrides_file(lambda path: path.symlink_to("/dev/zero"))),
+    ("hydra-a-link", _outside_hydra),
+]
+
+
+IDS_OVERRIDES = [row[0] for row in BAD_OVERRIDES]
+
+
+@pytest.mark.parametrize("corrupt", [row[1] for row in BAD_OVERRIDES], ids=IDS_OVERRIDES)
+def test_unreadable_overrides_are_none(grid_run, tmp_path, corrupt):
+    sweep_dir = _sweep(grid_run, tmp_path / "sweep")
+    corrupt(sweep_dir / "0")
+    assert overrides.overrides(sweep_dir / "0") == []
+    assert [row["overrides"] for row in sweep_summary.collect(sweep_dir)] == [[]]
+    assert report.sweep_rows(sweep_dir, report.Logs())[0]["overrides"] == []
+
+
+def test_report_of_a_sweep_with_hostile_overrides_answers_at_once(grid_run, tmp_path):
+    """Every row at once, through the command (before: 28 s and 4.8 GB for `aliased-megabyte`)."""
+    sweep_dir = _sweep(grid_run, tmp_path / "sweep", jobs=len(BAD_OVERRIDES) + 1)
+    for job, (_, corrupt) in enumerate(BAD_OVERRIDES, 1):
+        corrupt(sweep_dir / str(job))
+    proc = tool("report", sweep_dir, cwd=tmp_path, timeout=30)
+    assert proc.returncode == 0, proc.stderr
+    linked = sweep_dir / str(IDS_OVERRIDES.index("hydra-a-link") + 1)  # its log is bad too: not followed
+    assert_names(one_line(proc.stderr), linked, ".hydra is a symbolic link")
+    assert f"sweep: {len(BAD_OVERRIDES) + 1} jobs, 1 failed" in proc.stdout
+    assert " seed=0 " in proc.stdout and "seed=7" not in proc.stdout
 
 
 # ---------------------------------------------------------------- rerun writes only in its run folder
@@ -384,6 +576,77 @@ def test_rerun_names_a_bad_saved_config_in_one_line(grid_sweep, tmp_path):
     assert proc.returncode == 2 and "FIFO" in one_line(proc.stderr)
 
 
+def _append(text: str) -> Callable[[Path], None]:
+    def apply(folder: Path) -> None:
+        with open(folder / rerun.SAVED_CONFIG, "a") as f:
+            f.write(text)
+
+    return apply
+
+
+def _doubling(first: str, steps: int, join: str = "") -> str:
+    """`s0: first`, then each `s{i}` twice the one before: 2^steps resolutions, and that much text."""
+    return f"s0: {first}\n" + "".join(f's{i}: "${{s{i - 1}}}{join}${{s{i - 1}}}"\n' for i in range(1, steps + 1))
+
+
+def _config_link(folder: Path) -> None:
+    elsewhere = folder.parent / f".{folder.name}-config.yaml"
+    (folder / rerun.SAVED_CONFIG).rename(elsewhere)
+    (folder / rerun.SAVED_CONFIG).symlink_to(elsewhere)
+
+
+BAD_SAVED_CONFIGS = [
+    # (id, change to a real run's .hydra/config.yaml, words the one line must hold, environment)
+    ("interpolations-doubling", _append(_doubling("ab", 40, "+")), "took over 3 s", {"RUNNER_COMPOSE_SECONDS": "3"}),
+    ("text-doubling", _append(_doubling("x" * 2**20, 14)), "MiB", {}),
+    ("nested-anchors", _append("z:\n" + textwrap.indent(_nested_anchors(), "  ")), "expands", {}),
+    ("recursive-alias", _append("z: &a [x, *a]\n"), "repeat each other", {}),
+    ("a-link", _config_link, "symbolic link", {}),
+]
+# Runs `python -m MODULE ARGS` and reports its peak memory on a last line of stderr.
+_MEASURED = """
+import resource, runpy, sys
+sys.argv = sys.argv[1:]
+try:
+    runpy.run_module(sys.argv[0], run_name="__main__", alter_sys=True)
+finally:
+    print("peak KiB", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr)
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "corrupt, words, env", [row[1:] for row in BAD_SAVED_CONFIGS], ids=[r[0] for r in BAD_SAVED_CONFIGS]
+)
+def test_rerun_bounds_the_work_of_a_saved_config(grid_sweep, tmp_path, corrupt, words, env):
+    """Before: `interpolations-doubling` ran past 60 s; `text-doubling` took 12.6 GB in 120 s."""
+    folder = bad_copy(grid_sweep[1] / "0", tmp_path / "run", corrupt)
+    proc = subprocess.run(
+        [sys.executable, "-c", _MEASURED, "runner.rerun", str(folder)],
+        cwd=tmp_path,
+        env=command_env(env),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    *lines, peak = proc.stderr.splitlines()
+    assert proc.returncode == 2 and proc.stdout == "", proc.stderr
+    line = one_line("\n".join(lines))
+    assert line.startswith("cannot rerun: ") and str(folder / rerun.SAVED_CONFIG) in line and words in line, line
+    assert len(line) < len(str(folder)) + 200, line
+    assert int(peak.split()[-1]) < 1_500_000, peak  # KiB: the resolution was stopped, not finished
+    assert not os.path.lexists(folder / rerun.RERUN_DIR)
+
+
+@pytest.mark.slow
+def test_rerun_leaves_out_a_hydra_node_of_the_saved_config(grid_sweep, tmp_path):
+    """Hydra saves the job's config without `hydra:`; one added there is not resolved."""
+    folder = bad_copy(grid_sweep[1] / "0", tmp_path / "run", _append("hydra:\n  run:\n    dir: ${nowhere}\n"))
+    proc = tool("rerun", folder, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert proc.stdout.rstrip().endswith("\nreproduced")
+
+
 # ---------------------------------------------------------------- resume: the digest covers files
 
 
@@ -397,8 +660,8 @@ def _old_digest(cfg: Dict[str, Any]) -> str:
 def test_a_config_without_files_keeps_its_digest():
     from tests.helpers import composed
 
-    for overrides in (["experiment=seed_cubic"], ["experiment=grid"], ["experiment=seed_cubic", "resume=x"]):
-        cfg = composed(overrides)
+    for args in (["experiment=seed_cubic"], ["experiment=grid"], ["experiment=seed_cubic", "resume=x"]):
+        cfg = composed(args)
         assert resume.config_digest(cfg) == _old_digest(cfg)
 
 
@@ -453,6 +716,80 @@ def test_the_digest_of_an_unreadable_file_is_made_without_reading_it(tmp_path, m
         path.unlink()
     path.write_text("1\n")
     assert resume.config_digest(cfg) != unreadable  # the file is there now: the job runs again
+
+
+def _outside_link(path: Path) -> Path:
+    """`path` made a link to a file outside its folder, which points.py refuses to read."""
+    outside = path.parent.parent / "outside"
+    outside.mkdir(exist_ok=True)
+    (outside / path.name).write_text("1,2\n")
+    path.symlink_to(outside / path.name)
+    return outside / path.name
+
+
+def _sparse(size: int) -> Callable[[Path], Path]:
+    def make(path: Path) -> Path:
+        with open(path, "wb") as f:
+            f.truncate(size)
+        return path
+
+    return make
+
+
+def _under_dev(path: Path) -> Path:
+    """A regular file under /dev (a tmpfs at /dev/shm), named with the path as is."""
+    shm = Path("/dev/shm")
+    if not os.access(shm, os.W_OK):
+        pytest.skip("no writable /dev/shm")
+    target = shm / f"runner-test-{os.getpid()}-{path.name}"
+    target.write_text("1,2\n")
+    return target
+
+
+@pytest.mark.parametrize(
+    "name, make",
+    [
+        ("sub/p.csv", _outside_link),
+        ("p.csv", _sparse(points.CSV_MAX_BYTES + 1)),
+        ("p.npy", _sparse(resume.FILE_LIMITS[".npy"] + 1)),
+        ("dev", _under_dev),
+    ],
+    ids=["link-out-of-its-folder", "csv-over-its-cap", "npy-over-the-largest", "under-dev"],
+)
+def test_the_digest_reads_no_file_points_would_refuse(tmp_path, monkeypatch, name, make):
+    """As points.py reads it or not at all: the digest of a file it refuses unread does not
+    depend on the file's bytes (before: a link's target outside the folder was hashed, and a
+    1 GiB .csv took 3.8 s to hash)."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "sub").mkdir()
+    path = tmp_path / name
+    target = make(path)
+    cfg = _cfg({"file": str(target) if name == "dev" else name})
+    try:
+        with pytest.raises(ConfigError):  # points.py refuses it
+            points.evaluate("point.x", cfg["point"]["x"])
+        first = resume.config_digest(cfg)
+        with open(target, "r+b") as f:
+            f.write(b"9")
+        assert resume.config_digest(cfg) == first
+    finally:
+        if name == "dev":
+            target.unlink()
+
+
+def test_the_hash_cap_is_the_largest_point_file_points_reads():
+    """The largest .npy points.py reads: MAX_ELEMENTS numbers of 8 bytes after its header."""
+    import io
+
+    import numpy as np
+
+    header = io.BytesIO()
+    np.lib.format.write_array_header_2_0(
+        header, {"descr": "<f8", "fortran_order": False, "shape": (points.MAX_ELEMENTS,)}
+    )
+    largest_npy = len(header.getvalue()) + points.MAX_ELEMENTS * 8
+    assert largest_npy <= resume.FILE_LIMITS[".npy"] <= largest_npy + points.NPY_MAX_HEADER
+    assert resume.FILE_LIMITS[".csv"] == points.CSV_MAX_BYTES
 
 
 FILE_SWEEP = ["-m", "experiment=seed_cubic", "point.x={file: p.csv}", "seed=0,1"]

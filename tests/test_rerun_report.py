@@ -106,3 +106,24 @@ def test_report_lists_runs_and_shows_one(logged):
 
 def test_report_of_an_empty_folder(tmp_path):
     assert report.listing(tmp_path) == f"no runs under {tmp_path}"
+
+
+@pytest.mark.parametrize("module", ["runner.report", "runner.rerun", "runner.record.log_reader"])
+def test_what_a_docstring_names_exists(module):
+    """`runner.x.y` in a module's docstring is a module, or a name in one."""
+    import importlib
+
+    named = set(re.findall(r"`(runner(?:\.\w+)+)", importlib.import_module(module).__doc__ or ""))
+    assert named, module
+    for name in named:
+        parts = name.split(".")
+        for cut in range(len(parts), 0, -1):  # the longest importable prefix, then attributes
+            try:
+                found = importlib.import_module(".".join(parts[:cut]))
+            except ImportError:
+                continue
+            for attr in parts[cut:]:
+                found = getattr(found, attr)
+            break
+        else:
+            raise AssertionError(f"{module} names {name}, which does not exist")

@@ -165,9 +165,9 @@ def test_resume_reruns_only_the_incomplete_job(failing_sweep):
 def test_resume_trusts_a_result_only_for_the_same_config(run_job):
     ran = run_job(["experiment=seed_cubic"])
     cfg = OmegaConf.to_container(OmegaConf.create({"x": 1}))
-    assert resume.completed(ran.folder, ran.log["config_sha256"]) is not None
-    assert resume.completed(ran.folder, resume.config_digest(cfg)) is None
-    assert resume.completed(ran.folder / "nowhere", ran.log["config_sha256"]) is None
+    assert resume.kept(ran.folder, ran.log["config_sha256"])[0] is not None
+    assert resume.kept(ran.folder, resume.config_digest(cfg))[0] is None
+    assert resume.kept(ran.folder / "nowhere", ran.log["config_sha256"]) == (None, None)
 
 
 @pytest.mark.parametrize(

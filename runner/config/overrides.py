@@ -2,7 +2,9 @@
 
 The record (event files, plots), the sweep (progress, summary) and `runner.report` all
 read overrides; they live here, with the config, so that none of those imports another
-for them. Imports only PyYAML (Hydra's own dependency), and only when called.
+for them. `overrides` is the one reader of the file, which may come from anyone: it opens it
+as every file of a run folder is opened (`runner.record.log_reader.open_in_run`). Imports
+PyYAML (Hydra's own dependency) and that reader only when called.
 """
 
 from __future__ import annotations
@@ -11,27 +13,32 @@ from pathlib import Path
 from typing import Any, Dict, List
 
 OVERRIDES_FILE = Path(".hydra") / "overrides.yaml"
-OVERRIDES_LIMIT = 1 << 20  # a job's overrides are a few lines
+# A job's overrides are a few lines: at most this many bytes of file, and of text once read
+# (an alias repeats its anchor's text without repeating the bytes).
+OVERRIDES_LIMIT = 1 << 20
 
 
 def overrides(folder: Path) -> List[str]:
-    """The command-line overrides Hydra saved for this job (none outside Hydra, or when the
-    file is not a small regular file), less `resume=...`, which says how the sweep was
-    launched, not what the job computes."""
-    path = folder / OVERRIDES_FILE
-    if not path.is_file():
-        return []
+    """The command-line overrides Hydra saved for this job, less `resume=...`, which says how
+    the sweep was launched, not what the job computes. None (`[]`) outside Hydra, or when the
+    file cannot be read as Hydra writes it: a small regular file, reached through no link
+    (`log_reader.open_in_run`), holding a list of strings."""
     import yaml  # Hydra's own dependency; a plain list of strings
 
-    from runner.config import files
-    from runner.errors import ConfigError
+    from runner.record import log_reader  # reads a run folder's files, never through a link
 
     try:
-        text = files.read_bounded(path, str(OVERRIDES_FILE), OVERRIDES_LIMIT).decode(errors="replace")
-        files.check_yaml_size(text, str(OVERRIDES_FILE), limit=10_000)
-    except ConfigError:  # not a small regular file (a FIFO, a huge file, nested aliases): none to show
+        with log_reader.open_in_run(folder, *OVERRIDES_FILE.parts) as f:
+            text = log_reader.read_open(f, folder / OVERRIDES_FILE, OVERRIDES_LIMIT).decode(errors="replace")
+        found = yaml.safe_load(text)  # an alias is the object its anchor made, not a copy: no blow-up here
+    except (log_reader.BadLog, yaml.YAMLError, RecursionError, ValueError):
+        return []  # missing, a link, a FIFO, too large, malformed
+    strings = isinstance(found, list) and all(isinstance(o, str) for o in found)
+    if not strings or sum(map(len, found)) > OVERRIDES_LIMIT:
+        # not as Hydra writes it (an empty file, a mapping, nested aliases), or more text than the
+        # file holds: one string named by 4,900 aliases is 4.9 GB when the overrides are joined
         return []
-    return job_overrides(yaml.safe_load(text) or [])
+    return job_overrides(found)
 
 
 def job_overrides(overrides: List[Any]) -> List[str]:

@@ -3,8 +3,13 @@
 `read_log` is how resume (`runner.sweep.resume`), `runner.report`, `runner.rerun` and the
 sweep summary read a `results.json` that may come from anywhere: read with a size cap, never
 a FIFO or a link, checked for every key a finished job writes and each of its types, and the
-tensors it keeps in `arrays.npz` present by name, shape and dtype. Anything else is a
-`BadLog` whose text names the file and what is wrong, in one short line.
+tensors it keeps in `arrays.npz` present by name, shape and dtype, each as many bytes as its
+header says. Anything else is a `BadLog` whose text names the file and what is wrong, in one
+short line.
+
+A run folder is read where it is: `open_in_run` follows no link from the folder down (not the
+folder itself, not `.hydra`, not the file), so Hydra's files beside the log
+(`runner.config.overrides`, the saved config `runner.rerun` runs) are read the same way.
 """
 
 from __future__ import annotations
@@ -16,10 +21,10 @@ import re
 import stat
 import zipfile
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
+from typing import Any, BinaryIO, Callable, Dict, Iterator, List, Optional, Tuple
 
 from runner.config import files
-from runner.errors import ConfigError, short
+from runner.errors import short
 from runner.record import runlog
 
 # A run log larger than this is not read: with the default log.max_inline_elements (10,000)
@@ -34,9 +39,15 @@ class BadLog(ValueError):
 
 def read_log(folder: Path) -> Dict[str, Any]:
     """The run log in `folder`, checked whole: every key a finished job writes, of its type,
-    and every tensor it keeps in arrays.npz present (by name, shape and dtype); else a `BadLog`."""
+    and every tensor it keeps in arrays.npz present (by name, shape and dtype); else a `BadLog`.
+    A folder that is a link, or whose `.hydra` is one, is a `BadLog` too: it is not followed."""
     path = folder / runlog.RESULTS_FILE
-    record = _parse(path, _read_regular(path, LOG_LIMIT))
+    with open_in_run(folder, runlog.RESULTS_FILE) as f:
+        data = read_open(f, path, LOG_LIMIT)
+    hydra = folder / HYDRA_DIR
+    if os.path.islink(hydra):
+        raise BadLog(f"{hydra} is a symbolic link; {_NOT_THROUGH_LINKS}")
+    record = _parse(path, data)
     refs: List[Tuple[str, Dict[str, Any]]] = []
     try:
         problem = _record_problem(record, refs)
@@ -45,19 +56,64 @@ def read_log(folder: Path) -> Dict[str, Any]:
     if problem:
         raise BadLog(f"{path}: {problem}")
     if refs:
-        _check_arrays(folder / runlog.ARRAYS_FILE, refs)
+        _check_arrays(folder, refs)
     return record
 
 
-def _read_regular(path: Path, limit: int) -> bytes:
+HYDRA_DIR = ".hydra"  # Hydra's files of a job: config.yaml, hydra.yaml, overrides.yaml
+_NOT_THROUGH_LINKS = "a run folder is read where it is, never through a link"
+_OPEN = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | getattr(os, "O_CLOEXEC", 0)
+
+
+def open_in_run(folder: Path, *names: str) -> BinaryIO:
+    """The regular file `folder/names...`, opened for reading without following a link: not
+    `folder` itself, no folder below it, not the file. Each is opened relative to the one
+    before, so none can be swapped for a link in between; what is opened is what is checked
+    (a FIFO does not block, a device is refused). Else a `BadLog` naming the path."""
+    path = folder
+    fd = _open_no_link(str(folder), path, None, directory=True)
+    for i, name in enumerate(names):
+        path = path / name
+        try:
+            child = _open_no_link(name, path, fd, directory=i < len(names) - 1)
+        finally:
+            os.close(fd)
+        fd = child
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        raise BadLog(f"{path} is {files._kind(mode)}, not a regular file")
+    return os.fdopen(fd, "rb")
+
+
+def _open_no_link(name: str, path: Path, dir_fd: Optional[int], directory: bool) -> int:
     try:
-        if stat.S_ISLNK(os.lstat(path).st_mode):
-            raise BadLog(f"{path} is a symbolic link; a run log is a regular file")
-        return files.read_bounded(path, path.name, limit)
+        return os.open(name, _OPEN | (os.O_DIRECTORY if directory else 0), dir_fd=dir_fd)
+    except OSError as err:
+        try:
+            link = stat.S_ISLNK(os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_mode)
+        except OSError:
+            link = False
+        if link:  # ELOOP, or ENOTDIR for a folder's link: say what it is
+            raise BadLog(f"{path} is a symbolic link; {_NOT_THROUGH_LINKS}") from None
+        raise BadLog(f"{path}: {err.strerror or err}") from None
+    except ValueError:  # a NUL in the name
+        raise BadLog(f"{path}: not a file name") from None
+
+
+def read_open(f: BinaryIO, path: Path, limit: int) -> bytes:
+    """The bytes of an open regular file, at most `limit` of them (checked before reading,
+    and again while reading, as a size can be misreported); else a `BadLog`."""
+    size = os.fstat(f.fileno()).st_size
+    if size > limit:
+        raise BadLog(f"{path} is {size:,} bytes; the limit is {limit:,}")
+    try:
+        data = f.read(limit + 1)
     except OSError as err:
         raise BadLog(f"{path}: {err.strerror or err}") from None
-    except ConfigError as err:  # a FIFO, a device, a folder, over the limit
-        raise BadLog(err.message) from None
+    if len(data) > limit:
+        raise BadLog(f"{path} holds more than {limit:,} bytes; the limit is {limit:,}")
+    return data
 
 
 class _NotStrict(ValueError):
@@ -202,45 +258,45 @@ def _value(v: Any, where: str, refs: _Refs) -> Optional[str]:
     return None if bad is None else f"{where} holds {_show(bad)}, not a number"
 
 
-def _check_arrays(npz: Path, refs: _Refs) -> None:
-    """Every referenced tensor is in arrays.npz with its shape and dtype (headers only: the
-    data is read by whoever uses it, `runner.rerun`)."""
+def _check_arrays(folder: Path, refs: _Refs) -> None:
+    """Every referenced tensor is in arrays.npz with its shape and dtype, and as many bytes as
+    they take, all inside the file (headers only: the data is read by whoever uses it,
+    `runner.rerun`, which can then trust its size)."""
     from numpy.lib import format as npy
 
+    npz = folder / runlog.ARRAYS_FILE
+    if not os.path.lexists(npz):
+        raise BadLog(f"{folder / runlog.RESULTS_FILE}: {npz.name}, which holds {refs[0][0]}, is missing")
     try:
-        mode = os.lstat(npz).st_mode
-    except FileNotFoundError:
-        raise BadLog(f"{npz.parent / runlog.RESULTS_FILE}: {npz.name}, which holds {refs[0][0]}, is missing") from None
-    except OSError as err:
-        raise BadLog(f"{npz}: {err.strerror or err}") from None
-    if not stat.S_ISREG(mode):
-        kind = next((name for test, name in _FILE_KINDS if test(mode)), "not a regular file")
-        raise BadLog(f"{npz} is {kind}, not a regular file")
-    try:
-        fd = os.open(npz, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0))
-        with os.fdopen(fd, "rb") as f, zipfile.ZipFile(f) as archive:
+        with open_in_run(folder, runlog.ARRAYS_FILE) as f, zipfile.ZipFile(f) as archive:
+            file_size = os.fstat(f.fileno()).st_size
             names = set(archive.namelist())
             for where, array in refs:
                 key = _show(array["key"])
                 if f"{array['key']}.npy" not in names:
                     raise BadLog(f"{npz} has no {key} (for {where})")
-                if archive.getinfo(f"{array['key']}.npy").compress_type != zipfile.ZIP_STORED:
+                info = archive.getinfo(f"{array['key']}.npy")
+                if info.compress_type != zipfile.ZIP_STORED:
                     raise BadLog(f"{npz}: {key} is compressed; np.savez stores arrays as they are")
-                with archive.open(f"{array['key']}.npy") as m:
+                with archive.open(info) as m:
                     version = npy.read_magic(m)
                     read_header = {(1, 0): npy.read_array_header_1_0, (2, 0): npy.read_array_header_2_0}.get(version)
                     if read_header is None:
                         raise BadLog(f"{npz}: {key} has .npy format version {version}")
                     shape, _, dtype = read_header(m)
+                    needs = m.tell() + math.prod(shape) * dtype.itemsize  # Python ints: no overflow
                 if list(shape) != array["shape"] or dtype.hasobject or str(dtype) != array["dtype"]:
                     raise BadLog(f"{npz}: {key} is {dtype} of shape {list(shape)}, not as the log says")
+                if info.file_size != needs or info.compress_size != needs:  # stored: the same
+                    raise BadLog(
+                        f"{npz}: {key} holds {info.file_size:,} bytes; its header ({dtype}, {list(shape)}) needs {needs:,}"
+                    )
+                if info.header_offset + info.compress_size > file_size:
+                    raise BadLog(f"{npz}: {key} would hold {needs:,} bytes, beyond the end of the file ({file_size:,})")
     except (OSError, ValueError, EOFError, zipfile.BadZipFile, zipfile.LargeZipFile, NotImplementedError) as err:
         if isinstance(err, BadLog):
             raise
         raise BadLog(f"{npz} is corrupt: {short(str(err).splitlines()[0] if str(err) else repr(err))}") from None
-
-
-_FILE_KINDS = ((stat.S_ISLNK, "a symbolic link"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISDIR, "a folder"))
 
 
 def _first(problems: Iterator[Optional[str]]) -> Optional[str]:

@@ -15,19 +15,25 @@ import hashlib
 import json
 import os
 import re
-import stat
 from pathlib import Path
 from typing import Any, BinaryIO, Dict, List, Mapping, Optional, Tuple
 
-from runner.config import points
+import numpy as np
+
+from runner.config import files, points
 from runner.errors import ConfigError
 from runner.record import runlog
 from runner.record.log_reader import BadLog, read_log
 
 # Keys that say how to run, not what: they do not change a job's result.
 _NOT_PART_OF_RESULT = ("resume", "limits")
-# A point file is hashed only up to what points.py would read (a .csv's cap, above a .npy's).
-FILE_LIMIT = 32 * points.MAX_ELEMENTS
+# A point file is hashed only up to the largest points.py reads, by kind: a .csv's cap, and a
+# .npy of MAX_ELEMENTS numbers of 8 bytes (the widest points._npy reads) after its magic and
+# version (MAGIC_LEN), its header's length (4 bytes at most) and a header of NPY_MAX_HEADER.
+FILE_LIMITS = {
+    ".csv": points.CSV_MAX_BYTES,
+    ".npy": np.lib.format.MAGIC_LEN + 4 + points.NPY_MAX_HEADER + points.MAX_ELEMENTS * 8,
+}
 
 
 # ---------------------------------------------------------------- the digest
@@ -50,33 +56,34 @@ def config_digest(cfg: Mapping[str, Any], read_files: bool = True) -> str:
 
 def _file_sha256(text: str) -> Optional[str]:
     """The SHA-256 of a point file's bytes, as points.py would find it (relative to the
-    working folder); None when points.py would refuse it unread (missing, not a regular
-    file, not .npy or .csv, too large), so the job is refused, not run, either way."""
+    working folder, by its rules on links and on /proc, /sys and /dev: `points._real_file`);
+    None when points.py would refuse it unread (missing, not a regular file, not .npy or
+    .csv, a link out of its folder, larger than points.py reads), so the job is refused, not
+    run, either way, and no file points.py would not read is read."""
     path = Path(os.path.expanduser(text))
-    if path.suffix.lower() not in points.FILE_SUFFIXES:
+    limit = FILE_LIMITS.get(path.suffix.lower())
+    if limit is None:
         return None
     if not path.is_absolute():
         path = Path.cwd() / path
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | getattr(os, "O_CLOEXEC", 0))
-    except (OSError, ValueError):  # ValueError: a NUL in the path
+        f = files.open_regular(points._real_file("file", path), "file")
+    except (ConfigError, ValueError):  # ValueError: a NUL in the path
         return None
-    info = os.fstat(fd)
-    if not stat.S_ISREG(info.st_mode) or info.st_size > FILE_LIMIT:
-        os.close(fd)
-        return None
-    with os.fdopen(fd, "rb") as f:
-        return _sha256(f)
+    with f:
+        if os.fstat(f.fileno()).st_size > limit:
+            return None
+        return _sha256(f, limit)
 
 
-def _sha256(f: BinaryIO) -> Optional[str]:
-    """The digest of an open file, streamed; None past FILE_LIMIT bytes (a size misreported)."""
+def _sha256(f: BinaryIO, limit: int) -> Optional[str]:
+    """The digest of an open file, streamed; None past `limit` bytes (a size misreported)."""
     digest = hashlib.sha256()
     total = 0
     try:
         while chunk := f.read(1 << 20):
             total += len(chunk)
-            if total > FILE_LIMIT:
+            if total > limit:
                 return None
             digest.update(chunk)
     except OSError:
@@ -101,11 +108,6 @@ def kept(folder: Path, digest: str) -> Tuple[Optional[Dict[str, Any]], Optional[
     if record["config_sha256"] != digest:
         return None, f"{path} was made from another config or other point files (config_sha256 differs)"
     return record, None
-
-
-def completed(folder: Path, digest: str) -> Optional[Dict[str, Any]]:
-    """The whole record in `folder` when it was made from the same inputs; else None."""
-    return kept(folder, digest)[0]
 
 
 _RESUME_ARG = re.compile(r"\+{0,2}resume=(.*)", re.S)

@@ -26,7 +26,6 @@ import io
 import json
 import os
 import shutil
-import stat
 import sys
 import tempfile
 from pathlib import Path
@@ -74,7 +73,7 @@ def collect(sweep_dir: Path, started: Optional[float] = None) -> List[Dict[str, 
     raised = progress.raised(sweep_dir)
     rows = []
     for job_dir in job_folders(sweep_dir):
-        row: Dict[str, Any] = {"job": job_dir.name, "overrides": _overrides(job_dir), "folder": str(job_dir)}
+        row: Dict[str, Any] = {"job": job_dir.name, "overrides": overrides.overrides(job_dir), "folder": str(job_dir)}
         if job_dir.name in raised:  # this launch's job raised: any results.json there is older
             row.update(_failed_row("raised", raised[job_dir.name]))
         else:
@@ -118,22 +117,6 @@ def _failed_row(status: str, error: str) -> Dict[str, Any]:
 
 def _flag(v: Any) -> Optional[bool]:
     return v if isinstance(v, bool) else None
-
-
-# Hydra's overrides.yaml of one job: a few lines.
-OVERRIDES_MAX_BYTES = 2**20
-
-
-def _overrides(job_dir: Path) -> List[str]:
-    """The job's overrides; none when Hydra's overrides.yaml is not a small regular file
-    (a link is not followed) or cannot be read as a list."""
-    try:
-        info = (job_dir / overrides.OVERRIDES_FILE).lstat()
-        if not stat.S_ISREG(info.st_mode) or info.st_size > OVERRIDES_MAX_BYTES:
-            return []
-        return overrides.overrides(job_dir)
-    except Exception:  # missing, malformed YAML, not a list: the row must still be written
-        return []
 
 
 def _columns(rows: List[Dict[str, Any]], key: str) -> List[str]:
