@@ -11,7 +11,7 @@ The run folder may come from anyone. Its log is read whole or not at all
 command line may be one: the command line is trusted). Its saved config is read with a size
 cap, its aliases counted before it is parsed (`runner.config.files.check_yaml_size`), its
 `hydra` node left out (Hydra saves none there), and it is parsed and its interpolations
-resolved within a budget (`RUNNER_COMPOSE_SECONDS`, 30 s; `RESOLVE_MEMORY`, 512 MiB), as
+resolved within a bound (`runner.config.deadline`: `RUNNER_COMPOSE_SECONDS`, 30 s; 512 MiB), as
 interpolations that repeat each other take time and text that doubles at each step. The rerun
 writes only into a `.rerun/` it creates afresh: a `.rerun` that is a link (or not a folder) is
 refused, never followed. A refusal is one line.
@@ -23,23 +23,17 @@ Exit codes: 0 reproduced, 1 a mismatch, 2 not a run folder, a bad log or saved c
 from __future__ import annotations
 
 import argparse
-import math
 import os
-import resource
 import shutil
-import signal
 import stat
 import sys
-import threading
-import time
 import zipfile
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional, Tuple, cast
+from typing import Any, Dict, List, Optional, Tuple, cast
 
 import numpy as np
 
-from runner.config import files
+from runner.config import deadline, files
 from runner.errors import ConfigError, short
 from runner.record import log_reader, runlog
 
@@ -50,10 +44,6 @@ CONFIG_LIMIT = 16 * 2**20
 # The budget of parsing and resolving it: a real one takes milliseconds and a few MiB. The time
 # is the bound on composing a config, and its variable; the person running the command may
 # change it, the run folder cannot.
-RESOLVE_SECONDS = 30.0
-RESOLVE_SECONDS_ENV = "RUNNER_COMPOSE_SECONDS"
-RESOLVE_MEMORY = 512 * 2**20  # more peak memory than at the start
-_TICK = 0.05  # how often the budget is checked, in seconds
 
 
 class Refused(Exception):
@@ -189,7 +179,7 @@ def main(argv: Optional[List[str]] = None) -> int:
 
 def saved_config(run_dir: Path) -> Dict[str, Any]:
     """The resolved config Hydra saved with the run, less any `hydra` node, read with a size
-    cap, parsed and resolved within the budget (`_budget`); else `Refused`."""
+    cap, parsed and resolved within `runner.config.deadline`'s bound; else `Refused`."""
     import yaml
     from omegaconf import DictConfig, OmegaConf
     from omegaconf.errors import OmegaConfBaseException
@@ -198,7 +188,7 @@ def saved_config(run_dir: Path) -> Dict[str, Any]:
     try:
         with log_reader.open_in_run(run_dir, *SAVED_CONFIG.parts) as f:
             text = log_reader.read_open(f, path, CONFIG_LIMIT).decode("utf-8")
-        with _budget():  # the alias count too: a cycle (`&a [x, *a]`) is not counted, it is stopped
+        with deadline.deadline("reading it"):
             files.check_yaml_size(text, str(path))
             cfg = OmegaConf.create(text)
             if not isinstance(cfg, DictConfig):
@@ -210,8 +200,8 @@ def saved_config(run_dir: Path) -> Dict[str, Any]:
         raise Refused(str(err)) from None
     except ConfigError as err:  # aliases that expand too far
         raise Refused(f"{path}: {err.message}") from None
-    except _OverBudget as err:
-        raise Refused(f"{path}: {err}") from None
+    except deadline.DeadlineExceeded as err:
+        raise Refused(f"{path}: {err} (aliases or interpolations that repeat each other)") from None
     except UnicodeDecodeError:
         raise Refused(f"{path} is not UTF-8") from None
     except yaml.YAMLError as err:
@@ -220,56 +210,6 @@ def saved_config(run_dir: Path) -> Dict[str, Any]:
         raise Refused(f"{path}: malformed YAML{where}: {getattr(err, 'problem', None) or 'cannot parse'}") from None
     except (OmegaConfBaseException, ValueError, RecursionError, MemoryError) as err:
         raise Refused(f"{path}: {type(err).__name__}: {_first_line(err)}") from None
-
-
-class _OverBudget(BaseException):
-    """Parsing or resolving a saved config took more than its budget. A `BaseException`, like
-    `KeyboardInterrupt`, so that no `except Exception` in OmegaConf makes it one of its errors."""
-
-
-@contextmanager
-def _budget() -> Iterator[None]:
-    """Raise `_OverBudget` when the block has run `RUNNER_COMPOSE_SECONDS` or grown the peak
-    memory by `RESOLVE_MEMORY`: checked every `_TICK` seconds by a timer signal, so between
-    any two Python steps of OmegaConf. A count would be exact, but OmegaConf offers no hook
-    to count its resolutions, and time alone does not bound memory: text that doubles at each
-    step grew 250 MB a second. Outside the main thread (no signals there), or when a timer
-    already runs, the block runs unbounded."""
-    try:
-        seconds = float(os.environ.get(RESOLVE_SECONDS_ENV, RESOLVE_SECONDS))
-    except ValueError:
-        seconds = RESOLVE_SECONDS
-    if not seconds > 0:  # 0 (or NaN): no bound on time, as for composing; memory is still bounded
-        seconds = math.inf
-    if threading.current_thread() is not threading.main_thread() or signal.getitimer(signal.ITIMER_REAL)[0]:
-        yield
-        return
-    end, start_peak = time.monotonic() + seconds, _peak_memory()
-
-    def check(signum: int, frame: Any) -> None:
-        if _peak_memory() - start_peak > RESOLVE_MEMORY:
-            raise _OverBudget(
-                f"reading it took over {RESOLVE_MEMORY >> 20} MiB (aliases or interpolations that repeat each other)"
-            )
-        if time.monotonic() > end:
-            raise _OverBudget(
-                f"reading it took over {seconds:g} s (aliases or interpolations that repeat each other; "
-                f"{RESOLVE_SECONDS_ENV} raises the bound)"
-            )
-
-    previous = signal.signal(signal.SIGALRM, check)
-    signal.setitimer(signal.ITIMER_REAL, _TICK, _TICK)
-    try:
-        yield
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
-
-
-def _peak_memory() -> int:
-    """The process's peak resident memory so far, in bytes (Linux counts KiB, macOS bytes)."""
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak if sys.platform == "darwin" else peak * 1024
 
 
 def fresh_folder(out_dir: Path) -> Path:

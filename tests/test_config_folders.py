@@ -494,16 +494,23 @@ def test_work_a_config_folder_asks_of_hydra_is_bounded_in_time(tmp_path, files, 
     started = time.monotonic()
     result = cli(["--config-dir", str(conf), "experiment=a"], cwd=tmp_path, env={deadline.ENV: "2"}, timeout=60)
     assert result.returncode == 2, result.stderr
-    assert result.stderr.startswith(f"config error: {what} took over 2 s;") and "Traceback" not in result.stderr
+    first = result.stderr.splitlines()[0]
+    assert first.startswith(f"config error: {what} took over ") and "Traceback" not in result.stderr, first
     assert time.monotonic() - started < 30
 
 
 def test_a_deadline_interrupts_the_block_and_restores_the_alarm(monkeypatch):
     monkeypatch.setenv(deadline.ENV, "0.2")
-    with pytest.raises(deadline.DeadlineExceeded, match="spinning took over 0.2 s"):
+    with pytest.raises(deadline.DeadlineExceeded, match="spinning took over 0.2 s"):  # time
         with deadline.deadline("spinning"):
             while True:
                 pass
     assert signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0)
     with deadline.deadline("nothing"):  # a block that ends in time raises nothing
         pass
+    monkeypatch.setenv(deadline.ENV, "60")
+    with pytest.raises(deadline.DeadlineExceeded, match="growing took over 512 MiB"):  # memory
+        with deadline.deadline("growing"):
+            hoard = []
+            while True:
+                hoard.append(bytearray(16 << 20))

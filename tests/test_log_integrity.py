@@ -600,7 +600,7 @@ BAD_SAVED_CONFIGS = [
     ("interpolations-doubling", _append(_doubling("ab", 40, "+")), "took over 3 s", {"RUNNER_COMPOSE_SECONDS": "3"}),
     ("text-doubling", _append(_doubling("x" * 2**20, 14)), "MiB", {}),
     ("nested-anchors", _append("z:\n" + textwrap.indent(_nested_anchors(), "  ")), "expands", {}),
-    ("recursive-alias", _append("z: &a [x, *a]\n"), "repeat each other", {}),
+    ("recursive-alias", _append("z: &a [x, *a]\n"), "alias inside its own anchor", {}),
     ("a-link", _config_link, "symbolic link", {}),
 ]
 # Runs `python -m MODULE ARGS` and reports its peak memory on a last line of stderr.

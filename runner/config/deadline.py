@@ -1,21 +1,27 @@
-"""A wall-clock bound on work the runner cannot bound by size: composing and resolving a config.
+"""A bound on work the runner cannot bound by size: composing and resolving a config.
 
 A config folder of small files can still ask Hydra and OmegaConf for exponential work: a
 defaults tree where each file includes the next twice (16 files of 13 KB took 43 s), or
-interpolations each naming the one before twice (26 steps ran past 200 s). Counting that
-work would mean re-implementing Hydra's defaults tree and OmegaConf's resolution, so the
-runner bounds its time instead: past `seconds`, `DeadlineExceeded` is raised in the main
-thread. It is a `BaseException`, like `KeyboardInterrupt`, so no `except Exception` in
-Hydra or OmegaConf turns it into something else; `runner.cli` reports it in one line, exit 2.
-Normal configs compose in well under a second. Outside the main thread (where signals
-cannot be delivered) the bound is not applied.
+interpolations each naming the one before twice (26 steps ran past 200 s; doubled text grew
+250 MB a second). Counting that work would mean re-implementing Hydra's defaults tree and
+OmegaConf's resolution (which offers no hook to count), so the runner bounds its time and its
+memory instead: a timer signal checks every `TICK` seconds, between any two Python steps, and
+raises `DeadlineExceeded` once the block has run `RUNNER_COMPOSE_SECONDS` (30 s) or grown the
+process's peak memory by `MEMORY` (512 MiB). It is a `BaseException`, like
+`KeyboardInterrupt`, so no `except Exception` in Hydra or OmegaConf turns it into something
+else; `runner.cli` and `runner.rerun` report it in one line. Normal configs take well under a
+second and a few MB. Outside the main thread (signals cannot be delivered there), or inside a
+block already bounded, the bound is the outer one's.
 """
 
 from __future__ import annotations
 
 import os
+import resource
 import signal
+import sys
 import threading
+import time
 from contextlib import contextmanager
 from typing import Any, Iterator
 
@@ -23,45 +29,56 @@ from typing import Any, Iterator
 # the person running the command may change it (RUNNER_COMPOSE_SECONDS=120), a config cannot.
 COMPOSE_SECONDS = 30.0
 ENV = "RUNNER_COMPOSE_SECONDS"
+MEMORY = 512 * 2**20  # more peak memory than at the start of the block
+TICK = 0.05  # how often the bound is checked, in seconds
 
 
 class DeadlineExceeded(BaseException):
-    """The work named `what` took longer than `seconds`."""
+    """The work named `what` took longer than its time, or more than its memory."""
 
-    def __init__(self, what: str, seconds: float):
-        super().__init__(f"{what} took over {seconds:g} s")
+    def __init__(self, what: str, took: str):
+        super().__init__(f"{what} took {took}")
         self.what = what
-        self.seconds = seconds
+        self.took = took
 
     def headline(self) -> str:
         return (
-            f"config error: {self.what} took over {self.seconds:g} s; a config that asks for that much "
-            f"(a defaults list or interpolations that repeat each other) is refused ({ENV} raises the bound)"
+            f"config error: {self.what} took {self.took}; a config that asks for that much "
+            f"(a defaults list, aliases or interpolations that repeat each other) is refused ({ENV} raises the time)"
         )
 
 
 @contextmanager
 def deadline(what: str) -> Iterator[None]:
-    """Raise `DeadlineExceeded` if the block runs longer than `RUNNER_COMPOSE_SECONDS` (30 s)."""
+    """Raise `DeadlineExceeded` if the block runs longer than `RUNNER_COMPOSE_SECONDS` or
+    grows the peak memory by more than `MEMORY`."""
     try:
         seconds = float(os.environ.get(ENV, COMPOSE_SECONDS))
     except ValueError:
         seconds = COMPOSE_SECONDS
-    if (
-        not seconds > 0
-        or threading.current_thread() is not threading.main_thread()
-        or signal.getitimer(signal.ITIMER_REAL)[0]
-    ):
-        yield  # not the main thread, or a deadline already runs (nested): the outer one holds
+    if not seconds > 0:  # 0 (or NaN): no bound on time; memory is still bounded
+        seconds = float("inf")
+    if threading.current_thread() is not threading.main_thread() or signal.getitimer(signal.ITIMER_REAL)[0]:
+        yield  # not the main thread, or a bound already runs (nested): the outer one holds
         return
+    end, start_peak = time.monotonic() + seconds, _peak_memory()
 
-    def expire(signum: int, frame: Any) -> None:
-        raise DeadlineExceeded(what, seconds)
+    def check(signum: int, frame: Any) -> None:
+        if _peak_memory() - start_peak > MEMORY:
+            raise DeadlineExceeded(what, f"over {MEMORY >> 20} MiB")
+        if time.monotonic() > end:
+            raise DeadlineExceeded(what, f"over {seconds:g} s")
 
-    previous = signal.signal(signal.SIGALRM, expire)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
+    previous = signal.signal(signal.SIGALRM, check)
+    signal.setitimer(signal.ITIMER_REAL, TICK, TICK)
     try:
         yield
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous)
+
+
+def _peak_memory() -> int:
+    """The process's peak resident memory so far, in bytes (Linux counts KiB, macOS bytes)."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak if sys.platform == "darwin" else peak * 1024
