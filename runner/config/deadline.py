@@ -79,6 +79,15 @@ def deadline(what: str) -> Iterator[None]:
 
 
 def _peak_memory() -> int:
-    """The process's peak resident memory so far, in bytes (Linux counts KiB, macOS bytes)."""
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    """The process's own peak resident memory so far, in bytes: Linux's VmHWM, since
+    `ru_maxrss` keeps the peak of the process this one was forked from (a test runner
+    holding TensorFlow: 1.6 GB) across exec, and would hide growth below it."""
+    try:
+        with open("/proc/self/status", "rb") as f:
+            for line in f:
+                if line.startswith(b"VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # macOS counts bytes, Linux KiB
     return peak if sys.platform == "darwin" else peak * 1024
