@@ -14,8 +14,6 @@ import copy
 import functools
 import json
 import shutil
-import subprocess
-import sys
 
 import pytest
 import yaml
@@ -26,7 +24,7 @@ from runner import errors
 from runner.cli import config_dir
 from runner.config import spec as specs
 from runner.errors import ConfigError
-from tests.helpers import ROOT, cli, composed, function_config
+from tests.helpers import cli, composed, exit_and_tensorflow, function_config
 
 
 @functools.lru_cache(maxsize=1)
@@ -644,24 +642,8 @@ def test_hydra_full_error_shows_the_traceback(tmp_path):
 @pytest.mark.slow
 def test_config_errors_never_import_tensorflow(tmp_path):
     """The whole error path, Hydra composition to refusal, leaves TensorFlow unimported."""
-    script = (
-        "import sys\n"
-        "from runner import cli\n"
-        "try:\n"
-        "    cli.main()\n"
-        "except SystemExit as done:\n"
-        "    print(done.code, 'tensorflow' in sys.modules, file=sys.stdout)\n"
-    )
     for args in (["function.steps.y=x * q"], ["point.x=[1, [2]]"], ["tape.persistant=1"]):
-        result = subprocess.run(
-            [sys.executable, "-c", script, *args],
-            cwd=tmp_path,
-            env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"},
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
-        assert result.stdout.split() == ["2", "False"], (args, result.stdout, result.stderr)
+        assert exit_and_tensorflow(args, tmp_path) == ["2", "False"], args
 
 
 @pytest.mark.slow

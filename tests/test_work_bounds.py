@@ -14,8 +14,6 @@ import copy
 import functools
 import json
 import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any, Callable, List, Tuple
@@ -27,7 +25,7 @@ from runner import job
 from runner.config import settings
 from runner.config import spec as specs
 from runner.errors import ConfigError
-from tests.helpers import ROOT, cli, composed, function_config
+from tests.helpers import cli, composed, exit_and_tensorflow, function_config
 
 Change = Callable[[Path], List[Tuple[str, Any]]]
 
@@ -392,28 +390,12 @@ CLI_ROWS = [
 @pytest.mark.slow
 def test_cli_refuses_work_above_a_bound_in_one_line_without_tensorflow(tmp_path):
     (tmp_path / "zero.npy").symlink_to("/dev/zero")
-    script = (
-        "import sys\n"
-        "from runner import cli\n"
-        "try:\n"
-        "    cli.main()\n"
-        "except SystemExit as done:\n"
-        "    print(done.code, 'tensorflow' in sys.modules)\n"
-    )
     for name, args, line in CLI_ROWS:
         result = cli(args, cwd=tmp_path, timeout=60)
         assert result.returncode == 2, (name, result.stderr)
         assert result.stderr.startswith(line) and result.stderr.count("\n") == 1, (name, result.stderr)
         assert result.stdout == ""
-        no_tf = subprocess.run(
-            [sys.executable, "-c", script, *args],
-            cwd=tmp_path,
-            env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"},
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
-        assert no_tf.stdout.split() == ["2", "False"], (name, no_tf.stdout, no_tf.stderr)
+        assert exit_and_tensorflow(args, tmp_path) == ["2", "False"], name
     for log in tmp_path.glob("outputs/**/results.json"):
         assert json.loads(log.read_text())["status"] == "error"
 

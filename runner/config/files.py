@@ -64,10 +64,11 @@ def open_regular(path: Path, key: str, name: Optional[str] = None) -> BinaryIO:
         if stat.S_ISREG(mode):
             return os.fdopen(fd, "rb")
         os.close(fd)  # swapped since it was looked at
-    raise ConfigError(key, f"{shown} is {_kind(mode)}, not a regular file")
+    raise ConfigError(key, f"{shown} is {kind_of(mode)}, not a regular file")
 
 
-def _kind(mode: int) -> str:
+def kind_of(mode: int) -> str:
+    """What a file of this mode is, for a message: 'a FIFO', 'a character device', ..."""
     for test, name in (
         (stat.S_ISDIR, "a folder"),
         (stat.S_ISFIFO, "a FIFO"),

@@ -115,7 +115,7 @@ def _generate(key: str, spec: Mapping) -> np.ndarray:
 def _file(key: str, path: Any) -> np.ndarray:
     """A .npy (dtype, shape and size checked from its header before its data is read; never
     unpickled, so no code runs) or a .csv of numbers (UTF-8 text, no NUL bytes, at most
-    CSV_MAX_BYTES). Which files may be read at all: `_real_file`. An error message quotes
+    CSV_MAX_BYTES). Which files may be read at all: `real_file`. An error message quotes
     at most a short, escaped piece of the file, never a line of it.
     """
     if not isinstance(path, str) or not path:
@@ -125,13 +125,13 @@ def _file(key: str, path: Any) -> np.ndarray:
         raise ConfigError(key, f"only {' and '.join(FILE_SUFFIXES)} files are read, got {path!r}")
     if not p.is_absolute():
         p = Path.cwd() / p  # Hydra does not change the working folder (hydra.job.chdir=false)
-    real = _real_file(key, p)
+    real = real_file(key, p)
     arr = _npy(key, p, real) if p.suffix.lower() == ".npy" else _csv(key, p)
     _check_size(key, int(arr.size))
     return arr
 
 
-def _real_file(key: str, p: Path) -> Path:
+def real_file(key: str, p: Path) -> Path:
     """The file `p` names, with every link resolved, if it may be read.
 
     The rule: a symlink may lead only into the folder it sits in (or below), so a link

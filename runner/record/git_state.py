@@ -40,12 +40,11 @@ import struct
 from pathlib import Path
 from typing import Any, Dict, List, NamedTuple, Optional, Tuple
 
-from runner.record.git_objects import Unknown, read_file, staged
+from runner.record.git_objects import MAX_TEXT_BYTES, Unknown, read_file, staged
 
 MAX_ENTRIES = 100_000  # index entries; more and `dirty` is None
 MAX_HASH_BYTES = 256 << 20  # work-tree bytes to hash; more and `dirty` is None
 MAX_INDEX_BYTES = 64 << 20
-MAX_TEXT_BYTES = 1 << 20  # HEAD, a ref, commondir, a .git file, a config or attributes file
 MAX_PACKED_REFS_BYTES = 64 << 20
 MAX_CONFIG_FILES, MAX_INCLUDE_DEPTH = 64, 10  # more files, or deeper (git stops too): unknown
 _HEX = re.compile(rb"[0-9a-f]{40}(?:[0-9a-f]{24})?")

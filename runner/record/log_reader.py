@@ -82,7 +82,7 @@ def open_in_run(folder: Path, *names: str) -> BinaryIO:
     mode = os.fstat(fd).st_mode
     if not stat.S_ISREG(mode):
         os.close(fd)
-        raise BadLog(f"{path} is {files._kind(mode)}, not a regular file")
+        raise BadLog(f"{path} is {files.kind_of(mode)}, not a regular file")
     return os.fdopen(fd, "rb")
 
 

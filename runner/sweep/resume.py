@@ -56,7 +56,7 @@ def config_digest(cfg: Mapping[str, Any], read_files: bool = True) -> str:
 
 def _file_sha256(text: str) -> Optional[str]:
     """The SHA-256 of a point file's bytes, as points.py would find it (relative to the
-    working folder, by its rules on links and on /proc, /sys and /dev: `points._real_file`);
+    working folder, by its rules on links and on /proc, /sys and /dev: `points.real_file`);
     None when points.py would refuse it unread (missing, not a regular file, not .npy or
     .csv, a link out of its folder, larger than points.py reads), so the job is refused, not
     run, either way, and no file points.py would not read is read."""
@@ -67,7 +67,7 @@ def _file_sha256(text: str) -> Optional[str]:
     if not path.is_absolute():
         path = Path.cwd() / path
     try:
-        f = files.open_regular(points._real_file("file", path), "file")
+        f = files.open_regular(points.real_file("file", path), "file")
     except (ConfigError, ValueError):  # ValueError: a NUL in the path
         return None
     with f:

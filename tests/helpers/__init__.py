@@ -1,7 +1,17 @@
 """Shared test code: `configs` (compose, build and run configs in-process) and `cli` (the
 command line in subprocesses). Test files import from here, never from one another."""
 
-from tests.helpers.cli import ROOT, cli, command_env, summary, sweep_dirs
+from tests.helpers.cli import ROOT, cli, command_env, exit_and_tensorflow, summary, sweep_dirs
 from tests.helpers.configs import Ran, composed, function_config
 
-__all__ = ["ROOT", "Ran", "cli", "command_env", "composed", "function_config", "summary", "sweep_dirs"]
+__all__ = [
+    "ROOT",
+    "Ran",
+    "cli",
+    "command_env",
+    "composed",
+    "exit_and_tensorflow",
+    "function_config",
+    "summary",
+    "sweep_dirs",
+]

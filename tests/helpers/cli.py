@@ -34,6 +34,33 @@ def cli(args: List[str], cwd: Path, env: Optional[Dict[str, str]] = None, timeou
     )
 
 
+# `python -m runner ARGS` in a bare environment, printing its exit code and whether it imported TensorFlow
+_TENSORFLOW_PROBE = (
+    "import sys\n"
+    "from runner import cli\n"
+    "try:\n"
+    "    cli.main()\n"
+    "except SystemExit as done:\n"
+    "    print(done.code, 'tensorflow' in sys.modules)\n"
+)
+
+
+def exit_and_tensorflow(args: List[str], cwd: Path) -> List[str]:
+    """`[exit code, whether TensorFlow was imported]` of `python -m runner ARGS`, as printed."""
+    import subprocess
+    import sys
+
+    result = subprocess.run(
+        [sys.executable, "-c", _TENSORFLOW_PROBE, *args],
+        cwd=cwd,
+        env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    return result.stdout.split() or [result.stderr[-500:]]
+
+
 def sweep_dirs(root: Path) -> List[Path]:
     """The sweep folders a run in `root` made under outputs/multirun, oldest first."""
     return sorted((root / "outputs" / "multirun").glob("*/*"))
