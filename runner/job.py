@@ -9,7 +9,7 @@ from __future__ import annotations
 import sys
 import time
 from pathlib import Path
-from typing import Any, Dict, Mapping, Optional
+from typing import Any, Dict, Mapping, Optional, Tuple
 
 from runner.config import settings
 from runner.config import spec as specs
@@ -17,6 +17,7 @@ from runner.errors import ConfigError
 from runner.record import artifacts, console, runlog
 from runner.sweep import resume
 from runner.tape import reproducibility, startup
+from runner.tape.forward import CALLABLE_STEP
 from runner.verify.expectations import judge
 
 # Exit codes (see docs/run-log.md, "Outcomes and exit codes").
@@ -46,14 +47,7 @@ def run(cfg: Mapping[str, Any], output_dir: Path, name: str = "run", echo: bool 
         spec = specs.build(cfg, name=name, run_settings=run_settings)
         digest = digest or resume.config_digest(cfg)  # its files are known good now: bounded
     except ConfigError as err:
-        _log_config_error(
-            err, cfg, output_dir, name, started, t0, digest or resume.config_digest(cfg, read_files=False)
-        )
-        if echo:
-            print(err.headline(), file=sys.stderr)
-            if err.detail:
-                print("    " + err.detail.replace("\n", "\n    "), file=sys.stderr)
-        return EXIT_CONFIG_ERROR
+        return _refuse(err, cfg, output_dir, name, started, t0, digest, echo)
     t_spec = time.perf_counter()
 
     tf, tf_startup = startup.load(run_settings.log.tf_verbose)  # only once the config is known good
@@ -61,9 +55,18 @@ def run(cfg: Mapping[str, Any], output_dir: Path, name: str = "run", echo: bool 
 
     t_import = time.perf_counter()
     seeding = reproducibility.apply(tf, run_settings.seed, run_settings.determinism)
-    outcome = program.run(spec)
+    code, code_failure = None, None
+    if spec.callable is not None:
+        try:
+            spec, code, code_failure = _user_code(spec)
+        except ConfigError as err:  # cannot be imported, is not callable, owns no variable asked for
+            return _refuse(err, cfg, output_dir, name, started, t0, digest, echo)
+    if code_failure is None:
+        outcome = program.run(spec, code)
+    else:  # its first call, at the point, raised: the run's error
+        outcome = program.Outcome(error=code_failure)
     t_verify = time.perf_counter()
-    checks = _verify(spec, outcome)
+    checks = _verify(spec, outcome, code)
     verify_s = time.perf_counter() - t_verify
     error_type = outcome.error.type if outcome.error else None
     verdict = judge(spec.expect, error_type, {d.request.name: d.value for d in outcome.derivatives}, checks)
@@ -102,6 +105,8 @@ def run(cfg: Mapping[str, Any], output_dir: Path, name: str = "run", echo: bool 
             "total_s": time.perf_counter() - t0,
         },
     }
+    if code is not None:
+        record["code"] = code.record()
     for rec in record["derivatives"]:
         if rec["name"] in checks:
             rec["check"] = _check_record(enc, rec["name"], checks[rec["name"]])
@@ -114,14 +119,45 @@ def run(cfg: Mapping[str, Any], output_dir: Path, name: str = "run", echo: bool 
     return EXIT_OK if verdict.met else EXIT_NOT_AS_DECLARED
 
 
-def _verify(spec: Any, outcome: Any) -> Dict[str, Dict[str, Any]]:
+def _refuse(
+    err: ConfigError,
+    cfg: Mapping[str, Any],
+    output_dir: Path,
+    name: str,
+    started: float,
+    t0: float,
+    digest: Optional[str],
+    echo: bool,
+) -> int:
+    """A refused config: its log, its one line (and detail) on stderr, exit 2."""
+    _log_config_error(err, cfg, output_dir, name, started, t0, digest or resume.config_digest(cfg, read_files=False))
+    if echo:
+        print(err.headline(), file=sys.stderr)
+        if err.detail:
+            print("    " + err.detail.replace("\n", "\n    "), file=sys.stderr)
+    return EXIT_CONFIG_ERROR
+
+
+def _user_code(spec: Any) -> Tuple[Any, Any, Any]:
+    """The job's own code, imported and called once at the point (runner/tape/user_code.py):
+    (the spec with `trainable_variables` bound, the code, the first call's failure or None)."""
+    from runner.tape import program, user_code
+
+    code = user_code.load(spec)
+    raised = code.build(spec)
+    if raised is not None:
+        return spec, code, program.Failure(type(raised).__name__, program.message(raised), step=CALLABLE_STEP)
+    return user_code.bind(spec, code), code, None
+
+
+def _verify(spec: Any, outcome: Any, code: Any = None) -> Dict[str, Dict[str, Any]]:
     """Each derivative's independent check, by request name (none when `verify: off`)."""
     if spec.verify == "off" or not outcome.derivatives:
         return {}
     from runner.verify import check
 
     pairs = [(d.request, d.value) for d in outcome.derivatives]
-    return {req.name: c for (req, _), c in zip(pairs, check.check_all(spec, outcome.values, pairs))}
+    return {req.name: c for (req, _), c in zip(pairs, check.check_all(spec, outcome.values, pairs, code))}
 
 
 def _check_record(enc: runlog.Encoder, name: str, check: Dict[str, Any]) -> Dict[str, Any]:

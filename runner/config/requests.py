@@ -13,6 +13,7 @@ from typing import Any, Dict, List, Mapping, Optional, Protocol, Tuple
 import numpy as np
 
 from runner.config import points
+from runner.config.callables import TRAINABLE_VARIABLES
 from runner.config.kinds import KINDS, KindRow, taking
 from runner.config.schema import Unconnected
 from runner.errors import ConfigError, short, true_or_false, whole_number
@@ -86,13 +87,24 @@ def default_name(kind: str, target: str, sources: Tuple[str, ...], order: int) -
 
 
 def build_requests(
-    raw: Any, inputs: Tuple[Named, ...], steps: Tuple[Step, ...], point: Mapping[str, np.ndarray], max_order: int
+    raw: Any,
+    inputs: Tuple[Named, ...],
+    steps: Tuple[Step, ...],
+    point: Mapping[str, np.ndarray],
+    max_order: int,
+    outputs: Tuple[str, ...] = (),
 ) -> Tuple[RequestSpec, ...]:
-    """The requests of `derivatives`, each of order at most `max_order` (`limits.order`)."""
+    """The requests of `derivatives`, each of order at most `max_order` (`limits.order`).
+
+    `outputs`: the names a callable gives (runner/config/callables.py); with one, a request
+    may also take `sources: trainable_variables`, every variable the code owns.
+    """
     if not isinstance(raw, (list, tuple)):
         raise ConfigError("derivatives", f"expected a list of requests, got {raw!r}")
-    names = [i.name for i in inputs] + [s.name for s in steps]
+    names = [i.name for i in inputs] + list(outputs) + [s.name for s in steps]
     depends = _dependencies(steps)
+    # the code is given every input and reads its own variables
+    depends.update({o: {i.name for i in inputs} | {TRAINABLE_VARIABLES} for o in outputs})
     out: List[RequestSpec] = []
     seen: Dict[str, int] = {}
     for i, req in enumerate(raw):
@@ -107,14 +119,23 @@ def build_requests(
         raw_sources = req.get("sources")
         if raw_sources in (None, MISSING, []):
             raise ConfigError(f"{key}.sources", "missing; name the input(s) or step(s) to differentiate by")
-        sources = name_list(f"{key}.sources", raw_sources, names, "source")
+        sources = name_list(f"{key}.sources", raw_sources, names + ([TRAINABLE_VARIABLES] if outputs else []), "source")
+        variables = TRAINABLE_VARIABLES in sources
         if len(set(sources)) != len(sources):
             raise ConfigError(f"{key}.sources", f"a source is listed twice: {list(sources)}")
         kind = str(req.get("kind", "gradient"))
         if kind not in KINDS:
             raise ConfigError(f"{key}.kind", f"unknown kind {kind!r}; supported: {', '.join(KINDS)}")
         row = KINDS[kind]
+        if variables and (len(sources) > 1 or row.one_source or row.batched):
+            raise ConfigError(
+                f"{key}.sources",
+                f"{TRAINABLE_VARIABLES} (a mapping by variable) must be the only source, of a kind that takes several"
+                + ("" if len(sources) > 1 else f"; a {kind} takes exactly one"),
+            )
         order = _order(key, kind, row, req.get("order", 1), sources, max_order)
+        if variables and order > 1 and row.order is None:
+            raise ConfigError(f"{key}.order", f"an order-{order} gradient takes one source; use kind hessian")
         _check_options(key, row, order, req)
         if row.one_source or row.batched:
             _check_batch(key, kind, row, target, sources, point)
@@ -135,7 +156,7 @@ def build_requests(
                 kind=kind,
                 target=target,
                 sources=sources,
-                several=not isinstance(raw_sources, str) and len(sources) > 1,
+                several=variables or (not isinstance(raw_sources, str) and len(sources) > 1),
                 order=order,
                 unconnected=str(req.get("unconnected", "none")),
                 output_gradients=req.get("output_gradients"),

@@ -64,11 +64,19 @@ class FunctionConfig:
 
     inputs: a mapping name -> {kind: constant|variable, dtype: float32, trainable: true},
         or a plain list of names (float32 constants).
-    steps: ordered name -> expression; each may use the inputs and earlier steps.
+    steps: ordered name -> expression; each may use the inputs, the callable's outputs
+        and earlier steps.
     """
 
     inputs: Any = None
     steps: Dict[str, str] = field(default_factory=dict)
+    # the user's own code, run before the steps (docs/your-code.md): a dotted path such as
+    # mylib.losses.huber, or a mapping with _target_ (Hydra's instantiate) giving a callable;
+    # only from modules trusted by RUNNER_TRUST in the environment
+    callable: Any = None
+    # the name of the tensor the callable returns (default y), or a list of names when it
+    # returns a mapping name -> tensor
+    output: Any = None
 
 
 @dataclass

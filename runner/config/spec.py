@@ -8,13 +8,14 @@ TensorFlow is imported, so a broken config is refused at once.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Mapping, Optional, Tuple
+from typing import Any, Dict, Mapping, Optional, Tuple
 
 import numpy as np
 
-from runner.config import points, settings
+from runner.config import callables, points, settings
+from runner.config import expect as expects
+from runner.config.expect import ExpectSpec
 from runner.config.requests import RequestSpec, build_requests, name_list
 from runner.config.schema import DTYPES, INPUT_KINDS, INPUT_OPTION_KEYS, Compile, Verify
 from runner.errors import ConfigError, short, true_or_false
@@ -53,28 +54,6 @@ class TapeSpec:
 
 
 @dataclass(frozen=True)
-class ExpectSpec:
-    error: Optional[str]
-    derivatives: Dict[str, Any]
-    rtol: float
-    atol: float
-    checks: Optional[str] = None  # "pass": every derivative's check must pass
-
-    def declared(self) -> Dict[str, Any]:
-        """What the run log records under `expect.declared`."""
-        out: Dict[str, Any] = {}
-        if self.error is not None:
-            out["error"] = self.error
-        if self.derivatives:
-            out["derivatives"] = dict(self.derivatives)
-            out["rtol"] = self.rtol
-            out["atol"] = self.atol
-        if self.checks is not None:
-            out["checks"] = self.checks
-        return out
-
-
-@dataclass(frozen=True)
 class JobSpec:
     name: str
     inputs: Tuple[InputSpec, ...]
@@ -86,6 +65,7 @@ class JobSpec:
     settings: settings.RunSettings
     constants_dtype: str = field(default="float32")
     verify: str = "auto"  # auto | symbolic | finite_difference | off
+    callable: Optional[callables.CallableSpec] = None  # the user's code, run before the steps
 
 
 def screen(cfg: Mapping[str, Any]) -> None:
@@ -94,7 +74,10 @@ def screen(cfg: Mapping[str, Any]) -> None:
     The first check of every config, before any key is read for its value.
     """
     for key in cfg:  # function, point, derivatives, expect, ...: a config never instantiates
-        _refuse_instantiation(str(key), cfg[key])
+        node = cfg[key]
+        if key == "function" and isinstance(node, Mapping):  # but names trusted code (callables.py)
+            node = {k: v for k, v in node.items() if k != "callable"}
+        _refuse_instantiation(str(key), node)
     _refuse_unknown_keys(cfg)
 
 
@@ -113,17 +96,23 @@ def build(cfg: Mapping[str, Any], name: str = "run", run_settings: Optional[sett
     limits = run_settings.limits
     function = cfg.get("function") or {}
     inputs = _inputs(function.get("inputs"))
+    code = callables.build(function, _check_name)
+    outputs = code.outputs if code else ()
+    if code:
+        callables.check_names(code, tuple(i.name for i in inputs))
     raw_steps = function.get("steps") or {}
     if isinstance(raw_steps, Mapping):
         shapes.check_steps(len(raw_steps), limits)
-    steps = _steps(raw_steps, {i.name for i in inputs})
+    steps = _steps(raw_steps, {i.name for i in inputs} | set(outputs))
     point = _point(cfg.get("point") or {}, inputs)
     tape = _tape(cfg.get("tape") or {}, inputs, steps)
-    requests = build_requests(cfg.get("derivatives") or [], inputs, steps, point, limits.order)
-    expect = _expect(cfg.get("expect"), [r.name for r in requests])
+    requests = build_requests(cfg.get("derivatives") or [], inputs, steps, point, limits.order, outputs)
+    expect = expects.build(cfg.get("expect"), [r.name for r in requests])
     verify = _verify(cfg.get("verify"), expect)
     point_shapes = {k: v.shape for k, v in point.items()}
-    shapes.check_job(steps, point_shapes, [i.dtype for i in inputs], requests, verify, limits)
+    # what the user's code gives has no shape until it runs: only the rest is bounded here
+    known_steps, known_requests = callables.without_code(steps, requests, outputs)
+    shapes.check_job(known_steps, point_shapes, [i.dtype for i in inputs], known_requests, verify, limits)
     float_dtypes = {i.dtype for i in inputs if i.is_float}
     return JobSpec(
         name=given or name,
@@ -136,6 +125,7 @@ def build(cfg: Mapping[str, Any], name: str = "run", run_settings: Optional[sett
         settings=run_settings,
         constants_dtype=float_dtypes.pop() if len(float_dtypes) == 1 else "float32",
         verify=verify,
+        callable=code,
     )
 
 
@@ -235,7 +225,7 @@ def _steps(raw: Any, input_names: set) -> Tuple[StepSpec, ...]:
         key = f"function.steps.{name}"
         _check_name(key, name)
         if name in input_names:
-            raise ConfigError(key, f"{name!r} is already an input; a step needs a name of its own")
+            raise ConfigError(key, f"{name!r} is already an input or output; a step needs a name of its own")
         if isinstance(text, (int, float)) and not isinstance(text, bool):
             text = repr(text)
         try:
@@ -309,84 +299,6 @@ def _tape(raw: Mapping, inputs: Tuple[InputSpec, ...], steps: Tuple[StepSpec, ..
         stop_recording=stop,
         compile=compile_mode,
     )
-
-
-def _expect(raw: Any, request_names: List[str]) -> Optional[ExpectSpec]:
-    if raw is None:
-        return None
-    if not isinstance(raw, Mapping):
-        raise ConfigError("expect", f"expected a mapping (error, derivatives, rtol, atol), got {raw!r}")
-    error = raw.get("error")
-    if error is not None and (not isinstance(error, str) or not error.isidentifier()):
-        raise ConfigError("expect.error", f"expected an exception type name such as RuntimeError, got {error!r}")
-    derivs = raw.get("derivatives") or {}
-    if not isinstance(derivs, Mapping):
-        raise ConfigError("expect.derivatives", f"expected a mapping request name -> value, got {short(derivs)}")
-    for n in derivs:
-        if n not in request_names:
-            raise ConfigError(
-                f"expect.derivatives.{n}", f"no derivative request is named {n!r}; names: {', '.join(request_names)}"
-            )
-        _expected(f"expect.derivatives.{n}", derivs[n])
-    checks = raw.get("checks")
-    if checks is not None and checks != "pass":
-        raise ConfigError(
-            "expect.checks", f"expected pass (every derivative's check must pass) or null, got {checks!r}"
-        )
-    rtol, atol = (_tolerance(f"expect.{k}", raw.get(k, 1e-6)) for k in ("rtol", "atol"))
-    if error is None and not derivs and checks is None:
-        return None  # `expect` with nothing declared (e.g. expect.error=null) declares nothing
-    return ExpectSpec(error, dict(derivs), rtol, atol, checks)
-
-
-# How the run log spells non-finite numbers (runner.record.runlog.plain); an expected value
-# may use them, and only them, to expect NaN or an infinity.
-NON_FINITE = ("NaN", "Infinity", "-Infinity")
-
-
-def _tolerance(key: str, value: Any) -> float:
-    try:
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= float(value) < math.inf
-    except OverflowError:  # an int beyond any float
-        ok = False
-    if not ok:
-        raise ConfigError(key, f"expected a finite number >= 0, got {short(value)}")
-    return float(value)
-
-
-def _expected(key: str, value: Any) -> None:
-    """An expected value: a finite number, a run-log spelling of a non-finite one, null (a
-    gradient TensorFlow gives as None), nested lists of these, or a mapping source -> value.
-
-    A float NaN or infinity is refused: `1e400` reads as inf, so the number may not be what
-    its writer meant; the strings say it plainly, as the run log does.
-    """
-    if value is None or (isinstance(value, str) and value in NON_FINITE):
-        return
-    if isinstance(value, Mapping):
-        for k, v in value.items():
-            _expected(f"{key}.{k}", v)
-        return
-    if isinstance(value, (list, tuple)):
-        for i, v in enumerate(value):
-            _expected(f"{key}[{i}]", v)
-        return
-    if not isinstance(value, (int, float)) or isinstance(value, bool):
-        raise ConfigError(
-            key,
-            f"expected a number, a nested list of numbers, null, or {', '.join(map(repr, NON_FINITE))}; "
-            f"got {short(value)}",
-        )
-    try:
-        finite = math.isfinite(value)
-    except OverflowError:
-        finite = False
-    if not finite:
-        raise ConfigError(
-            key,
-            f"{short(value)} is not a finite number; to expect a non-finite value write it as the run log "
-            f"does, as text: {', '.join(map(repr, NON_FINITE[:2]))} or {NON_FINITE[2]!r}",
-        )
 
 
 def _verify(raw: Any, expect: Optional[ExpectSpec]) -> str:

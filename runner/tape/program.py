@@ -43,7 +43,7 @@ from tensorflow.python.platform import tf_logging  # home of log_first_n's count
 from runner.config.spec import JobSpec, RequestSpec
 from runner.language.lowering import lower
 from runner.tape import requests
-from runner.tape.forward import StepFailed, run_steps
+from runner.tape.forward import Code, StepFailed, run_function
 
 # How many times a compiled tape program has been traced in this process (tests read it).
 TRACES = 0
@@ -80,14 +80,18 @@ class Outcome:
     tape: Dict[str, Any] = field(default_factory=dict)
 
 
-def run(spec: JobSpec) -> Outcome:
-    """Run the job's tape program; never raises for what TensorFlow raises."""
+def run(spec: JobSpec, code: Optional[Code] = None) -> Outcome:
+    """Run the job's tape program; never raises for what TensorFlow raises.
+
+    `code`: the user's code (`runner.tape.user_code.UserCode`, built) when the function is a
+    callable; its variables join the environment by path.
+    """
     out = Outcome()
     with _captured_warnings() as caught:
         if spec.tape.compile == "eager":
-            _run_eager(spec, out)
+            _run_eager(spec, out, code)
         else:
-            _run_compiled(spec, out)
+            _run_compiled(spec, out, code)
     out.warnings = caught
     return out
 
@@ -99,7 +103,7 @@ def _evaluators(spec: JobSpec) -> Dict[str, Any]:
     return {s.name: lower(s.expr, tf.as_dtype(spec.constants_dtype)) for s in spec.steps}
 
 
-def _run_eager(spec: JobSpec, out: Outcome) -> None:
+def _run_eager(spec: JobSpec, out: Outcome, code: Optional[Code]) -> None:
     env: Dict[str, Any] = {}
     for inp in spec.inputs:
         value = spec.point[inp.name]
@@ -107,7 +111,8 @@ def _run_eager(spec: JobSpec, out: Outcome) -> None:
             env[inp.name] = tf.Variable(value, dtype=inp.dtype, trainable=inp.trainable, name=inp.name)
         else:
             env[inp.name] = tf.constant(value, dtype=inp.dtype)
-    result = _program(spec, _evaluators(spec), env, clock=time.perf_counter)
+    env.update(_variables(code))
+    result = _program(spec, _evaluators(spec), env, code, clock=time.perf_counter)
     out.values = {name: _numpy(v) for name, v in result.values.items()}
     out.derivatives = [Derivative(req, _numpy(v), s) for req, v, s in result.derivatives]
     out.error = result.failure
@@ -115,11 +120,11 @@ def _run_eager(spec: JobSpec, out: Outcome) -> None:
     out.tape = {"compile": "eager", "watched_variables": result.watched_variables}
 
 
-def _run_compiled(spec: JobSpec, out: Outcome) -> None:
-    key = _structure_key(spec)
+def _run_compiled(spec: JobSpec, out: Outcome, code: Optional[Code]) -> None:
+    key = _structure_key(spec, code)
     compiled = _COMPILED.get(key)
     if compiled is None:
-        compiled = _COMPILED[key] = _Compiled(spec)
+        compiled = _COMPILED[key] = _Compiled(spec, code)
         while len(_COMPILED) > _MAX_COMPILED:
             _COMPILED.popitem(last=False)
     else:
@@ -129,7 +134,7 @@ def _run_compiled(spec: JobSpec, out: Outcome) -> None:
     try:
         values, derivatives = compiled(spec)
     except Exception as err:  # raised while the compiled program ran (not while tracing)
-        out.error = Failure(type(err).__name__, _message(err))
+        out.error = Failure(type(err).__name__, message(err))
         out.seconds["program"] = time.perf_counter() - t0
         out.tape = {"compile": spec.tape.compile, "traced": TRACES > traces_before}
         return
@@ -146,9 +151,14 @@ def _run_compiled(spec: JobSpec, out: Outcome) -> None:
     }
 
 
-def _structure_key(spec: JobSpec) -> tuple:
-    """Everything of a spec that shapes its graph; point values are left out on purpose."""
+def _structure_key(spec: JobSpec, code: Optional[Code] = None) -> tuple:
+    """Everything of a spec that shapes its graph; point values are left out on purpose.
+
+    A job's own code (a fresh Keras layer, its variables) is never another job's: its
+    program is its own.
+    """
     return (
+        id(code),
         spec.tape.compile,
         repr(spec.inputs),
         tuple((s.name, s.text) for s in spec.steps),
@@ -169,8 +179,9 @@ class _Compiled:
     so it is kept here and stays right for every later call of the same trace.
     """
 
-    def __init__(self, spec: JobSpec):
+    def __init__(self, spec: JobSpec, code: Optional[Code]):
         self.spec = spec
+        self.code = code
         self.evaluators = _evaluators(spec)
         self.variables = {
             i.name: tf.Variable(spec.point[i.name], dtype=i.dtype, trainable=i.trainable, name=i.name)
@@ -181,13 +192,15 @@ class _Compiled:
         self.completed: List[RequestSpec] = []
         self.failure: Optional[Failure] = None
         self.watched_variables: List[str] = []
+        # autograph is for the user's code only (runner/tape/user_code.py converts it)
         self.function = tf.function(self._traced, jit_compile=spec.tape.compile == "xla", autograph=False)
 
     def _traced(self, constants: Dict[str, tf.Tensor]) -> Tuple[Dict[str, Any], List[Any]]:
         global TRACES
         TRACES += 1  # a Python side effect: runs only while tracing
         env = {i.name: self.variables[i.name] if i.kind == "variable" else constants[i.name] for i in self.spec.inputs}
-        result = _program(self.spec, self.evaluators, env, clock=None)
+        env.update(_variables(self.code))
+        result = _program(self.spec, self.evaluators, env, self.code, clock=None)
         self.value_names = list(result.values)
         self.completed = [req for req, _, _ in result.derivatives]
         self.failure = result.failure
@@ -208,6 +221,11 @@ class _Compiled:
 # ---- the program itself ---------------------------------------------------------------
 
 
+def _variables(code: Optional[Code]) -> Dict[str, Any]:
+    """The user's code's variables by path (`trainable_variables` names them), or none."""
+    return dict(getattr(code, "variables", {})) if code is not None else {}
+
+
 @dataclass
 class _Result:
     values: Dict[str, Any]
@@ -217,7 +235,9 @@ class _Result:
     watched_variables: List[str]
 
 
-def _program(spec: JobSpec, evaluators: Dict[str, Any], env: Dict[str, Any], clock: Any) -> _Result:
+def _program(
+    spec: JobSpec, evaluators: Dict[str, Any], env: Dict[str, Any], code: Optional[Code], clock: Any
+) -> _Result:
     """The shared tape, the steps, then every request in order; stops at the first failure.
 
     Runs eagerly, or inside a `tf.function` while tracing (then `clock` is None: times
@@ -233,11 +253,11 @@ def _program(spec: JobSpec, evaluators: Dict[str, Any], env: Dict[str, Any], clo
         ) as tape:
             for name in spec.tape.watch:
                 tape.watch(env[name])
-            run_steps(spec.steps, evaluators, env, paused=spec.tape.stop_recording, pause=tape.stop_recording)
+            run_function(spec.steps, evaluators, env, code, paused=spec.tape.stop_recording, pause=tape.stop_recording)
     except StepFailed as failed:  # TensorFlow's own errors: shapes, dtypes, ...
-        failure = Failure(type(failed.error).__name__, _message(failed.error), step=failed.step)
+        failure = Failure(type(failed.error).__name__, message(failed.error), step=failed.step)
     except Exception as err:
-        failure = Failure(type(err).__name__, _message(err))
+        failure = Failure(type(err).__name__, message(err))
     watched = [name for name, v in env.items() if any(v is w for w in tape.watched_variables())]
     seconds = {"forward": now() - t0}
     derivatives: List[Tuple[RequestSpec, Any, Optional[float]]] = []
@@ -246,10 +266,10 @@ def _program(spec: JobSpec, evaluators: Dict[str, Any], env: Dict[str, Any], clo
         for req in spec.requests:
             r0 = now()
             try:
-                value = requests.answer(spec, evaluators, env, tape, req)
+                value = requests.answer(spec, evaluators, env, tape, req, code)
             except Exception as err:
                 cause = err.error if isinstance(err, StepFailed) else err
-                failure = Failure(type(cause).__name__, _message(cause), derivative=req.name)
+                failure = Failure(type(cause).__name__, message(cause), derivative=req.name)
                 break
             derivatives.append((req, value, now() - r0 if clock else None))
         seconds["derivatives"] = now() - t1
@@ -315,7 +335,7 @@ def _numpy(v: Any) -> Any:
     return np.asarray(v.numpy() if hasattr(v, "numpy") else v)
 
 
-def _message(err: BaseException) -> str:
+def message(err: BaseException) -> str:
     """TensorFlow's message, without the op-trace noise it sometimes appends."""
     text = str(err).strip()
     return text.split("\n")[0] if len(text) > 500 else text

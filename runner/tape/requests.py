@@ -17,15 +17,22 @@ import tensorflow as tf
 from runner.config import points
 from runner.config.schema import Kind
 from runner.config.spec import JobSpec, RequestSpec
-from runner.tape.forward import run_steps
+from runner.tape.forward import Code, run_function
 
 _UNCONNECTED = {"none": tf.UnconnectedGradients.NONE, "zero": tf.UnconnectedGradients.ZERO}
 
 
-def answer(spec: JobSpec, evaluators: Dict[str, Any], env: Dict[str, Any], tape: Any, req: RequestSpec) -> Any:
+def answer(
+    spec: JobSpec,
+    evaluators: Dict[str, Any],
+    env: Dict[str, Any],
+    tape: Any,
+    req: RequestSpec,
+    code: Optional[Code] = None,
+) -> Any:
     """The value of `req`: a tensor, None, or a mapping source -> value. Raises what TF raises."""
     if req.recomputes:
-        return _recomputed(spec, evaluators, env, req)
+        return _recomputed(spec, evaluators, env, req, code)
     return _first_order(tape, req, env)
 
 
@@ -69,13 +76,17 @@ def _first_order(tape: tf.GradientTape, req: RequestSpec, env: Dict[str, Any]) -
     return RULES[req.kind](Ask(req, env, shared=tape))
 
 
-def _recomputed(spec: JobSpec, evaluators: Dict[str, Any], env: Dict[str, Any], req: RequestSpec) -> Any:
+def _recomputed(
+    spec: JobSpec, evaluators: Dict[str, Any], env: Dict[str, Any], req: RequestSpec, code: Optional[Code]
+) -> Any:
     """A higher-order gradient, Hessian, JVP or HVP, on fresh tapes / accumulators.
 
     The function is recomputed from the request's sources (the very tensors of the first
     pass: inputs, or step values held fixed), so the tapes record exactly the path from
     the sources to the target. Steps under `tape.stop_recording` keep their first-pass
-    values: constants here, as they are to the shared tape.
+    values: constants here, as they are to the shared tape. The user's code runs again too
+    (its variables, sources by their paths, are read by the code itself), unless every
+    output it gives is a source.
     """
     sources = {s: env[s] for s in req.sources}
 
@@ -84,7 +95,7 @@ def _recomputed(spec: JobSpec, evaluators: Dict[str, Any], env: Dict[str, Any], 
 
     def forward() -> Any:
         e: Dict[str, Any] = {i.name: sources.get(i.name, env[i.name]) for i in spec.inputs}
-        return run_steps(spec.steps, evaluators, e, fixed=fixed)[req.target]
+        return run_function(spec.steps, evaluators, e, code, fixed=fixed)[req.target]
 
     return RULES[req.kind](Ask(req, env, forward=forward))
 

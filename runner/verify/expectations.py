@@ -17,7 +17,7 @@ from typing import Any, Dict, List, Optional
 
 import numpy as np
 
-from runner.config.spec import ExpectSpec
+from runner.config.expect import ExpectSpec
 
 
 @dataclass

@@ -1,8 +1,7 @@
 """Finite differences of the job's own program, re-run by TensorFlow in float64.
 
-`Forward` re-runs the steps (lowered by :mod:`runner.language.lowering`, as the run did) at any
-point, with chosen inputs or steps moved and the tape's held names kept fixed;
-`fd_jacobian` takes central (and one-sided) differences of it, one element at a time;
+`Forward` (:mod:`runner.verify.forward_pass`) re-runs the function at any point, with chosen
+inputs or steps moved and the tape's held names kept fixed; `fd_jacobian` takes central (and one-sided) differences of it, one element at a time;
 `kinks` tells a real kink from a smooth bend; `fd_reference` assembles the derivative a
 request asks for, for every kind of SPEC.
 
@@ -18,94 +17,11 @@ import numpy as np
 
 from runner.config.kinds import KINDS, MAX_FD_ELEMENTS
 from runner.config.schema import Kind
-from runner.config.spec import JobSpec, RequestSpec, StepSpec
-from runner.language import expression as ex
-from runner.tape.forward import StepFailed, run_steps
+from runner.config.spec import RequestSpec
+from runner.verify.forward_pass import EXACT, Forward, Move, Unverifiable
 
-# Relative finite-difference steps: innermost level ~ eps**(1/3); outer levels of nested
-# differences (hessian, hvp, order > 1) take larger steps so the inner noise stays small.
-FD_STEPS = (6e-6, 1e-4, 1e-3, 5e-3)
 # Sources larger than MAX_FD_ELEMENTS (runner/config/kinds.py, beside each kind's check cost,
 # which the job's bounds add up) are not verified element by element: 2 runs per element.
-_EPS64 = float(np.finfo(np.float64).eps)
-
-
-class Unverifiable(Exception):
-    """The check cannot be made (too large, unsupported form); its message is the reason."""
-
-
-# ---- the float64 forward pass ------------------------------------------------------------
-
-
-def _freeze_stop_gradients(expr: ex.Expr, prefix: str, found: List[Tuple[str, ex.Expr]]) -> ex.Expr:
-    """Replace each `stop_gradient(u)` by a name whose value is held at the point."""
-    if isinstance(expr, ex.Call) and expr.func == "stop_gradient":
-        key = f"{prefix}#stop_gradient{len(found)}"
-        found.append((key, expr.args[0]))
-        return ex.Name(key, expr.column)
-    if isinstance(expr, ex.Unary):
-        return dataclasses.replace(expr, operand=_freeze_stop_gradients(expr.operand, prefix, found))
-    if isinstance(expr, (ex.Binary, ex.Compare)):
-        return dataclasses.replace(
-            expr,
-            left=_freeze_stop_gradients(expr.left, prefix, found),
-            right=_freeze_stop_gradients(expr.right, prefix, found),
-        )
-    if isinstance(expr, ex.Call):
-        return dataclasses.replace(expr, args=tuple(_freeze_stop_gradients(a, prefix, found) for a in expr.args))
-    return expr
-
-
-class Forward:
-    """The job's steps re-run by TensorFlow in float64, with chosen names held or moved.
-
-    `base` holds every value at the point TensorFlow used (its inputs, rounded to the run's
-    dtype, then widened). `values(overrides)` re-runs the steps with some inputs or steps
-    replaced; steps under `tape.stop_recording` and `stop_gradient` arguments keep their
-    base values, as they have no derivative on the tape.
-    """
-
-    def __init__(self, spec: JobSpec, point: Mapping[str, Any]):
-        import tensorflow as tf
-
-        from runner.language.lowering import lower
-
-        self.tf = tf
-        self.inputs: Dict[str, np.ndarray] = {}
-        for inp in spec.inputs:
-            arr = np.asarray(point[inp.name])
-            self.inputs[inp.name] = arr.astype(np.float64) if inp.is_float else arr
-        # Each `stop_gradient` argument runs as a step of its own just before its step, so
-        # that later passes can hold it at its base value as they hold the tape's held steps.
-        self.steps: List[StepSpec] = []
-        self.evaluators: Dict[str, Any] = {}
-        self.held = set(spec.tape.stop_recording)
-        for step in spec.steps:
-            frozen: List[Tuple[str, ex.Expr]] = []
-            rewritten = _freeze_stop_gradients(step.expr, step.name, frozen)
-            for key, arg in frozen:
-                self.steps.append(StepSpec(key, step.text, arg))
-                self.evaluators[key] = lower(arg, tf.float64)
-                self.held.add(key)
-            self.steps.append(dataclasses.replace(step, expr=rewritten))
-            self.evaluators[step.name] = lower(rewritten, tf.float64)
-        self.base: Dict[str, np.ndarray] = {}
-        self.base = self.values({})
-
-    def values(self, overrides: Mapping[str, np.ndarray]) -> Dict[str, np.ndarray]:
-        """Every input and step with `overrides` in place; raises what TensorFlow raises."""
-        tf = self.tf
-        env: Dict[str, Any] = {name: tf.constant(overrides.get(name, arr)) for name, arr in self.inputs.items()}
-        fixed = {name: self.base[name] for name in self.held} if self.base else {}  # none on the first pass
-        fixed.update((name, v) for name, v in overrides.items() if name not in self.inputs)
-        try:
-            run_steps(self.steps, self.evaluators, env, fixed={name: tf.constant(v) for name, v in fixed.items()})
-        except StepFailed as failed:  # the check reports TensorFlow's own error type
-            raise failed.error from None
-        return {k: np.asarray(v.numpy() if hasattr(v, "numpy") else v, dtype=np.float64) for k, v in env.items()}
-
-    def target(self, target: str, overrides: Mapping[str, np.ndarray]) -> np.ndarray:
-        return self.values(overrides)[target]
 
 
 # ---- finite differences ------------------------------------------------------------------
@@ -120,8 +36,11 @@ class Jacobian:
     steps: np.ndarray  # the step per element of x
 
 
-def fd_jacobian(fun: Callable[[np.ndarray], np.ndarray], x0: np.ndarray, level: int = 0) -> Jacobian:
-    """Central (and one-sided) differences of `fun` at `x0`, one element of x at a time."""
+def fd_jacobian(
+    fun: Callable[[np.ndarray], np.ndarray], x0: np.ndarray, level: int = 0, move: Move = EXACT
+) -> Jacobian:
+    """Central (and one-sided) differences of `fun` at `x0`, one element of x at a time,
+    with steps and rounding for the dtype `move` says x is computed in."""
     x0 = np.asarray(x0, dtype=np.float64)
     if x0.size > MAX_FD_ELEMENTS:
         raise Unverifiable(f"not verified: the source has {x0.size} elements (limit {MAX_FD_ELEMENTS})")
@@ -131,12 +50,13 @@ def fd_jacobian(fun: Callable[[np.ndarray], np.ndarray], x0: np.ndarray, level: 
     forward = np.zeros_like(central)
     backward = np.zeros_like(central)
     steps = np.zeros(flat.size)
-    rel = FD_STEPS[min(level, len(FD_STEPS) - 1)]
+    rel = move.rel(level)
     for j in range(flat.size):
         h = rel * max(1.0, abs(flat[j]))
         up, down = flat.copy(), flat.copy()
         up[j] += h
         down[j] -= h
+        up, down = move.snap(up), move.snap(down)
         h_up, h_down = up[j] - flat[j], flat[j] - down[j]  # the steps actually representable
         fp = np.asarray(fun(up.reshape(x0.shape)), dtype=np.float64)
         fm = np.asarray(fun(down.reshape(x0.shape)), dtype=np.float64)
@@ -147,14 +67,14 @@ def fd_jacobian(fun: Callable[[np.ndarray], np.ndarray], x0: np.ndarray, level: 
     shape = f0.shape + x0.shape
     finite = f0[np.isfinite(f0)]
     scale = float(np.max(np.abs(finite))) if finite.size else 0.0
-    noise = 10 * _EPS64 * max(1.0, scale) / float(np.min(steps)) if steps.size else 0.0
+    noise = 10 * move.eps * max(1.0, scale) / float(np.min(steps)) if steps.size else 0.0
     return Jacobian(
         central.reshape(shape), forward.reshape(shape), backward.reshape(shape), noise, steps.reshape(x0.shape)
     )
 
 
 def kinks(
-    fun: Callable[[np.ndarray], np.ndarray], x0: np.ndarray, jac: Jacobian
+    fun: Callable[[np.ndarray], np.ndarray], x0: np.ndarray, jac: Jacobian, move: Move = EXACT
 ) -> List[Tuple[Tuple[int, ...], float, float]]:
     """Elements where the left and right slopes differ: (index into f.shape + x.shape, left, right).
 
@@ -175,8 +95,12 @@ def kinks(
         up, down = x0.copy(), x0.copy()
         up[xi] += h
         down[xi] -= h
-        right = (np.asarray(fun(up))[idx[:nf]] - f0[idx[:nf]]) / h
-        left = (f0[idx[:nf]] - np.asarray(fun(down))[idx[:nf]]) / h
+        up, down = move.snap(up), move.snap(down)
+        h_up, h_down = float(up[xi] - x0[xi]), float(x0[xi] - down[xi])
+        if not h_up or not h_down:
+            continue
+        right = (np.asarray(fun(up))[idx[:nf]] - f0[idx[:nf]]) / h_up
+        left = (f0[idx[:nf]] - np.asarray(fun(down))[idx[:nf]]) / h_down
         if abs(right - left) > 0.5 * jump[idx]:
             out.append((idx, float(left), float(right)))
     return out
@@ -189,6 +113,12 @@ class Reference:
     noise: float = 0.0
     kink: Optional[str] = None  # readable description of a non-differentiable point
     note: Optional[str] = None
+    # the dtype the differences were taken in, when not float64 (code that does not take
+    # it), and the relative tolerance that dtype's differences need
+    precision: Optional[str] = None
+    rtol: float = 0.0
+    # the target is computed by the user's code: whether it uses a source is known only by running it
+    opaque: bool = False
 
 
 def weights(req: RequestSpec, shape: Tuple[int, ...]) -> np.ndarray:
@@ -230,7 +160,24 @@ def fd_reference(fwd: Forward, req: RequestSpec, sources: Tuple[str, ...], combi
     # a hessian and an hvp are second derivatives by nature: the run logs them as order 2
     if fixed is not None and req.order not in (1, fixed):
         raise Unverifiable(f"kind {req.kind} with order {req.order} has no finite-difference check")
-    return rule(fwd, req, sources, combined)
+    ref = rule(fwd, req, sources, combined)
+    move = coarsest(fwd, sources)
+    if move.dtype is not None:
+        nested = max(req.order, fixed or 1) > 1
+        ref.precision = move.name
+        ref.rtol = NARROW_RTOL.get(move.name, 0.2) * (10 if nested else 1)
+    return ref
+
+
+# The relative tolerance of differences taken in a narrower dtype than float64 (first
+# order; ten times this for nested differences): above their rounding, eps / step, and
+# truncation, step**2, at the steps `Move.rel` takes (float32: ~2e-5 each).
+NARROW_RTOL = {"float32": 1e-3, "float16": 5e-2, "bfloat16": 2e-1}
+
+
+def coarsest(fwd: Forward, sources: Tuple[str, ...]) -> Move:
+    """The least precise way any of `sources` is moved (the steps and rounding that rule)."""
+    return max((fwd.move(s) for s in sources), key=lambda m: m.eps, default=EXACT)
 
 
 def _target_of(fwd: Forward, req: RequestSpec, source: str) -> Callable[[np.ndarray], np.ndarray]:
@@ -242,19 +189,20 @@ def _fd_gradient(fwd: Forward, req: RequestSpec, sources: Tuple[str, ...], combi
     (source,) = sources
     base = fwd.base
     t_of = _target_of(fwd, req, source)
+    move = fwd.move(source)
     w = weights(req, base[req.target].shape)
     if req.order == 1:
         phi = lambda s: np.sum(w * t_of(s))  # noqa: E731 - the scalar TF differentiates
-        jac = fd_jacobian(phi, base[source])
-        found = kinks(phi, base[source], jac)
+        jac = fd_jacobian(phi, base[source], 0, move)
+        found = kinks(phi, base[source], jac, move)
         kink = _describe_kink(source, found[0], 0) if found else None
         return Reference(jac.central, "finite_difference", jac.noise, kink)
 
     def grad_at(level: int) -> Callable[[np.ndarray], np.ndarray]:
         if level == 0:
-            return lambda s: fd_jacobian(lambda u: np.sum(w * t_of(u)), s, 0).central
+            return lambda s: fd_jacobian(lambda u: np.sum(w * t_of(u)), s, 0, move).central
         inner = grad_at(level - 1)
-        return lambda s: fd_jacobian(lambda u: np.sum(inner(u)), s, level).central
+        return lambda s: fd_jacobian(lambda u: np.sum(inner(u)), s, level, move).central
 
     return Reference(grad_at(req.order - 1)(base[source]), "finite_difference", 0.0)
 
@@ -263,8 +211,9 @@ def _fd_jacobian(fwd: Forward, req: RequestSpec, sources: Tuple[str, ...], combi
     (source,) = sources
     base = fwd.base
     t_of = _target_of(fwd, req, source)
-    jac = fd_jacobian(t_of, base[source])
-    found = kinks(t_of, base[source], jac)
+    move = fwd.move(source)
+    jac = fd_jacobian(t_of, base[source], 0, move)
+    found = kinks(t_of, base[source], jac, move)
     kink = _describe_kink(source, found[0], base[req.target].ndim) if found else None
     return Reference(jac.central, "finite_difference", jac.noise, kink)
 
@@ -280,9 +229,10 @@ def _fd_hessian(fwd: Forward, req: RequestSpec, sources: Tuple[str, ...], combin
     t_of = _target_of(fwd, req, source)
 
     def first(s: np.ndarray) -> np.ndarray:
-        return fd_jacobian(lambda u: np.sum(t_of(u)), s, 0).central
+        return fd_jacobian(lambda u: np.sum(t_of(u)), s, 0, move).central
 
-    return Reference(fd_jacobian(first, fwd.base[source], 1).central, "finite_difference", 0.0)
+    move = fwd.move(source)
+    return Reference(fd_jacobian(first, fwd.base[source], 1, move).central, "finite_difference", 0.0)
 
 
 def _along_tangents(
@@ -303,7 +253,7 @@ def _along_tangents(
 
 def _fd_jvp(fwd: Forward, req: RequestSpec, sources: Tuple[str, ...], combined: bool) -> Reference:
     moved, unit = _along_tangents(fwd, req, sources)
-    h = FD_STEPS[0] * unit
+    h = coarsest(fwd, sources).rel(0) * unit
     diff = (fwd.target(req.target, moved(h)) - fwd.target(req.target, moved(-h))) / (2 * h)
     return Reference(diff, "finite_difference", 0.0)
 
@@ -311,12 +261,14 @@ def _fd_jvp(fwd: Forward, req: RequestSpec, sources: Tuple[str, ...], combined: 
 def _fd_hvp(fwd: Forward, req: RequestSpec, sources: Tuple[str, ...], combined: bool) -> Reference:
     """The gradient (by differences) moved along the tangents (by differences)."""
     moved, unit = _along_tangents(fwd, req, sources)
-    h = FD_STEPS[1] * unit
+    h = coarsest(fwd, sources).rel(1) * unit
     out = {}
     for s in [sources[0]] if combined else sources:
 
         def grad(overrides: Dict[str, np.ndarray], s: str = s) -> np.ndarray:
-            return fd_jacobian(lambda u: np.sum(fwd.target(req.target, {**overrides, s: u})), overrides[s], 0).central
+            return fd_jacobian(
+                lambda u: np.sum(fwd.target(req.target, {**overrides, s: u})), overrides[s], 0, fwd.move(s)
+            ).central
 
         out[s] = (grad(moved(h)) - grad(moved(-h))) / (2 * h)
     return Reference(out[sources[0]], "finite_difference", 0.0)

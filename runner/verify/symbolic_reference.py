@@ -50,6 +50,8 @@ def symbolic_applies(spec: JobSpec, req: RequestSpec, fwd: Forward) -> Optional[
     """None when the symbolic check applies to `req`, else why it does not."""
     from runner.language import symbolic
 
+    if spec.callable is not None and _uses_code(spec, req):
+        return "the target is computed by the user's code, which SymPy cannot see into"
     if req.kind not in SYMBOLIC_RULES:
         return f"kind {req.kind} has no symbolic check"
     if KINDS[req.kind].order == 1 and req.order != 1:
@@ -62,6 +64,16 @@ def symbolic_applies(spec: JobSpec, req: RequestSpec, fwd: Forward) -> Optional[
     if size > MAX_SYMBOLIC_NODES:
         return f"the target's formula, with every step substituted, has {size} nodes (limit {MAX_SYMBOLIC_NODES})"
     return None
+
+
+def _uses_code(spec: JobSpec, req: RequestSpec) -> bool:
+    """Whether the target depends on the user's code: its outputs or its variables."""
+    code_names = set(spec.callable.outputs) if spec.callable else set()
+    inputs = {i.name for i in spec.inputs}
+    if any(s not in inputs and s not in {st.name for st in spec.steps} for s in req.sources):
+        return True  # a variable of the code, by path
+    names = {req.target} | {n for e in _cone(spec, req.target) for n in ex.names(e)}
+    return bool(names & code_names)
 
 
 def _expanded_size(spec: JobSpec, target: str) -> int:

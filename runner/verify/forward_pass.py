@@ -1,0 +1,203 @@
+"""The function re-run at any point in float64, for the checks: `Forward` (imports TensorFlow when built).
+
+`Forward` re-runs the job's function (its steps lowered by :mod:`runner.language.lowering`
+as the run did, after the user's code when there is one) with chosen inputs or steps moved
+and the tape's held names kept fixed. `Move` says how a source is moved: exactly, in
+float64, or rounded to the dtype a user's code computes it in.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Dict, List, Mapping, Optional, Tuple
+
+import numpy as np
+
+from runner.config.spec import JobSpec, StepSpec
+from runner.language import expression as ex
+from runner.tape.forward import StepFailed, run_function
+
+# Relative finite-difference steps: innermost level ~ eps**(1/3); outer levels of nested
+# differences (hessian, hvp, order > 1) take larger steps so the inner noise stays small.
+FD_STEPS = (6e-6, 1e-4, 1e-3, 5e-3)
+_EPS64 = float(np.finfo(np.float64).eps)
+# Machine epsilon by dtype: the check of code that does not take float64 works in its dtype.
+EPS = {"float64": _EPS64, "float32": 2.0**-23, "float16": 2.0**-10, "bfloat16": 2.0**-7}
+
+
+@dataclasses.dataclass(frozen=True)
+class Move:
+    """How a source is moved: the dtype it is computed in (None: float64, moves are exact),
+    its epsilon, and the relative steps that suit it (the float64 ones scaled by
+    (eps / eps64) ** (1/3), the optimum of a central difference, at most 0.05)."""
+
+    name: str = "float64"
+    dtype: Any = None
+
+    @property
+    def eps(self) -> float:
+        return EPS.get(self.name, EPS["float32"])
+
+    def rel(self, level: int) -> float:
+        step = FD_STEPS[min(level, len(FD_STEPS) - 1)]
+        return step if self.dtype is None else min(step * (self.eps / _EPS64) ** (1 / 3), 0.05)
+
+    def snap(self, a: np.ndarray) -> np.ndarray:
+        """A moved value as it arrives: rounded to the dtype it is computed in."""
+        return a if self.dtype is None else np.asarray(a, dtype=self.dtype).astype(np.float64)
+
+
+EXACT = Move()
+
+
+class Unverifiable(Exception):
+    """The check cannot be made (too large, unsupported form); its message is the reason."""
+
+
+# ---- the float64 forward pass ------------------------------------------------------------
+
+
+def _freeze_stop_gradients(expr: ex.Expr, prefix: str, found: List[Tuple[str, ex.Expr]]) -> ex.Expr:
+    """Replace each `stop_gradient(u)` by a name whose value is held at the point."""
+    if isinstance(expr, ex.Call) and expr.func == "stop_gradient":
+        key = f"{prefix}#stop_gradient{len(found)}"
+        found.append((key, expr.args[0]))
+        return ex.Name(key, expr.column)
+    if isinstance(expr, ex.Unary):
+        return dataclasses.replace(expr, operand=_freeze_stop_gradients(expr.operand, prefix, found))
+    if isinstance(expr, (ex.Binary, ex.Compare)):
+        return dataclasses.replace(
+            expr,
+            left=_freeze_stop_gradients(expr.left, prefix, found),
+            right=_freeze_stop_gradients(expr.right, prefix, found),
+        )
+    if isinstance(expr, ex.Call):
+        return dataclasses.replace(expr, args=tuple(_freeze_stop_gradients(a, prefix, found) for a in expr.args))
+    return expr
+
+
+class Forward:
+    """The job's function re-run by TensorFlow in float64, with chosen names held or moved.
+
+    `base` holds every value at the point TensorFlow used (its inputs, rounded to the run's
+    dtype, then widened). `values(overrides)` re-runs the steps with some inputs or steps
+    replaced; steps under `tape.stop_recording` and `stop_gradient` arguments keep their
+    base values, as they have no derivative on the tape.
+
+    A function that is the user's code (`code`, runner/tape/user_code.py) is called too: in
+    float64 where it takes float64 inputs and gives float64 outputs with float64 variables,
+    else in the run's own dtype (`precision` says which, and `why`); its variables are
+    sources by path, moved by assigning them and put back after each run.
+    """
+
+    def __init__(self, spec: JobSpec, point: Mapping[str, Any], code: Any = None):
+        import tensorflow as tf
+
+        from runner.language.lowering import lower
+
+        self.tf = tf
+        self.code = code
+        self.inputs: Dict[str, np.ndarray] = {}
+        self.dtypes: Dict[str, str] = {}
+        for inp in spec.inputs:
+            arr = np.asarray(point[inp.name])
+            self.inputs[inp.name] = arr.astype(np.float64) if inp.is_float else arr
+            self.dtypes[inp.name] = inp.dtype
+        self.variables: Dict[str, Any] = dict(getattr(code, "variables", {}) or {})
+        self.precision, self.why = EXACT, None
+        # Each `stop_gradient` argument runs as a step of its own just before its step, so
+        # that later passes can hold it at its base value as they hold the tape's held steps.
+        self.steps: List[StepSpec] = []
+        self.evaluators: Dict[str, Any] = {}
+        self.held = set(spec.tape.stop_recording)
+        for step in spec.steps:
+            frozen: List[Tuple[str, ex.Expr]] = []
+            rewritten = _freeze_stop_gradients(step.expr, step.name, frozen)
+            for key, arg in frozen:
+                self.steps.append(StepSpec(key, step.text, arg))
+                self.evaluators[key] = lower(arg, tf.float64)
+                self.held.add(key)
+            self.steps.append(dataclasses.replace(step, expr=rewritten))
+            self.evaluators[step.name] = lower(rewritten, tf.float64)
+        self.base: Dict[str, np.ndarray] = {}
+        if code is not None:
+            self.precision, self.why = _code_precision(self, spec)
+        self.base = self.values({})
+
+    def values(self, overrides: Mapping[str, np.ndarray]) -> Dict[str, np.ndarray]:
+        """Every input and step with `overrides` in place; raises what TensorFlow raises."""
+        tf = self.tf
+        env: Dict[str, Any] = {name: tf.constant(overrides.get(name, arr)) for name, arr in self.inputs.items()}
+        fixed = {name: self.base[name] for name in self.held} if self.base else {}  # none on the first pass
+        fixed.update((name, v) for name, v in overrides.items() if name not in self.inputs)
+        saved = {p: v.read_value() for p, v in self.variables.items() if p in overrides}
+        try:
+            for path in saved:
+                self.variables[path].assign(tf.cast(overrides[path], self.variables[path].dtype))
+            code = None if self.code is None else _InPrecision(self)
+            run_function(
+                self.steps, self.evaluators, env, code, fixed={name: tf.constant(v) for name, v in fixed.items()}
+            )
+        except StepFailed as failed:  # the check reports TensorFlow's own error type
+            raise failed.error from None
+        finally:
+            for path, value in saved.items():
+                self.variables[path].assign(value)
+        out = {k: _float64(v) for k, v in env.items()}
+        out.update((p, _float64(v)) for p, v in self.variables.items() if p not in out)
+        return out
+
+    def target(self, target: str, overrides: Mapping[str, np.ndarray]) -> np.ndarray:
+        return self.values(overrides)[target]
+
+    def move(self, name: str) -> Move:
+        """How `name` is moved: a variable in its dtype, an input in the code's precision."""
+        if name in self.variables and self.variables[name].dtype != self.tf.float64:
+            dtype = self.variables[name].dtype
+            return Move(dtype.name, dtype.as_numpy_dtype)
+        return self.precision if name in self.inputs else EXACT
+
+
+def _float64(v: Any) -> np.ndarray:
+    return np.asarray(v.numpy() if hasattr(v, "numpy") else v, dtype=np.float64)
+
+
+class _InPrecision:
+    """The user's code called on the inputs in the check's precision, its outputs widened."""
+
+    def __init__(self, fwd: Forward):
+        self.fwd = fwd
+        self.outputs = fwd.code.outputs
+
+    def __call__(self, env: Mapping[str, Any]) -> Dict[str, Any]:
+        tf = self.fwd.tf
+        cast = {
+            k: tf.cast(v, self.fwd.precision.name) if self.fwd.dtypes.get(k, "").startswith(("float", "bfloat")) else v
+            for k, v in env.items()
+        }
+        return {k: tf.cast(v, tf.float64) for k, v in self.fwd.code(cast).items()}
+
+
+def _code_precision(fwd: Forward, spec: JobSpec) -> Tuple[Move, Optional[str]]:
+    """float64 when the code takes float64 inputs and gives float64 outputs from float64
+    variables; else the widest float dtype the run used, and why."""
+    tf = fwd.tf
+    narrow = sorted({str(v.dtype.name) for v in fwd.variables.values() if v.dtype != tf.float64})
+    why = None
+    if narrow:
+        why = f"the code's variables are {', '.join(narrow)}"
+    else:
+        try:
+            given = fwd.code({k: tf.constant(v) for k, v in fwd.inputs.items()})
+            other = sorted({v.dtype.name for v in given.values() if v.dtype != tf.float64})
+            if other:
+                why = f"given float64 inputs, the code returns {', '.join(other)}"
+        except Exception as err:
+            why = f"the code does not take float64 inputs ({type(err).__name__})"
+    if why is None:
+        return EXACT, None
+    floats = [i.dtype for i in spec.inputs if i.is_float] + narrow
+    widest = min(floats, key=lambda d: EPS.get(d, 1.0), default="float32")
+    if widest == "float64":
+        return EXACT, why
+    return Move(widest, tf.as_dtype(widest).as_numpy_dtype), why
