@@ -1,0 +1,13 @@
+"""A Keras layer made by a factory: `_target_: runner.examples.layers.make_dense`.
+
+`conf/experiment/keras_dense.yaml` asks for the gradient of a loss by the layer's weights.
+"""
+
+
+def make_dense(units: int, activation: str | None = None, seed: int = 0):
+    """A `keras.layers.Dense` whose kernel starts from Glorot-uniform numbers drawn with `seed`."""
+    import keras
+
+    return keras.layers.Dense(
+        units, activation=activation, kernel_initializer=keras.initializers.GlorotUniform(seed=seed)
+    )
