@@ -1,7 +1,9 @@
 """Python control flow on tensors: under `tape.compile: function` autograph makes it graph
 control flow (`if` becomes `tf.cond`, `while` a `tf.while_loop`).
 
-`conf/experiment/control_flow.yaml` calls `huber` at a point on each side of `delta`.
+`conf/experiment/control_flow.yaml` calls `huber`; a sweep over `point.x` takes both branches.
+`cube_by_loop` shows a TensorFlow limit: its second derivative fails under `tape.compile: xla`
+(docs/your-code.md, "Known TensorFlow limits").
 """
 
 import tensorflow as tf

@@ -4,10 +4,18 @@
 """
 
 
-def make_dense(units: int, activation: str | None = None, seed: int = 0):
-    """A `keras.layers.Dense` whose kernel starts from Glorot-uniform numbers drawn with `seed`."""
+def make_dense(units: int, activation: str | None = None, seed: int = 0, name: str = "dense"):
+    """A `keras.layers.Dense` whose kernel starts from Glorot-uniform numbers drawn with `seed`.
+
+    The fixed `name` keeps its variables' paths (`dense/kernel`, `dense/bias`) the same in
+    every job: Keras numbers unnamed layers per process (`dense_1` for the second one), so
+    the jobs of a sweep run in one process would log different paths.
+    """
     import keras
 
     return keras.layers.Dense(
-        units, activation=activation, kernel_initializer=keras.initializers.GlorotUniform(seed=seed)
+        units,
+        activation=activation,
+        kernel_initializer=keras.initializers.GlorotUniform(seed=seed),
+        name=name,
     )
