@@ -268,8 +268,9 @@ def _program(
             try:
                 value = requests.answer(spec, evaluators, env, tape, req, code)
             except Exception as err:
-                cause = err.error if isinstance(err, StepFailed) else err
-                failure = Failure(type(cause).__name__, message(cause), derivative=req.name)
+                # a step (or the user's code) that raised when the request computed it again
+                cause, step = (err.error, err.step) if isinstance(err, StepFailed) else (err, None)
+                failure = Failure(type(cause).__name__, message(cause), derivative=req.name, step=step)
                 break
             derivatives.append((req, value, now() - r0 if clock else None))
         seconds["derivatives"] = now() - t1

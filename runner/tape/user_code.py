@@ -170,9 +170,7 @@ class UserCode:
             "trusted": list(trust.prefixes()),
             "outputs": list(self.outputs),
             "called_with": f"positional ({', '.join(self.positional)})" if self.positional else "keywords",
-            "variables": {
-                path: {"shape": list(v.shape), "dtype": v.dtype.name} for path, v in self.variables.items()
-            },
+            "variables": {path: {"shape": list(v.shape), "dtype": v.dtype.name} for path, v in self.variables.items()},
         }
 
     def build(self, spec: JobSpec) -> Optional[BaseException]:
