@@ -46,6 +46,10 @@ def dotted(key: str, path: object) -> str:
         raise ConfigError(
             key, f"{path!r} is not a dotted path to a callable (module.name, each part a Python identifier)"
         )
+    if any(p.startswith("__") and p.endswith("__") for p in parts):
+        raise ConfigError(
+            key, f"{path!r} goes through Python's own attributes (__...__); name a callable the module defines"
+        )
     return path
 
 
