@@ -216,6 +216,15 @@ BAD = [
         "importing 'mylib.broken' failed: RuntimeError: cannot start: no licence server",
     ),
     (
+        "an import that exits",
+        "mylib.quits.f",
+        {},
+        None,
+        "function.callable",
+        "importing 'mylib.quits' failed: SystemExit",
+    ),
+    ("a factory that exits", {"_target_": "mylib.leave"}, {}, None, "function.callable", "'mylib.leave' failed: Syst"),
+    (
         "an input named like the output",
         "mylib.square",
         {"inputs": ["y"]},

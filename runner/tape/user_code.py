@@ -72,7 +72,7 @@ def _import(key: str, module: str, missing: Optional[str] = None) -> ModuleType:
                 key, missing or f"no module named {module!r} (the working folder is importable)"
             ) from None
         raise ConfigError(key, f"importing {module!r} failed: ModuleNotFoundError: {err}") from None
-    except Exception as err:  # the user's module raised while importing: say what, not a traceback
+    except (Exception, SystemExit) as err:  # the user's module raised (or exited) while importing: say what
         raise ConfigError(key, f"importing {module!r} failed: {type(err).__name__}: {_first_line(err)}") from None
 
 
@@ -91,7 +91,7 @@ def _instantiate(spec: CallableSpec, trusted: Tuple[str, ...]) -> Any:
         raise ConfigError(
             KEY, f"instantiating {config['_target_']!r} failed: {type(cause).__name__}: {_first_line(cause)}"
         ) from None
-    except Exception as err:
+    except (Exception, SystemExit) as err:  # a factory calling sys.exit must not end the run as if it passed
         raise ConfigError(
             KEY, f"instantiating {config['_target_']!r} failed: {type(err).__name__}: {_first_line(err)}"
         ) from None

@@ -33,6 +33,8 @@ MODULES: Dict[str, str] = {
         "    return lambda x: factor * (inner(x) if inner else x)\n"
         "def three():\n"
         "    return 3\n"
+        "def leave():\n"
+        "    sys.exit(0)\n"
         "class Doubler:\n"
         "    def __call__(self, x):\n"
         "        return 2.0 * x\n"
@@ -41,6 +43,7 @@ MODULES: Dict[str, str] = {
     "mylib.sub": "def square(x):\n    return x * x\n",
     "mylib.other": "def square(x):\n    return x * x\n",
     "mylib.broken": "raise RuntimeError('cannot start: no licence server')\n",
+    "mylib.quits": "import sys\nsys.exit(0)  # a script's argparse exits like this\n",
     "mylibx": "def square(x):\n    return x * x\n",
 }
 
