@@ -38,7 +38,9 @@ def is_trusted(module: str, trusted: Tuple[str, ...]) -> bool:
 
 
 def dotted(key: str, path: object) -> str:
-    """A dotted path `pkg.module.name` as given, or a ConfigError naming `key`."""
+    """A dotted path `pkg.module.name` as given, or a ConfigError naming `key`; no part may be
+    one of Python's own attributes (`__globals__`, `__class__`, `__loader__`), which lead to
+    objects no trusted module defines."""
     if not isinstance(path, str) or not path:
         raise ConfigError(key, f"expected a dotted path such as mylib.losses.huber, got {path!r}")
     parts = path.split(".")
