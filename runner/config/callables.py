@@ -81,7 +81,8 @@ def build(function: Mapping[str, Any], check_name: Any) -> Optional[CallableSpec
 
 
 def _targets(key: str, node: Any) -> Iterator[Tuple[str, Any]]:
-    """Every `_target_` in a mapping, nested ones included, with its key."""
+    """Every `_target_` in a mapping, nested ones included, with its key; refuses keys of
+    instantiate's form it does not know (`_foo_`) and interpolations."""
     if isinstance(node, Mapping):
         for k, v in node.items():
             if k == "_target_":
@@ -93,6 +94,10 @@ def _targets(key: str, node: Any) -> Iterator[Tuple[str, Any]]:
     elif isinstance(node, (list, tuple)):
         for i, v in enumerate(node):
             yield from _targets(f"{key}[{i}]", v)
+    elif isinstance(node, str) and "${" in node:
+        # Hydra composed and resolved the config already; what is left (an escaped `\${...}`)
+        # instantiate would resolve again, after this check: `oc.decode` can make a mapping of it
+        raise ConfigError(key, "an interpolation (${...}) in a callable's arguments; give plain values")
 
 
 def _outputs(raw: Any, check_name: Any) -> Tuple[Tuple[str, ...], bool]:

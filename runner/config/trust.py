@@ -38,13 +38,19 @@ def is_trusted(module: str, trusted: Tuple[str, ...]) -> bool:
 
 
 def dotted(key: str, path: object) -> str:
-    """A dotted path `pkg.module.name` as given, or a ConfigError naming `key`."""
+    """A dotted path `pkg.module.name` as given, or a ConfigError naming `key`; no part may be
+    one of Python's own attributes (`__globals__`, `__class__`, `__loader__`), which lead to
+    objects no trusted module defines."""
     if not isinstance(path, str) or not path:
         raise ConfigError(key, f"expected a dotted path such as mylib.losses.huber, got {path!r}")
     parts = path.split(".")
     if len(parts) < 2 or not all(p.isidentifier() for p in parts):
         raise ConfigError(
             key, f"{path!r} is not a dotted path to a callable (module.name, each part a Python identifier)"
+        )
+    if any(p.startswith("__") and p.endswith("__") for p in parts):
+        raise ConfigError(
+            key, f"{path!r} goes through Python's own attributes (__...__); name a callable the module defines"
         )
     return path
 

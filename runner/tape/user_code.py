@@ -41,6 +41,8 @@ def resolve(key: str, path: str, trusted: Tuple[str, ...]) -> Any:
     parts = path.split(".")
     first = next(i for i in range(1, len(parts)) if trust.is_trusted(".".join(parts[:i]), trusted))
     obj: Any = _import(key, ".".join(parts[:first]))
+    if not trust.is_trusted(obj.__name__, trusted):  # the package put another module in its place
+        raise ConfigError(key, f"{path!r} leads into module {obj.__name__!r}, which is not trusted ({trust.ENV})")
     for part in parts[first:]:
         if isinstance(obj, ModuleType) and not hasattr(obj, part):
             obj = _import(key, f"{obj.__name__}.{part}", missing=f"{path!r}: module {obj.__name__!r} has no {part!r}")
@@ -52,6 +54,8 @@ def resolve(key: str, path: str, trusted: Tuple[str, ...]) -> Any:
             raise ConfigError(key, f"{path!r} leads into module {obj.__name__!r}, which is not trusted ({trust.ENV})")
     if inspect.isroutine(obj) or inspect.isclass(obj):
         home = getattr(obj, "__module__", None) or ""
+        if not home:
+            raise ConfigError(key, f"{path!r} is a built-in that no trusted module defines ({trust.ENV})")
         if not trust.is_trusted(home, trusted):
             raise ConfigError(
                 key, f"{path!r} is defined in module {home!r}, which is not trusted ({trust.ENV}); name it there"
@@ -68,7 +72,7 @@ def _import(key: str, module: str, missing: Optional[str] = None) -> ModuleType:
                 key, missing or f"no module named {module!r} (the working folder is importable)"
             ) from None
         raise ConfigError(key, f"importing {module!r} failed: ModuleNotFoundError: {err}") from None
-    except Exception as err:  # the user's module raised while importing: say what, not a traceback
+    except (Exception, SystemExit) as err:  # the user's module raised (or exited) while importing: say what
         raise ConfigError(key, f"importing {module!r} failed: {type(err).__name__}: {_first_line(err)}") from None
 
 
@@ -87,7 +91,7 @@ def _instantiate(spec: CallableSpec, trusted: Tuple[str, ...]) -> Any:
         raise ConfigError(
             KEY, f"instantiating {config['_target_']!r} failed: {type(cause).__name__}: {_first_line(cause)}"
         ) from None
-    except Exception as err:
+    except (Exception, SystemExit) as err:  # a factory calling sys.exit must not end the run as if it passed
         raise ConfigError(
             KEY, f"instantiating {config['_target_']!r} failed: {type(err).__name__}: {_first_line(err)}"
         ) from None
@@ -232,7 +236,10 @@ def load(spec: JobSpec) -> UserCode:
         fn = _instantiate(spec.callable, trusted)
         what = f"instantiating {spec.callable.instantiation()['_target_']!r}"
     if not callable(fn) or inspect.isclass(fn) and spec.callable.path is not None:
-        kind = "a class (instantiate it with _target_)" if inspect.isclass(fn) else f"a {type(fn).__name__}"
+        name = type(fn).__name__
+        kind = (
+            "a class (instantiate it with _target_)" if inspect.isclass(fn) else f"a{'n' * (name[0] in 'aeiou')} {name}"
+        )
         raise ConfigError(KEY, f"{what} gives {kind}, not a callable the inputs can be passed to")
     inputs = tuple(i.name for i in spec.inputs)
     return UserCode(spec.callable, fn, inputs, positional=_positional(fn, inputs))
