@@ -143,30 +143,11 @@ def _user_code(spec: Any) -> Tuple[Any, Any, Any]:
     (the spec with `trainable_variables` bound, the code, the first call's failure or None)."""
     from runner.tape import program, user_code
 
-    _fresh_keras_names()
     code = user_code.load(spec)
     raised = code.build(spec)
     if raised is not None:
         return spec, code, program.Failure(type(raised).__name__, program.message(raised), step=CALLABLE_STEP)
     return user_code.bind(spec, code), code, None
-
-
-def _fresh_keras_names() -> None:
-    """Keras names layers (and so variable paths, `dense/kernel`) from a per-process counter:
-    a second job in the same process (a sweep, a test session) would get `dense_1/kernel`.
-    Start it afresh for every job, so a job's paths do not depend on the jobs before it.
-    Only the counter: `keras.backend.clear_session` would also drop settings (floatx, the
-    dtype policy) a user's module set once when imported."""
-    if "keras" not in sys.modules:  # not imported yet: its counter starts at 0 anyway
-        return
-    try:
-        import collections
-
-        from keras.src.backend.common import global_state
-
-        global_state.set_global_attribute("object_name_uids", collections.defaultdict(int))
-    except (ImportError, AttributeError):  # another Keras: its names may carry a suffix
-        pass
 
 
 def _verify(spec: Any, outcome: Any, code: Any = None) -> Dict[str, Dict[str, Any]]:

@@ -211,7 +211,7 @@ def test_untrusted_example_is_refused_before_import(experiment, tmp_path):
     key = "function.callable._target_" if experiment == "keras_dense" else "function.callable"
     assert result.stderr.splitlines() == [
         f"config error: {key}: module {module!r} is not trusted (RUNNER_TRUST is not set); "
-        "a config cannot grant trust: to run its code, start the command with RUNNER_TRUST=runner in the environment"
+        f"a config cannot grant trust: to run its code, start the command with RUNNER_TRUST={module} in the environment"
     ]
     (log,) = tmp_path.glob("outputs/*/*/results.json")  # the refusal is logged; nothing ran
     refused = json.loads(log.read_text())

@@ -74,7 +74,7 @@ BY_NAME = [
         "function.callable",
         "'mylib' is not trusted (RUNNER_TRUST is not set)",
     ),
-    ("says how to trust it", None, "mylib.layers.cube", "function.callable", "RUNNER_TRUST=mylib in the environment"),
+    ("says how to trust it", None, "mylib.layers.cube", "function.callable", "RUNNER_TRUST=mylib.layers in the environment"),
     ("mylib never trusts mylibx", "mylib", "mylibx.square", "function.callable", "'mylibx' is not trusted"),
     ("mylib.sub never trusts mylib.other", "mylib.sub", "mylib.other.square", "function.callable", "'mylib.other'"),
     ("mylib.sub never trusts mylib itself", "mylib.sub", "mylib.square", "function.callable", "'mylib' is not"),

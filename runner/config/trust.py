@@ -65,10 +65,10 @@ def require(key: str, path: str, trusted: Optional[Tuple[str, ...]] = None) -> N
     module = path.rsplit(".", 1)[0]
     if is_trusted(module, trusted):
         return
-    top = path.split(".")[0]
     now = f"RUNNER_TRUST is {','.join(trusted)}" if trusted else "RUNNER_TRUST is not set"
+    # the narrowest trust that runs it: its own module (`runner` would trust all of the runner)
     raise ConfigError(
         key,
         f"module {module!r} is not trusted ({now}); a config cannot grant trust: to run its code, "
-        f"start the command with {ENV}={top} in the environment",
+        f"start the command with {ENV}={module} in the environment",
     )

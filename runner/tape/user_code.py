@@ -140,10 +140,13 @@ class UserCode:
             if self._graph_fn is None:
                 self._graph_fn = tf.autograph.to_graph(_calling(self.fn))
             fn = self._graph_fn
-        if self.positional:
-            result = fn(*(env[name] for name in self.positional))
-        else:
-            result = fn(**{name: env[name] for name in self.inputs})
+        try:
+            if self.positional:
+                result = fn(*(env[name] for name in self.positional))
+            else:
+                result = fn(**{name: env[name] for name in self.inputs})
+        except SystemExit as err:  # would end the run with no log, and a sweep with it
+            raise RuntimeError(f"function.callable called sys.exit({err.code!r})") from None
         return self._named(result)
 
     def _named(self, result: Any) -> Dict[str, Any]:
@@ -175,6 +178,7 @@ class UserCode:
             "outputs": list(self.outputs),
             "called_with": f"positional ({', '.join(self.positional)})" if self.positional else "keywords",
             "variables": {path: {"shape": list(v.shape), "dtype": v.dtype.name} for path, v in self.variables.items()},
+            "sources": sources(trust.prefixes()),
         }
 
     def build(self, spec: JobSpec) -> Optional[BaseException]:
@@ -229,6 +233,8 @@ def load(spec: JobSpec) -> UserCode:
     """The job's code, imported or instantiated (a ConfigError for what cannot be)."""
     assert spec.callable is not None
     trusted = trust.prefixes()
+    _working_folder_importable()
+    _fresh_keras_names()
     if spec.callable.path is not None:
         fn = resolve(KEY, spec.callable.path, trusted)
         what = spec.callable.path
@@ -278,3 +284,62 @@ def bind(spec: JobSpec, code: UserCode) -> JobSpec:
             req = dataclasses.replace(req, sources=paths, several=True, tangents=tangents)
         requests.append(req)
     return dataclasses.replace(spec, requests=tuple(requests))
+
+
+def _working_folder_importable() -> None:
+    """The working folder is importable, as `python -m` makes it: also in a joblib, submitit
+    or SLURM worker, whose `sys.path` need not start with it."""
+    import os
+    import sys
+
+    here = os.getcwd()
+    if here not in sys.path and "" not in sys.path:
+        sys.path.insert(0, here)
+
+
+def _fresh_keras_names() -> None:
+    """Keras names layers (and so variable paths, `dense/kernel`) from a per-process counter:
+    a second job in the same process (a sweep, a test session) would get `dense_1/kernel`.
+    Start it afresh for every job, so a job's paths do not depend on the jobs before it.
+    Only the counter: `keras.backend.clear_session` would also drop settings (floatx, the
+    dtype policy) a user's module set once when imported."""
+    import sys
+
+    if "keras" not in sys.modules:  # not imported yet: its counter starts at 0 anyway
+        return
+    try:
+        import collections
+
+        from keras.src.backend.common import global_state
+
+        global_state.set_global_attribute("object_name_uids", collections.defaultdict(int))
+    except (ImportError, AttributeError):  # another Keras: its names may carry a suffix
+        pass
+
+
+# The most trusted modules whose files `sources` fingerprints (a run log stays small).
+MAX_SOURCES = 64
+
+
+def sources(trusted: Tuple[str, ...]) -> Dict[str, Optional[str]]:
+    """The sha256 of the file of every trusted module this process imported: the code that
+    could have run, so that a log tells when it changed (`python -m runner.rerun` compares
+    logs). None for a module without a file of its own; at most MAX_SOURCES, by name."""
+    import hashlib
+    import sys
+
+    out: Dict[str, Optional[str]] = {}
+    for name in sorted(n for n in list(sys.modules) if trust.is_trusted(n, trusted))[:MAX_SOURCES]:
+        path = getattr(sys.modules[name], "__file__", None)
+        digest = None
+        if path:
+            try:
+                with open(path, "rb") as f:
+                    h = hashlib.sha256()
+                    for block in iter(lambda: f.read(1 << 20), b""):
+                        h.update(block)
+                    digest = h.hexdigest()
+            except OSError:
+                pass
+        out[name] = digest
+    return out
