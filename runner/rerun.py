@@ -121,6 +121,10 @@ def rerun(run_dir: Path, rtol: float = 0.0, atol: float = 0.0) -> Tuple[int, Lis
     new_items = _loaded(out_dir, new)
 
     lines = [f"rerun of {run_dir} ({old['experiment']}) in {out_dir}"]
+    refused = new.get("error") or {}
+    if refused.get("type") == "ConfigError" and (old.get("error") or {}).get("type") != "ConfigError":
+        # why the run could not run again (code not trusted here, say), in its own words
+        lines.append(f"  config error: {refused.get('message')}")
     failed = False
     for label, want, got in [
         ("status", old["status"], new["status"]),
@@ -149,6 +153,7 @@ def rerun(run_dir: Path, rtol: float = 0.0, atol: float = 0.0) -> Tuple[int, Lis
         was, now = old["environment"].get(key), new["environment"].get(key)
         if was != now:
             lines.append(f"  note: {key} was {was}, now {now}")
+    lines.extend(_code_changes(old.get("code"), new.get("code")))
     lines.append("reproduced" if not failed else "NOT reproduced")
     return (1 if failed else 0), lines
 
@@ -250,3 +255,21 @@ def _first_line(err: BaseException) -> str:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+def _code_changes(old: Any, new: Any) -> List[str]:
+    """Notes on the user's code between the runs: each trusted module whose file changed
+    (`code.sources`, runner/tape/user_code.py), was not imported before, or is gone."""
+    was = (old or {}).get("sources") if isinstance(old, dict) else None
+    now = (new or {}).get("sources") if isinstance(new, dict) else None
+    if not isinstance(was, dict) or not isinstance(now, dict):
+        return []
+    out = []
+    for module in sorted(set(was) | set(now)):
+        if module not in now:
+            out.append(f"  note: code module {module} was imported before, not now")
+        elif module not in was:
+            out.append(f"  note: code module {module} is imported now, not before")
+        elif was[module] != now[module]:
+            out.append(f"  note: code module {module} changed (its file's sha256 differs)")
+    return out

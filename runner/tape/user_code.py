@@ -145,8 +145,15 @@ class UserCode:
                 result = fn(*(env[name] for name in self.positional))
             else:
                 result = fn(**{name: env[name] for name in self.inputs})
-        except SystemExit as err:  # would end the run with no log, and a sweep with it
-            raise RuntimeError(f"function.callable called sys.exit({err.code!r})") from None
+        except (KeyboardInterrupt, GeneratorExit):  # the person running the command stops it
+            raise
+        except BaseException as err:
+            if isinstance(err, Exception):
+                raise
+            # SystemExit, asyncio.CancelledError: would end the run with no log (and a sweep
+            # with it); the run's error instead, under the same type name
+            why = f"function.callable called sys.exit({err.code!r})" if isinstance(err, SystemExit) else str(err)
+            raise type(type(err).__name__, (Exception,), {})(why) from None
         return self._named(result)
 
     def _named(self, result: Any) -> Dict[str, Any]:
@@ -288,12 +295,21 @@ def bind(spec: JobSpec, code: UserCode) -> JobSpec:
 
 def _working_folder_importable() -> None:
     """The working folder is importable, as `python -m` makes it: also in a joblib, submitit
-    or SLURM worker, whose `sys.path` need not start with it."""
+    or SLURM worker, whose `sys.path` need not start with it. The folder the command was
+    started in (Hydra's `runtime.cwd`), never the run folder a config's `hydra.job.chdir`
+    moved into: a config may not choose where trusted code is imported from."""
     import os
     import sys
 
     here = os.getcwd()
-    if here not in sys.path and "" not in sys.path:
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        if HydraConfig.initialized():
+            here = str(HydraConfig.get().runtime.cwd)
+    except (ImportError, ValueError):  # no Hydra run: this process's folder is the one
+        pass
+    if here not in sys.path:
         sys.path.insert(0, here)
 
 
