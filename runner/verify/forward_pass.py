@@ -33,6 +33,7 @@ class Move:
 
     name: str = "float64"
     dtype: Any = None
+    factor: float = 1.0  # the steps scaled by this (`measure_error` takes a second, smaller set)
 
     @property
     def eps(self) -> float:
@@ -40,7 +41,8 @@ class Move:
 
     def rel(self, level: int) -> float:
         step = FD_STEPS[min(level, len(FD_STEPS) - 1)]
-        return step if self.dtype is None else min(step * (self.eps / _EPS64) ** (1 / 3), 0.05)
+        step = step if self.dtype is None else min(step * (self.eps / _EPS64) ** (1 / 3), 0.05)
+        return step * self.factor
 
     def snap(self, a: np.ndarray) -> np.ndarray:
         """A moved value as it arrives: rounded to the dtype it is computed in."""
@@ -105,6 +107,7 @@ class Forward:
             self.dtypes[inp.name] = inp.dtype
         self.variables: Dict[str, Any] = dict(getattr(code, "variables", {}) or {})
         self.precision, self.why = EXACT, None
+        self.step_factor = 1.0  # every source's steps scaled by this (see Move.factor)
         # Each `stop_gradient` argument runs as a step of its own just before its step, so
         # that later passes can hold it at its base value as they hold the tape's held steps.
         self.steps: List[StepSpec] = []
@@ -154,8 +157,10 @@ class Forward:
         """How `name` is moved: a variable in its dtype, an input in the code's precision."""
         if name in self.variables and self.variables[name].dtype != self.tf.float64:
             dtype = self.variables[name].dtype
-            return Move(dtype.name, dtype.as_numpy_dtype)
-        return self.precision if name in self.inputs else EXACT
+            move = Move(dtype.name, dtype.as_numpy_dtype)
+        else:
+            move = self.precision if name in self.inputs else EXACT
+        return dataclasses.replace(move, factor=self.step_factor) if self.step_factor != 1.0 else move
 
 
 def _float64(v: Any) -> np.ndarray:
