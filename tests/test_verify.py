@@ -3,6 +3,7 @@ points where TensorFlow and the maths disagree."""
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -717,3 +718,26 @@ def test_config_errors_import_neither_tensorflow_nor_sympy(tmp_path):
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"
+
+
+def test_an_hvp_by_several_sources_moves_them_all_in_its_check(tmp_path):
+    """H v by [x, y]: the block for x is d2f/dx2 vx + d2f/dxdy vy; finite differences must
+    move both sources along their tangents (they once moved only the block's own source)."""
+    from runner import job
+
+    cfg = {
+        "function": {
+            "inputs": {"x": {"dtype": "float64"}, "y": {"dtype": "float64"}},
+            "steps": {"z": "reduce_sum(x * y ** 2)"},
+        },
+        "point": {"x": [1.0, 2.0], "y": [3.0, -1.0]},
+        "derivatives": [{"target": "z", "sources": ["x", "y"], "kind": "hvp", "tangents": {"x": 1.0, "y": 0.5}}],
+        "verify": "finite_difference",
+    }
+    assert job.run(cfg, tmp_path, echo=False) == 0
+    (rec,) = json.loads((tmp_path / "results.json").read_text())["derivatives"]
+    x, y, vx, vy = np.array([1.0, 2.0]), np.array([3.0, -1.0]), 1.0, 0.5
+    # f = sum(x y^2): f_xx = 0, f_xy = 2y, f_yy = 2x
+    assert rec["value"]["x"] == pytest.approx((2 * y * vy).tolist())
+    assert rec["value"]["y"] == pytest.approx((2 * y * vx + 2 * x * vy).tolist())
+    assert rec["check"]["passed"] is True, rec["check"]

@@ -264,9 +264,13 @@ def _fd_jvp(fwd: Forward, req: RequestSpec, sources: Tuple[str, ...], combined: 
 
 
 def _fd_hvp(fwd: Forward, req: RequestSpec, sources: Tuple[str, ...], combined: bool) -> Reference:
-    """The gradient (by differences) moved along the tangents (by differences)."""
-    moved, unit = _along_tangents(fwd, req, sources)
-    h = coarsest(fwd, sources).rel(1) * unit
+    """The gradient (by differences) moved along the tangents (by differences).
+
+    H v moves every source of the request along its tangent, whichever source's block is
+    asked for: the gradient by `s` changes with the others too (the Hessian's cross terms).
+    """
+    moved, unit = _along_tangents(fwd, req, req.sources)
+    h = coarsest(fwd, req.sources).rel(1) * unit
     out = {}
     for s in [sources[0]] if combined else sources:
 
