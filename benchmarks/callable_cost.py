@@ -13,7 +13,8 @@ The seed's chain rule, y = x*x, z = y*y, and dz/dx, three ways:
 
 each measured cold (one run at x = 3, like B1) and as a sweep's marginal cost per job
 ((t(BIG jobs) - t(SMALL jobs)) / (BIG - SMALL), like B2; the script's side is a loop in one
-process). The runner's two forms run twice: with B2's SAME_WORK (checks, event files, plots
+process); and, to see what a subprocess's noise hides, one job's own time in one process
+(callable_job.py: `runner.job.run`, BIG times each, in turn). The runner's two forms run twice: with B2's SAME_WORK (checks, event files, plots
 off, as the script has none) and with the defaults, where the code is checked by finite
 differences and the steps symbolically (SymPy). All the commands of one repeat run in turn,
 their order rotated from one repeat to the next, so the machine's noise hits them alike.
@@ -111,10 +112,17 @@ def sweep(repeats: int, small: int, big: int, work: Path) -> Dict[str, float]:
     return out
 
 
+def job(repeats: int, work: Path) -> Dict[str, float]:
+    """Median time of one job in one process, in milliseconds (callable_job.py)."""
+    r = run([PY, str(HERE / "callable_job.py"), str(repeats), str(work / "job")], work, TRUST)
+    return {f"{name}_ms": 1000 * median(ts) for name, ts in json.loads(r.stdout).items()}
+
+
 def b5(cold_repeats: int, repeats: int, small: int, big: int, work: Path) -> Dict[str, float]:
     """Every figure of B5, flat (as run.py's JSON keeps them), with the overheads and verdicts."""
     c = {f"cold_{k}": v for k, v in cold(cold_repeats, work / "b5").items()}
     s = {f"sweep_{k}": v for k, v in sweep(repeats, small, big, work / "b5").items()}
+    j = {f"job_{k}": v for k, v in job(big, work / "b5").items()}
     out: Dict[str, float] = {
         "cold_repeats": cold_repeats,
         "sweep_repeats": repeats,
@@ -122,6 +130,7 @@ def b5(cold_repeats: int, repeats: int, small: int, big: int, work: Path) -> Dic
         "jobs_big": big,
         **c,
         **s,
+        **j,
     }
     for mode in MODES:
         for form in FORMS:
@@ -161,6 +170,12 @@ def report(f: Dict[str, float]) -> str:
             f"sweep {'met' if f[f'sweep_{mode}_met'] else 'NOT met'} ({sweep_ms:+.1f} ms per job)",
         ]
         lines.append(f"     {label}: callable's overhead <= the steps' (goal): " + ", ".join(verdicts))
+    lines.append(
+        f"   one job in one process (runner.job.run, median of {f['jobs_big']:.0f}): callable"
+        f" {f['job_code_same_work_ms']:.2f} ms, steps {f['job_steps_same_work_ms']:.2f} ms with the same work;"
+        f" {f['job_code_defaults_ms']:.2f} and {f['job_steps_defaults_ms']:.2f} ms with the defaults;"
+        f" the script's {f['job_script_ms']:.2f} ms"
+    )
     return "\n".join(lines)
 
 

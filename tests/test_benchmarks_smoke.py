@@ -53,6 +53,10 @@ def test_benchmark_smoke_prints_all_five_figures(tmp_path):
             )
             for side in ("code_same_work", "steps_same_work", "code_defaults", "steps_defaults", "script")
         )
+        + tuple(
+            f"job_{side}_ms"
+            for side in ("code_same_work", "steps_same_work", "code_defaults", "steps_defaults", "script")
+        )
         + ("cold_code_same_work_ratio", "sweep_code_defaults_overhead_ms", "cold_same_work_met", "sweep_defaults_met"),
     }.items():
         for key in keys:
@@ -65,3 +69,4 @@ def test_benchmark_smoke_prints_all_five_figures(tmp_path):
     # stops), cold and as sweeps, and said whether the goal was met for each measure and mode
     assert figures["B5"]["cold_code_defaults_s"] > 0 and figures["B5"]["cold_steps_defaults_s"] > 0
     assert sum(line.count("callable's overhead <= the steps' (goal): cold ") for line in lines) == 2
+    assert any(line.startswith("   one job in one process") for line in lines)
