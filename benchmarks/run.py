@@ -1,6 +1,6 @@
 """The runner against its alternatives, measured in one run on this machine.
 
-    python benchmarks/run.py            # the full benchmark (about 3 minutes on 2 cores)
+    python benchmarks/run.py            # the full benchmark (about 6 minutes on 2 cores)
     python benchmarks/run.py --smoke    # a tiny version that only proves the script works
     python benchmarks/run.py --json results.json   # also write the figures as JSON
 
