@@ -1,6 +1,6 @@
 """The runner against its alternatives, measured in one run on this machine.
 
-    python benchmarks/run.py            # the full benchmark (about 3 minutes on 2 cores)
+    python benchmarks/run.py            # the full benchmark (about 6 minutes on 2 cores)
     python benchmarks/run.py --smoke    # a tiny version that only proves the script works
     python benchmarks/run.py --json results.json   # also write the figures as JSON
 
@@ -21,6 +21,8 @@ B3  the marginal cost of a 10**6-point grid (chain rule, dy/dx and dz/dx), big m
     rounds; and the notebook's per-point eager loop (baselines/grid_eager_loop.py, timed
     on 1,000 points and scaled per point)
 B4  peak memory (max RSS) of one cold run at 10**7 points, runner against the tf.function
+B5  a callable job against the same function as expression steps and by hand in a script,
+    cold and per job in a sweep, with SAME_WORK and with the defaults (callable_cost.py)
 """
 
 from __future__ import annotations
@@ -31,8 +33,6 @@ import json
 import os
 import platform
 import shutil
-import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -40,10 +40,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
-HERE = Path(__file__).resolve().parent
-ROOT = HERE.parent
-BASELINES = HERE / "baselines"
-PY = sys.executable
+import callable_cost
+from measure import BASELINES, HERE, PY, SAME_WORK, check_sweep_folders, median, run, runner_cmd
 
 
 @dataclass
@@ -80,50 +78,6 @@ SMOKE = Sizes(
     loop_points=20,
     memory_points=10**5,
 )
-
-
-@dataclass
-class Run:
-    wall_s: float
-    cpu_s: float  # user + system, of the process and its children
-    max_rss_mb: float
-    stdout: str
-
-
-def run(cmd: Sequence[str], cwd: Path) -> Run:
-    """Run a command to completion; its wall time, CPU time and peak memory."""
-    env = {
-        **os.environ,
-        "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep),
-    }
-    env.pop("HYDRA_FULL_ERROR", None)
-    cwd.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-        t0 = time.perf_counter()
-        proc = subprocess.Popen(list(cmd), cwd=cwd, env=env, stdout=out, stderr=err)
-        _, status, usage = os.wait4(proc.pid, 0)
-        wall = time.perf_counter() - t0
-        proc.returncode = os.waitstatus_to_exitcode(status)
-        out.seek(0)
-        err.seek(0)
-        stdout, stderr = out.read().decode(errors="replace"), err.read().decode(errors="replace")
-    if proc.returncode != 0:
-        raise RuntimeError(f"{' '.join(cmd)} exited {proc.returncode}:\n{stderr[-3000:]}")
-    return Run(wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024, stdout)
-
-
-def median(xs: Sequence[float]) -> float:
-    return statistics.median(xs)
-
-
-def runner_cmd(*args: str) -> List[str]:
-    return [PY, "-m", "runner", *args]
-
-
-# What the runner does by default beyond the baselines' work: an independent check of every
-# derivative, TensorBoard event files, plots. The goals compare equal work, so these are
-# off for B2-B4's goal figures; B2 also reports the cost per job with the defaults.
-SAME_WORK = ("verify=off", "log.tensorboard=false", "log.plots=false")
 
 
 def b1_cold_run(sizes: Sizes, work: Path) -> Dict[str, float]:
@@ -170,14 +124,6 @@ def b2_sweep(sizes: Sizes, work: Path) -> Dict[str, float]:
     check_sweep_folders(work / "b2" / f"runner-{big}-0", big)
     out["hydra_floor_over_runner"] = out["hydra_floor_ms_per_job"] / out["runner_ms_per_job"]
     return out
-
-
-def check_sweep_folders(sweep_dir: Path, jobs: int) -> None:
-    """Every job of the runner's sweep has its own folder, `.hydra/` files and results.json."""
-    for i in range(jobs):
-        for name in (".hydra/config.yaml", ".hydra/hydra.yaml", ".hydra/overrides.yaml", "results.json"):
-            if not (sweep_dir / str(i) / name).is_file():
-                raise RuntimeError(f"the runner's sweep is missing {sweep_dir / str(i) / name}")
 
 
 def b3_grid(sizes: Sizes, work: Path) -> Dict[str, float]:
@@ -310,6 +256,7 @@ def report(m: Dict[str, object], figures: Dict[str, Dict[str, float]]) -> str:
         f"B4 peak memory at {b4['points']:,} points: runner {b4['runner_mb']:.0f} MB, tf.function {b4['tf_function_mb']:.0f} MB"
         f" -> {b4['ratio']:.2f}x  ({verdict('B4', 'B4')})",
         f"start-up: python -m runner --help {st['runner_help_s']:.2f} s (median of {st['repeats']}; TensorFlow not imported)",
+        callable_cost.report(figures["B5"]),
     ]
     return "\n".join(lines)
 
@@ -332,6 +279,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             ("B2", b2_sweep),
             ("B3", b3_grid),
             ("B4", b4_memory),
+            ("B5", lambda s, w: callable_cost.b5(s.b1_repeats, s.repeats, s.sweep_small, s.sweep_big, w)),
         ):
             figures[name] = fn(sizes, work)
             print(f"[{time.perf_counter() - t0:6.0f} s] {name} done", file=sys.stderr, flush=True)

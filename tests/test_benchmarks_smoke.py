@@ -1,4 +1,4 @@
-"""The benchmark script works: its smoke version measures and prints all four figures.
+"""The benchmark script works: its smoke version measures and prints all five figures.
 
 Not a timed test: the figures of a smoke run (tiny sizes, one repeat) say nothing about
 speed, and no bound is checked here. `python benchmarks/run.py` gives the real figures.
@@ -16,7 +16,7 @@ from tests.helpers import ROOT, command_env
 
 
 @pytest.mark.slow
-def test_benchmark_smoke_prints_all_four_figures(tmp_path):
+def test_benchmark_smoke_prints_all_five_figures(tmp_path):
     env = command_env()
     res = subprocess.run(
         [sys.executable, str(ROOT / "benchmarks" / "run.py"), "--smoke", "--json", str(tmp_path / "figures.json")],
@@ -28,7 +28,13 @@ def test_benchmark_smoke_prints_all_four_figures(tmp_path):
     )
     assert res.returncode == 0, res.stderr[-3000:]
     lines = res.stdout.splitlines()
-    for figure in ("B1 one cold run", "B2 sweep, marginal cost per job", "B3 grid of", "B4 peak memory"):
+    for figure in (
+        "B1 one cold run",
+        "B2 sweep, marginal cost per job",
+        "B3 grid of",
+        "B4 peak memory",
+        "B5 a callable job",
+    ):
         assert any(line.startswith(figure) for line in lines), f"{figure!r} missing from:\n{res.stdout}"
     assert "machine: " in res.stdout and "x  (goal" in res.stdout
     figures = json.loads((tmp_path / "figures.json").read_text())["figures"]
@@ -37,6 +43,21 @@ def test_benchmark_smoke_prints_all_four_figures(tmp_path):
         "B2": ("runner_ms_per_job", "hydra_floor_ms_per_job", "loop_ms_per_job", "hydra_floor_over_runner"),
         "B3": ("runner_s", "tf_function_s", "ratio", "speedup_over_eager_loop"),
         "B4": ("runner_mb", "tf_function_mb", "ratio"),
+        "B5": tuple(
+            f"{measure}_{side}_{unit}"
+            for measure, unit in (
+                ("cold", "s"),
+                ("cold", "cpu_s"),
+                ("sweep", "ms_per_job"),
+                ("sweep", "cpu_ms_per_job"),
+            )
+            for side in ("code_same_work", "steps_same_work", "code_defaults", "steps_defaults", "script")
+        )
+        + tuple(
+            f"job_{side}_ms"
+            for side in ("code_same_work", "steps_same_work", "code_defaults", "steps_defaults", "script")
+        )
+        + ("cold_code_same_work_ratio", "sweep_code_defaults_overhead_ms", "cold_same_work_met", "sweep_defaults_met"),
     }.items():
         for key in keys:
             assert isinstance(figures[section][key], float) and figures[section][key] == figures[section][key], (
@@ -44,3 +65,8 @@ def test_benchmark_smoke_prints_all_four_figures(tmp_path):
                 key,
             )
     assert figures["B4"]["runner_mb"] > 0 and figures["B1"]["runner_s"] > 0
+    # B5's runner sides ran the callable and the steps (both gave dz/dx = 108 or the script
+    # stops), cold and as sweeps, and said whether the goal was met for each measure and mode
+    assert figures["B5"]["cold_code_defaults_s"] > 0 and figures["B5"]["cold_steps_defaults_s"] > 0
+    assert sum(line.count("callable's overhead <= the steps' (goal): cold ") for line in lines) == 2
+    assert any(line.startswith("   one job in one process") for line in lines)
