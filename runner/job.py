@@ -139,12 +139,13 @@ def _refuse(
 
 
 def _user_code(spec: Any) -> Tuple[Any, Any, Any]:
-    """The job's own code, imported and called once at the point (runner/tape/user_code.py):
+    """The job's own code, imported and, where it needs it, called once at the point
+    (runner/tape/user_code.py):
     (the spec with `trainable_variables` bound, the code, the first call's failure or None)."""
     from runner.tape import program, user_code
 
     code = user_code.load(spec)
-    raised = code.build(spec)
+    raised = code.build(spec) if code.needs_build(spec) else None
     if raised is not None:
         return spec, code, program.Failure(type(raised).__name__, program.message(raised), step=CALLABLE_STEP)
     return user_code.bind(spec, code), code, None

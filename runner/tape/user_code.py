@@ -188,6 +188,15 @@ class UserCode:
             "sources": sources(trust.prefixes()),
         }
 
+    def needs_build(self, spec: JobSpec) -> bool:
+        """Whether the job calls the code once before the tape: to find the variables a
+        request names (`trainable_variables`), to create an instantiated object's variables
+        (a Keras layer builds on its first call) outside the tape and any `tf.function`, or
+        before a compiled program traces it. A plain function run eagerly needs none: its
+        first call is the one under the tape (a second forward pass saved, per job)."""
+        wants = any(TRAINABLE_VARIABLES in r.sources for r in spec.requests)
+        return wants or self.spec.path is None or spec.tape.compile != "eager"
+
     def build(self, spec: JobSpec) -> Optional[BaseException]:
         """Call the code once at the point, outside any tape; keep the trainable variables it
         read. Returns what the call raised (the run's error), or None."""
@@ -340,22 +349,42 @@ MAX_SOURCES = 64
 def sources(trusted: Tuple[str, ...]) -> Dict[str, Optional[str]]:
     """The sha256 of the file of every trusted module this process imported: the code that
     could have run, so that a log tells when it changed (`python -m runner.rerun` compares
-    logs). None for a module without a file of its own; at most MAX_SOURCES, by name."""
-    import hashlib
+    logs). None for a module without a file of its own; at most MAX_SOURCES, by name.
+
+    Once per job, so the trusted names are found again only when the set of imported modules
+    grew, and a file is hashed again only when its size or modification time changed."""
     import sys
 
+    key = (trusted, len(sys.modules))
+    if _trusted_names.get("key") != key:
+        heads = tuple(trusted)
+        found = [n for n in list(sys.modules) if n.startswith(heads) and trust.is_trusted(n, trusted)]
+        _trusted_names.update(key=key, names=sorted(found)[:MAX_SOURCES])
     out: Dict[str, Optional[str]] = {}
-    for name in sorted(n for n in list(sys.modules) if trust.is_trusted(n, trusted))[:MAX_SOURCES]:
-        path = getattr(sys.modules[name], "__file__", None)
-        digest = None
-        if path:
-            try:
-                with open(path, "rb") as f:
-                    h = hashlib.sha256()
-                    for block in iter(lambda: f.read(1 << 20), b""):
-                        h.update(block)
-                    digest = h.hexdigest()
-            except OSError:
-                pass
-        out[name] = digest
+    for name in _trusted_names["names"]:
+        module = sys.modules.get(name)
+        path = getattr(module, "__file__", None)
+        out[name] = _file_digest(path) if path else None
     return out
+
+
+_trusted_names: Dict[str, Any] = {}
+_digests: Dict[Tuple[str, int, int], str] = {}
+
+
+def _file_digest(path: str) -> Optional[str]:
+    import hashlib
+    import os
+
+    try:
+        st = os.stat(path)
+        key = (path, st.st_mtime_ns, st.st_size)
+        if key not in _digests:
+            h = hashlib.sha256()
+            with open(path, "rb") as f:
+                for block in iter(lambda: f.read(1 << 20), b""):
+                    h.update(block)
+            _digests[key] = h.hexdigest()
+        return _digests[key]
+    except OSError:
+        return None
