@@ -65,7 +65,7 @@ def build(function: Mapping[str, Any], check_name: Any) -> Optional[CallableSpec
                 "function.callable",
                 "a mapping needs _target_: the dotted path of a callable (or factory) to instantiate",
             )
-        for key, value in _targets("function.callable", raw):
+        for key, value in targets("function.callable", raw):
             trust.require(key, trust.dotted(key, value), trusted)
         try:
             target = json.dumps(raw, sort_keys=True, allow_nan=False)
@@ -80,7 +80,7 @@ def build(function: Mapping[str, Any], check_name: Any) -> Optional[CallableSpec
     return CallableSpec(path, target, outputs, mapping)
 
 
-def _targets(key: str, node: Any) -> Iterator[Tuple[str, Any]]:
+def targets(key: str, node: Any) -> Iterator[Tuple[str, Any]]:
     """Every `_target_` in a mapping, nested ones included, with its key; refuses keys of
     instantiate's form it does not know (`_foo_`) and interpolations."""
     if isinstance(node, Mapping):
@@ -90,10 +90,10 @@ def _targets(key: str, node: Any) -> Iterator[Tuple[str, Any]]:
             elif isinstance(k, str) and k.startswith("_") and k.endswith("_") and k not in INSTANTIATION_KEYS:
                 raise ConfigError(f"{key}.{k}", f"not a key of Hydra's instantiate ({', '.join(INSTANTIATION_KEYS)})")
             else:
-                yield from _targets(f"{key}.{k}", v)
+                yield from targets(f"{key}.{k}", v)
     elif isinstance(node, (list, tuple)):
         for i, v in enumerate(node):
-            yield from _targets(f"{key}[{i}]", v)
+            yield from targets(f"{key}[{i}]", v)
     elif isinstance(node, str) and "${" in node:
         # Hydra composed and resolved the config already; what is left (an escaped `\${...}`)
         # instantiate would resolve again, after this check: `oc.decode` can make a mapping of it

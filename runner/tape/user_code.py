@@ -8,7 +8,8 @@ Whatever cannot be imported, does not exist or is not callable is a `ConfigError
 
 `UserCode.build` calls the code once at the point, outside any tape, as Keras does on a
 first call: variables are created then, and every trainable variable the call read becomes
-a source `trainable_variables` may name, by its path (`dense/kernel`). After that the code
+a source `trainable_variables` may name, by its path (`dense/kernel`). (A plain function run
+eagerly, whose variables no request names, skips it: `UserCode.needs_build`.) After that the code
 is called wherever the steps are computed (`runner.tape.forward.run_function`): under the
 shared tape, on a recomputing request's fresh tapes, and by the finite-difference check.
 Inside a `tf.function` (`tape.compile: function | xla`) it runs through autograph, so
@@ -23,12 +24,12 @@ import dataclasses
 import importlib
 import inspect
 from types import ModuleType
-from typing import Any, Dict, List, Mapping, Optional, Tuple
+from typing import Any, Dict, Mapping, Optional, Tuple
 
 import tensorflow as tf
 
 from runner.config import trust
-from runner.config.callables import TRAINABLE_VARIABLES, CallableSpec
+from runner.config.callables import TRAINABLE_VARIABLES, CallableSpec, targets
 from runner.config.spec import JobSpec
 from runner.errors import ConfigError
 
@@ -72,7 +73,9 @@ def _import(key: str, module: str, missing: Optional[str] = None) -> ModuleType:
                 key, missing or f"no module named {module!r} (the working folder is importable)"
             ) from None
         raise ConfigError(key, f"importing {module!r} failed: ModuleNotFoundError: {err}") from None
-    except (Exception, SystemExit) as err:  # the user's module raised (or exited) while importing: say what
+    except BaseException as err:  # the user's module raised (or exited) while importing: say what
+        if isinstance(err, KeyboardInterrupt):
+            raise
         raise ConfigError(key, f"importing {module!r} failed: {type(err).__name__}: {_first_line(err)}") from None
 
 
@@ -81,7 +84,7 @@ def _instantiate(spec: CallableSpec, trusted: Tuple[str, ...]) -> Any:
     from hydra.utils import instantiate
 
     config = spec.instantiation()
-    for key, target in _targets(KEY, config):
+    for key, target in targets(KEY, config):
         resolve(key, target, trusted)  # imports them, through trusted modules only
     config.setdefault("_convert_", "all")  # plain lists and dicts for the user's code, not OmegaConf's
     try:
@@ -91,24 +94,12 @@ def _instantiate(spec: CallableSpec, trusted: Tuple[str, ...]) -> Any:
         raise ConfigError(
             KEY, f"instantiating {config['_target_']!r} failed: {type(cause).__name__}: {_first_line(cause)}"
         ) from None
-    except (Exception, SystemExit) as err:  # a factory calling sys.exit must not end the run as if it passed
+    except BaseException as err:  # a factory calling sys.exit must not end the run as if it passed
+        if isinstance(err, KeyboardInterrupt):
+            raise
         raise ConfigError(
             KEY, f"instantiating {config['_target_']!r} failed: {type(err).__name__}: {_first_line(err)}"
         ) from None
-
-
-def _targets(key: str, node: Any) -> List[Tuple[str, str]]:
-    out: List[Tuple[str, str]] = []
-    if isinstance(node, dict):
-        for k, v in node.items():
-            if k == "_target_":
-                out.append((f"{key}._target_", v))
-            else:
-                out.extend(_targets(f"{key}.{k}", v))
-    elif isinstance(node, list):
-        for i, v in enumerate(node):
-            out.extend(_targets(f"{key}[{i}]", v))
-    return out
 
 
 def _first_line(err: BaseException) -> str:
