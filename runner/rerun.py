@@ -253,10 +253,6 @@ def _first_line(err: BaseException) -> str:
     return short(text.splitlines()[0]) if text else type(err).__name__
 
 
-if __name__ == "__main__":
-    sys.exit(main())
-
-
 def _code_changes(old: Any, new: Any) -> List[str]:
     """Notes on the user's code between the runs: each trusted module whose file changed
     (`code.sources`, runner/tape/user_code.py), was not imported before, or is gone."""
@@ -273,3 +269,7 @@ def _code_changes(old: Any, new: Any) -> List[str]:
         elif was[module] != now[module]:
             out.append(f"  note: code module {module} changed (its file's sha256 differs)")
     return out
+
+
+if __name__ == "__main__":
+    sys.exit(main())
