@@ -211,7 +211,7 @@ def test_summary_shows_check_outcomes_and_missing_jobs(run_job, tmp_path):
         (job / ".hydra" / "overrides.yaml").write_text(f"- point.x={num}\n")
         rec = dict(ran.log)
         rec["derivatives"] = [
-            {**d, "check": {**d["check"], "passed": passed if d["name"] == "dz/dx" else True}}
+            {**d, "check": {**d["check"], "outcome": "passed" if passed or d["name"] != "dz/dx" else "failed"}}
             for d in rec["derivatives"]
         ]
         (job / runlog.RESULTS_FILE).write_text(json.dumps(rec))
@@ -221,8 +221,8 @@ def test_summary_shows_check_outcomes_and_missing_jobs(run_job, tmp_path):
     with open(sweep_dir / sweep.SUMMARY_CSV) as f:
         table = list(csv.DictReader(f))
     assert [(r["job"], r["status"], r["check:dy/dx"], r["check:dz/dx"]) for r in table] == [
-        ("0", "ok", "True", "True"),
-        ("1", "ok", "True", "False"),
+        ("0", "ok", "passed", "passed"),
+        ("1", "ok", "passed", "failed"),
         ("2", "missing", "", ""),
     ]
     text = sweep.table(rows)

@@ -7,7 +7,7 @@ read from its row in :mod:`runner.config.kinds`, never from lists of kind names 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Dict, List, Mapping, Optional, Protocol, Tuple
 
 import numpy as np
@@ -51,16 +51,49 @@ class RequestSpec:
     several: bool  # sources given as a list of more than one: the value is a mapping
     order: int = 1
     unconnected: str = "none"
-    output_gradients: Any = None
-    tangents: Any = None
+    output_gradients: Any = None  # as the config gives them: the spec's text, repr and hash
+    tangents: Any = None  # a mapping source -> value (tests may give one value, or a list per source)
     parallel_iterations: Optional[int] = None
     experimental_use_pfor: bool = True
+    # the arrays `output_gradients` and `tangents` denote, evaluated once when the spec is built
+    # (`output_gradients`, `tangents.SOURCE`), so a generator ({random: ...}, {linspace: ...},
+    # {file: ...}) gives the tape and both references the same numbers; rebuilt by every
+    # `dataclasses.replace`, and left out of repr, equality and hash, which the text stands for
+    arrays: Dict[str, np.ndarray] = field(init=False, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        arrays: Dict[str, np.ndarray] = {}
+        if self.output_gradients is not None:
+            arrays["output_gradients"] = points.evaluate("output_gradients", self.output_gradients)
+        for s in self.sources if self.tangents is not None else ():
+            raw = _tangent_text(self.tangents, s, self.sources)
+            if raw is not None:
+                arrays[f"tangents.{s}"] = points.evaluate(f"tangents.{s}", raw)
+        object.__setattr__(self, "arrays", arrays)
+
+    @property
+    def weights(self) -> Optional[np.ndarray]:
+        """`output_gradients` as an array (None when not given)."""
+        return self.arrays.get("output_gradients")
+
+    def tangent(self, source: str) -> Optional[np.ndarray]:
+        """The tangent of `source` as an array (None when none is given for it)."""
+        return self.arrays.get(f"tangents.{source}")
 
     @property
     def recomputes(self) -> bool:
         """Whether the request runs the function again on its own tapes or accumulator
         (nested reverse mode, forward mode) instead of asking the shared tape."""
         return KINDS[self.kind].recomputes_at(self.order)
+
+
+def _tangent_text(tangents: Any, source: str, sources: Tuple[str, ...]) -> Any:
+    """The config's tangent of one source: from a mapping by source, a list per source, or one value."""
+    if isinstance(tangents, Mapping) and not set(tangents) & set(points.GENERATORS + points.WRAPPERS):
+        return tangents.get(source)
+    if len(sources) > 1 and isinstance(tangents, (list, tuple)) and len(tangents) == len(sources):
+        return tangents[sources.index(source)]
+    return tangents
 
 
 def name_list(key: str, raw: Any, allowed: List[str], what: str) -> Tuple[str, ...]:
@@ -249,7 +282,8 @@ def _tangents(
     """Forward mode's direction: a mapping source -> value (a bare value for one source).
 
     Values are kept as the config gave them (so the spec stays printable and hashable by
-    its text) after checking that each denotes an array of a fitting shape.
+    its text) after checking that each denotes an array of a fitting shape; `RequestSpec`
+    keeps the arrays they denote beside them (`RequestSpec.tangent`).
     """
     if raw is None:
         raise ConfigError(

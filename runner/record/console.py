@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Optional
 
 import numpy as np
 
@@ -40,13 +40,30 @@ def _num(v: Any) -> str:
     return str(v)
 
 
+OUTCOMES = ("passed", "failed", "unverified")
+
+
+def outcome(check: Any) -> Optional[str]:
+    """A check record's outcome: passed, failed or unverified (a log written before checks
+    had outcomes: from its `passed` flag); None when there is no check."""
+    if not isinstance(check, dict):
+        return None
+    if check.get("outcome") in OUTCOMES:
+        return str(check["outcome"])
+    passed = check.get("passed")
+    return None if not isinstance(passed, bool) else "passed" if passed else "failed"
+
+
 def check_summary(check: Dict[str, Any]) -> str:
-    """One derivative's check in brackets: [symbolic: ok, error 2.1e-08] or [finite_difference: FAILED]."""
-    if check.get("passed"):
+    """One derivative's check in brackets: [symbolic: ok, error 2.1e-08], [finite_difference: FAILED]
+    or [auto: unverified]; `, part` when it covered only part of the derivative (`coverage`)."""
+    part = ", part" if check.get("coverage") else ""
+    state = outcome(check)
+    if state == "passed":
         err = check.get("max_abs_error")
         shown = f", error {err:.2g}" if isinstance(err, float) else ""
-        return f"[{check['method']}: ok{shown}]"
-    return f"[{check['method']}: FAILED]"
+        return f"[{check['method']}: ok{shown}{part}]"
+    return f"[{check['method']}: {'unverified' if state == 'unverified' else 'FAILED'}{part}]"
 
 
 def table(record: Dict[str, Any], folder: str) -> str:
@@ -62,6 +79,8 @@ def table(record: Dict[str, Any], folder: str) -> str:
             lines.append(f"  {kind:<{kindw}}  {name:<{width}} = {text}")
             continue
         lines.append(f"  {kind:<{kindw}}  {name:<{width}} = {text:<{textw}}  {check_summary(check)}")
+        if check.get("coverage"):
+            lines.append(f"  {'':<{kindw}}  {'':<{width}}   checked: {check['coverage']}")
         if check.get("reason"):
             lines.append(f"  {'':<{kindw}}  {'':<{width}}   check: {check['reason']}")
     for warning in record.get("warnings") or []:

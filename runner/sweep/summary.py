@@ -13,8 +13,8 @@ Every job folder gives a row, whatever it holds: a job that raised is `raised`, 
 a whole run log `corrupt`; each counts as a failure.
 
 `summary.json` holds every row in full; `summary.csv` has one column per derivative (its
-value as JSON) and per check (`check:NAME`, the `passed` flag of the derivative's `check`
-record when the job ran checks); the printed table shows the same, shortened. Each file,
+value as JSON) and per check (`check:NAME`, the outcome of the derivative's `check` record
+when the job ran checks: passed, failed or unverified); the printed table shows the same, shortened. Each file,
 and `sweep_plot.png`, is written under another name and renamed into place, so a link
 planted at its name is replaced, never written through.
 """
@@ -100,9 +100,7 @@ def _row(rec: Dict[str, Any], started: Optional[float]) -> Dict[str, Any]:
         met=rec["expect"]["met"],
         resumed=bool(started and begun and begun < started),
         derivatives={d["name"]: d["value"] for d in rec["derivatives"]},
-        checks={
-            d["name"]: _flag(d["check"].get("passed")) for d in rec["derivatives"] if isinstance(d.get("check"), dict)
-        },
+        checks={d["name"]: console.outcome(d["check"]) for d in rec["derivatives"] if isinstance(d.get("check"), dict)},
         error=f"{err['type'][:80]}: {message}" if err else None,
         mismatches=[str(m)[:200] for m in rec["expect"].get("mismatches") or []],
         duration_s=timing.get("total_s"),
@@ -113,10 +111,6 @@ def _failed_row(status: str, error: str) -> Dict[str, Any]:
     return dict(
         status=status, met=False, resumed=False, derivatives={}, checks={}, error=error, mismatches=[], duration_s=None
     )
-
-
-def _flag(v: Any) -> Optional[bool]:
-    return v if isinstance(v, bool) else None
 
 
 def _columns(rows: List[Dict[str, Any]], key: str) -> List[str]:
@@ -141,7 +135,7 @@ def write(sweep_dir: Path, rows: List[Dict[str, Any]]) -> None:
     w.writerow([*first, *names, *[f"check:{n}" for n in checks], *last])
     for r in rows:
         values = [json.dumps(r["derivatives"][n]) if n in r["derivatives"] else "" for n in names]
-        passed = [r["checks"].get(n, "") for n in checks]
+        passed = [r["checks"].get(n) or "" for n in checks]
         w.writerow(
             [
                 r["job"],
@@ -172,7 +166,7 @@ def table(rows: List[Dict[str, Any]]) -> str:
             r["status"],
             verdict,
             *[_short(_show(r["derivatives"][n])) if n in r["derivatives"] else "-" for n in names],
-            *[{True: "passed", False: "FAILED", None: "-"}[r["checks"].get(n)] for n in checks],
+            *[_CHECK_CELL.get(r["checks"].get(n), "-") for n in checks],
             f"{r['duration_s']:.2f} s" if isinstance(r["duration_s"], (int, float)) else "-",
             # why a job failed, else the (declared) error it met
             "; ".join(r.get("mismatches") or []) if not r["met"] and r.get("mismatches") else (r["error"] or ""),
@@ -189,6 +183,10 @@ def table(rows: List[Dict[str, Any]]) -> str:
         + (f", {resumed} kept from an earlier launch (resume)" if resumed else "")
     )
     return "\n".join(lines)
+
+
+# a check's outcome in the printed table; "-" when no check ran (or a tampered log's text)
+_CHECK_CELL = {"passed": "passed", "failed": "FAILED", "unverified": "unverified"}
 
 
 def _show(value: Any) -> str:

@@ -14,7 +14,6 @@ from typing import Any, Callable, Dict, List, Optional
 
 import tensorflow as tf
 
-from runner.config import points
 from runner.config.schema import Kind
 from runner.config.spec import JobSpec, RequestSpec
 from runner.tape.forward import Code, run_function
@@ -108,8 +107,8 @@ def _gradient(a: Ask) -> Any:
     if a.forward is not None:  # order > 1: nested tapes
         return _nth_gradient(a.again, a.sources[0], req.order, a.unconnected)
     output_gradients = None
-    if req.output_gradients is not None:
-        output_gradients = tf.constant(points.evaluate("output_gradients", req.output_gradients), dtype=a.target.dtype)
+    if req.weights is not None:
+        output_gradients = tf.constant(req.weights, dtype=a.target.dtype)
     grads = a.tape.gradient(a.target, a.sources, output_gradients=output_gradients, unconnected_gradients=a.unconnected)
     return _by_source(req, grads)
 
@@ -203,5 +202,7 @@ def _tangents(a: Ask) -> List[tf.Tensor]:
 
 
 def _tangent(req: RequestSpec, source: str, primal: Any) -> tf.Tensor:
-    value = points.evaluate(f"tangents.{source}", req.tangents[source])
+    value = req.tangent(source)
+    if value is None:
+        raise ValueError(f"no tangent given for source {source!r}")
     return tf.broadcast_to(tf.constant(value, dtype=primal.dtype), tf.shape(primal))

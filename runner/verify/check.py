@@ -23,6 +23,14 @@ TensorFlow and the maths really disagree: kinks (TF picks a one-sided value), Na
 gradients (sqrt of a sum of squares at 0, overflow in float32); those become failed
 checks with a readable `reason`, never a crash.
 
+Every check has one of three outcomes (`outcome`; `passed` is true only for the first):
+`passed`; `failed`, a real disagreement, whose record counts the elements that disagree
+(`mismatched` of `elements`) and names the worst; `unverified`, when no reference could
+judge the value (too many elements for finite differences, differences of the user's code
+too unsteady, a float64 pass or a check that could not run), with the `reason`. A check that
+covered only part of a derivative says which part in `coverage`. NumPy's floating-point
+warnings never reach the console: the checks' overflow and NaN are in their records.
+
 Tolerances (see docs/verification.md): a check passes when every element satisfies
 |tf - ref| <= atol + rtol * |ref| with rtol = max(rtol of the run's dtype, rtol of the
 method) and atol = rtol * max(1, max |ref|) (+ the finite differences' rounding noise).
@@ -31,7 +39,7 @@ method) and atol = rtol * max(1, max |ref|) (+ the finite differences' rounding 
 from __future__ import annotations
 
 import time
-from typing import Any, Dict, List, Mapping, Optional, Set, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Optional, Set, Tuple
 
 import numpy as np
 
@@ -50,6 +58,23 @@ METHOD_RTOL = {"symbolic": 0.0, "finite_difference": 1e-5, "finite_difference_ne
 # Measured differences (the user's code) that change by more than this share of their
 # largest value between two step sizes are too unsteady to judge a derivative by.
 UNSTEADY = 0.1
+
+PASSED, FAILED, UNVERIFIED = "passed", "failed", "unverified"
+
+
+def _outcome(rec: Dict[str, Any], outcome: str, reason: Optional[str] = None) -> Dict[str, Any]:
+    """Set a record's outcome (and `passed`, kept for readers of the boolean) and its reason."""
+    rec["outcome"] = outcome
+    rec["passed"] = outcome == PASSED
+    if reason:
+        rec["reason"] = reason
+    return rec
+
+
+def unverified(method: str, reason: str) -> Dict[str, Any]:
+    """The record of a check that could not judge TensorFlow's value."""
+    rec = {"method": method, "max_abs_error": None, "max_rel_error": None, "tolerance": None}
+    return _outcome(rec, UNVERIFIED, reason)
 
 
 # ---- comparison --------------------------------------------------------------------------
@@ -78,26 +103,19 @@ def compare(got: Any, ref: Reference, req: RequestSpec) -> Dict[str, Any]:
                 max_abs_error=float(np.max(r0)) if r0.size else 0.0,
                 max_rel_error=None,
                 tolerance={"rtol": rtol, "atol": allowed},
-                passed=True,
                 note="TensorFlow gives None: the code does not use the source here (finite differences find no slope beyond their error)",
             )
-            return rec
+            return _outcome(rec, PASSED)
     if got is None or ref.value is None:
         rec.update(max_abs_error=None, max_rel_error=None, tolerance=None)
         if got is None and ref.value is None:
-            rec.update(
-                max_abs_error=0.0,
-                max_rel_error=0.0,
-                passed=True,
-                note=f"TensorFlow gives None: {ref.note or 'no path'}",
+            rec.update(max_abs_error=0.0, max_rel_error=0.0, note=f"TensorFlow gives None: {ref.note or 'no path'}")
+            return _outcome(rec, PASSED)
+        if got is None:
+            return _outcome(
+                rec, FAILED, "TensorFlow gives None, but the tape records a path from the source to the target"
             )
-        elif got is None:
-            rec.update(
-                passed=False, reason="TensorFlow gives None, but the tape records a path from the source to the target"
-            )
-        else:
-            rec.update(passed=False, reason=f"TensorFlow gives a value, but {ref.note or 'the tape records no path'}")
-        return rec
+        return _outcome(rec, FAILED, f"TensorFlow gives a value, but {ref.note or 'the tape records no path'}")
     g = np.asarray(got)
     r = np.asarray(ref.value, dtype=np.float64)
     rtol = max(_dtype_rtol(g), METHOD_RTOL[method_key], ref.rtol)
@@ -106,27 +124,21 @@ def compare(got: Any, ref: Reference, req: RequestSpec) -> Dict[str, Any]:
             max_abs_error=None,
             max_rel_error=None,
             tolerance={"rtol": rtol, "atol": None},
-            passed=False,
-            reason=f"shape {list(g.shape)} differs from the reference's {list(r.shape)}",
         )
-        return rec
+        return _outcome(rec, FAILED, f"shape {list(g.shape)} differs from the reference's {list(r.shape)}")
     g64 = g.astype(np.float64)
     finite_r = r[np.isfinite(r)]
     scale = float(np.max(np.abs(finite_r))) if finite_r.size else 1.0
     if ref.measured and ref.noise / 2 > UNSTEADY * scale:
         # differences that change this much with the step say nothing about TF's value
-        rec.update(
-            max_abs_error=None,
-            max_rel_error=None,
-            tolerance={"rtol": rtol, "atol": None},
-            passed=False,
-            reason=(
-                f"not verified: the finite differences{' in ' + ref.precision if ref.precision else ''} change by "
-                f"{ref.noise / 2 / scale:.0%} of their size when the steps shrink 4-fold, too much to judge "
-                "TensorFlow's value (code that takes float64 is checked in float64)"
-            ),
+        rec.update(max_abs_error=None, max_rel_error=None, tolerance={"rtol": rtol, "atol": None})
+        return _outcome(
+            rec,
+            UNVERIFIED,
+            f"the finite differences{' in ' + ref.precision if ref.precision else ''} change by "
+            f"{ref.noise / 2 / scale:.0%} of their size when the steps shrink 4-fold, too much to judge "
+            "TensorFlow's value (code that takes float64 is checked in float64)",
         )
-        return rec
     # a measured error scales with the function (the user's code); else numbers of size 1 are assumed
     atol = rtol * (scale if ref.measured else max(1.0, scale)) + ref.noise
     both = np.isfinite(g64) & np.isfinite(r)
@@ -151,6 +163,15 @@ def compare(got: Any, ref: Reference, req: RequestSpec) -> Dict[str, Any]:
             f"TF gradient is {_first(g64[np.isfinite(r) & ~np.isfinite(g64)])} where the reference is finite"
         )
     bad = both & (err > atol + rtol * np.abs(r))
+    # an element agrees when within the tolerance, or when both are the same inf or both NaN
+    agree = (both & ~bad) | (g64 == r) | (np.isnan(g64) & np.isnan(r))
+    mismatched = int(r.size - np.count_nonzero(agree))
+    rec.update(mismatched=mismatched, elements=int(r.size))
+    if not (np.isfinite(g64).all() and np.isfinite(r).all()):
+        rec["non_finite"] = {
+            "tensorflow": int(np.count_nonzero(~np.isfinite(g64))),
+            "reference": int(np.count_nonzero(~np.isfinite(r))),
+        }
     if bad.any():
         k = np.argmax(np.where(bad, err, -1.0))
         at = np.unravel_index(k, err.shape)
@@ -158,12 +179,11 @@ def compare(got: Any, ref: Reference, req: RequestSpec) -> Dict[str, Any]:
         reasons.append(
             f"TF gives {g64[at]:.9g}, the reference {r[at]:.9g}{where}: error {err[at]:.3g} > allowed {atol + rtol * abs(r[at]):.3g}"
         )
-    rec["passed"] = not reasons
-    if reasons:
-        rec["reason"] = "; ".join(reasons)
+    if reasons and mismatched and r.size > 1:  # of one element, the reasons say it all
+        reasons.insert(0, f"mismatched elements: {mismatched} / {r.size} ({100 * mismatched / r.size:.3g}%)")
     if ref.note:
         rec["note"] = ref.note
-    return rec
+    return _outcome(rec, FAILED, "; ".join(reasons)) if reasons else _outcome(rec, PASSED)
 
 
 def _first(a: np.ndarray) -> str:
@@ -264,7 +284,10 @@ def check(spec: JobSpec, req: RequestSpec, got: Any, fwd: Forward, tracked: Set[
                 v = got.get(s)
                 return v.get(s) if KINDS[req.kind].pairs and isinstance(v, Mapping) else v
 
-            recs = {s: compare(block(s), _reference(spec, req, s, fwd, mode, tracked), req) for s in req.sources}
+            def one(s: str) -> Dict[str, Any]:
+                return compare(block(s), _reference(spec, req, s, fwd, mode, tracked), req)
+
+            recs = {s: _judged(mode, one, s) for s in req.sources}
             rec = _merge(recs)
         else:
             rec = compare(got, _reference(spec, req, req.sources[0], fwd, mode, tracked), req)
@@ -273,23 +296,29 @@ def check(spec: JobSpec, req: RequestSpec, got: Any, fwd: Forward, tracked: Set[
         if undefined and any(v is not None for v in values):
             # log(-1): TF's derivative is -1, but there is no function to differentiate
             why = f"the function is undefined here: {req.target} is {undefined} at this point (in float64)"
-            rec.update(passed=False, reason="; ".join(filter(None, [why, rec.get("reason")])))
-    except Exception as err:  # a check never crashes a run: it fails, saying why
-        reason = (
-            str(err)
-            if isinstance(err, Unverifiable)
-            else f"the check could not run: {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
-        )
-        rec = {
-            "method": "finite_difference" if mode == "finite_difference" else mode,
-            "max_abs_error": None,
-            "max_rel_error": None,
-            "tolerance": None,
-            "passed": False,
-            "reason": reason,
-        }
+            _outcome(rec, FAILED, "; ".join(filter(None, [why, rec.get("reason")])))
+    except Exception as err:  # a check never crashes a run: it is unverified, saying why
+        rec = unverified(_mode_method(mode), _why_not(err))
     rec["seconds"] = time.perf_counter() - t0
     return rec
+
+
+def _judged(mode: str, run: Callable[[str], Dict[str, Any]], source: str) -> Dict[str, Any]:
+    """The record `run` gives for one source, or an unverified one saying why it could not run."""
+    try:
+        return run(source)
+    except Exception as err:
+        return unverified(_mode_method(mode), _why_not(err))
+
+
+def _mode_method(mode: str) -> str:
+    return "finite_difference" if mode == "finite_difference" else mode
+
+
+def _why_not(err: Exception) -> str:
+    if isinstance(err, Unverifiable):
+        return str(err)
+    return f"the check could not run: {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
 
 
 def _undefined(value: np.ndarray) -> Optional[str]:
@@ -301,7 +330,8 @@ def _undefined(value: np.ndarray) -> Optional[str]:
 
 
 def _merge(recs: Dict[str, Dict[str, Any]]) -> Dict[str, Any]:
-    """One check for several sources: the worst errors, passed when every source passed."""
+    """One check for several sources: the worst errors; failed when any source failed, else
+    unverified when any is, else passed."""
     methods = sorted({r["method"] for r in recs.values()})
     precisions = sorted({r["precision"] for r in recs.values() if r.get("precision")})
     errs = [r["max_abs_error"] for r in recs.values() if r.get("max_abs_error") is not None]
@@ -311,13 +341,21 @@ def _merge(recs: Dict[str, Dict[str, Any]]) -> Dict[str, Any]:
         "max_abs_error": max(errs) if errs else None,
         "max_rel_error": max(rels) if rels else None,
         "tolerance": {s: r.get("tolerance") for s, r in recs.items()},
-        "passed": all(r["passed"] for r in recs.values()),
         "reference": {s: r.get("reference") for s, r in recs.items()},
     }
+    outcomes = {r.get("outcome", PASSED if r.get("passed") else FAILED) for r in recs.values()}
+    _outcome(out, FAILED if FAILED in outcomes else UNVERIFIED if UNVERIFIED in outcomes else PASSED)
+    counted = [r for r in recs.values() if "elements" in r]
+    if counted:
+        out["mismatched"] = sum(r["mismatched"] for r in counted)
+        out["elements"] = sum(r["elements"] for r in counted)
     if precisions:  # differences taken in a narrower dtype than float64 (the code's variables)
         out["precision"] = "+".join(precisions)
     reasons = [f"{s}: {r['reason']}" for s, r in recs.items() if r.get("reason")]
     notes = [f"{s}: {r['note']}" for s, r in recs.items() if r.get("note")]
+    covered = [f"{s}: {r['coverage']}" for s, r in recs.items() if r.get("coverage")]
+    if covered:
+        out["coverage"] = "; ".join(covered)
     if reasons:
         out["reason"] = "; ".join(reasons)
     if notes:
@@ -332,24 +370,16 @@ def check_all(
     `code` the user's code when the function is a callable (runner/tape/user_code.py)."""
     if spec.verify == "off" or not derivatives:
         return []
-    t0 = time.perf_counter()
-    try:
-        fwd = Forward(spec, values, code)
-    except Exception as err:
-        reason = (
-            f"the float64 forward pass failed: {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
-        )
-        return [
-            {
-                "method": spec.verify,
-                "passed": False,
-                "reason": reason,
-                "max_abs_error": None,
-                "max_rel_error": None,
-                "tolerance": None,
-                "seconds": time.perf_counter() - t0,
-            }
-            for _ in derivatives
-        ]
-    tracked = tracked_names(spec)
-    return [check(spec, req, got, fwd, tracked) for req, got in derivatives]
+    # overflow and NaN in the references are the checks' to judge and record, never a
+    # RuntimeWarning on the console
+    with np.errstate(all="ignore"):
+        t0 = time.perf_counter()
+        try:
+            fwd = Forward(spec, values, code)
+        except Exception as err:
+            reason = (
+                f"the float64 forward pass failed: {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
+            )
+            return [{**unverified(spec.verify, reason), "seconds": time.perf_counter() - t0} for _ in derivatives]
+        tracked = tracked_names(spec)
+        return [check(spec, req, got, fwd, tracked) for req, got in derivatives]

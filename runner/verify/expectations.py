@@ -7,7 +7,9 @@ an expected NaN, Infinity or -Infinity is written as the run log spells it, as t
 "Infinity", "-Infinity": `runner.config.spec` refuses a float NaN or inf, and any other text),
 and NaN matches NaN.
 A declared `checks: pass` is met when every derivative's independent check
-(:mod:`runner.verify.check`) passed; without it, a failed check is reported but judges nothing.
+(:mod:`runner.verify.check`) passed: a `failed` check and an `unverified` one (no reference
+could judge the value) both fail the run, and the mismatch says which. Without it, a check
+that did not pass is reported but judges nothing.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from typing import Any, Dict, List, Optional
 import numpy as np
 
 from runner.config.expect import ExpectSpec
+from runner.record.console import outcome
 
 
 @dataclass
@@ -33,7 +36,7 @@ def judge(
     checks: Optional[Dict[str, Dict[str, Any]]] = None,
 ) -> Verdict:
     """`derivatives` maps each completed request's name to its value (array, None or mapping);
-    `checks` maps it to its check record (`passed`, `reason`), when checks ran."""
+    `checks` maps it to its check record (`outcome`, `reason`), when checks ran."""
     if expect is None:
         if error_type is None:
             return Verdict(True)
@@ -57,9 +60,10 @@ def judge(
             check = checks.get(name)
             if check is None:
                 problems.append(f"{name}: no check ran")
-            elif not check.get("passed"):
+            elif outcome(check) != "passed":
+                state = "unverified" if outcome(check) == "unverified" else "failed"
                 problems.append(
-                    f"{name}: check failed ({check.get('method')}): {check.get('reason', 'no reason given')}"
+                    f"{name}: check {state} ({check.get('method')}): {check.get('reason', 'no reason given')}"
                 )
     return Verdict(not problems, problems)
 

@@ -11,7 +11,7 @@ Importing this module does not import TensorFlow; building a `Forward` does.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 
@@ -43,7 +43,7 @@ def fd_jacobian(
     with steps and rounding for the dtype `move` says x is computed in."""
     x0 = np.asarray(x0, dtype=np.float64)
     if x0.size > MAX_FD_ELEMENTS:
-        raise Unverifiable(f"not verified: the source has {x0.size} elements (limit {MAX_FD_ELEMENTS})")
+        raise Unverifiable(f"the source has {x0.size} elements; finite differences take at most {MAX_FD_ELEMENTS}")
     f0 = np.asarray(fun(x0), dtype=np.float64)
     flat = x0.ravel()
     central = np.zeros(f0.shape + (flat.size,))
@@ -127,22 +127,20 @@ class Reference:
 
 
 def weights(req: RequestSpec, shape: Tuple[int, ...]) -> np.ndarray:
-    if req.output_gradients is None:
+    """`output_gradients` broadcast to the target's shape: the arrays the spec evaluated once,
+    which the tape used too."""
+    if req.weights is None:
         return np.ones(shape)
-    return np.broadcast_to(np.asarray(req.output_gradients, dtype=np.float64), shape)
+    return np.broadcast_to(np.asarray(req.weights, dtype=np.float64), shape)
 
 
 def tangent(req: RequestSpec, source: str, base: np.ndarray) -> np.ndarray:
-    """The tangent of one source: `tangents` may be one value, a list per source, or a mapping."""
-    t = req.tangents
-    if t is None:
+    """The tangent of one source, as the spec evaluated it (the tape's very numbers)."""
+    if req.tangents is None:
         return np.ones(base.shape)
-    if isinstance(t, Mapping):
-        if source not in t:
-            raise Unverifiable(f"no tangent given for source {source!r}")
-        t = t[source]
-    elif len(req.sources) > 1 and isinstance(t, (list, tuple)) and len(t) == len(req.sources):
-        t = t[req.sources.index(source)]
+    t = req.tangent(source)
+    if t is None:
+        raise Unverifiable(f"no tangent given for source {source!r}")
     return np.broadcast_to(np.asarray(t, dtype=np.float64), base.shape)
 
 
