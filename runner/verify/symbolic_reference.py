@@ -19,9 +19,13 @@ from runner.config.kinds import KINDS
 from runner.config.schema import Kind
 from runner.config.spec import JobSpec, RequestSpec
 from runner.language import expression as ex
+from runner.verify import pointwise as vectorized
 from runner.verify.finite_differences import Forward, Reference, Unverifiable, batch_diagonal, tangent, weights
 
-MAX_SYMBOLIC_ELEMENTS = 256
+# The most numbers a symbolic reference may hold (its output, by the kind's shape rule): the
+# pointwise derivatives are evaluated over the whole grid at once (runner/verify/pointwise.py),
+# so the bound is the reference's memory, 128 MiB of float64, not SymPy's time.
+MAX_SYMBOLIC_OUTPUT = 2**24
 MAX_SYMBOLIC_NODES = 5000
 # A formula is differentiated once more only while it has at most this many nodes: each
 # order can multiply its size ~12-fold, and SymPy's time with it (a chain s = sin(s)*s of 319
@@ -58,8 +62,11 @@ def symbolic_applies(spec: JobSpec, req: RequestSpec, fwd: Forward) -> Optional[
         return f"kind {req.kind} with order {req.order} is checked by finite differences"
     if not all(symbolic.is_elementwise(e) for e in _cone(spec, req.target)):
         return "the target uses matmul, a reduction or transpose"
-    if fwd.base[req.target].size > MAX_SYMBOLIC_ELEMENTS:
-        return f"the target has more than {MAX_SYMBOLIC_ELEMENTS} elements"
+    t_shape = fwd.base[req.target].shape
+    for s in req.sources:
+        size = int(np.prod(KINDS[req.kind].shape(t_shape, fwd.base[s].shape), dtype=np.int64))
+        if size > MAX_SYMBOLIC_OUTPUT:
+            return f"its reference would hold {size:,} numbers (limit {MAX_SYMBOLIC_OUTPUT:,})"
     size = _expanded_size(spec, req.target)
     if size > MAX_SYMBOLIC_NODES:
         return f"the target's formula, with every step substituted, has {size} nodes (limit {MAX_SYMBOLIC_NODES})"
@@ -148,16 +155,12 @@ def symbolic_reference(
     wanted = rule.wanted(low.expr, syms, case)
     grid = {s: np.broadcast_to(v, shape) for s, v in values.items()}
     sites = [(desc, site) for desc, site in sites if any(syms[s] in site.free_symbols for s in moving)]
-    pointwise = {k: np.zeros(shape) for k in wanted}
-    for idx in np.ndindex(*shape):
-        at = {s: float(v[idx]) for s, v in grid.items()}
-        for dummy, expr in low.frozen.items():  # created inner first, so in dependency order
-            at[dummy] = symbolic.evaluate(expr, at)
-        for desc, site in sites:
-            if symbolic.evaluate(site, at) == 0.0:
-                return Reference(None, "symbolic", note=f"{desc} switches at this point")
-        for k, expr in wanted.items():
-            pointwise[k][idx] = symbolic.evaluate(expr, at)
+    try:
+        kink, pointwise = vectorized.evaluate(wanted, low.frozen, sites, grid, shape)
+    except vectorized.NotEnough as err:
+        raise Unverifiable(str(err)) from None
+    if kink is not None:
+        return Reference(None, "symbolic", note=kink)
     return Reference(rule.assemble(pointwise, case), "symbolic")
 
 
