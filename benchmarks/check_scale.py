@@ -1,0 +1,59 @@
+"""V1 (issue 14): every element of a 10^7-point grid checked, against the tape's own time.
+
+    python benchmarks/check_scale.py [--points 10000000] [--repeats 5]
+
+One process: `runner.job.run` on y = sin(x) * x over a linspace of `--points` float32 points,
+dy/dx, event files and plots off; the first run (SymPy's import, TensorFlow's warm-up) is
+left out, then the median over `--repeats` of the check's time (`timing.verify_s`: the
+float64 re-run, the symbolic reference over the whole grid, the comparison) against the
+tape's (`forward_s + derivatives_s`). Goal: at most 2x.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from runner import job  # noqa: E402
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--points", type=int, default=10_000_000)
+    parser.add_argument("--repeats", type=int, default=5)
+    args = parser.parse_args()
+    cfg = {
+        "function": {"inputs": ["x"], "steps": {"y": "sin(x) * x"}},
+        "point": {"x": {"linspace": [-10.0, 10.0, args.points]}},
+        "derivatives": [{"target": "y", "sources": "x"}],
+        "log": {"tensorboard": False, "plots": False},
+        "limits": {"memory": "16GiB"},
+    }
+    tape, check = [], []
+    with tempfile.TemporaryDirectory() as tmp:
+        for i in range(args.repeats + 1):
+            out = Path(tmp) / str(i)
+            job.run(cfg, out, echo=False)
+            log = json.loads((out / "results.json").read_text())
+            rec = log["derivatives"][0]["check"]
+            if rec["outcome"] != "passed" or rec["elements"] != args.points:
+                raise SystemExit(f"the check did not pass in every element: {rec.get('reason')}")
+            if i:
+                t = log["timing"]
+                tape.append(t["forward_s"] + t["derivatives_s"])
+                check.append(t["verify_s"])
+    t, c = statistics.median(tape), statistics.median(check)
+    print(
+        f"V1 {args.points:,} points, every element checked ({rec['method']}): check {c:.3f} s, tape {t:.3f} s, "
+        f"{c / t:.1f}x the tape (goal <= 2x: {'met' if c <= 2 * t else 'NOT met'}; medians of {args.repeats})"
+    )
+
+
+if __name__ == "__main__":
+    main()
