@@ -37,9 +37,9 @@ import numpy as np
 
 from runner.config.kinds import KINDS
 from runner.config.spec import JobSpec, RequestSpec
-from runner.verify.finite_differences import Forward, Reference, Unverifiable, fd_reference, measure_error
-from runner.verify.symbolic_reference import symbolic_applies, symbolic_reference
-from runner.verify.tape_graph import connected, through_code, tracked_names
+from runner.verify.finite_differences import Forward, Reference, Unverifiable, fd_block, fd_reference, measure_error
+from runner.verify.symbolic_reference import symbolic_applies, symbolic_blocks, symbolic_reference
+from runner.verify.tape_graph import connected, merge_blocks, through_code, tracked_names, unconnected_block
 
 # rtol by the dtype TensorFlow computed in (float64 reference, so this is TF's own rounding).
 DTYPE_RTOL = {"float64": 1e-8, "float32": 1e-4, "float16": 1e-2, "bfloat16": 5e-2}
@@ -257,15 +257,12 @@ def check(spec: JobSpec, req: RequestSpec, got: Any, fwd: Forward, tracked: Set[
         elif isinstance(got, Mapping) or req.several:
             if not isinstance(got, Mapping):
                 raise Unverifiable("several sources, but TensorFlow's value is not a mapping source -> value")
-
-            # a hessian by several sources is a mapping source -> source -> block: the
-            # diagonal blocks (d2/ds ds) are the ones checked
-            def block(s: str) -> Any:
-                v = got.get(s)
-                return v.get(s) if KINDS[req.kind].pairs and isinstance(v, Mapping) else v
-
-            recs = {s: compare(block(s), _reference(spec, req, s, fwd, mode, tracked), req) for s in req.sources}
-            rec = _merge(recs)
+            if KINDS[req.kind].pairs:
+                # a hessian by several sources: a mapping source -> source -> block, every block checked
+                rec = _check_blocks(spec, req, got, fwd, mode, tracked)
+            else:
+                recs = {s: compare(got.get(s), _reference(spec, req, s, fwd, mode, tracked), req) for s in req.sources}
+                rec = _merge(recs)
         else:
             rec = compare(got, _reference(spec, req, req.sources[0], fwd, mode, tracked), req)
         values = got.values() if isinstance(got, Mapping) else [got]
@@ -323,6 +320,46 @@ def _merge(recs: Dict[str, Dict[str, Any]]) -> Dict[str, Any]:
     if notes:
         out["note"] = "; ".join(notes)
     return out
+
+
+def _check_blocks(
+    spec: JobSpec, req: RequestSpec, got: Mapping[str, Any], fwd: Forward, mode: str, tracked: Set[str]
+) -> Dict[str, Any]:
+    """A hessian by several sources: one reference per block (s, r) (the Jacobian by r of the
+    gradient by s), each compared with TensorFlow's block, merged into one record."""
+    linked = tuple(s for s in req.sources if connected(spec, req.target, s, tracked))
+    exact, note, method = symbolic_blocks(spec, req, fwd, mode, linked)  # every block at once, or why not
+    recs: Dict[Tuple[str, str], Dict[str, Any]] = {}
+    for s, r in ((s, r) for s in req.sources for r in req.sources):
+        row = got.get(s)
+        block = row.get(r) if isinstance(row, Mapping) else None
+        try:
+            unlinked = unconnected_block(spec, req.target, s, r, tracked)
+            if unlinked is not None:  # None (or zeros), as TensorFlow gives it
+                zeros = np.zeros(fwd.base[s].shape + fwd.base[r].shape)
+                ref = Reference(None if req.unconnected == "none" else zeros, method, note=unlinked)
+            elif exact is not None:
+                ref = Reference(exact[s][r], "symbolic")
+            else:
+                ref = fd_block(fwd, req, s, r, through_code(spec, req.target))
+                ref.note = note if ref.precision is None else "; ".join(filter(None, [note, _narrow(fwd)]))
+        except Exception as err:  # this block cannot be checked; the others still are
+            why = str(err) if isinstance(err, Unverifiable) else f"{type(err).__name__}: {err}"
+            recs[(s, r)] = {"method": method, "passed": False, "reason": why, "unchecked": why}
+            continue
+        if block is None and ref.value is not None and not ref.opaque:
+            # TF's None where the gradient by s has no path to r: right when the reference is 0
+            rec = {**compare(np.zeros_like(np.asarray(ref.value, dtype=np.float64)), ref, req), "reference": ref.value}
+            said = f"TensorFlow gives None: the gradient by {s} does not depend on {r}"
+            rec.update(
+                {"note": "; ".join(filter(None, [f"{said} (the reference is 0)", rec.get("note")]))}
+                if rec["passed"]
+                else {"reason": f"{said}, but the reference is not 0: {rec['reason']}"}
+            )
+        else:
+            rec = compare(block, ref, req)
+        recs[(s, r)] = rec
+    return merge_blocks(recs)
 
 
 def check_all(

@@ -230,14 +230,32 @@ def _fd_batch_jacobian(fwd: Forward, req: RequestSpec, sources: Tuple[str, ...],
 
 
 def _fd_hessian(fwd: Forward, req: RequestSpec, sources: Tuple[str, ...], combined: bool) -> Reference:
-    (source,) = sources
-    t_of = _target_of(fwd, req, source)
+    """The block (s, r) for `sources` (s, r) (a hessian by several sources), or (s, s) for (s,)."""
+    return Reference(hessian_block(fwd, req, sources[0], sources[-1]), "finite_difference", 0.0)
 
-    def first(s: np.ndarray) -> np.ndarray:
-        return fd_jacobian(lambda u: np.sum(t_of(u)), s, 0, move).central
 
-    move = fwd.move(source)
-    return Reference(fd_jacobian(first, fwd.base[source], 1, move).central, "finite_difference", 0.0)
+def fd_block(fwd: Forward, req: RequestSpec, s: str, r: str, opaque: bool) -> Reference:
+    """The block (s, r) of a hessian by several sources, by `fd_reference`; through the
+    user's code (`opaque`) with its error measured."""
+    sources = (s,) if r == s else (s, r)
+    ref = fd_reference(fwd, req, sources, combined=False)
+    ref.opaque = opaque
+    if opaque:
+        measure_error(fwd, req, sources, False, ref)
+    return ref
+
+
+def hessian_block(fwd: Forward, req: RequestSpec, s: str, r: str) -> np.ndarray:
+    """The block (s, r) of the Hessian of sum(target), s.shape + r.shape, as TensorFlow
+    builds it: the Jacobian by r (outer differences, larger steps) of the gradient by s
+    (inner differences), every other source held at the point."""
+
+    def gradient(at_r: np.ndarray) -> np.ndarray:
+        moved = {r: at_r}
+        at_s = at_r if r == s else fwd.base[s]
+        return fd_jacobian(lambda u: np.sum(fwd.target(req.target, {**moved, s: u})), at_s, 0, fwd.move(s)).central
+
+    return fd_jacobian(gradient, fwd.base[r], 1, fwd.move(r)).central
 
 
 def _along_tangents(
