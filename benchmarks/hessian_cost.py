@@ -29,9 +29,15 @@ from runner.config import schema  # noqa: E402
 
 def config(n: int, verify: str) -> Dict[str, Any]:
     names = [f"x{i}" for i in range(n)]
-    terms = [f"sin({a} * {b})" for a, b in zip(names, names[1:])] + [f"{a} ** 2 / 2" for a in names]
+    # a step of ten sources' terms at a time (an expression is at most 2,000 characters), then their sum
+    steps = {}
+    for k in range(0, n, 10):
+        chunk = names[k : k + 11]  # with the next chunk's first source: its neighbour
+        terms = [f"sin({a} * {b})" for a, b in zip(chunk, chunk[1:])] + [f"{a} ** 2 / 2" for a in chunk[:10]]
+        steps[f"p{k // 10}"] = " + ".join(terms)
+    steps["f"] = " + ".join(steps)
     return {
-        "function": {"inputs": {a: {"dtype": "float64"} for a in names}, "steps": {"f": " + ".join(terms)}},
+        "function": {"inputs": {a: {"dtype": "float64"} for a in names}, "steps": steps},
         "point": {a: round(0.1 + 0.9 * i / max(1, n - 1), 6) for i, a in enumerate(names)},
         "derivatives": [{"target": "f", "sources": names, "kind": "hessian", "name": "H"}],
         "verify": verify,
