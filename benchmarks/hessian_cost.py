@@ -8,6 +8,12 @@ so its Hessian has every kind of block: diagonal, mixed and nonzero (neighbours)
 blocks TensorFlow gives as None (the rest), each checked against a reference. Runs in-process
 (`runner.job.run`, medians of the repeats after a run of 3 sources that pays the imports); the
 ratio is `timing.verify_s` over `timing.derivatives_s` (goal: under 5x).
+
+Figures (2026-12-02, 2 shared cores, nice 10): 100 sources, `auto` (SymPy, 10,000 blocks, one
+run): tape 597.6 s, check 20.1 s, 0.03x. 30 sources, `finite_difference` (900 blocks, median
+of 2): tape 54.9 s, check 28.7 s, 0.52x. The tape's time is 10,000 `jacobian` calls of a
+scalar gradient (~60 ms each); the differences' is the function re-run eagerly, 4 runs a
+scalar block (not measured at 100 sources: about 4 x 10,000 runs of a 300-op function).
 """
 
 from __future__ import annotations
