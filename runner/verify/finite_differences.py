@@ -52,12 +52,7 @@ def fd_jacobian(
     steps = np.zeros(flat.size)
     rel = move.rel(level)
     for j in range(flat.size):
-        h = rel * max(1.0, abs(flat[j]))
-        up, down = flat.copy(), flat.copy()
-        up[j] += h
-        down[j] -= h
-        up, down = move.snap(up), move.snap(down)
-        h_up, h_down = up[j] - flat[j], flat[j] - down[j]  # the steps actually representable
+        up, down, h_up, h_down, h = _moved(flat, j, rel, move)
         fp = np.asarray(fun(up.reshape(x0.shape)), dtype=np.float64)
         fm = np.asarray(fun(down.reshape(x0.shape)), dtype=np.float64)
         central[..., j] = (fp - fm) / (h_up + h_down)
@@ -71,6 +66,35 @@ def fd_jacobian(
     return Jacobian(
         central.reshape(shape), forward.reshape(shape), backward.reshape(shape), noise, steps.reshape(x0.shape)
     )
+
+
+def _moved(flat: np.ndarray, j: int, rel: float, move: Move) -> Tuple[np.ndarray, np.ndarray, float, float, float]:
+    """x moved up and down at element j by the relative step `rel`, as `move` rounds it, the
+    steps actually representable, and the step asked for."""
+    h = rel * max(1.0, abs(flat[j]))
+    up, down = flat.copy(), flat.copy()
+    up[j] += h
+    down[j] -= h
+    up, down = move.snap(up), move.snap(down)
+    return up, down, up[j] - flat[j], flat[j] - down[j], h
+
+
+def central_differences(
+    fun: Callable[[np.ndarray], np.ndarray], x0: np.ndarray, level: int = 0, move: Move = EXACT
+) -> np.ndarray:
+    """`fd_jacobian(...).central` without the one-sided differences (and the run at x0 they
+    need): f.shape + x.shape, with the same steps."""
+    x0 = np.asarray(x0, dtype=np.float64)
+    if x0.size > MAX_FD_ELEMENTS:
+        raise Unverifiable(f"not verified: the source has {x0.size} elements (limit {MAX_FD_ELEMENTS})")
+    flat, rel, columns = x0.ravel(), move.rel(level), []
+    for j in range(flat.size):
+        up, down, h_up, h_down, _ = _moved(flat, j, rel, move)
+        fp, fm = (np.asarray(fun(v.reshape(x0.shape)), dtype=np.float64) for v in (up, down))
+        columns.append((fp - fm) / (h_up + h_down))
+    if not columns:  # an empty source: the shape of f from one run
+        return np.zeros(np.shape(fun(x0)) + x0.shape)
+    return np.stack(columns, axis=-1).reshape(columns[0].shape + x0.shape)
 
 
 def kinks(
@@ -228,14 +252,32 @@ def _fd_batch_jacobian(fwd: Forward, req: RequestSpec, sources: Tuple[str, ...],
 
 
 def _fd_hessian(fwd: Forward, req: RequestSpec, sources: Tuple[str, ...], combined: bool) -> Reference:
-    (source,) = sources
-    t_of = _target_of(fwd, req, source)
+    """The block (s, r) for `sources` (s, r) (a hessian by several sources), or (s, s) for (s,)."""
+    return Reference(hessian_block(fwd, req, sources[0], sources[-1]), "finite_difference", 0.0)
 
-    def first(s: np.ndarray) -> np.ndarray:
-        return fd_jacobian(lambda u: np.sum(t_of(u)), s, 0, move).central
 
-    move = fwd.move(source)
-    return Reference(fd_jacobian(first, fwd.base[source], 1, move).central, "finite_difference", 0.0)
+def fd_block(fwd: Forward, req: RequestSpec, s: str, r: str, opaque: bool) -> Reference:
+    """The block (s, r) of a hessian by several sources, by `fd_reference`; through the
+    user's code (`opaque`) with its error measured."""
+    sources = (s,) if r == s else (s, r)
+    ref = fd_reference(fwd, req, sources, combined=False)
+    ref.opaque = opaque
+    if opaque:
+        measure_error(fwd, req, sources, False, ref)
+    return ref
+
+
+def hessian_block(fwd: Forward, req: RequestSpec, s: str, r: str) -> np.ndarray:
+    """The block (s, r) of the Hessian of sum(target), s.shape + r.shape, as TensorFlow
+    builds it: the Jacobian by r (outer differences, larger steps) of the gradient by s
+    (inner differences), every other source held at the point."""
+
+    def gradient(at_r: np.ndarray) -> np.ndarray:
+        moved = {r: at_r}
+        at_s = at_r if r == s else fwd.base[s]
+        return central_differences(lambda u: np.sum(fwd.target(req.target, {**moved, s: u})), at_s, 0, fwd.move(s))
+
+    return central_differences(gradient, fwd.base[r], 1, fwd.move(r))
 
 
 def _along_tangents(

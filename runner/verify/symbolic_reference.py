@@ -5,7 +5,8 @@ broadcasting; `order` > 1 for gradients). An elementwise target's element i depe
 element of each source, so every kind follows from the pointwise derivatives
 d(t_i)/d(s), d2(t_i)/d(s)d(s'): a kind's rule says which of them it needs and where
 broadcasting puts them (summed back for a gradient, spread out for a Jacobian, on the
-diagonal for a Hessian).
+diagonal for a Hessian's block (s, s), where the two sources'
+elements meet for a mixed block (s, r)).
 """
 
 from __future__ import annotations
@@ -127,6 +128,8 @@ def symbolic_reference(
     if rule is None:
         raise Unverifiable(f"kind {req.kind!r} has no symbolic check")
     moving = tuple(sources or (source,))
+    if req.kind == Kind.hvp.value:  # H v: the gradient by `source` moves with every source (the cross terms)
+        moving = (source,) + tuple(s for s in req.sources if s != source)
     values: Dict[Any, np.ndarray] = {}
     env: Dict[str, Any] = {}
     for inp in spec.inputs:
@@ -162,6 +165,30 @@ def symbolic_reference(
     if kink is not None:
         return Reference(None, "symbolic", note=kink)
     return Reference(rule.assemble(pointwise, case), "symbolic")
+
+
+def symbolic_blocks(
+    spec: JobSpec, req: RequestSpec, fwd: Forward, mode: str, linked: Tuple[str, ...]
+) -> Tuple[Optional[Dict[str, Dict[str, np.ndarray]]], Optional[str], str]:
+    """Every block of a hessian by several sources at once by SymPy (source -> source ->
+    block, over the sources the tape connects), else None and why finite differences decide;
+    and the method an unconnected block is said to be checked by."""
+    why_not = symbolic_applies(spec, req, fwd) if mode in ("auto", "symbolic") else "finite differences chosen"
+    method = "symbolic" if why_not is None else "finite_difference"
+    if why_not is not None:
+        note = f"symbolic check does not apply ({why_not}): finite differences used" if mode == "symbolic" else None
+        return None, note, method
+    if not linked:
+        return None, None, method
+    try:
+        ref = symbolic_reference(spec, req, linked[0], fwd, sources=linked)
+    except Unverifiable as err:  # too large for SymPy: differences decide
+        return None, f"{err}: finite differences used", method
+    except Exception as err:  # SymPy refused (e.g. Max of a complex infinity): differences decide
+        return None, f"SymPy could not differentiate ({type(err).__name__}): finite differences used", method
+    if ref.value is None:
+        return None, f"{ref.note}: finite differences decided whether it is a kink", method
+    return ref.value, None, method
 
 
 # ---- one rule per kind ------------------------------------------------------------------
@@ -213,10 +240,27 @@ def _batch_jacobian(p: Dict[Any, np.ndarray], c: Case) -> np.ndarray:
     return batch_diagonal(_jacobian(p, c), c.shape, c.source_shape())
 
 
-def _hessian(p: Dict[Any, np.ndarray], c: Case) -> np.ndarray:
-    s_shape = c.source_shape()
-    diag = _unbroadcast(p["d2"], s_shape).ravel()
-    return np.diag(diag).reshape(tuple(s_shape) * 2)
+def _hessian_wanted(f: Any, x: Dict[str, Any], c: Case) -> Dict[Any, Any]:
+    """d2 t / da db for each pair of moving sources, a before b (the mixed partials of a
+    formula commute: the block (b, a) is placed from the same pointwise values)."""
+    moving = c.moving
+    return {("d2", a, b): diff(f, x[a], x[b]) for i, a in enumerate(moving) for b in moving[i:]}
+
+
+def _hessian(p: Dict[Any, np.ndarray], c: Case) -> Any:
+    """One source: the block (s, s). Several (`req.several`): the mapping a -> b -> block
+    (a, b) = d/db of the gradient by a, over the moving sources, as TensorFlow gives it."""
+    if not c.req.several:
+        return hessian_block(p[("d2", c.source, c.source)], c.source_shape(), c.source_shape())
+    out: Dict[str, Dict[str, np.ndarray]] = {a: {} for a in c.moving}
+    for i, a in enumerate(c.moving):
+        for b in c.moving[i:]:
+            block = hessian_block(p[("d2", a, b)], c.source_shape(a), c.source_shape(b))
+            out[a][b] = block
+            if b != a:  # the transpose: source axes of b first
+                na, nb = len(c.source_shape(a)), len(c.source_shape(b))
+                out[b][a] = np.transpose(block, tuple(range(na, na + nb)) + tuple(range(na)))
+    return out
 
 
 def _jvp(p: Dict[Any, np.ndarray], c: Case) -> Any:
@@ -258,7 +302,7 @@ SYMBOLIC_RULES: Dict[str, SymbolicRule] = {
     Kind.gradient.value: SymbolicRule(lambda f, x, c: {"d": diff(f, *[x[c.source]] * c.req.order)}, _gradient),
     Kind.jacobian.value: SymbolicRule(_first_derivatives, _jacobian),
     Kind.batch_jacobian.value: SymbolicRule(_first_derivatives, _batch_jacobian),
-    Kind.hessian.value: SymbolicRule(lambda f, x, c: {"d2": diff(f, x[c.source], x[c.source])}, _hessian),
+    Kind.hessian.value: SymbolicRule(_hessian_wanted, _hessian),
     Kind.jvp.value: SymbolicRule(_first_derivatives, _jvp),
     Kind.hvp.value: SymbolicRule(
         lambda f, x, c: {("d2", a, b): diff(f, x[a], x[b]) for a in c.moving for b in c.moving}, _hvp
@@ -277,6 +321,17 @@ def _unbroadcast(grad: np.ndarray, shape: Tuple[int, ...]) -> np.ndarray:
         if n == 1 and grad.shape[axis] != 1:
             grad = grad.sum(axis=axis, keepdims=True)
     return grad.reshape(shape)
+
+
+def hessian_block(d2: np.ndarray, a_shape: Tuple[int, ...], b_shape: Tuple[int, ...]) -> np.ndarray:
+    """The block (a, b) (a.shape + b.shape) of the Hessian of sum(t), t elementwise, from the
+    pointwise d2 t_i / da db: element i of the target reads the elements of a and b that
+    broadcasting maps to i, so its value adds to that one entry (the diagonal when a is b)."""
+    ia = np.broadcast_to(np.arange(int(np.prod(a_shape, dtype=int))).reshape(a_shape), d2.shape).ravel()
+    ib = np.broadcast_to(np.arange(int(np.prod(b_shape, dtype=int))).reshape(b_shape), d2.shape).ravel()
+    out = np.zeros((int(np.prod(a_shape, dtype=int)), int(np.prod(b_shape, dtype=int))))
+    np.add.at(out, (ia, ib), np.asarray(d2, dtype=np.float64).ravel())
+    return out.reshape(tuple(a_shape) + tuple(b_shape))
 
 
 def _expand_jacobian(d: np.ndarray, s_shape: Tuple[int, ...]) -> np.ndarray:

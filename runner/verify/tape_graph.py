@@ -2,12 +2,14 @@
 connects a source to a target (inputs it does not watch, steps under `tape.stop_recording`
 and `stop_gradient(...)` arguments are held fixed; the user's code is opaque).
 
-Split from :mod:`runner.verify.check`, which re-exports `tracked_names` and `connected`.
+Split from :mod:`runner.verify.check`, which re-exports `tracked_names` and `connected`. A
+hessian by several sources has a block per pair of sources: `unconnected_block` says which the
+tape leaves unconnected, `merge_blocks` makes one check record of the blocks' records.
 """
 
 from __future__ import annotations
 
-from typing import Set
+from typing import Any, Dict, List, Optional, Set, Tuple
 
 from runner.config.spec import JobSpec
 from runner.language import expression as ex
@@ -85,3 +87,59 @@ def through_code(spec: JobSpec, target: str) -> bool:
         if ex.names(step.expr).keys() & reach:
             reach.add(step.name)
     return target in reach
+
+
+def unconnected_block(spec: JobSpec, target: str, s: str, r: str, tracked: Set[str]) -> Optional[str]:
+    """Why the tape connects no path to the block (s, r) of a Hessian (d/dr of the gradient by
+    s), or None: TensorFlow's gradient by s is None when s is unconnected, and its Jacobian
+    by r is when r is."""
+    for name in dict.fromkeys((s, r)):
+        if name not in tracked:
+            return f"the tape does not watch {name}"
+        if not connected(spec, target, name, tracked):
+            return f"the tape records no path from {name} to {target}"
+    return None
+
+
+def merge_blocks(recs: Dict[Tuple[str, str], Dict[str, Any]]) -> Dict[str, Any]:
+    """One check record for every block (s, r) of a hessian: `reference` (and `tolerance`)
+    nested source -> source -> block as TensorFlow's value is, the worst errors of all blocks,
+    passed when every block passed; `coverage` names the blocks that could not be checked."""
+    rows = list(dict.fromkeys(s for s, _ in recs))
+
+    def nested(key: str) -> Dict[str, Dict[str, Any]]:
+        return {s: {r: rec.get(key) for (a, r), rec in recs.items() if a == s} for s in rows}
+
+    def worst(key: str) -> Optional[float]:
+        found = [rec[key] for rec in recs.values() if rec.get(key) is not None]
+        return max(found) if found else None
+
+    out: Dict[str, Any] = {
+        "method": "+".join(sorted({rec["method"] for rec in recs.values()})),
+        "max_abs_error": worst("max_abs_error"),
+        "max_rel_error": worst("max_rel_error"),
+        "tolerance": nested("tolerance"),
+        "passed": all(rec["passed"] for rec in recs.values()),
+        "reference": nested("reference"),
+    }
+    precisions = sorted({rec["precision"] for rec in recs.values() if rec.get("precision")})
+    if precisions:  # differences taken in a narrower dtype than float64 (the code's variables)
+        out["precision"] = "+".join(precisions)
+
+    def grouped(key: str, checked: bool = False) -> Dict[str, List[str]]:
+        by: Dict[str, List[str]] = {}
+        for (s, r), rec in recs.items():
+            if rec.get(key) and not (checked and rec.get("unchecked")):
+                by.setdefault(rec[key], []).append(f"({s}, {r})")
+        return by
+
+    reasons = [f"block {b}: {why}" for why, blocks in grouped("reason", checked=True).items() for b in blocks]
+    unchecked = [f"blocks {', '.join(blocks)} not checked: {why}" for why, blocks in grouped("unchecked").items()]
+    notes = [f"block{'s' * (len(bs) > 1)} {', '.join(bs)}: {note}" for note, bs in grouped("note").items()]
+    if reasons or unchecked:
+        out["reason"] = "; ".join(reasons + unchecked)
+    if notes:
+        out["note"] = "; ".join(notes)
+    if unchecked:
+        out["coverage"] = "; ".join(unchecked)
+    return out
