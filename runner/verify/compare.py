@@ -164,16 +164,18 @@ def _compare_finite(
 ) -> Dict[str, Any]:
     """`compare` where every number on both sides is finite, in a few passes over the arrays
     (a 10^7-point grid: 0.3 s, against 2.4 s for the general path)."""
-    err = np.subtract(g64, r)
+    # in place where the arrays are large; a 0-d array's arithmetic gives NumPy scalars, so
+    # each result is made an array again before it is written into
+    err = np.asarray(np.subtract(g64, r))
     np.abs(err, out=err)
-    allowed = np.abs(r)
+    allowed = np.asarray(np.abs(r))
     max_abs = float(err.max()) if err.size else 0.0
     with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
-        rel = np.maximum(allowed, np.finfo(np.float64).tiny)
+        rel = np.asarray(np.maximum(allowed, np.finfo(np.float64).tiny))
         np.divide(err, rel, out=rel)
         max_rel = float(rel.max()) if rel.size else 0.0
         del rel
-        allowed *= rtol
+        allowed = allowed * rtol
         allowed += atol
         bad = err > allowed
     mismatched = int(np.count_nonzero(bad))
