@@ -461,7 +461,9 @@ def test_ten_million_points_write_a_small_json(run_job):
     assert ref["array"] == {"file": "arrays.npz", "key": "derivatives/dy/dx", "shape": [10_000_000], "dtype": "float32"}
     assert ref["summary"]["min"] == 0.0 and ref["summary"]["max"] == pytest.approx(2.0)
     with np.load(ran.folder / "arrays.npz") as arrays:
-        assert sorted(arrays.files) == ["derivatives/dy/dx", "values/x", "values/y"]
+        # every element is checked (symbolically, over the whole grid): its reference is kept too
+        assert sorted(arrays.files) == ["checks/dy/dx", "derivatives/dy/dx", "values/x", "values/y"]
+        assert arrays["checks/dy/dx"].shape == (10_000_000,)
         dy = arrays["derivatives/dy/dx"]
         assert dy.shape == (10_000_000,)
         np.testing.assert_allclose(

@@ -90,3 +90,22 @@ def test_one_corrupted_element_of_a_large_grid_fails_naming_it(tmp_path):
     assert rec["method"] == "symbolic" and rec["outcome"] == "failed"
     assert rec["mismatched"] == 1 and rec["elements"] == 100_000
     assert "at [31337]" in rec["reason"], rec["reason"]
+
+
+@pytest.mark.parametrize("text", ["x + log(0.0)", "x * log(0.0)"])
+def test_a_formula_sympy_folds_to_an_infinity_is_left_to_finite_differences(tmp_path, text):
+    """log(0) is SymPy's complex infinity: x + zoo folds to zoo, whose derivative SymPy calls
+    0 (TensorFlow's is 1), and NumPy has no spelling for it. The symbolic reference steps aside."""
+    code, log = _run(tmp_path, {"y": text}, 2.0)
+    check = log["derivatives"][0]["check"]
+    assert check["method"] == "finite_difference"
+    assert "not finite here" in check["note"], check
+
+
+def test_a_derivative_numpy_cannot_spell_is_evaluated_by_evalf():
+    import sympy as sp
+
+    x = sp.Symbol("x", real=True)
+    grid = {x: np.array([1.0, 2.0])}
+    _, values = pointwise.evaluate({"d": x * sp.zoo}, {}, [], grid, (2,))
+    assert np.isnan(values["d"]).all()  # undefined, as SymPy's evalf says

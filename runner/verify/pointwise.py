@@ -54,17 +54,29 @@ def evaluate(
         for desc, site in sites:
             if np.any(_vector(sp, site, symbols, arrays, shape) == 0.0):
                 return f"{desc} switches at this point", {}
-        out = {k: _vector(sp, expr, symbols, arrays, shape) for k, expr in wanted.items()}
+        out: Dict[Any, Optional[np.ndarray]] = {}
+        for k, expr in wanted.items():
+            try:
+                out[k] = _vector(sp, expr, symbols, arrays, shape)
+            except Exception:  # NumPy has no spelling for it (SymPy's complex infinity): evalf decides
+                out[k] = None
     recheck = _sample(shape, grid)
+    size = int(np.prod(shape, dtype=np.int64))
+    done: Dict[Any, np.ndarray] = {}
     for k, expr in wanted.items():
         values = out[k]
+        if values is None:
+            if size > MAX_EVALF_POINTS:
+                raise NotEnough(f"a derivative NumPy cannot evaluate, on a grid of {size:,} points")
+            done[k] = np.array([symbolic.evaluate(expr, _at(arrays, idx)) for idx in np.ndindex(*shape)]).reshape(shape)
+            continue
+        done[k] = values
         bad = [tuple(int(i) for i in idx) for idx in np.argwhere(~np.isfinite(values))]
         if len(bad) > MAX_EVALF_POINTS:
             raise NotEnough(f"float64 gives no finite value at {len(bad):,} points of the grid")
         for idx in bad:
             values[idx] = symbolic.evaluate(expr, _at(arrays, idx))
         if not all(_agrees(values[idx], symbolic.evaluate(expr, _at(arrays, idx))) for idx in recheck):
-            size = int(np.prod(shape, dtype=np.int64))
             if size > MAX_EVALF_POINTS:
                 raise NotEnough(
                     f"float64 is not precise enough for this formula and the grid has {size:,} points "
@@ -72,7 +84,7 @@ def evaluate(
                 )
             for idx in np.ndindex(*shape):
                 values[idx] = symbolic.evaluate(expr, _at(arrays, idx))
-    return None, out
+    return None, done
 
 
 def _vector(sp: Any, expr: Any, symbols: List[Any], arrays: Dict[Any, np.ndarray], shape: Tuple[int, ...]) -> Any:
