@@ -92,7 +92,7 @@ def test_one_corrupted_element_of_a_large_grid_fails_naming_it(tmp_path):
     assert "at [31337]" in rec["reason"], rec["reason"]
 
 
-@pytest.mark.parametrize("text", ["x + log(0.0)", "x * log(0.0)"])
+@pytest.mark.parametrize("text", ["x + log(0.0)", "log(0.0) - x ** 2 * 0 + x"])
 def test_a_formula_sympy_folds_to_an_infinity_is_left_to_finite_differences(tmp_path, text):
     """log(0) is SymPy's complex infinity: x + zoo folds to zoo, whose derivative SymPy calls
     0 (TensorFlow's is 1), and NumPy has no spelling for it. The symbolic reference steps aside."""

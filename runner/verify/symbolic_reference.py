@@ -151,12 +151,12 @@ def symbolic_reference(
             lowerer.env[step.name] = lowerer.lower(step.expr)
             sites += [(f"{desc} in step {step.name}", site) for desc, site in lowerer.kinks]
     low = lowerer.result(lowerer.env[req.target])
-    if low.expr.has(sp.zoo, sp.nan, sp.oo, -sp.oo):
-        # log(0) in the formula: SymPy folds x + zoo to zoo, whose derivative it calls 0
+    syms = {s: lowerer.env.get(s, sp.Dummy(s, real=True)) for s in moving}
+    if low.expr.has(sp.zoo, sp.nan, sp.oo, -sp.oo) and not any(syms[s] in low.expr.free_symbols for s in moving):
+        # x + log(0): SymPy folds x + zoo to zoo, losing x, and calls its derivative 0 (TF: 1)
         return Reference(
             None, "symbolic", note="the target's formula is not finite here (SymPy folds it to an infinity)"
         )
-    syms = {s: lowerer.env.get(s, sp.Dummy(s, real=True)) for s in moving}
     case = Case(req, fwd, source, moving, fwd.base[req.target].shape)
     shape = case.shape
 
