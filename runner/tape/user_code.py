@@ -32,8 +32,9 @@ from runner.config import trust
 from runner.config.callables import TRAINABLE_VARIABLES, CallableSpec, targets
 from runner.config.spec import JobSpec
 from runner.errors import ConfigError
+from runner.tape.forward import CALLABLE_STEP
 
-KEY = "function.callable"
+KEY = CALLABLE_STEP  # the config key, and the step a failure of the code is logged under
 
 
 def resolve(key: str, path: str, trusted: Tuple[str, ...]) -> Any:
@@ -170,13 +171,14 @@ class UserCode:
 
     def record(self) -> Dict[str, Any]:
         """The run log's `code`: what ran, under which trust, and the variables it read."""
+        trusted = trust.prefixes()
         return {
             "callable": self.spec.path if self.spec.path else self.spec.instantiation(),
-            "trusted": list(trust.prefixes()),
+            "trusted": list(trusted),
             "outputs": list(self.outputs),
             "called_with": f"positional ({', '.join(self.positional)})" if self.positional else "keywords",
             "variables": {path: {"shape": list(v.shape), "dtype": v.dtype.name} for path, v in self.variables.items()},
-            "sources": sources(trust.prefixes()),
+            "sources": sources(trusted),
         }
 
     def needs_build(self, spec: JobSpec) -> bool:
