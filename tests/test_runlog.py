@@ -71,3 +71,29 @@ def test_atomic_write_replaces_whole_files(tmp_path):
     runlog.write_atomic(target, b"second")
     assert target.read_bytes() == b"second"
     assert [p.name for p in tmp_path.iterdir()] == ["f.json"]
+
+
+@pytest.mark.parametrize(
+    "arr",
+    [
+        np.full(200_001, 3e38, dtype=np.float32),  # the float32 sum overflows
+        np.array([1e308, 1e308, np.inf, np.nan]),  # even float64's does
+        np.full(70_000, 60000.0, dtype=np.float16),
+    ],
+    ids=["float32", "float64", "float16"],
+)
+def test_the_summary_mean_of_large_finite_numbers_is_finite(arr):
+    with np.errstate(all="raise"):  # no NumPy warning reaches the console
+        summary = runlog.array_reference("values/y", arr)["summary"]
+    finite = arr[np.isfinite(arr)].astype(np.float64)
+    assert summary["mean"] == pytest.approx(float(np.mean(finite / finite.max())) * finite.max(), rel=1e-6)
+    assert math.isfinite(summary["mean"]) and summary["non_finite"] == arr.size - finite.size
+
+
+def test_a_run_whose_float32_values_sum_past_the_range_is_logged(run_job):
+    cfg = function_config(
+        {"y": "exp(x)"}, {"x": {"linspace": [80.0, 88.0, 200_001]}}, [{"target": "y", "sources": "x"}], verify="off"
+    )
+    ran = run_job(cfg)
+    summary = strict_load(ran.folder / "results.json")["values"]["y"]["summary"]
+    assert math.isfinite(summary["mean"]) and summary["max"] == pytest.approx(math.exp(88.0), rel=1e-5)

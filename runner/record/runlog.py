@@ -72,11 +72,22 @@ def array_reference(key: str, arr: np.ndarray) -> Dict[str, Any]:
             if finite.size:
                 low, high = finite.min(), finite.max()
         if finite.size:
-            stats = {"min": float(low), "max": float(high), "mean": float(finite.mean())}
+            stats = {"min": float(low), "max": float(high), "mean": _mean(finite)}
     return {
         "array": {"file": ARRAYS_FILE, "key": key, "shape": list(arr.shape), "dtype": str(arr.dtype)},
         "summary": {**stats, "non_finite": int(arr.size - finite.size)},
     }
+
+
+def _mean(finite: np.ndarray) -> float:
+    """The mean of finite numbers as a finite float: summed in float64 (a float32 sum of
+    10^5 values near 3e38 overflows), and scaled down first where even float64's would."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        mean = float(finite.mean(dtype=np.float64))
+        if not np.isfinite(mean):
+            big = float(np.max(np.abs(finite.astype(np.float64))))
+            mean = float((finite.astype(np.float64) / big).mean()) * big
+    return mean
 
 
 def environment(tf_version: Optional[str]) -> Dict[str, Any]:
