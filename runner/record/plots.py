@@ -199,7 +199,12 @@ def _draw_errors(ax: Any, x: np.ndarray, rows: List[Tuple[Curve, np.ndarray, np.
     An error of 0 is drawn at the smallest positive value on the panel (the legend says
     which); where either side is NaN or infinite there is no error to draw, and a failing
     element there is a red cross along the panel's top edge."""
+    from matplotlib.ticker import LogFormatter, NullLocator
+
     ax.set_yscale("log")
+    # "1e-08", not mathtext's 10^-8, and no minor ticks: they were most of this panel's time
+    ax.yaxis.set_major_formatter(LogFormatter())
+    ax.yaxis.set_minor_locator(NullLocator())
     shown = []
     for c, at, bad in rows:
         err, allowed, failing = c.error, c.allowed, c.failing
