@@ -111,7 +111,7 @@ def run(cfg: Mapping[str, Any], output_dir: Path, name: str = "run", echo: bool 
         if rec["name"] in checks:
             rec["check"] = _check_record(enc, rec["name"], checks[rec["name"]])
     record["timing"]["verify_s"] = verify_s
-    record["artifacts"] = artifacts.write(output_dir, run_settings.log, spec, outcome, record["timing"])
+    record["artifacts"] = artifacts.write(output_dir, run_settings.log, spec, outcome, record["timing"], checks)
     record["timing"]["total_s"] = time.perf_counter() - t0
     runlog.write(output_dir, record, enc.arrays)  # last: a complete results.json marks the job done
     if echo:

@@ -9,14 +9,22 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Mapping, Optional
 
 from runner.config.overrides import overrides
 from runner.config.settings import LogSettings
 
 
-def write(folder: Path, log: LogSettings, spec: Any, outcome: Any, timing: Dict[str, float]) -> Dict[str, Any]:
-    """Write the enabled artifacts into `folder`; return what was written (or what failed)."""
+def write(
+    folder: Path,
+    log: LogSettings,
+    spec: Any,
+    outcome: Any,
+    timing: Dict[str, float],
+    checks: Optional[Mapping[str, Dict[str, Any]]] = None,
+) -> Dict[str, Any]:
+    """Write the enabled artifacts into `folder`; return what was written (or what failed).
+    `checks`: each derivative's check record by name (the plot draws their references)."""
     made: Dict[str, Any] = {}
     folder.mkdir(parents=True, exist_ok=True)
     derivatives = [(d.request.name, d.value) for d in outcome.derivatives]
@@ -34,7 +42,8 @@ def write(folder: Path, log: LogSettings, spec: Any, outcome: Any, timing: Dict[
         try:
             from runner.record import plots
 
-            made["plot"] = plots.run_plot(folder, spec.name, [i.name for i in spec.inputs], outcome.values, derivatives)
+            inputs = [i.name for i in spec.inputs]
+            made["plot"] = plots.run_plot(folder, spec.name, inputs, outcome.values, derivatives, checks)
         except Exception as err:
             made["plot"] = {"error": f"{type(err).__name__}: {err}"}
         timing["plots_s"] = time.perf_counter() - t0
