@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import time
 from pathlib import Path
-from typing import Dict
+from typing import Dict, Iterator
 
 import pytest
 
@@ -62,3 +62,30 @@ def no_process_left_behind():
     while (left := _processes_started_here()) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert not left, f"tests left processes running: {left}"
+
+
+@pytest.fixture(scope="session")
+def slurm_partition() -> str:
+    """The partition of a running SLURM cluster (`.ci/slurm-up` starts one): the tests marked
+    `slurm` skip without one, with the reason, and fail instead under CI=true."""
+    from tests.helpers import slurm
+
+    found, said = slurm.find_partition()
+    if found is None:
+        reason = f"no SLURM cluster with an idle node ({said}); start one with .ci/slurm-up"
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"CI=true: the slurm tests must run, but {reason}", pytrace=False)
+        pytest.skip(reason)
+    return found
+
+
+@pytest.fixture
+def slurm_job_name(slurm_partition) -> Iterator[str]:
+    """A job name of this test's own (`hydra.launcher.name=`); at teardown its jobs are
+    cancelled, and the test fails if it left any queued or running."""
+    from tests.helpers import slurm
+
+    name = f"runner-test-{os.getpid()}-{time.time_ns()}"
+    yield name
+    left = slurm.cancel(name)
+    assert not left, f"the test left SLURM jobs {left} ({name}) queued or running; cancelled them"

@@ -1,0 +1,65 @@
+"""The real SLURM cluster of the tests marked `slurm`: the one-node cluster `.ci/slurm-up`
+starts (or any cluster `sinfo` reaches). The tests never start or stop it; they only cancel
+the jobs they submitted, which they recognise by a job name of their own."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import time
+from typing import List, Optional, Tuple
+
+USABLE = ("idle", "mixed")  # a node in one of these states takes a job now
+
+
+def _run(args: List[str], timeout: float = 20) -> subprocess.CompletedProcess:
+    return subprocess.run(args, capture_output=True, text=True, timeout=timeout)
+
+
+def find_partition() -> Tuple[Optional[str], str]:
+    """(the name of an up partition with a usable node, the default one first, or None; what
+    `sinfo` said, in one line). Without a controller sinfo retries for about 10 s."""
+    if shutil.which("sinfo") is None:
+        return None, "sinfo is not installed"
+    try:
+        out = _run(["sinfo", "-h", "-o", "%P|%a|%T|%N"], timeout=60)
+    except subprocess.TimeoutExpired:
+        return None, "sinfo did not answer in 60 s"
+    said = (out.stdout + out.stderr).strip().replace("\n", "; ")[:300] or "nothing"
+    usable = []
+    for line in out.stdout.splitlines() if out.returncode == 0 else []:
+        name, avail, state = (line.split("|") + ["", ""])[:3]
+        if avail == "up" and state.rstrip("*~#!%$@^-") in USABLE:
+            usable.append(name)
+    usable.sort(key=lambda name: not name.endswith("*"))  # sinfo marks the default with '*'
+    return (usable[0].rstrip("*") if usable else None), f"sinfo: {said}"
+
+
+def jobs_named(name: str) -> List[str]:
+    """The ids of the queued or running jobs called `name` (array tasks included)."""
+    out = _run(["squeue", "-h", "-n", name, "-o", "%i"])
+    if out.returncode != 0:
+        raise RuntimeError(f"squeue failed: {out.stderr.strip()}")
+    return out.stdout.split()
+
+
+def cancel(name: str, timeout: float = 60) -> List[str]:
+    """Cancel every job called `name` and wait until none is left in the queue; returns the
+    jobs that were still there (none after a test that waited for its own)."""
+    left = jobs_named(name)
+    if left:
+        _run(["scancel", "-n", name])
+        deadline = time.monotonic() + timeout
+        while jobs_named(name):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"jobs {name} still queued {timeout:.0f} s after scancel: {jobs_named(name)}")
+            time.sleep(0.5)
+    return left
+
+
+def states(name: str) -> List[str]:
+    """The accounting states of the jobs called `name` (`sacct`, one per array task)."""
+    out = _run(["sacct", "-n", "-X", "-P", "-o", "State", "--name", name, "-S", "now-1day"])
+    if out.returncode != 0:
+        raise RuntimeError(f"sacct failed: {out.stderr.strip()}")
+    return out.stdout.split()
