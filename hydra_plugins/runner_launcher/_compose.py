@@ -114,7 +114,10 @@ class Composer:
         self.loader = loader
         self.master = master
         self.config_name = master.hydra.job.config_name
-        self.hydra_overrides = [str(o) for o in master.hydra.overrides.hydra]
+        # Unresolved, as Hydra reads them (`hydra.sweep.subdir=x_${hydra.job.num}` is text
+        # here: iterating the ListConfig would resolve it, and hydra.job.num is not set yet).
+        lines = OmegaConf.to_container(master.hydra.overrides.hydra, resolve=False)
+        self.hydra_overrides = [str(o) for o in cast(List[str], lines)]
         self.parser = OverridesParser.create()
         self._groups: Dict[str, List[str]] = {}
         self._split: Dict[Tuple[str, ...], Optional[JobOverrides]] = {}
