@@ -20,7 +20,6 @@ import sys
 from typing import TYPE_CHECKING, Any, Callable, Dict, List, Type
 
 from hydra._internal.config_loader_impl import ConfigLoaderImpl
-from hydra._internal.config_loader_impl import get_overrides_dirname as get_overrides_dirname
 from hydra.core.override_parser.types import Override
 from hydra.errors import ConfigCompositionException
 from omegaconf import DictConfig
@@ -59,6 +58,15 @@ def apply_overrides(values: List[Override], cfg: DictConfig) -> None:
         ConfigLoaderImpl._apply_overrides_to_config(values, cfg)
     except OmegaConfBaseException as e:
         raise ConfigCompositionException().with_traceback(sys.exc_info()[2]) from e
+
+
+def get_overrides_dirname(overrides: List[Override], exclude_keys: List[str], item_sep: str, kv_sep: str) -> str:
+    """hydra.job.override_dirname of a job, as Hydra 1.3 computes it. (Imported when called:
+    Hydra 1.4 dropped it for the `${hydra_override_dirname:}` resolver, and an import error
+    here would hide everything else a 1.4 run reports.)"""
+    from hydra._internal.config_loader_impl import get_overrides_dirname as dirname
+
+    return dirname(overrides=overrides, exclude_keys=exclude_keys, item_sep=item_sep, kv_sep=kv_sep)
 
 
 def flush_loggers() -> None:
