@@ -16,21 +16,17 @@ from __future__ import annotations
 import copy
 import pickle
 import re
-import sys
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Sequence, Tuple, cast
 
-from hydra._internal.config_loader_impl import ConfigLoaderImpl, get_overrides_dirname
 from hydra.core.config_loader import ConfigLoader
 from hydra.core.object_type import ObjectType
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import Override, OverrideType, ValueType
-from hydra.errors import ConfigCompositionException
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
-from omegaconf.errors import OmegaConfBaseException
 
-from hydra_plugins.runner_launcher import _hydra_yaml
+from hydra_plugins.runner_launcher import _hydra_compat, _hydra_yaml
 
 # Distinct group-choice tuples kept composed (a sweep over experiment=a,b,c keeps three).
 _TEMPLATES_KEPT = 16
@@ -114,7 +110,10 @@ class Composer:
         self.loader = loader
         self.master = master
         self.config_name = master.hydra.job.config_name
-        self.hydra_overrides = [str(o) for o in master.hydra.overrides.hydra]
+        # Unresolved, as Hydra reads them (`hydra.sweep.subdir=x_${hydra.job.num}` is text
+        # here: iterating the ListConfig would resolve it, and hydra.job.num is not set yet).
+        lines = OmegaConf.to_container(master.hydra.overrides.hydra, resolve=False)
+        self.hydra_overrides = [str(o) for o in cast(List[str], lines)]
         self.parser = OverridesParser.create()
         self._groups: Dict[str, List[str]] = {}
         self._split: Dict[Tuple[str, ...], Optional[JobOverrides]] = {}
@@ -161,7 +160,7 @@ class Composer:
 
     def override_dirname(self, job: JobOverrides) -> str:
         """hydra.job.override_dirname, computed as Hydra computes it."""
-        return get_overrides_dirname(overrides=job.parsed, **self._dirname_args)
+        return _hydra_compat.get_overrides_dirname(overrides=job.parsed, **self._dirname_args)
 
     def template(self, groups: Tuple[str, ...]) -> Template:
         """Hydra's own composition for these group choices (cached)."""
@@ -203,10 +202,7 @@ class Composer:
 
 def apply(values: List[Override], cfg: DictConfig) -> None:
     """Apply value overrides with Hydra's own function, raising what `load_configuration` raises."""
-    try:
-        ConfigLoaderImpl._apply_overrides_to_config(values, cfg)
-    except OmegaConfBaseException as e:
-        raise ConfigCompositionException().with_traceback(sys.exc_info()[2]) from e
+    _hydra_compat.apply_overrides(values, cfg)
 
 
 def undo(template: Template, job: JobOverrides, cfg: DictConfig) -> None:

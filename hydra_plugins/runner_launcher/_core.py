@@ -26,7 +26,6 @@ from hydra.core.utils import (
     JobReturn,
     JobRuntime,
     JobStatus,
-    _flush_loggers,
     configure_log,
     env_override,
     filter_overrides,
@@ -34,9 +33,9 @@ from hydra.core.utils import (
     setup_globals,
 )
 from hydra.types import HydraContext, TaskFunction
-from omegaconf import Container, DictConfig, OmegaConf, open_dict, read_write
+from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
-from hydra_plugins.runner_launcher import _compose, _hydra_yaml, _logging
+from hydra_plugins.runner_launcher import _compose, _hydra_compat, _hydra_yaml, _logging
 
 
 class LauncherState(Protocol):
@@ -121,7 +120,7 @@ class LiveConfig:
         # (its parent still the full config), so the per-job fields are set once for both.
         OmegaConf.set_readonly(self.full.hydra, True)
         self.view = OmegaConf.masked_copy(self.full, "hydra")
-        self.view.__dict__["_content"]["hydra"] = self.full._get_node("hydra")
+        _hydra_compat.share_child(self.view, self.full, "hydra")
         self.job_logging = _logging.JobLogging(self.full)
         self.verbose = self.full.hydra.verbose
         self.hydra_yaml = _hydra_yaml.HydraYaml(
@@ -129,8 +128,8 @@ class LiveConfig:
         )
         self.applied: Optional[_compose.JobOverrides] = None
         sweep = self.full.hydra.sweep
-        self._fixed_dir = _resolves_alike(sweep._get_node("dir")._value())
-        self._num_subdir = sweep._get_node("subdir")._value() == "${hydra.job.num}"
+        self._fixed_dir = _resolves_alike(_hydra_compat.raw_value(sweep, "dir"))
+        self._num_subdir = _hydra_compat.raw_value(sweep, "subdir") == "${hydra.job.num}"
         self._dir: Optional[str] = None
 
     def output_dir(self, idx: int) -> str:
@@ -252,22 +251,15 @@ def _config_yaml(template: _compose.Template, job: _compose.JobOverrides, task_c
 
 
 _NOT_SCALAR = object()
+_CHDIR_WARNING = (
+    "Future Hydra versions will no longer change working directory at job runtime by default.\n"
+    "See https://hydra.cc/docs/1.2/upgrades/1.1_to_1.2/changes_to_job_working_dir/ for more information."
+)
 
 
 def _container_value(cfg: DictConfig, path: Tuple[str, ...]) -> Any:
     """The value `OmegaConf.to_container(cfg, resolve=False, enum_to_str=True)` holds at `path`."""
-    node: Any = cfg
-    for key in path:
-        if not isinstance(node, DictConfig) or node._is_none() or node._is_missing() or node._is_interpolation():
-            return _NOT_SCALAR
-        try:
-            node = node._get_child(key)
-        except Exception:  # not a key of it (validate_and_normalize raised): dump it all
-            return _NOT_SCALAR
-    if node is None or isinstance(node, Container):
-        return _NOT_SCALAR
-    value = node._value()
-    return value.name if isinstance(value, Enum) else value
+    return _hydra_compat.node_walk(cfg, path, lambda v: v.name if isinstance(v, Enum) else v, _NOT_SCALAR)
 
 
 def _run_live(
@@ -299,7 +291,8 @@ def _run_live(
         _chdir = config.hydra.job.chdir
         if _chdir is None and version.base_at_least("1.2"):
             _chdir = False
-        if _chdir is None:  # the pre-1.2 default, which run_job also warns about
+        if _chdir is None:  # the pre-1.2 default, with run_job's warning
+            _hydra_compat.deprecation_warning(_CHDIR_WARNING, stacklevel=2)
             _chdir = True
         if _chdir:
             os.chdir(output_dir)
@@ -323,7 +316,7 @@ def _run_live(
                 ret.return_value = e
                 ret.status = JobStatus.FAILED
         ret.task_name = JobRuntime.instance().get("name")
-        _flush_loggers()
+        _hydra_compat.flush_loggers()
         callbacks.on_job_end(config=config, job_return=ret)
         return ret
     finally:

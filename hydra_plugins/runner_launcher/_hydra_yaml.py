@@ -24,7 +24,8 @@ import re
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import yaml
-from omegaconf._utils import get_omega_conf_dumper
+
+from hydra_plugins.runner_launcher._hydra_compat import get_omega_conf_dumper
 
 KeyPath = Tuple[str, ...]  # keys from the root to a field
 

@@ -18,6 +18,8 @@ from typing import Any, Dict, Optional
 from hydra.core.utils import configure_log
 from omegaconf import DictConfig, OmegaConf
 
+from hydra_plugins.runner_launcher import _hydra_compat
+
 _KNOWN = re.compile(r"\$\{(hydra\.runtime\.output_dir|hydra\.job\.name)\}")
 
 
@@ -28,9 +30,7 @@ def configure(container: Optional[Dict[str, Any]], verbose: Any) -> None:
         configure_log(None, verbose)  # type: ignore[arg-type]
         return
     if container["root"] is not None:
-        from hydra._internal.logging_config import configure_logging
-
-        configure_logging(container)
+        _hydra_compat.configure_logging(container)
     if isinstance(verbose, bool):
         if verbose:
             logging.getLogger().setLevel(logging.DEBUG)

@@ -8,10 +8,10 @@ each job's value overrides to a copy of a config composed once.
 
 from typing import Sequence
 
-from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+from hydra_plugins.runner_launcher import _hydra_compat
 
 
-class RunnerSweeper(BasicSweeper):
+class RunnerSweeper(_hydra_compat.basic_sweeper()):  # type: ignore[misc]
     """BasicSweeper with a cheaper `validate_batch_is_legal` (same grammar, batches, order)."""
 
     def validate_batch_is_legal(self, batch: Sequence[Sequence[str]]) -> None:
