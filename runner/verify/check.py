@@ -94,7 +94,7 @@ def _reference(spec: JobSpec, req: RequestSpec, source: str, fwd: Forward, mode:
             )
         elif mode == "symbolic":
             note = f"symbolic check does not apply ({why_not}): finite differences used"
-    ref = fd_reference(fwd, req, (source,), combined=False)
+    ref = fd_reference(fwd, req, (source,), combined=False, spec=spec)
     ref.opaque = through_code(spec, req.target)
     if ref.opaque:
         measure_error(fwd, req, (source,), False, ref)
