@@ -53,12 +53,28 @@ class Diagonal:
     kink: Optional[Tuple[Tuple[int, ...], float, float]] = None  # (index into the value, left, right)
 
 
-def _moved(x0: np.ndarray, rel: float, move: Move, mask: np.ndarray) -> Tuple[np.ndarray, ...]:
-    """x0 moved up and down where `mask` is set, each element by its own step, as `move`
-    rounds it; the steps actually representable (up, down), and the steps asked for."""
-    h = rel * np.maximum(1.0, np.abs(x0)) * mask
-    up, down = move.snap(x0 + h), move.snap(x0 - h)
-    return up, down, up - x0, x0 - down, h
+def _steps(x0: np.ndarray, rel: float) -> np.ndarray:
+    """Each element's own step, rel * max(1, |x_j|) (in place: a grid may hold 10^7 numbers)."""
+    h = np.abs(x0, out=np.empty_like(x0))  # an array even of a scalar, to work in place
+    np.maximum(h, 1.0, out=h)
+    h *= rel
+    return h
+
+
+def _own(value: np.ndarray, moved: np.ndarray) -> np.ndarray:
+    """`value` as float64 that may be written in place: copied when it is read-only or may
+    share memory with the moved source (a target that is the source itself)."""
+    a = np.asarray(value, dtype=np.float64)
+    return a if a.flags.writeable and not np.may_share_memory(a, moved) else a.copy()
+
+
+def _max_abs(a: np.ndarray) -> float:
+    """The largest finite |a|, 0 for none."""
+    top = float(np.max(np.abs(a))) if a.size else 0.0
+    if np.isfinite(top):
+        return top
+    finite = np.abs(a[np.isfinite(a)])
+    return float(finite.max()) if finite.size else 0.0
 
 
 def diagonal(
@@ -68,21 +84,30 @@ def diagonal(
 
     `spread` takes a source-shaped array to the value's shape (broadcasting, or the identity).
     Given `f0` (the value at x0), the one-sided differences are taken too, and kinks sought.
+    The arrays are worked on in place where they can be: fresh memory is slow at 10^7 numbers.
     """
     x0 = np.asarray(x0, dtype=np.float64)
-    up, down, h_up, h_down, h = _moved(x0, move.rel(level), move, np.ones(x0.shape))
-    fp = np.asarray(fun(up), dtype=np.float64)
-    fm = np.asarray(fun(down), dtype=np.float64)
-    central = (fp - fm) / spread(h_up + h_down)
-    scale = f0 if f0 is not None else fp
-    finite = np.abs(scale[np.isfinite(scale)])
-    noise = 10 * move.eps * max(1.0, float(finite.max()) if finite.size else 0.0) / float(h.min()) if h.size else 0.0
+    h = _steps(x0, move.rel(level))
+    up = move.snap(np.add(x0, h, out=np.empty_like(x0)))
+    fp = _own(fun(up), up)  # worked on in place below
+    h_up = np.subtract(up, x0, out=up)  # the steps as the dtype represents them
+    down = move.snap(np.subtract(x0, h, out=np.empty_like(x0)))
+    fm = _own(fun(down), down)
+    h_down = np.subtract(x0, down, out=down)
+    noise = 10 * move.eps * max(1.0, _max_abs(fp if f0 is None else f0)) / float(h.min()) if h.size else 0.0
+    np.add(h_up, h_down, out=h)
+    central = np.subtract(fp, fm, out=np.empty_like(fp))
+    central /= spread(h)
     out = Diagonal(central, noise)
     if f0 is not None:
-        forward = (fp - f0) / spread(h_up)
-        backward = (f0 - fm) / spread(h_down)
-        del fp, fm
-        out.kink = _kink(fun, x0, f0, central, forward, backward, spread, h, move)
+        fp -= f0  # the forward difference, and the backward one, to the jump between them
+        fp /= spread(h_up)
+        np.subtract(f0, fm, out=fm)
+        fm /= spread(h_down)
+        fp -= fm
+        jump = np.abs(fp, out=fp)
+        del fm
+        out.kink = _kink(fun, x0, f0, central, jump, spread, h, move)
     return out
 
 
@@ -91,30 +116,36 @@ def _kink(
     x0: np.ndarray,
     f0: np.ndarray,
     central: np.ndarray,
-    forward: np.ndarray,
-    backward: np.ndarray,
+    jump: np.ndarray,
     spread: Spread,
     h: np.ndarray,
     move: Move,
 ) -> Optional[Tuple[Tuple[int, ...], float, float]]:
     """The first element (in order) whose left and right slopes differ, as `kinks` of
-    :mod:`runner.verify.finite_differences` tells it: suspects whose one-sided slopes differ
-    are measured again with steps eight times smaller, all at once, and a kink is a jump that stays."""
-    jump = np.abs(forward - backward)
-    suspect = np.nan_to_num(jump, nan=0.0) > 1e-3 * np.maximum(1.0, np.abs(np.nan_to_num(central)))
+    :mod:`runner.verify.finite_differences` tells it: suspects, whose one-sided slopes differ
+    (`jump`), are measured again with steps eight times smaller (`h` / 16, `h` being the
+    up and down steps together), all at once; a kink is a jump that stays."""
+    limit = np.abs(central, out=np.empty_like(central))
+    np.fmax(limit, 1.0, out=limit)  # NaN: 1
+    limit *= 1e-3
+    suspect = jump > limit  # never where the jump is NaN
+    del limit
     if not suspect.any():
         return None
     # the source elements that move a suspect: where the spread of an element's own index hits one
     owner = spread(np.arange(x0.size, dtype=np.int64).reshape(x0.shape))
-    mask = np.zeros(x0.size)
-    mask[np.unique(owner[suspect])] = 1.0
-    up, down, h_up, h_down, _ = _moved(x0, 1.0, move, mask.reshape(x0.shape) * h / 8 / np.maximum(1.0, np.abs(x0)))
-    right = (np.asarray(fun(up), dtype=np.float64)[suspect] - f0[suspect]) / spread(h_up)[suspect]
-    left = (f0[suspect] - np.asarray(fun(down), dtype=np.float64)[suspect]) / spread(h_down)[suspect]
-    small = np.minimum(spread(h_up)[suspect], spread(h_down)[suspect])
+    flat = np.zeros(x0.size)
+    at = np.unique(owner[suspect])
+    flat[at] = h.ravel()[at] / 16
+    small = flat.reshape(x0.shape)
+    up, down = move.snap(x0 + small), move.snap(x0 - small)
+    h_up, h_down = spread(up - x0)[suspect], spread(x0 - down)[suspect]
+    right = (np.asarray(fun(up), dtype=np.float64)[suspect] - f0[suspect]) / h_up
+    left = (f0[suspect] - np.asarray(fun(down), dtype=np.float64)[suspect]) / h_down
+    least = np.minimum(h_up, h_down)
     # the rounding of f in its dtype over the smaller step: a smooth bend's jump must not read as a kink
-    rounding = 20 * move.eps * np.maximum(1.0, np.abs(f0[suspect])) / np.where(small > 0, small, np.inf)
-    real = (small > 0) & (np.abs(right - left) > np.maximum(0.5 * jump[suspect], rounding))
+    rounding = 20 * move.eps * np.maximum(1.0, np.abs(f0[suspect])) / np.where(least > 0, least, np.inf)
+    real = (least > 0) & (np.abs(right - left) > np.maximum(0.5 * jump[suspect], rounding))
     if not real.any():
         return None
     k = int(np.argmax(real))
@@ -159,6 +190,8 @@ def _gradient_of(fwd: Forward, req: RequestSpec, source: str) -> Fun:
     """s -> the weighted target summed to the source's shape: elementwise in s, its diagonal
     derivative is the gradient (what TensorFlow gives for a non-scalar target)."""
     s_shape = fwd.base[source].shape
+    if req.weights is None:  # no product with ones: a grid may hold 10^7 numbers
+        return lambda s: reduce_to(fwd.target(req.target, {source: s}), s_shape)
     w = weights(req, fwd.base[req.target].shape)
     return lambda s: reduce_to(w * fwd.target(req.target, {source: s}), s_shape)
 
@@ -167,8 +200,8 @@ def _gradient(fwd: Forward, req: RequestSpec, source: str) -> Reference:
     base, move = fwd.base, fwd.move(source)
     phi = _gradient_of(fwd, req, source)
     if req.order == 1:
-        w = weights(req, base[req.target].shape)
-        d = diagonal(phi, base[source], _identity, 0, move, f0=reduce_to(w * base[req.target], base[source].shape))
+        f0 = base[req.target] if req.weights is None else weights(req, base[req.target].shape) * base[req.target]
+        d = diagonal(phi, base[source], _identity, 0, move, f0=reduce_to(f0, base[source].shape))
         kink = _describe(source, d.kink, d.kink[0]) if d.kink else None
         return Reference(d.central, "finite_difference", d.noise, kink)
     return Reference(_nested(phi, base[source], req.order, move), "finite_difference", 0.0)
@@ -283,9 +316,10 @@ def _by_position(fwd: Forward, req: RequestSpec, source: str) -> Reference:
     for p in range(positions):
         mask = np.zeros(flat.shape)
         mask[:, p] = 1.0
-        up, down, h_up, h_down, h = _moved(flat, move.rel(0), move, mask)
-        fp, fm = np.asarray(t_of(up)), np.asarray(t_of(down))
-        hu, hd = h_up[:, p].reshape(rows), h_down[:, p].reshape(rows)
+        h = _steps(flat, move.rel(0)) * mask
+        up, down = move.snap(flat + h), move.snap(flat - h)
+        fp, fm = np.asarray(t_of(up), dtype=np.float64), np.asarray(t_of(down), dtype=np.float64)
+        hu, hd = (up - flat)[:, p].reshape(rows), (flat - down)[:, p].reshape(rows)
         cols.append((fp - fm) / (hu + hd))
         steps.append(float(h[:, p].min()) if b else 1.0)
         if kink is None and remeasured < 8:  # as `kinks`: at most 8 re-measures, 2 runs each
@@ -294,15 +328,14 @@ def _by_position(fwd: Forward, req: RequestSpec, source: str) -> Reference:
                 return np.broadcast_to(a.reshape(b, positions)[:, p].reshape(rows), t_shape)
 
             jump = np.abs((fp - f0) / hu - (f0 - fm) / hd)
-            remeasured += bool((np.nan_to_num(jump) > 1e-3 * np.maximum(1.0, np.abs(np.nan_to_num(cols[-1])))).any())
-            found = _kink(t_of, flat, f0, cols[-1], (fp - f0) / hu, (f0 - fm) / hd, spread, h, move)
+            remeasured += bool((jump > 1e-3 * np.fmax(1.0, np.abs(cols[-1]))).any())
+            found = _kink(t_of, flat, f0, cols[-1], jump, spread, 2 * h, move)
             if found is not None:
                 idx, left, right = found
                 at = (idx[0],) + tuple(int(i) for i in np.unravel_index(p, s_shape[1:]))
                 kink = _describe(source, found, at)
     value = np.stack(cols, axis=-1).reshape(t_shape + s_shape[1:]) if cols else np.zeros(t_shape + s_shape[1:])
-    finite = np.abs(f0[np.isfinite(f0)])
-    noise = 10 * move.eps * max(1.0, float(finite.max()) if finite.size else 0.0) / min(steps, default=1.0)
+    noise = 10 * move.eps * max(1.0, _max_abs(f0)) / min(steps, default=1.0)
     return Reference(value, "finite_difference", noise, kink)
 
 

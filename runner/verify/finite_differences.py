@@ -17,7 +17,7 @@ import numpy as np
 
 from runner.config.kinds import KINDS, MAX_FD_ELEMENTS
 from runner.config.schema import Kind
-from runner.config.spec import JobSpec, RequestSpec
+from runner.config.spec import RequestSpec
 from runner.verify.forward_pass import EXACT, Forward, Move, Unverifiable
 
 # Sources larger than MAX_FD_ELEMENTS (runner/config/kinds.py, beside each kind's check cost,
@@ -175,14 +175,18 @@ def _describe_kink(name: str, kink: Tuple[Tuple[int, ...], float, float], nf: in
 
 
 def fd_reference(
-    fwd: Forward, req: RequestSpec, sources: Tuple[str, ...], combined: bool, spec: Optional[JobSpec] = None
+    fwd: Forward,
+    req: RequestSpec,
+    sources: Tuple[str, ...],
+    combined: bool,
+    batched: Optional[Callable[[], Optional[Reference]]] = None,
 ) -> Reference:
     """The derivative `req` asks for, by finite differences on `fwd`: its kind's rule in `FD_RULES`.
 
     Each source is moved alone; `combined` (jvp/hvp whose value is one tensor for all
-    sources) moves all sources along their tangents together. Given the job's `spec`, a
-    target elementwise in its one source (and a batch Jacobian) takes the batched rules of
-    :mod:`runner.verify.batched_differences` instead: every element in a few runs.
+    sources) moves all sources along their tangents together. `batched` (a target elementwise
+    in its one source, a batch Jacobian: `batched_differences.batched_reference`) gives the
+    reference first where it applies, every element in a few runs; None where it does not.
     """
     rule = FD_RULES.get(req.kind)
     if rule is None:
@@ -191,11 +195,7 @@ def fd_reference(
     # a hessian and an hvp are second derivatives by nature: the run logs them as order 2
     if fixed is not None and req.order not in (1, fixed):
         raise Unverifiable(f"kind {req.kind} with order {req.order} has no finite-difference check")
-    ref = None
-    if spec is not None and not combined and len(sources) == 1:
-        from runner.verify.batched_differences import batched_reference  # it builds on this module
-
-        ref = batched_reference(spec, fwd, req, sources[0])
+    ref = batched() if batched is not None else None
     ref = ref if ref is not None else rule(fwd, req, sources, combined)
     move = coarsest(fwd, sources)
     if move.dtype is not None:
