@@ -50,8 +50,8 @@ def _request(kind: str, source: str = "x", **options: Any) -> Dict[str, Any]:
     return request
 
 
-def _job(kind: str, verify: str = "auto") -> Any:
-    return specs.build(function_config(dict(STEPS), dict(POINT), [_request(kind)], verify=verify))
+def _job(kind: str, verify: str = "auto", steps: Dict[str, str] = STEPS) -> Any:
+    return specs.build(function_config(dict(steps), dict(POINT), [_request(kind)], verify=verify))
 
 
 @pytest.mark.parametrize("kind", EVERY_KIND)
@@ -171,12 +171,22 @@ def _counted_check(spec):
     return len(runs)
 
 
+# A reduction on the way keeps the per-element differences (runner/verify/batched_differences.py
+# takes a target elementwise in its source in a few runs), whose runs the row counts.
+PER_ELEMENT = {"y": "sin(x) * c + 0 * reduce_sum(x)"}
+
+
 @pytest.mark.parametrize("kind", EVERY_KIND)
 def test_the_check_runs_the_function_as_often_as_the_row_says(kind):
     row = _row(kind)
     n = int(np.prod(S_SHAPE))
-    counted = _counted_check(_job(kind, verify="finite_difference"))
     want = row.check_runs(n, row.order or 1)
+    # the row bounds the batched differences of an elementwise target too
+    batched = _counted_check(_job(kind, verify="finite_difference"))
+    assert batched <= want, f"{kind}: the batched check ran the function {batched} times, the row says {want}"
+    if kind == Kind.batch_jacobian.value:
+        return  # a batch Jacobian moves one position of every row at once, reduction or not
+    counted = _counted_check(_job(kind, verify="finite_difference", steps=PER_ELEMENT))
     # the row counts every kink re-measurement `kinks` may make (2 for each of 8 suspects);
     # this smooth function has none
     assert want - 16 <= counted <= want, f"{kind}: the check ran the function {counted} times, the row says {want}"
@@ -184,5 +194,15 @@ def test_the_check_runs_the_function_as_often_as_the_row_says(kind):
 
 def test_a_nested_gradients_check_runs_as_the_row_says():
     request = {"target": "y", "sources": "x", "order": 3}
-    spec = specs.build(function_config({"y": "sin(x) * x"}, {"x": [0.5, 1.0]}, [request], verify="finite_difference"))
+    spec = specs.build(
+        function_config(
+            {"y": "sin(x) * x + 0 * reduce_sum(x)"},
+            {"x": [0.5, 1.0]},
+            [request],
+            verify="finite_difference",
+        )
+    )
     assert _counted_check(spec) == KINDS["gradient"].check_runs(2, 3) == 5**3
+    # elementwise, each level of differences is 2 runs of the level below, whatever the size
+    spec = specs.build(function_config({"y": "sin(x) * x"}, {"x": [0.5, 1.0]}, [request], verify="finite_difference"))
+    assert _counted_check(spec) == 2**3

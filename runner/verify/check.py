@@ -45,6 +45,7 @@ import numpy as np
 
 from runner.config.kinds import KINDS
 from runner.config.spec import JobSpec, RequestSpec
+from runner.verify.batched_differences import batched_reference
 from runner.verify.compare import (
     FAILED,
     PASSED,
@@ -94,7 +95,7 @@ def _reference(spec: JobSpec, req: RequestSpec, source: str, fwd: Forward, mode:
             )
         elif mode == "symbolic":
             note = f"symbolic check does not apply ({why_not}): finite differences used"
-    ref = fd_reference(fwd, req, (source,), combined=False)
+    ref = fd_reference(fwd, req, (source,), False, lambda: batched_reference(spec, fwd, req, source))
     ref.opaque = through_code(spec, req.target)
     if ref.opaque:
         measure_error(fwd, req, (source,), False, ref)

@@ -174,11 +174,19 @@ def _describe_kink(name: str, kink: Tuple[Tuple[int, ...], float, float], nf: in
     return f"non-differentiable point at {where}: left slope {left:.6g}, right slope {right:.6g}"
 
 
-def fd_reference(fwd: Forward, req: RequestSpec, sources: Tuple[str, ...], combined: bool) -> Reference:
+def fd_reference(
+    fwd: Forward,
+    req: RequestSpec,
+    sources: Tuple[str, ...],
+    combined: bool,
+    batched: Optional[Callable[[], Optional[Reference]]] = None,
+) -> Reference:
     """The derivative `req` asks for, by finite differences on `fwd`: its kind's rule in `FD_RULES`.
 
     Each source is moved alone; `combined` (jvp/hvp whose value is one tensor for all
-    sources) moves all sources along their tangents together.
+    sources) moves all sources along their tangents together. `batched` (a target elementwise
+    in its one source, a batch Jacobian: `batched_differences.batched_reference`) gives the
+    reference first where it applies, every element in a few runs; None where it does not.
     """
     rule = FD_RULES.get(req.kind)
     if rule is None:
@@ -187,7 +195,8 @@ def fd_reference(fwd: Forward, req: RequestSpec, sources: Tuple[str, ...], combi
     # a hessian and an hvp are second derivatives by nature: the run logs them as order 2
     if fixed is not None and req.order not in (1, fixed):
         raise Unverifiable(f"kind {req.kind} with order {req.order} has no finite-difference check")
-    ref = rule(fwd, req, sources, combined)
+    ref = batched() if batched is not None else None
+    ref = ref if ref is not None else rule(fwd, req, sources, combined)
     move = coarsest(fwd, sources)
     if move.dtype is not None:
         nested = max(req.order, fixed or 1) > 1

@@ -13,6 +13,7 @@ from typing import Any, Dict, List, Optional, Set, Tuple
 
 from runner.config.spec import JobSpec
 from runner.language import expression as ex
+from runner.language.functions import TABLE
 
 
 def _used_outside_stop_gradient(expr: ex.Expr) -> Set[str]:
@@ -87,6 +88,63 @@ def through_code(spec: JobSpec, target: str) -> bool:
         if ex.names(step.expr).keys() & reach:
             reach.add(step.name)
     return target in reach
+
+
+def not_elementwise(spec: JobSpec, target: str, source: str) -> Optional[str]:
+    """None when `target` is elementwise in `source`, else why not (for the batched
+    differences, runner/verify/batched_differences.py).
+
+    Elementwise: every operation on the way from the source to the target acts elementwise
+    (a function whose shape rule is "elementwise", an operator other than @), with
+    broadcasting, and no user code lies between them. Then each element of the target depends
+    on exactly one element of the source, the one broadcasting pairs it with. Values the
+    float64 pass holds fixed (steps under `tape.stop_recording`, `stop_gradient` arguments)
+    do not move with the source, so what computes them does not matter.
+    """
+    if spec.callable is not None and through_code(spec, target):
+        return "the target is computed by the user's code"
+    steps = {s.name: s for s in spec.steps}
+    if source not in steps and source not in {i.name for i in spec.inputs}:
+        return f"{source} is a variable of the user's code"
+    held = set(spec.tape.stop_recording)
+    need, ancestors = [target], set()  # what the target is computed from, held values aside
+    while need:
+        name = need.pop()
+        if name in ancestors or name == source:
+            continue
+        ancestors.add(name)
+        if name in steps and name not in held:
+            need.extend(_used_outside_stop_gradient(steps[name].expr))
+    moved = {source}
+    for step in spec.steps:
+        if step.name in held or step.name == source or step.name not in ancestors:
+            continue
+        if _used_outside_stop_gradient(step.expr) & moved:
+            found = _first_not_elementwise(step.expr, moved)
+            if found is not None:
+                return f"step {step.name} applies {found} to values computed from {source}"
+            moved.add(step.name)
+    return None
+
+
+def _first_not_elementwise(expr: ex.Expr, moved: Set[str]) -> Optional[str]:
+    """The first operation of `expr` that is not elementwise and takes a `moved` value, or None."""
+    stack = [expr]
+    while stack:
+        node = stack.pop()
+        if not (_used_outside_stop_gradient(node) & moved):
+            continue
+        if isinstance(node, ex.Binary) and node.op == "@":
+            return "matmul (@)"
+        if isinstance(node, ex.Call):
+            if TABLE[node.func].shape != "elementwise":
+                return node.func
+            stack.extend(node.args)
+        elif isinstance(node, ex.Unary):
+            stack.append(node.operand)
+        elif isinstance(node, (ex.Binary, ex.Compare)):
+            stack.extend((node.left, node.right))
+    return None
 
 
 def unconnected_block(spec: JobSpec, target: str, s: str, r: str, tracked: Set[str]) -> Optional[str]:
