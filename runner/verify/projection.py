@@ -83,7 +83,10 @@ def _gradient(fwd: Forward, req: RequestSpec, got: np.ndarray, src: Tuple[str, .
     sum of the order below, so its value is D^n phi [1, ..., 1, .] (phi = sum(w * f))."""
     (s,) = src
     if req.order > PROJECTION_MAX_ORDER:
-        raise Unverifiable(f"a gradient of order {req.order} by projection: nested differences lose too many digits")
+        raise Unverifiable(
+            f"a projection takes gradients of order at most {PROJECTION_MAX_ORDER} (nested differences of "
+            f"order {req.order} lose too many digits)"
+        )
     v = _gauss(rng, k, got.shape)
     w = weights(req, fwd.base[req.target].shape)
     ones = {s: np.ones(fwd.base[s].shape)}
@@ -174,18 +177,23 @@ def check(
         "coverage": f"a projection u^T J v along {k} random directions (seed {seed}), not every element",
         "note": f"{why}: checked by projection",
     }
+    row, base = KINDS[req.kind], fwd.base
+    shape = (
+        base[sources[0]].shape + base[sources[-1]].shape
+        if row.pairs
+        else row.shape(base[req.target].shape, base[sources[0]].shape)
+    )
+    # TF's None is 0 for the user's code, whose use of a source is known only by running it
+    value = np.zeros(shape) if got is None else np.asarray(got)
+    try:
+        plan = rule(fwd, req, value, sources, np.random.default_rng(seed), k)
+    except Unverifiable as err:
+        raise Unverifiable(f"{why}; {err}") from None
     if got is None and not opaque:
         rec.update(max_abs_error=None, max_rel_error=None, tolerance=None)
         return set_outcome(
             rec, FAILED, "TensorFlow gives None, but the tape records a path from the source to the target"
         )
-    # the user's code: whether it uses the source is known only by running it (TF's None is 0)
-    value = (
-        np.zeros(KINDS[req.kind].shape(fwd.base[req.target].shape, fwd.base[sources[-1]].shape))
-        if got is None
-        else np.asarray(got)
-    )
-    plan = rule(fwd, req, value, sources, np.random.default_rng(seed), k)
     move = coarsest(fwd, tuple(sorted({s for d in plan.along[0] for s in d})))
     nested = len(plan.along[0]) > 1
     one_sided = not nested and move.dtype is None and value.dtype != np.float64
