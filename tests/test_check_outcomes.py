@@ -39,20 +39,25 @@ def the_check(ran, name="dy/dx"):
 
 BIG = {"x": {"random": {"shape": [5000], "seed": 0}}}
 TOO_MANY = "the source has 5000 elements; finite differences take at most 4096"
+# a source too large for element-wise differences is checked by projection (tests/test_projection.py),
+# up to a gradient of order 4: one of order 5 stays unverified
+TOO_HIGH = {"target": "y", "sources": "x", "order": 5, "name": "dy/dx"}
+BEYOND = f"{TOO_MANY}; a projection takes gradients of order at most 4"
 
 # id, steps, point, request, outcome, the reason's start ("" when none)
 OUTCOMES = [
     ("smooth", {"y": "x ** 3"}, {"x": 5.0}, {}, "passed", ""),
     ("kink", {"y": "abs(x)"}, {"x": 0.0}, {}, "failed", "non-differentiable point at x"),
     ("nan_gradient", {"y": "sqrt(x * x)"}, {"x": 0.0}, {}, "failed", "TF gradient is NaN"),
-    ("too_many_elements", {"y": "reduce_sum(x * x)"}, BIG, {}, "unverified", TOO_MANY),
+    ("too_many_elements_projected", {"y": "reduce_sum(x * x)"}, BIG, {}, "passed", ""),
+    ("too_many_elements_of_too_high_an_order", {"y": "reduce_sum(x * x)"}, BIG, {"order": 5}, "unverified", BEYOND),
     (
-        "too_many_elements_of_one_source",  # the other source is checked, the merge says unverified
+        "too_many_elements_of_one_source",  # x by projection, w element-wise: the merge passes
         {"y": "reduce_sum(x * x) * w"},
         {**BIG, "w": 2.0},
         {"sources": ["x", "w"]},
-        "unverified",
-        f"x: {TOO_MANY}",
+        "passed",
+        "",
     ),
 ]
 
@@ -69,6 +74,9 @@ def test_each_check_has_one_of_three_outcomes(run_job, steps, point, request_, o
     assert rec["passed"] is (outcome == "passed")  # the boolean old readers use
     assert ("reason" in rec) is (outcome != "passed")
     assert rec.get("reason", "").startswith(reason), rec
+    if point is BIG and outcome == "passed":  # checked by projection, and the record says so
+        projected = rec["projection"].get("x", rec["projection"])
+        assert projected["directions"] == 4 and "projection" in rec["method"] and "random directions" in rec["coverage"]
     word = {"passed": "ok", "failed": "FAILED", "unverified": "unverified"}[outcome]
     assert f"[{rec['method']}: {word}" in console.table(ran.log, "folder")
 
@@ -154,10 +162,10 @@ def test_merging_sources_failed_beats_unverified_beats_passed(outcomes, merged):
 
 
 def test_console_shows_outcome_reason_and_coverage(run_job):
-    ran = run_job(config({"y": "reduce_sum(x * x)"}, BIG, [{"target": "y", "sources": "x"}]))
+    ran = run_job(config({"y": "reduce_sum(x * x)"}, BIG, [TOO_HIGH]))
     text = console.table(ran.log, "folder")
     assert "[auto: unverified]" in text and "FAILED]" not in text
-    assert f"check: {TOO_MANY}" in text
+    assert f"check: {BEYOND}" in text
     # a check that covered only part of the derivative says which part
     part = {
         "method": "symbolic",
@@ -179,7 +187,8 @@ def test_console_shows_outcome_reason_and_coverage(run_job):
     ids=["unverified", "failed"],
 )
 def test_expect_checks_pass_fails_on_failed_and_unverified_alike(run_job, steps, point, state):
-    ran = run_job(config(steps, point, [{"target": "y", "sources": "x"}], expect={"checks": "pass"}))
+    request = TOO_HIGH if state == "unverified" else {"target": "y", "sources": "x"}
+    ran = run_job(config(steps, point, [request], expect={"checks": "pass"}))
     assert ran.code != 0 and ran.log["expect"]["met"] is False
     (mismatch,) = ran.log["expect"]["mismatches"]
     assert mismatch.startswith(f"dy/dx: check {state} ("), mismatch
@@ -193,7 +202,7 @@ def test_sweep_summary_shows_the_three_outcomes(run_job, tmp_path):
     ]
     sweep_dir = tmp_path / "sweep"
     for num, (steps, point) in enumerate(cases):
-        ran = run_job(config(steps, point, [{"target": "y", "sources": "x"}]))
+        ran = run_job(config(steps, point, [TOO_HIGH if point is BIG else {"target": "y", "sources": "x"}]))
         job = sweep_dir / str(num)
         (job / ".hydra").mkdir(parents=True)
         (job / ".hydra" / "overrides.yaml").write_text(f"- case={num}\n")

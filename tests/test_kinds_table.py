@@ -145,10 +145,34 @@ def test_a_row_says_what_it_costs(kind):
     assert isinstance(row.peak, int) and row.peak >= 1
     for n in (1, 7, MAX_FD_ELEMENTS):
         assert row.check_runs(n, row.order or 2) >= 2 and row.check_elements(5, n) >= 1
-    # above the cap the check gives up at once (a jvp never differences element by element)
-    big = MAX_FD_ELEMENTS + 1
+    # above the cap a projection checks it (runner/verify/projection.py): a few runs of the
+    # function per direction whatever the size, and memory that grows with the target and the
+    # source, not their product (a jvp never differences element by element)
+    from runner.config.kinds import PROJECTION_DIRECTIONS
+
+    big, bigger = MAX_FD_ELEMENTS + 1, 100 * MAX_FD_ELEMENTS
     if row.mode == "reverse" or row.order == 2:
-        assert row.check_runs(big, row.order or 1) == 0 and row.check_elements(5, big) == 0
+        order = row.order or 1
+        runs = row.check_runs(big, order)
+        assert PROJECTION_DIRECTIONS <= runs <= 2 * PROJECTION_DIRECTIONS * 2**order
+        assert row.check_runs(bigger, order) == runs
+        assert row.check_elements(5, bigger) < 100 * row.check_elements(5, big)
+        assert row.check_elements(bigger, bigger) < bigger * bigger
+
+
+def test_every_kind_has_a_projection_rule_or_says_why_it_needs_none():
+    from runner.verify.projection import PROJECTION_RULES
+
+    for kind in (k.value for k in Kind):
+        rule = PROJECTION_RULES.get(kind)
+        if rule is None:
+            pytest.fail(
+                f"kind {kind!r} has no projection rule in runner/verify/projection.py (PROJECTION_RULES), "
+                "nor a text saying why it needs none",
+                pytrace=False,
+            )
+        assert callable(rule) or rule.startswith("not needed: "), f"{kind}: {rule!r}"
+    assert set(PROJECTION_RULES) <= {k.value for k in Kind}
 
 
 def _counted_check(spec):

@@ -28,9 +28,14 @@ Shape = Tuple[int, ...]
 OPTIONS = ("output_gradients", "tangents", "parallel_iterations", "experimental_use_pfor")
 _JACOBIAN_OPTIONS = frozenset({"parallel_iterations", "experimental_use_pfor"})
 
-# The finite-difference check leaves a source of more elements than this unverified, at no
-# cost (runner/verify/finite_differences.py): each element costs two runs of the function.
+# The finite-difference check takes a source of at most this many elements element by element
+# (runner/verify/finite_differences.py): each element costs two runs of the function. A larger
+# source is checked by projection (runner/verify/projection.py) along this many random
+# directions, at a cost that does not grow with its size.
 MAX_FD_ELEMENTS = 4096
+PROJECTION_DIRECTIONS = 4
+# Nested differences of a higher order lose too many digits: such a gradient stays unverified.
+PROJECTION_MAX_ORDER = 4
 # `kinks` re-measures at most 8 suspect elements, 2 runs each, after one run at the point.
 _KINK_RUNS = 1 + 2 * 8
 
@@ -40,9 +45,27 @@ def _differences(n: int) -> int:
     return 1 + 2 * n
 
 
-def _unless_skipped(n: int, cost: int) -> int:
-    """`cost`, or 0 for a source of more than MAX_FD_ELEMENTS, which the check skips at once."""
-    return 0 if n > MAX_FD_ELEMENTS else cost
+def _projected(order: int) -> int:
+    """Runs of the function by a projection of a derivative of `order`: per direction 2^order
+    (central; one-sided first-order differences of float32 values take 1), twice over for the
+    user's code, whose error is measured by a second set of steps (`check_runs` counts that)."""
+    return 2 * PROJECTION_DIRECTIONS * 2**order if order <= PROJECTION_MAX_ORDER else 0
+
+
+def _or_projected(n: int, cost: int, order: int) -> int:
+    """`cost` element by element, or a projection's runs for a source of more than MAX_FD_ELEMENTS."""
+    return _projected(order) if n > MAX_FD_ELEMENTS else cost
+
+
+def _or_held(t: int, n: int, held: int) -> int:
+    """`held` element by element, or what a projection holds for a source of more than MAX_FD_ELEMENTS."""
+    return _projection_holds(t, n) if n > MAX_FD_ELEMENTS else held
+
+
+def _projection_holds(t: int, n: int) -> int:
+    """float64 numbers a projection holds: K directions over the source and the target (u, v
+    and their squares), a moved source, a target, and one chunk of TF's value widened."""
+    return 2 * PROJECTION_DIRECTIONS * (t + n) + 2 * n + t + 3 * 2**20
 
 
 @dataclass(frozen=True)
@@ -60,6 +83,7 @@ class KindRow:
     # makes for one source (this kind's rule in runner/verify/finite_differences.py)
     check_runs: Callable[[int, int], int]
     # (target elements, source elements) -> the float64 numbers that check holds at once
+    # (above MAX_FD_ELEMENTS: the projection's runs and numbers, runner/verify/projection.py)
     check_elements: Callable[[int, int], int]
     # forward mode runs a `ForwardAccumulator` along `tangents` (hvp: forward over reverse)
     mode: Literal["reverse", "forward"] = "reverse"
@@ -84,23 +108,25 @@ KINDS: Dict[str, KindRow] = {
         shape=lambda t, s: s,
         peak=3,  # 2^24 points: 3.5 x the output above the values
         # order > 1: each level differentiates the level below it at every moved point
-        check_runs=lambda n, order: _unless_skipped(n, _differences(n) ** order + (_KINK_RUNS if order == 1 else 0)),
-        check_elements=lambda t, n: _unless_skipped(n, 3 * n),  # central, forward, backward differences
+        check_runs=lambda n, order: _or_projected(
+            n, _differences(n) ** order + (_KINK_RUNS if order == 1 else 0), order
+        ),
+        check_elements=lambda t, n: _or_held(t, n, 3 * n),  # central, forward, backward differences
         order=None,
         options=frozenset({"output_gradients"}),
     ),
     Kind.jacobian.value: KindRow(
         shape=lambda t, s: t + s,
         peak=3,  # 4,096 and 8,192 points: 3.1 x the output with pfor; a while_loop: 3.9 x
-        check_runs=lambda n, order: _unless_skipped(n, _differences(n) + _KINK_RUNS),
-        check_elements=lambda t, n: _unless_skipped(n, 3 * t * n),
+        check_runs=lambda n, order: _or_projected(n, _differences(n) + _KINK_RUNS, 1),
+        check_elements=lambda t, n: _or_held(t, n, 3 * t * n),
         options=_JACOBIAN_OPTIONS,
     ),
     Kind.batch_jacobian.value: KindRow(
         shape=lambda t, s: t[:1] + t[1:] + s[1:],
         peak=2,  # [64, 1024] points: 2.2 x the output
-        check_runs=lambda n, order: _unless_skipped(n, _differences(n) + _KINK_RUNS),
-        check_elements=lambda t, n: _unless_skipped(n, 3 * t * n),  # the full Jacobian, of which the blocks are kept
+        check_runs=lambda n, order: _or_projected(n, _differences(n) + _KINK_RUNS, 1),
+        check_elements=lambda t, n: _or_held(t, n, 3 * t * n),  # the full Jacobian, of which the blocks are kept
         options=_JACOBIAN_OPTIONS,
         one_source=True,
         batched=True,
@@ -108,8 +134,8 @@ KINDS: Dict[str, KindRow] = {
     Kind.hessian.value: KindRow(
         shape=lambda t, s: s + s,
         peak=3,  # 4,096 points: 3.1 x the output
-        check_runs=lambda n, order: _unless_skipped(n, _differences(n) ** 2),
-        check_elements=lambda t, n: _unless_skipped(n, 3 * n * n),
+        check_runs=lambda n, order: _or_projected(n, _differences(n) ** 2, 2),
+        check_elements=lambda t, n: _or_held(t, n, 3 * n * n),
         order=2,
         recomputes=True,
         options=_JACOBIAN_OPTIONS,
@@ -118,7 +144,7 @@ KINDS: Dict[str, KindRow] = {
     Kind.jvp.value: KindRow(
         shape=lambda t, s: t,
         peak=3,  # 2^24 points: 3.5 x the output above the values
-        check_runs=lambda n, order: 2,  # one central difference along the tangents, never skipped
+        check_runs=lambda n, order: 2,  # one central difference along the tangents, at any size
         check_elements=lambda t, n: 2 * t,
         mode="forward",
         recomputes=True,
@@ -127,8 +153,8 @@ KINDS: Dict[str, KindRow] = {
     Kind.hvp.value: KindRow(
         shape=lambda t, s: s,
         peak=10,  # 2^24 points: 10.8 x the output above the values (forward over reverse)
-        check_runs=lambda n, order: _unless_skipped(n, 2 * _differences(n)),  # a gradient at 2 points
-        check_elements=lambda t, n: _unless_skipped(n, 6 * n),
+        check_runs=lambda n, order: _or_projected(n, 2 * _differences(n), 2),  # a gradient at 2 points
+        check_elements=lambda t, n: _or_held(t, n, 6 * n),
         mode="forward",
         order=2,
         recomputes=True,

@@ -45,6 +45,7 @@ import numpy as np
 
 from runner.config.kinds import KINDS
 from runner.config.spec import JobSpec, RequestSpec
+from runner.verify import projection
 from runner.verify.batched_differences import batched_reference
 from runner.verify.compare import (
     FAILED,
@@ -139,8 +140,8 @@ def check(spec: JobSpec, req: RequestSpec, got: Any, fwd: Forward, tracked: Set[
                     None if req.unconnected == "none" else _zeros(req, fwd, req.sources[0]), "finite_difference"
                 )
             else:
-                ref = _combined_reference(spec, req, fwd, mode)
-            rec = compare(got, ref, req)
+                ref = _projected(lambda: _combined_reference(spec, req, fwd, mode), spec, req, got, fwd, req.sources)
+            rec = ref if isinstance(ref, dict) else compare(got, ref, req)
         elif isinstance(got, Mapping) or req.several:
             if not isinstance(got, Mapping):
                 raise Unverifiable("several sources, but TensorFlow's value is not a mapping source -> value")
@@ -150,11 +151,12 @@ def check(spec: JobSpec, req: RequestSpec, got: Any, fwd: Forward, tracked: Set[
             else:
 
                 def one(s: str) -> Dict[str, Any]:
-                    return compare(got.get(s), _reference(spec, req, s, fwd, mode, tracked), req)
+                    return _compared(spec, req, got.get(s), fwd, mode, tracked, s)
 
-                rec = _merge({s: _judged(mode, one, s) for s in req.sources})
+                recs = {s: _judged(mode, one, s) for s in req.sources}
+                rec = projection.carry(_merge(recs), recs)
         else:
-            rec = compare(got, _reference(spec, req, req.sources[0], fwd, mode, tracked), req)
+            rec = _compared(spec, req, got, fwd, mode, tracked, req.sources[0])
         values = got.values() if isinstance(got, Mapping) else [got]
         undefined = _undefined(fwd.base[req.target])
         if undefined and any(v is not None for v in values):
@@ -165,6 +167,31 @@ def check(spec: JobSpec, req: RequestSpec, got: Any, fwd: Forward, tracked: Set[
         rec = unverified(_mode_method(mode), _why_not(err))
     rec["seconds"] = time.perf_counter() - t0
     return rec
+
+
+def _compared(
+    spec: JobSpec, req: RequestSpec, got: Any, fwd: Forward, mode: str, tracked: Set[str], source: str
+) -> Dict[str, Any]:
+    ref = _projected(lambda: _reference(spec, req, source, fwd, mode, tracked), spec, req, got, fwd, (source,))
+    return ref if isinstance(ref, dict) else compare(got, ref, req)
+
+
+def _projected(
+    reference: Callable[[], Reference],
+    spec: JobSpec,
+    req: RequestSpec,
+    got: Any,
+    fwd: Forward,
+    sources: Tuple[str, ...],
+) -> Any:
+    """`reference()`, or where a source is too large for element-wise differences the record of
+    a projection (runner/verify/projection.py)."""
+    try:
+        return reference()
+    except Unverifiable as err:
+        if not projection.takes(fwd, req, sources):
+            raise
+        return projection.check(spec, req, got, fwd, sources[:1], through_code(spec, req.target), str(err))
 
 
 def _judged(mode: str, run: Callable[[str], Dict[str, Any]], source: str) -> Dict[str, Any]:
@@ -249,6 +276,9 @@ def _check_blocks(
                 ref = fd_block(fwd, req, s, r, through_code(spec, req.target))
                 ref.note = note if ref.precision is None else "; ".join(filter(None, [note, _narrow(fwd)]))
         except Exception as err:  # this block cannot be checked; the others still are
+            if isinstance(err, Unverifiable) and projection.takes(fwd, req, (s, r)):  # too large: projected
+                recs[(s, r)] = projection.check(spec, req, block, fwd, (s, r), through_code(spec, req.target), str(err))
+                continue
             why = str(err) if isinstance(err, Unverifiable) else f"{type(err).__name__}: {err}"
             recs[(s, r)] = {**unverified(method, why), "unchecked": why}
             continue
@@ -263,7 +293,7 @@ def _check_blocks(
         else:
             rec = compare(block, ref, req)
         recs[(s, r)] = rec
-    out = merge_blocks(recs)
+    out = projection.carry(merge_blocks(recs), recs)
     # failed when any block failed, else unverified when any could not be judged, else passed
     outcomes = {rec.get("outcome", PASSED if rec.get("passed") else FAILED) for rec in recs.values()}
     counted = [rec for rec in recs.values() if "elements" in rec]
