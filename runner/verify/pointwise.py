@@ -45,9 +45,10 @@ class NotEnough(Exception):
     """float64 is not enough for a formula and the grid is too large for evalf at every point."""
 
 
-def chunks(shape: Tuple[int, ...], size: int = CHUNK) -> List[Chunk]:
-    """Pieces of about `size` elements covering a C-ordered array of `shape`, in order: each a
+def chunks(shape: Tuple[int, ...], size: Optional[int] = None) -> List[Chunk]:
+    """Pieces of about `size` (default `CHUNK`) elements covering a C-ordered array of `shape`, in order: each a
     basic index (so a view, of broadcast arrays too) of a contiguous range of flat positions."""
+    size = size or CHUNK
     n = int(np.prod(shape, dtype=np.int64))
     if not shape or n <= size:
         return [(Ellipsis, 0, n)]
@@ -69,7 +70,7 @@ def workers() -> int:
         return max(1, min(4, os.cpu_count() or 1))
 
 
-def map_chunks(fn: Callable[[Any, int, int], Any], shape: Tuple[int, ...], size: int = CHUNK) -> List[Any]:
+def map_chunks(fn: Callable[[Any, int, int], Any], shape: Tuple[int, ...], size: Optional[int] = None) -> List[Any]:
     """`fn(index, start, count)` of every chunk of `shape`, in order; on threads when the grid is large."""
     pieces = chunks(shape, size)
     n = workers()
