@@ -104,12 +104,10 @@ class Forward:
         self.code = code
         self.point = point  # the run's own values (its inputs, and its steps when the run gives them)
         self.formula_finite: set = set()  # names whose formula SymPy found finite in float64 everywhere
-        self.inputs: Dict[str, np.ndarray] = {}
-        self.dtypes: Dict[str, str] = {}
-        for inp in spec.inputs:
-            arr = np.asarray(point[inp.name])
-            self.inputs[inp.name] = arr.astype(np.float64) if inp.is_float else arr
-            self.dtypes[inp.name] = inp.dtype
+        # each float input widened to float64 on first use (`raw`: as the run gave it)
+        self.raw: Dict[str, np.ndarray] = {inp.name: np.asarray(point[inp.name]) for inp in spec.inputs}
+        self.inputs: Mapping[str, np.ndarray] = _Widened(self.raw, {i.name for i in spec.inputs if i.is_float})
+        self.dtypes: Dict[str, str] = {inp.name: inp.dtype for inp in spec.inputs}
         self.variables: Dict[str, Any] = dict(getattr(code, "variables", {}) or {})
         self.precision, self.why = EXACT, None
         self.step_factor = 1.0  # every source's steps scaled by this (see Move.factor)
@@ -184,6 +182,30 @@ class Forward:
         else:
             move = self.precision if name in self.inputs else EXACT
         return dataclasses.replace(move, factor=self.step_factor) if self.step_factor != 1.0 else move
+
+
+class _Widened(Mapping[str, np.ndarray]):
+    """The inputs, each float one widened to float64 when first read (a 10^7-element input
+    checked symbolically is widened a chunk at a time instead, from `Forward.raw`)."""
+
+    def __init__(self, raw: Dict[str, np.ndarray], floats: set):
+        self._raw, self._floats = raw, floats
+        self._done: Dict[str, np.ndarray] = {}
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        if name not in self._done:
+            arr = self._raw[name]
+            self._done[name] = arr.astype(np.float64) if name in self._floats else arr
+        return self._done[name]
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._raw
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._raw)
+
+    def __len__(self) -> int:
+        return len(self._raw)
 
 
 class _Base(Mapping[str, np.ndarray]):

@@ -112,7 +112,10 @@ def evaluate(
     from runner.language import symbolic
 
     symbols = list(grid)
-    arrays: Dict[Any, np.ndarray] = {s: np.asarray(v, dtype=np.float64) for s, v in grid.items()}
+    # float arrays as given (float32, say: widened exactly a chunk at a time by `_wide`)
+    arrays: Dict[Any, np.ndarray] = {
+        s: v if np.asarray(v).dtype.kind == "f" else np.asarray(v, dtype=np.float64) for s, v in grid.items()
+    }
     size = int(np.prod(shape, dtype=np.int64))
     with np.errstate(all="ignore"):
         for dummy, expr in frozen.items():  # created inner first, so in dependency order
@@ -122,7 +125,7 @@ def evaluate(
             fn = sp.lambdify(symbols, [site for _, site in sites], modules="numpy")
 
             def zero(key: Any, _s: int, _n: int) -> List[bool]:
-                return [bool(np.any(np.asarray(v) == 0.0)) for v in fn(*(arrays[s][key] for s in symbols))]
+                return [bool(np.any(np.asarray(v) == 0.0)) for v in fn(*(_wide(arrays[s][key]) for s in symbols))]
 
             hits = map_chunks(zero, shape)
             for i, (desc, _) in enumerate(sites):
@@ -194,7 +197,7 @@ def _run_grid(
     out = {k: np.empty(shape) for keys, _ in fns for k in keys if k != FINITE}
 
     def piece(key: Any, start: int, n: int) -> Dict[Any, Tuple[int, np.ndarray]]:
-        args = [arrays[s][key] for s in symbols]
+        args = [_wide(arrays[s][key]) for s in symbols]
         bad: Dict[Any, Tuple[int, np.ndarray]] = {}  # formula -> (points not finite, the first of them)
         for keys, fn in fns:
             for k, v in zip(keys, fn(*args)):
@@ -223,6 +226,10 @@ def _run_grid(
         points = [tuple(int(j) for j in np.unravel_index(i, shape)) for i in idx]
         bad_at[k] = (sum(n for n, _ in flat), points)
     return out, bad_at, finite
+
+
+def _wide(a: Any) -> np.ndarray:
+    return np.asarray(a, dtype=np.float64)  # no copy when float64 already
 
 
 def _at(arrays: Dict[Any, np.ndarray], idx: Tuple[int, ...]) -> Dict[Any, float]:

@@ -135,7 +135,8 @@ def symbolic_reference(
     for inp in spec.inputs:
         sym = sp.Symbol(inp.name, real=True)
         env[inp.name] = sym
-        values[sym] = fwd.base[inp.name]
+        # as the run gave it (float32, say): the grid is widened to float64 a chunk at a time
+        values[sym] = fwd.raw[inp.name] if fwd.raw[inp.name].dtype.kind == "f" else fwd.base[inp.name]
     lowerer = symbolic.SymbolicLowerer(env)
     in_cone = {id(e) for e in _cone(spec, req.target)}
     sites = []
