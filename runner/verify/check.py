@@ -158,7 +158,8 @@ def check(spec: JobSpec, req: RequestSpec, got: Any, fwd: Forward, tracked: Set[
         else:
             rec = _compared(spec, req, got, fwd, mode, tracked, req.sources[0])
         values = got.values() if isinstance(got, Mapping) else [got]
-        undefined = _undefined(fwd.base[req.target])
+        # known finite (its formula and the run's value) needs no float64 re-run to say so
+        undefined = None if fwd.finite(req.target) else _undefined(fwd.base[req.target])
         if undefined and any(v is not None for v in values):
             # log(-1): TF's derivative is -1, but there is no function to differentiate
             why = f"the function is undefined here: {req.target} is {undefined} at this point (in float64)"

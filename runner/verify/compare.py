@@ -8,13 +8,14 @@ reference each derivative gets, and docs/verification.md for the tolerances.
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 
 from runner.config.kinds import KINDS
 from runner.config.spec import RequestSpec
 from runner.verify.finite_differences import Reference
+from runner.verify.pointwise import map_chunks
 
 # rtol by the dtype TensorFlow computed in (float64 reference, so this is TF's own rounding).
 DTYPE_RTOL = {"float64": 1e-8, "float32": 1e-4, "float16": 1e-2, "bfloat16": 5e-2}
@@ -93,13 +94,8 @@ def compare(got: Any, ref: Reference, req: RequestSpec) -> Dict[str, Any]:
             tolerance={"rtol": rtol, "atol": None},
         )
         return set_outcome(rec, FAILED, f"shape {list(g.shape)} differs from the reference's {list(r.shape)}")
-    g64 = g.astype(np.float64, copy=False)
-    all_finite = bool(np.isfinite(g64).all() and np.isfinite(r).all())
-    if all_finite:  # the common case: fewer passes over what may be 10^7 numbers
-        scale = float(np.max(np.abs(r))) if r.size else 1.0
-    else:
-        finite_r = r[np.isfinite(r)]
-        scale = float(np.max(np.abs(finite_r))) if finite_r.size else 1.0
+    g_finite, r_finite, scale = _scan(g, r)
+    all_finite = g_finite and r_finite
     if ref.measured and ref.noise / 2 > UNSTEADY * scale:
         # differences that change this much with the step say nothing about TF's value
         rec.update(max_abs_error=None, max_rel_error=None, tolerance={"rtol": rtol, "atol": None})
@@ -113,7 +109,8 @@ def compare(got: Any, ref: Reference, req: RequestSpec) -> Dict[str, Any]:
     # a measured error scales with the function (the user's code); else numbers of size 1 are assumed
     atol = rtol * (scale if ref.measured else max(1.0, scale)) + ref.noise
     if all_finite:
-        return _compare_finite(rec, g64, r, rtol, atol, ref)
+        return _compare_finite(rec, g, r, rtol, atol, ref)
+    g64 = g.astype(np.float64, copy=False)
     both = np.isfinite(g64) & np.isfinite(r)
     err = np.abs(g64 - r)
     max_abs = float(np.max(err[both])) if both.any() else 0.0
@@ -145,28 +142,29 @@ def compare(got: Any, ref: Reference, req: RequestSpec) -> Dict[str, Any]:
             "tensorflow": int(np.count_nonzero(~np.isfinite(g64))),
             "reference": int(np.count_nonzero(~np.isfinite(r))),
         }
-    return _verdict(rec, reasons, g64, r, err, bad, atol + rtol * np.abs(r), mismatched, ref)
+    at = np.unravel_index(np.argmax(np.where(bad, err, -1.0)), r.shape) if bad.any() else None
+    return _verdict(rec, reasons, g64, r, at, rtol, atol, mismatched, ref)
 
 
 def _verdict(
     rec: Dict[str, Any],
     reasons: List[str],
-    g64: np.ndarray,
+    g: np.ndarray,
     r: np.ndarray,
-    err: np.ndarray,
-    bad: np.ndarray,
-    allowed: np.ndarray,
+    at: Optional[Tuple[Any, ...]],
+    rtol: float,
+    atol: float,
     mismatched: int,
     ref: Reference,
 ) -> Dict[str, Any]:
-    """The outcome from the reasons found, the worst disagreeing element named (TF's value,
-    the reference, the error and what was allowed), and the count of those that disagree."""
-    if np.any(bad):
-        at = np.unravel_index(np.argmax(np.where(bad, err, -1.0)), np.shape(err))
-        where = f" at [{', '.join(map(str, at))}]" if np.ndim(err) else ""
-        reasons.append(
-            f"TF gives {g64[at]:.9g}, the reference {r[at]:.9g}{where}: error {err[at]:.3g} > allowed {allowed[at]:.3g}"
-        )
+    """The outcome from the reasons found, the worst disagreeing element `at` (or None) named
+    (TF's value, the reference, the error and what was allowed), and the count of those that
+    disagree."""
+    if at is not None:
+        g_at, r_at = np.float64(g[at]), np.float64(r[at])
+        err, allowed = np.abs(g_at - r_at), np.abs(r_at) * rtol + atol
+        where = f" at [{', '.join(map(str, (int(i) for i in at)))}]" if r.ndim else ""
+        reasons.append(f"TF gives {g_at:.9g}, the reference {r_at:.9g}{where}: error {err:.3g} > allowed {allowed:.3g}")
     if reasons and mismatched and r.size > 1:  # of one element, the reasons say it all
         reasons.insert(0, f"mismatched elements: {mismatched} / {r.size} ({100 * mismatched / r.size:.3g}%)")
     if ref.note:
@@ -174,29 +172,59 @@ def _verdict(
     return set_outcome(rec, FAILED, "; ".join(reasons)) if reasons else set_outcome(rec, PASSED)
 
 
+def _scan(g: np.ndarray, r: np.ndarray) -> Tuple[bool, bool, float]:
+    """(every element of TF's value finite, every element of the reference finite, the
+    largest finite |reference| or 1.0 when there is none), in chunks."""
+
+    def piece(key: Any, _start: int, n: int) -> Tuple[bool, bool, float]:
+        rc = r[key]
+        finite = np.isfinite(rc)
+        top = float(np.max(np.abs(rc), initial=-1.0, where=finite)) if n else -1.0
+        return bool(np.isfinite(g[key].astype(np.float64)).all()), bool(finite.all()), top
+
+    found = map_chunks(piece, r.shape)
+    top = max(f[2] for f in found)
+    return all(f[0] for f in found), all(f[1] for f in found), top if top >= 0.0 else 1.0
+
+
 def _compare_finite(
-    rec: Dict[str, Any], g64: np.ndarray, r: np.ndarray, rtol: float, atol: float, ref: Reference
+    rec: Dict[str, Any], g: np.ndarray, r: np.ndarray, rtol: float, atol: float, ref: Reference
 ) -> Dict[str, Any]:
-    """`compare` where every number on both sides is finite, in a few passes over the arrays
-    (a 10^7-point grid: 0.3 s, against 2.4 s for the general path)."""
-    # in place where the arrays are large; a 0-d array's arithmetic gives NumPy scalars, so
-    # each result is made an array again before it is written into
-    err = np.asarray(np.subtract(g64, r))
-    np.abs(err, out=err)
-    allowed = np.asarray(np.abs(r))
-    max_abs = float(err.max()) if err.size else 0.0
-    with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
-        rel = np.asarray(np.maximum(allowed, np.finfo(np.float64).tiny))
-        np.divide(err, rel, out=rel)
-        max_rel = float(rel.max()) if rel.size else 0.0
-        del rel
-        allowed = allowed * rtol
-        allowed += atol
-        bad = err > allowed
-    mismatched = int(np.count_nonzero(bad))
+    """`compare` where every number on both sides is finite, in one pass of chunks that stay
+    in cache, TF's value widened a chunk at a time (a 10^7-point grid: ~0.03 s on 2 cores,
+    against 0.55 s for whole-array passes): the same errors, count and worst element."""
+    tiny = np.finfo(np.float64).tiny
+
+    def piece(key: Any, start: int, n: int) -> Tuple[float, float, int, float, int]:
+        if n == 0:
+            return 0.0, 0.0, 0, -1.0, -1
+        err = np.array(g[key], dtype=np.float64)  # a copy, written in place (a 0-d one too)
+        np.subtract(err, r[key], out=err)
+        np.abs(err, out=err)
+        mag = np.array(np.abs(r[key]))
+        with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
+            rel = np.array(np.maximum(mag, tiny))
+            np.divide(err, rel, out=rel)  # an error against a reference of 0 is infinitely relative
+        mag *= rtol
+        mag += atol
+        bad = err > mag
+        count = int(np.count_nonzero(bad))
+        worst, at = -1.0, -1
+        if count:
+            i = int(np.argmax(np.where(bad, err, -1.0)))
+            worst, at = float(err.ravel()[i]), start + i
+        return float(err.max()), float(rel.max()), count, worst, at
+
+    found = map_chunks(piece, r.shape)
+    max_abs = max((f[0] for f in found), default=0.0)
+    max_rel = max((f[1] for f in found), default=0.0)
+    mismatched = sum(f[2] for f in found)
+    # the largest error among those that disagree, at its first place (NumPy's argmax)
+    worst = min((f for f in found if f[2]), key=lambda f: (-f[3], f[4]), default=None)
+    at = None if worst is None else tuple(int(i) for i in np.unravel_index(worst[4], r.shape))
     rec.update(max_abs_error=max_abs, max_rel_error=max_rel, tolerance={"rtol": rtol, "atol": atol})
     rec.update(mismatched=mismatched, elements=int(r.size))
-    return _verdict(rec, [ref.kink] if ref.kink else [], g64, r, err, bad, allowed, mismatched, ref)
+    return _verdict(rec, [ref.kink] if ref.kink else [], g, r, at, rtol, atol, mismatched, ref)
 
 
 def _first(a: np.ndarray) -> str:

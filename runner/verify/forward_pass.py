@@ -9,7 +9,7 @@ float64, or rounded to the dtype a user's code computes it in.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Dict, List, Mapping, Optional, Tuple
+from typing import Any, Dict, Iterator, List, Mapping, Optional, Tuple
 
 import numpy as np
 
@@ -82,7 +82,10 @@ class Forward:
     """The job's function re-run by TensorFlow in float64, with chosen names held or moved.
 
     `base` holds every value at the point TensorFlow used (its inputs, rounded to the run's
-    dtype, then widened). `values(overrides)` re-runs the steps with some inputs or steps
+    dtype, then widened), computed on first need: an input needs no run, any other name
+    runs the function once (a symbolic check of a 10^7-point grid needs only the inputs).
+    `shape(name)` and `finite(name)` answer from the run's own values where they can.
+    `values(overrides)` re-runs the steps with some inputs or steps
     replaced; steps under `tape.stop_recording` and `stop_gradient` arguments keep their
     base values, as they have no derivative on the tape.
 
@@ -99,12 +102,12 @@ class Forward:
 
         self.tf = tf
         self.code = code
-        self.inputs: Dict[str, np.ndarray] = {}
-        self.dtypes: Dict[str, str] = {}
-        for inp in spec.inputs:
-            arr = np.asarray(point[inp.name])
-            self.inputs[inp.name] = arr.astype(np.float64) if inp.is_float else arr
-            self.dtypes[inp.name] = inp.dtype
+        self.point = point  # the run's own values (its inputs, and its steps when the run gives them)
+        self.formula_finite: set = set()  # names whose formula SymPy found finite in float64 everywhere
+        # each float input widened to float64 on first use (`raw`: as the run gave it)
+        self.raw: Dict[str, np.ndarray] = {inp.name: np.asarray(point[inp.name]) for inp in spec.inputs}
+        self.inputs: Mapping[str, np.ndarray] = _Widened(self.raw, {i.name for i in spec.inputs if i.is_float})
+        self.dtypes: Dict[str, str] = {inp.name: inp.dtype for inp in spec.inputs}
         self.variables: Dict[str, Any] = dict(getattr(code, "variables", {}) or {})
         self.precision, self.why = EXACT, None
         self.step_factor = 1.0  # every source's steps scaled by this (see Move.factor)
@@ -122,16 +125,34 @@ class Forward:
                 self.held.add(key)
             self.steps.append(dataclasses.replace(step, expr=rewritten))
             self.evaluators[step.name] = lower(rewritten, tf.float64)
-        self.base: Dict[str, np.ndarray] = {}
         if code is not None:
             self.precision, self.why = _code_precision(self, spec)
-        self.base = self.values({})
+        self.base = _Base(self)
 
     def values(self, overrides: Mapping[str, np.ndarray]) -> Dict[str, np.ndarray]:
         """Every input and step with `overrides` in place; raises what TensorFlow raises."""
+        return self._run(overrides, self.base.all())
+
+    def shape(self, name: str) -> Tuple[int, ...]:
+        """The shape of `name`: the run's own value's where it has one (no float64 re-run)."""
+        if name in self.inputs or self.base.ready or name not in self.point:
+            return tuple(self.base[name].shape)
+        return tuple(np.shape(self.point[name]))
+
+    def finite(self, name: str) -> bool:
+        """Whether `name` is known finite everywhere in float64 without re-running the function:
+        its formula evaluated in float64 (the symbolic check, `formula_finite`) and the run's
+        own value both finite at every element. False when unknown (the re-run decides)."""
+        if self.base.ready or name not in self.formula_finite or name not in self.point:
+            return False
+        from runner.verify.pointwise import all_finite
+
+        return all_finite(np.asarray(self.point[name]))
+
+    def _run(self, overrides: Mapping[str, np.ndarray], base: Mapping[str, np.ndarray]) -> Dict[str, np.ndarray]:
         tf = self.tf
         env: Dict[str, Any] = {name: tf.constant(overrides.get(name, arr)) for name, arr in self.inputs.items()}
-        fixed = {name: self.base[name] for name in self.held} if self.base else {}  # none on the first pass
+        fixed = {name: base[name] for name in self.held} if base else {}  # none on the first pass
         fixed.update((name, v) for name, v in overrides.items() if name not in self.inputs)
         saved = {p: v.read_value() for p, v in self.variables.items() if p in overrides}
         try:
@@ -161,6 +182,69 @@ class Forward:
         else:
             move = self.precision if name in self.inputs else EXACT
         return dataclasses.replace(move, factor=self.step_factor) if self.step_factor != 1.0 else move
+
+
+class _Widened(Mapping[str, np.ndarray]):
+    """The inputs, each float one widened to float64 when first read (a 10^7-element input
+    checked symbolically is widened a chunk at a time instead, from `Forward.raw`)."""
+
+    def __init__(self, raw: Dict[str, np.ndarray], floats: set):
+        self._raw, self._floats = raw, floats
+        self._done: Dict[str, np.ndarray] = {}
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        if name not in self._done:
+            arr = self._raw[name]
+            self._done[name] = arr.astype(np.float64) if name in self._floats else arr
+        return self._done[name]
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._raw
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._raw)
+
+    def __len__(self) -> int:
+        return len(self._raw)
+
+
+class _Base(Mapping[str, np.ndarray]):
+    """`Forward.base`: an input's float64 value as it is (read-only); any other name runs the
+    function in float64 once, on first need. A failing run raises `Unverifiable` saying so."""
+
+    def __init__(self, fwd: Forward):
+        self._fwd = fwd
+        self._values: Optional[Dict[str, np.ndarray]] = None
+        self._failed: Optional[str] = None
+
+    @property
+    def ready(self) -> bool:
+        return self._values is not None
+
+    def all(self) -> Dict[str, np.ndarray]:
+        if self._values is None:
+            if self._failed is None:
+                try:
+                    self._values = self._fwd._run({}, {})
+                    return self._values
+                except Exception as err:
+                    first = str(err).splitlines()[0] if str(err) else ""
+                    self._failed = f"the float64 forward pass failed: {type(err).__name__}: {first}"
+            raise Unverifiable(self._failed)
+        return self._values
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        if self._values is None and name in self._fwd.inputs:
+            value = np.asarray(self._fwd.inputs[name], dtype=np.float64).view()
+            value.flags.writeable = False
+            return value
+        return self.all()[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.all())
+
+    def __len__(self) -> int:
+        return len(self.all())
 
 
 def _float64(v: Any) -> np.ndarray:

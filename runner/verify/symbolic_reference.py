@@ -63,9 +63,9 @@ def symbolic_applies(spec: JobSpec, req: RequestSpec, fwd: Forward) -> Optional[
         return f"kind {req.kind} with order {req.order} is checked by finite differences"
     if not all(symbolic.is_elementwise(e) for e in _cone(spec, req.target)):
         return "the target uses matmul, a reduction or transpose"
-    t_shape = fwd.base[req.target].shape
+    t_shape = fwd.shape(req.target)
     for s in req.sources:
-        size = int(np.prod(KINDS[req.kind].shape(t_shape, fwd.base[s].shape), dtype=np.int64))
+        size = int(np.prod(KINDS[req.kind].shape(t_shape, fwd.shape(s)), dtype=np.int64))
         if size > MAX_SYMBOLIC_OUTPUT:
             return f"its reference would hold {size:,} numbers (limit {MAX_SYMBOLIC_OUTPUT:,})"
     size = _expanded_size(spec, req.target)
@@ -135,7 +135,8 @@ def symbolic_reference(
     for inp in spec.inputs:
         sym = sp.Symbol(inp.name, real=True)
         env[inp.name] = sym
-        values[sym] = fwd.base[inp.name]
+        # as the run gave it (float32, say): the grid is widened to float64 a chunk at a time
+        values[sym] = fwd.raw[inp.name] if fwd.raw[inp.name].dtype.kind == "f" else fwd.base[inp.name]
     lowerer = symbolic.SymbolicLowerer(env)
     in_cone = {id(e) for e in _cone(spec, req.target)}
     sites = []
@@ -157,18 +158,22 @@ def symbolic_reference(
         return Reference(
             None, "symbolic", note="the target's formula is not finite here (SymPy folds it to an infinity)"
         )
-    case = Case(req, fwd, source, moving, fwd.base[req.target].shape)
+    case = Case(req, fwd, source, moving, fwd.shape(req.target))
     shape = case.shape
 
     wanted = rule.wanted(low.expr, syms, case)
     grid = {s: np.broadcast_to(v, shape) for s, v in values.items()}
     sites = [(desc, site) for desc, site in sites if any(syms[s] in site.free_symbols for s in moving)]
     try:
-        kink, pointwise = vectorized.evaluate(wanted, low.frozen, sites, grid, shape)
+        # the target's own formula in the same pass: finite everywhere (and the run's value
+        # too), the check needs no float64 re-run to know the function is defined here
+        kink, pointwise = vectorized.evaluate(wanted, low.frozen, sites, grid, shape, value=low.expr)
     except vectorized.NotEnough as err:
         raise Unverifiable(str(err)) from None
     if kink is not None:
         return Reference(None, "symbolic", note=kink)
+    if bool(pointwise.pop(vectorized.FINITE)):
+        fwd.formula_finite.add(req.target)
     return Reference(rule.assemble(pointwise, case), "symbolic")
 
 
@@ -210,7 +215,7 @@ class Case:
     shape: Tuple[int, ...]
 
     def source_shape(self, source: Optional[str] = None) -> Tuple[int, ...]:
-        return self.fwd.base[source or self.source].shape
+        return self.fwd.shape(source or self.source)
 
     def tangents(self) -> Dict[str, np.ndarray]:
         """Each moving source's tangent, broadcast to the target's shape."""
@@ -234,7 +239,9 @@ def _first_derivatives(f: Any, x: Dict[str, Any], c: Case) -> Dict[Any, Any]:
 
 
 def _gradient(p: Dict[Any, np.ndarray], c: Case) -> np.ndarray:
-    return _unbroadcast(weights(c.req, c.shape) * p["d"], c.source_shape())
+    # without output_gradients the weights are 1: no grid-sized product
+    grad = p["d"] if c.req.weights is None else weights(c.req, c.shape) * p["d"]
+    return _unbroadcast(grad, c.source_shape())
 
 
 def _jacobian(p: Dict[Any, np.ndarray], c: Case) -> np.ndarray:
