@@ -68,6 +68,20 @@ def _projection_holds(t: int, n: int) -> int:
     return 2 * PROJECTION_DIRECTIONS * (t + n) + 2 * n + t + 3 * 2**20
 
 
+def _dense(t: int, n: int) -> int:
+    """Above MAX_FD_ELEMENTS an elementwise target's Jacobian is still differenced in full
+    (runner/verify/batched_differences.py) and embedded densely: t * n float64 numbers."""
+    return t * n if n > MAX_FD_ELEMENTS else 0
+
+
+def _hessian_block(t: int, ns: int, nr: int) -> Tuple[int, int]:
+    """One block (s, r) of a hessian: differences by r of the differences by s, each level
+    two runs per element (`hessian_block`); projected when either source is too large."""
+    if max(ns, nr) > MAX_FD_ELEMENTS:
+        return _projected(2), _projection_holds(t, ns + nr)
+    return _differences(ns) * _differences(nr), 3 * ns * nr
+
+
 @dataclass(frozen=True)
 class KindRow:
     """Everything about one kind that is not how an interpreter computes it."""
@@ -95,8 +109,11 @@ class KindRow:
     options: FrozenSet[str] = frozenset()  # which of OPTIONS a request of this kind may set
     one_source: bool = False  # exactly one source
     batched: bool = False  # target and source share a leading batch axis (rank >= 2)
-    # several sources give a mapping source -> source -> block (the diagonal blocks are checked)
+    # several sources give a mapping source -> source -> block, every block (s, r) checked
     pairs: bool = False
+    # pairs kinds: (target elements, elements of s, elements of r) -> (runs, float64 numbers
+    # held) of the check of one block (s, r) of a request by several sources
+    block_cost: Optional[Callable[[int, int, int], Tuple[int, int]]] = None
 
     def recomputes_at(self, order: int) -> bool:
         """Whether a request of this kind and order leaves the shared tape alone."""
@@ -119,14 +136,16 @@ KINDS: Dict[str, KindRow] = {
         shape=lambda t, s: t + s,
         peak=3,  # 4,096 and 8,192 points: 3.1 x the output with pfor; a while_loop: 3.9 x
         check_runs=lambda n, order: _or_projected(n, _differences(n) + _KINK_RUNS, 1),
-        check_elements=lambda t, n: _or_held(t, n, 3 * t * n),
+        check_elements=lambda t, n: _or_held(t, n, 3 * t * n) + _dense(t, n),
         options=_JACOBIAN_OPTIONS,
     ),
     Kind.batch_jacobian.value: KindRow(
         shape=lambda t, s: t[:1] + t[1:] + s[1:],
         peak=2,  # [64, 1024] points: 2.2 x the output
         check_runs=lambda n, order: _or_projected(n, _differences(n) + _KINK_RUNS, 1),
-        check_elements=lambda t, n: _or_held(t, n, 3 * t * n),  # the full Jacobian, of which the blocks are kept
+        check_elements=lambda t, n: (
+            _or_held(t, n, 3 * t * n) + _dense(t, n)
+        ),  # the full Jacobian, of which the blocks are kept
         options=_JACOBIAN_OPTIONS,
         one_source=True,
         batched=True,
@@ -140,6 +159,7 @@ KINDS: Dict[str, KindRow] = {
         recomputes=True,
         options=_JACOBIAN_OPTIONS,
         pairs=True,
+        block_cost=lambda t, ns, nr: _hessian_block(t, ns, nr),
     ),
     Kind.jvp.value: KindRow(
         shape=lambda t, s: t,

@@ -184,8 +184,12 @@ def check_work(req: RequestSpec, shapes: Mapping[str, Shape], run_elements: int)
     float64 numbers held), by its kind's row; `run_elements` is the cost of one run."""
     row = KINDS[req.kind]
     t = elements(shapes[req.target])
-    runs = sum(row.check_runs(elements(shapes[s]), req.order) for s in req.sources)
-    held = sum(row.check_elements(t, elements(shapes[s])) for s in req.sources)
+    if row.block_cost is not None and len(req.sources) > 1:  # every block (s, r) is checked
+        blocks = [row.block_cost(t, elements(shapes[s]), elements(shapes[r])) for s in req.sources for r in req.sources]
+        runs, held = sum(b[0] for b in blocks), sum(b[1] for b in blocks)
+    else:
+        runs = sum(row.check_runs(elements(shapes[s]), req.order) for s in req.sources)
+        held = sum(row.check_elements(t, elements(shapes[s])) for s in req.sources)
     return runs, runs * run_elements, held
 
 
