@@ -74,6 +74,15 @@ def _dense(t: int, n: int) -> int:
     return t * n if n > MAX_FD_ELEMENTS else 0
 
 
+def _batch_jacobian_runs(n: int) -> int:
+    """Up to 2 runs per element; above MAX_FD_ELEMENTS either a projection or, where each
+    batch row depends on its own row only, 2 runs per position of a row (at most
+    MAX_FD_ELEMENTS positions, runner/verify/batched_differences.py): the larger bounds both."""
+    if n <= MAX_FD_ELEMENTS:
+        return _differences(n) + _KINK_RUNS
+    return max(_projected(1), 2 * MAX_FD_ELEMENTS + _KINK_RUNS)
+
+
 def _hessian_block(t: int, ns: int, nr: int) -> Tuple[int, int]:
     """One block (s, r) of a hessian: differences by r of the differences by s, each level
     two runs per element (`hessian_block`); projected when either source is too large."""
@@ -142,7 +151,7 @@ KINDS: Dict[str, KindRow] = {
     Kind.batch_jacobian.value: KindRow(
         shape=lambda t, s: t[:1] + t[1:] + s[1:],
         peak=2,  # [64, 1024] points: 2.2 x the output
-        check_runs=lambda n, order: _or_projected(n, _differences(n) + _KINK_RUNS, 1),
+        check_runs=lambda n, order: _batch_jacobian_runs(n),
         check_elements=lambda t, n: (
             _or_held(t, n, 3 * t * n) + _dense(t, n)
         ),  # the full Jacobian, of which the blocks are kept

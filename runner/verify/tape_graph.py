@@ -16,7 +16,10 @@ from runner.language import expression as ex
 from runner.language.functions import TABLE
 
 
-def _used_outside_stop_gradient(expr: ex.Expr) -> Set[str]:
+def _used_outside_stop_gradient(expr: ex.Expr, compared: bool = True) -> Set[str]:
+    """The names `expr` uses outside `stop_gradient(...)`; without those only compared
+    (`x > 0` in `where(x > 0, a, b)`) when `compared` is False: a comparison has no gradient,
+    so the tape records no path through it, though moving x moves the value."""
     found: Set[str] = set()
     stack = [expr]
     while stack:
@@ -25,7 +28,10 @@ def _used_outside_stop_gradient(expr: ex.Expr) -> Set[str]:
             found.add(node.id)
         elif isinstance(node, ex.Unary):
             stack.append(node.operand)
-        elif isinstance(node, (ex.Binary, ex.Compare)):
+        elif isinstance(node, ex.Compare):
+            if compared:
+                stack.extend((node.left, node.right))
+        elif isinstance(node, ex.Binary):
             stack.extend((node.left, node.right))
         elif isinstance(node, ex.Call) and node.func != "stop_gradient":
             stack.extend(node.args)
@@ -51,7 +57,7 @@ def tracked_names(spec: JobSpec) -> Set[str]:
         if spec.tape.watch_accessed_variables:
             out.update(code_variables(spec))
     for step in spec.steps:
-        if step.name not in spec.tape.stop_recording and _used_outside_stop_gradient(step.expr) & out:
+        if step.name not in spec.tape.stop_recording and _used_outside_stop_gradient(step.expr, False) & out:
             out.add(step.name)
     return out
 
@@ -64,7 +70,7 @@ def connected(spec: JobSpec, target: str, source: str, tracked: Set[str]) -> boo
     if spec.callable is not None and (source in {i.name for i in spec.inputs} or source in code_variables(spec)):
         reach.update(spec.callable.outputs)  # the code is given every input and reads its variables
     for step in spec.steps:
-        if step.name in tracked and _used_outside_stop_gradient(step.expr) & reach:
+        if step.name in tracked and _used_outside_stop_gradient(step.expr, False) & reach:
             reach.add(step.name)
     return target in reach
 
@@ -90,9 +96,12 @@ def through_code(spec: JobSpec, target: str) -> bool:
     return target in reach
 
 
-def not_elementwise(spec: JobSpec, target: str, source: str) -> Optional[str]:
+def not_elementwise(spec: JobSpec, target: str, source: str, rows: bool = False) -> Optional[str]:
     """None when `target` is elementwise in `source`, else why not (for the batched
-    differences, runner/verify/batched_differences.py).
+    differences, runner/verify/batched_differences.py). With `rows`, None when each batch row
+    (axis 0) of the target depends on the same row of the source only: elementwise, or a
+    matmul whose left operand alone moves with the source (X @ M acts row by row; M @ X and
+    reductions, which may act across rows, are refused).
 
     Elementwise: every operation on the way from the source to the target acts elementwise
     (a function whose shape rule is "elementwise", an operator other than @), with
@@ -120,23 +129,30 @@ def not_elementwise(spec: JobSpec, target: str, source: str) -> Optional[str]:
         if step.name in held or step.name == source or step.name not in ancestors:
             continue
         if _used_outside_stop_gradient(step.expr) & moved:
-            found = _first_not_elementwise(step.expr, moved)
+            found = _first_not_elementwise(step.expr, moved, rows)
             if found is not None:
                 return f"step {step.name} applies {found} to values computed from {source}"
             moved.add(step.name)
     return None
 
 
-def _first_not_elementwise(expr: ex.Expr, moved: Set[str]) -> Optional[str]:
-    """The first operation of `expr` that is not elementwise and takes a `moved` value, or None."""
+def _first_not_elementwise(expr: ex.Expr, moved: Set[str], rows: bool = False) -> Optional[str]:
+    """The first operation of `expr` that is not elementwise and takes a `moved` value, or
+    None; with `rows`, a matmul whose right operand does not move is let through."""
     stack = [expr]
     while stack:
         node = stack.pop()
         if not (_used_outside_stop_gradient(node) & moved):
             continue
         if isinstance(node, ex.Binary) and node.op == "@":
+            if rows and not (_used_outside_stop_gradient(node.right) & moved):
+                stack.append(node.left)
+                continue
             return "matmul (@)"
         if isinstance(node, ex.Call):
+            if rows and TABLE[node.func].shape == "matmul" and not (_used_outside_stop_gradient(node.args[1]) & moved):
+                stack.append(node.args[0])
+                continue
             if TABLE[node.func].shape != "elementwise":
                 return node.func
             stack.extend(node.args)
