@@ -58,8 +58,10 @@ def cancel(name: str, timeout: float = 60) -> List[str]:
 
 
 def states(name: str) -> List[str]:
-    """The accounting states of the jobs called `name` (`sacct`, one per array task)."""
+    """The accounting states of the jobs called `name` (`sacct`, one per array task, or per
+    range of array tasks that never started); a cancelled job's is `CANCELLED`
+    (sacct's "CANCELLED by UID" cut to its first word)."""
     out = _run(["sacct", "-n", "-X", "-P", "-o", "State", "--name", name, "-S", "now-1day"])
     if out.returncode != 0:
         raise RuntimeError(f"sacct failed: {out.stderr.strip()}")
-    return out.stdout.split()
+    return [line.split()[0] for line in out.stdout.splitlines() if line.strip()]
