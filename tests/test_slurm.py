@@ -15,6 +15,7 @@ cancels whatever of them is still queued at teardown (`slurm_job_name`).
 from __future__ import annotations
 
 import csv
+import os
 import re
 import subprocess
 import sys
@@ -23,7 +24,9 @@ from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
 import pytest
+import yaml
 
+from runner.record import log_reader
 from runner.sweep import progress
 from tests.helpers import cli, command_env, slurm, summary
 
@@ -193,3 +196,129 @@ def test_progress_is_counted_in_files_and_printed_in_each_job_log(
     assert [r["overrides"] for r in table] == [" ".join(row["overrides"]) for row in s["rows"]]
     assert table[2]["mismatches"] == "config refused" and "expected a number" in table[2]["error"]
     assert accounted(slurm_job_name, 4) == ["COMPLETED"] * 4
+
+
+# ------------------------------------------------------------------ scancel, then resume
+
+
+def job_states(sweep_dir: Path) -> Dict[str, str]:
+    """Job folder name -> 'done' (a results.json) or 'started' (a folder, no results.json yet)."""
+    return {
+        d.name: "done" if (d / "results.json").exists() else "started"
+        for d in sweep_dir.iterdir()
+        if d.is_dir() and d.name.isdigit()
+    }
+
+
+@pytest.fixture(scope="module")
+def cancelled(slurm_partition, tmp_path_factory):
+    """A 6-job sweep on SLURM, one job at a time, `scancel`led (by its job name) as soon as a
+    job's results.json is on disk: the launching process's exit code, output, and the sweep
+    folder as it left it (each results.json's mtime, to tell a kept job from a re-run one)."""
+    cwd = tmp_path_factory.mktemp("cancelled")
+    sweep_dir = cwd / "sweep"
+    name = f"runner-test-{os.getpid()}-{time.time_ns()}"
+    out, err = open(cwd / "stdout", "w"), open(cwd / "stderr", "w")
+    args = [sys.executable, "-m", "runner", "-m", "experiment=seed_cubic", POINTS["six"]]
+    args += [
+        f"hydra.sweep.dir={sweep_dir}",
+        *slurm_launcher(slurm_partition, name, None, "hydra.launcher.array_parallelism=1"),
+    ]
+    launcher = subprocess.Popen(args, cwd=cwd, env=command_env(), stdout=out, stderr=err)
+    try:
+        deadline = time.monotonic() + 300
+        while "done" not in (job_states(sweep_dir) if sweep_dir.is_dir() else {}).values():
+            assert launcher.poll() is None, (
+                f"the sweep ended before a job finished: {(cwd / 'stderr').read_text()[-2000:]}"
+            )
+            assert time.monotonic() < deadline, "no job finished in 300 s"
+            time.sleep(0.2)
+        at_cancel = job_states(sweep_dir)
+        queued = slurm.cancel(name)  # scancel -n NAME, and wait until none is queued
+        t0 = time.monotonic()
+        code = launcher.wait(timeout=180)  # submitit waits up to 30 s for a result that never comes
+        waited = time.monotonic() - t0
+    finally:
+        if launcher.poll() is None:
+            launcher.kill()
+            launcher.wait()
+        out.close()
+        err.close()
+        slurm.cancel(name)
+    mtimes = {p.parent.name: p.stat().st_mtime_ns for p in sweep_dir.glob("*/results.json")}
+    return dict(
+        sweep_dir=sweep_dir,
+        name=name,
+        at_cancel=at_cancel,
+        queued=queued,
+        code=code,
+        waited=waited,
+        stdout=(cwd / "stdout").read_text(),
+        stderr=(cwd / "stderr").read_text(),
+        mtimes=mtimes,
+    )
+
+
+def test_scancel_of_a_running_sweep_leaves_whole_logs_a_summary_and_a_failure_code(cancelled):
+    """The sweep ends at once with exit 1 (submitit raises UncompletedJobError for the first
+    cancelled job; runner/cli.py writes the summary from disk). A job running at scancel
+    usually still finishes: submitit's job ignores SIGTERM ("Bypassing signal SIGTERM") and
+    SLURM kills it KillWait (5 s) later, after a seed_cubic job's few seconds."""
+    sweep_dir, stderr = cancelled["sweep_dir"], cancelled["stderr"]
+    # caught mid-flight: jobs were still queued or running when scancel came
+    assert cancelled["queued"], cancelled["at_cancel"]
+    assert len(cancelled["at_cancel"]) < 6
+    # the launching process noticed (accounting says CANCELLED), did not hang, and failed
+    assert cancelled["code"] not in (0, None), stderr[-3000:]
+    assert cancelled["waited"] < 120
+    no_sacct_bypass(stderr)
+    assert "CANCELLED" in slurm.states(cancelled["name"])
+    # every results.json on disk is a whole run log; a job folder without one is listed missing
+    after = job_states(sweep_dir)
+    finished = sorted(j for j, state in after.items() if state == "done")
+    assert set(finished) >= {j for j, state in cancelled["at_cancel"].items() if state == "done"}
+    for job in finished:
+        record = log_reader.read_log(sweep_dir / job)
+        assert record["status"] == "ok" and record["expect"]["met"]
+    for job in after:
+        for name in ("config.yaml", "hydra.yaml", "overrides.yaml"):  # Hydra's, not written atomically
+            assert yaml.safe_load((sweep_dir / job / ".hydra" / name).read_text()) is not None
+    # no temporary file but the documented one (a job SIGKILLed mid-write: .results.json.*.tmp)
+    temporary = [p.relative_to(sweep_dir) for p in sweep_dir.rglob("*.tmp")]
+    assert all(p.parent.name in after and p.name.startswith(".results.json.") for p in temporary), temporary
+    # the summary: written by the launching process, one row per job folder, as on disk
+    s = summary(sweep_dir)
+    rows = {row["job"]: row for row in s["rows"]}
+    assert sorted(rows) == sorted(after)
+    assert [rows[j]["status"] for j in finished] == ["ok"] * len(finished)
+    assert all(rows[j]["status"] == "missing" for j in after if j not in finished)
+    assert (s["jobs"], s["failed"]) == (len(after), len(after) - len(finished))
+    assert (sweep_dir / "summary.csv").is_file()
+    assert "sweep ended by an error" in stderr and f"summary in {sweep_dir}" in stderr, stderr[-3000:]
+    if len(finished) == len(after):  # no job was killed mid-run: the others never started
+        assert f"0 of {len(after)} job(s) failed, {6 - len(after)} never started" in stderr, stderr[-3000:]
+
+
+def test_resume_after_scancel_keeps_the_finished_jobs_and_runs_the_rest(
+    cancelled, slurm_partition, slurm_job_name, in_process
+):
+    sweep_dir, kept = cancelled["sweep_dir"], cancelled["mtimes"]
+    assert kept, "the cancelled sweep finished no job"
+    args = ["-m", "experiment=seed_cubic", POINTS["six"], f"resume={sweep_dir}"]
+    proc = cli([*args, *slurm_launcher(slurm_partition, slurm_job_name)], cwd=sweep_dir.parent, timeout=400)
+    no_sacct_bypass(proc.stderr)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    s = summary(sweep_dir)
+    # the finished jobs were kept, not run again: their results.json untouched, marked resumed
+    assert {
+        p.parent.name: p.stat().st_mtime_ns for p in sweep_dir.glob("*/results.json") if p.parent.name in kept
+    } == kept
+    assert sorted(row["job"] for row in s["rows"] if row["resumed"]) == sorted(kept)
+    assert (s["jobs"], s["failed"], s["resumed"]) == (6, 0, len(kept))
+    assert f"sweep: 6 jobs, 0 failed, {len(kept)} kept from an earlier launch (resume)" in proc.stdout
+    # and the numbers are the in-process sweep's
+    unmarked = [{**row, "resumed": False} for row in s["rows"]]
+    reference = in_process(POINTS["six"])
+    assert values({**s, "resumed": 0, "rows": unmarked}) == values(reference)
+    assert [row["derivatives"]["dy/dx"] for row in s["rows"]] == [3.0 * x * x for x in range(1, 7)]
+    assert accounted(slurm_job_name, 6) == ["COMPLETED"] * 6
