@@ -9,7 +9,9 @@ import subprocess
 import time
 from typing import List, Optional, Tuple
 
-USABLE = ("idle", "mixed")  # a node in one of these states takes a job now
+# a node in one of these states takes jobs: now, or once the running ones end (a node busy
+# with someone else's jobs is a working cluster; its jobs queue)
+USABLE = ("idle", "mixed", "allocated", "completing")
 
 
 def _run(args: List[str], timeout: float = 20) -> subprocess.CompletedProcess:
@@ -17,7 +19,7 @@ def _run(args: List[str], timeout: float = 20) -> subprocess.CompletedProcess:
 
 
 def find_partition() -> Tuple[Optional[str], str]:
-    """(the name of an up partition with a usable node, the default one first, or None; what
+    """(the name of an up partition with a node that takes jobs, the default one first, or None; what
     `sinfo` said, in one line). Without a controller sinfo retries for about 10 s."""
     if shutil.which("sinfo") is None:
         return None, "sinfo is not installed"
