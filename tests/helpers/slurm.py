@@ -9,7 +9,9 @@ import subprocess
 import time
 from typing import List, Optional, Tuple
 
-USABLE = ("idle", "mixed")  # a node in one of these states takes a job now
+# a node in one of these states takes jobs: now, or once the running ones end (a node busy
+# with someone else's jobs is a working cluster; its jobs queue)
+USABLE = ("idle", "mixed", "allocated", "completing")
 
 
 def _run(args: List[str], timeout: float = 20) -> subprocess.CompletedProcess:
@@ -17,7 +19,7 @@ def _run(args: List[str], timeout: float = 20) -> subprocess.CompletedProcess:
 
 
 def find_partition() -> Tuple[Optional[str], str]:
-    """(the name of an up partition with a usable node, the default one first, or None; what
+    """(the name of an up partition with a node that takes jobs, the default one first, or None; what
     `sinfo` said, in one line). Without a controller sinfo retries for about 10 s."""
     if shutil.which("sinfo") is None:
         return None, "sinfo is not installed"
@@ -58,8 +60,10 @@ def cancel(name: str, timeout: float = 60) -> List[str]:
 
 
 def states(name: str) -> List[str]:
-    """The accounting states of the jobs called `name` (`sacct`, one per array task)."""
+    """The accounting states of the jobs called `name` (`sacct`, one per array task, or per
+    range of array tasks that never started); a cancelled job's is `CANCELLED`
+    (sacct's "CANCELLED by UID" cut to its first word)."""
     out = _run(["sacct", "-n", "-X", "-P", "-o", "State", "--name", name, "-S", "now-1day"])
     if out.returncode != 0:
         raise RuntimeError(f"sacct failed: {out.stderr.strip()}")
-    return out.stdout.split()
+    return [line.split()[0] for line in out.stdout.splitlines() if line.strip()]
