@@ -72,7 +72,7 @@ def slurm_partition() -> str:
 
     found, said = slurm.find_partition()
     if found is None:
-        reason = f"no SLURM cluster with an idle node ({said}); start one with .ci/slurm-up"
+        reason = f"no SLURM cluster with a node that takes jobs ({said}); start one with .ci/slurm-up"
         if os.environ.get("CI") == "true":
             pytest.fail(f"CI=true: the slurm tests must run, but {reason}", pytrace=False)
         pytest.skip(reason)
