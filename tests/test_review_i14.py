@@ -80,12 +80,6 @@ def test_a_source_only_in_where_s_condition_is_unconnected(tmp_path):
     assert rec["check"]["outcome"] == "passed", rec["check"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Forward.finite (forward_pass.py:142) trusts SymPy's folded formula (exp(log(u)) -> u, "
-    "symbolic_reference.py:170-176): the float64 program is NaN here (log of -1e-10) yet the auto "
-    "check skips the re-run and passes, while verify: finite_difference fails it as undefined",
-)
 def test_the_lazy_forward_does_not_hide_a_target_undefined_in_float64(tmp_path):
     outcomes: List[str] = []
     for verify in ("auto", "finite_difference"):

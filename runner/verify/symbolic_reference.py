@@ -51,6 +51,36 @@ def _cone(spec: JobSpec, target: str) -> List[ex.Expr]:
     return out
 
 
+# Operations defined on part of the real line only: near the edge of their domain float32 and
+# float64 may land on different sides (log(x - 1.0000000001) at x = 1: log(0) in float32,
+# log of a negative number in float64), and SymPy may fold them away (exp(log(u)) -> u), so
+# neither the run's float32 value nor the folded formula says the float64 program is defined.
+_PARTIAL = frozenset({"log", "log1p", "sqrt", "asin", "acos", "pow"})
+
+
+def _defined_wherever_finite(spec: JobSpec, target: str) -> bool:
+    """Whether no operation on the way to `target` has a partial domain (`_PARTIAL`, division,
+    a power whose exponent is not a whole number >= 0): then a finite float32 run and a finite
+    float64 formula mean the float64 program is finite too (overflow shows in float32 first)."""
+    stack = list(_cone(spec, target))
+    while stack:
+        node = stack.pop()
+        if isinstance(node, ex.Call):
+            if node.func in _PARTIAL:
+                return False
+            stack.extend(node.args)
+        elif isinstance(node, ex.Binary):
+            whole = isinstance(node.right, ex.Num) and float(node.right.value).is_integer() and node.right.value >= 0
+            if node.op == "/" or (node.op == "**" and not whole):
+                return False
+            stack.extend((node.left, node.right))
+        elif isinstance(node, ex.Compare):
+            stack.extend((node.left, node.right))
+        elif isinstance(node, ex.Unary):
+            stack.append(node.operand)
+    return True
+
+
 def symbolic_applies(spec: JobSpec, req: RequestSpec, fwd: Forward) -> Optional[str]:
     """None when the symbolic check applies to `req`, else why it does not."""
     from runner.language import symbolic
@@ -172,7 +202,7 @@ def symbolic_reference(
         raise Unverifiable(str(err)) from None
     if kink is not None:
         return Reference(None, "symbolic", note=kink)
-    if bool(pointwise.pop(vectorized.FINITE)):
+    if bool(pointwise.pop(vectorized.FINITE)) and _defined_wherever_finite(spec, req.target):
         fwd.formula_finite.add(req.target)
     return Reference(rule.assemble(pointwise, case), "symbolic")
 
