@@ -22,6 +22,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
@@ -114,6 +115,7 @@ def launch(launcher: Any, job_overrides: Sequence[Sequence[str]], initial_job_id
     returns: List[JobReturn] = []
     for job, (chunk, start) in zip(jobs, parts):
         try:
+            _wait(job)
             got = list(job.results()[0])
         except Exception as err:  # the task ended without a result
             got = lost(launcher, job, chunk, start, err)
@@ -121,6 +123,18 @@ def launch(launcher: Any, job_overrides: Sequence[Sequence[str]], initial_job_id
             got = lost(launcher, job, chunk, start, RuntimeError(f"returned {len(got)} results for {len(chunk)} jobs"))
         returns.extend(got)
     return returns
+
+
+def _wait(job: Any) -> None:
+    """Wait for a task: its result file looked for every 0.1 s, SLURM asked (submitit's
+    `done`, which reads sacct at most every few seconds) every second. submitit's own
+    wait looks every second: up to a second lost per sweep, when jobs take milliseconds."""
+    polls = 0
+    while not job.paths.result_pickle.exists():
+        if polls % 10 == 0 and job.done():
+            return
+        time.sleep(0.1)
+        polls += 1
 
 
 def run_chunk(
