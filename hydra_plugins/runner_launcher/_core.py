@@ -54,9 +54,19 @@ log = logging.getLogger(__name__)
 
 
 def launch(
-    launcher: LauncherState, job_overrides: Sequence[Sequence[str]], initial_job_idx: int
+    launcher: LauncherState,
+    job_overrides: Sequence[Sequence[str]],
+    initial_job_idx: int,
+    job_id: Optional[str] = None,
+    isolate: bool = False,
 ) -> Sequence[JobReturn]:
-    """Run each job in this process, in order, as Hydra's BasicLauncher does."""
+    """Run each job in this process, in order, as Hydra's BasicLauncher does.
+
+    `job_id`: hydra.job.id of every job (a SLURM task's id, as submitit's launcher sets it);
+    None: the job's number, as the basic launcher sets it. `isolate`: a job that raises
+    outside its task function (which run_job lets through) gives a FAILED JobReturn holding
+    the error and the next job runs (`_slurm`: one job must not lose its chunk-mates).
+    """
     setup_globals()
     config, context, task = launcher.config, launcher.hydra_context, launcher.task_function
     assert config is not None and context is not None and task is not None
@@ -75,24 +85,38 @@ def launch(
     for idx, overrides in enumerate(job_overrides):
         idx = initial_job_idx + idx
         log.info(f"\t#{idx} : {' '.join(filter_overrides(overrides))}")
-        job = composer.split(overrides)
-        template = composer.template(job.groups) if job is not None else None
-        if job is None or template is None or not template.undoable(job):
-            runs.append(_run_composed(launcher, list(overrides), idx))
-        else:
-            if live is None or live.template is not template:
-                live = LiveConfig(template)
-            runs.append(_run_live(launcher, composer, live, job, idx))
+        try:
+            job = composer.split(overrides)
+            template = composer.template(job.groups) if job is not None else None
+            if job is None or template is None or not template.undoable(job):
+                runs.append(_run_composed(launcher, list(overrides), idx, job_id))
+            else:
+                if live is None or live.template is not template:
+                    live = LiveConfig(template)
+                runs.append(_run_live(launcher, composer, live, job, idx, job_id))
+        except Exception as err:
+            if not isolate:
+                raise
+            live = None  # it may hold the failed job's values: the next job starts afresh
+            runs.append(_failed(list(overrides), err))
         _logging.configure(copy.deepcopy(hydra_logging), verbose)
     return runs
 
 
-def _run_composed(launcher: LauncherState, overrides: List[str], idx: int) -> JobReturn:
-    """Hydra's own path, exactly as BasicLauncher takes it."""
+def _failed(overrides: List[str], err: Exception) -> JobReturn:
+    """The JobReturn of a job that raised outside its task function: Hydra's sweeper raises
+    `err` when it reads the return value, as it would have met it under the basic launcher."""
+    ret = JobReturn(overrides=overrides, status=JobStatus.FAILED, _return_value=err)
+    ret.working_dir = os.getcwd()
+    return ret
+
+
+def _run_composed(launcher: LauncherState, overrides: List[str], idx: int, job_id: Optional[str] = None) -> JobReturn:
+    """Hydra's own path, exactly as BasicLauncher takes it (submitit's, with a `job_id`)."""
     assert launcher.hydra_context is not None and launcher.config is not None and launcher.task_function is not None
     sweep_config = launcher.hydra_context.config_loader.load_sweep_config(launcher.config, overrides)
     with open_dict(sweep_config):
-        sweep_config.hydra.job.id = idx
+        sweep_config.hydra.job.id = idx if job_id is None else job_id
         sweep_config.hydra.job.num = idx
     return run_job(
         hydra_context=launcher.hydra_context,
@@ -173,7 +197,7 @@ class LiveConfig:
 
 def _set_fields(hydra: DictConfig, fields: "JobFields") -> None:
     with read_write(hydra), open_dict(hydra):
-        hydra.job.id = fields.idx
+        hydra.job.id = fields.idx if fields.job_id is None else fields.job_id
         hydra.job.num = fields.idx
         hydra.overrides.task = list(fields.lines)
         hydra.job.override_dirname = fields.override_dirname
@@ -197,10 +221,12 @@ class JobFields:
     lines: List[str]
     override_dirname: str
     output_dir: Optional[str] = None
+    job_id: Optional[str] = None  # hydra.job.id when it is not the number (a SLURM task's id)
 
     def yaml_values(self) -> List[object]:
         """In `_hydra_yaml.PER_JOB` order, as the container of the hydra config holds them."""
-        return [list(self.lines), self.override_dirname, str(self.idx), self.idx, self.output_dir]
+        job_id = str(self.idx) if self.job_id is None else str(self.job_id)
+        return [list(self.lines), self.override_dirname, job_id, self.idx, self.output_dir]
 
 
 class LazyJobReturn(JobReturn):
@@ -263,7 +289,12 @@ def _container_value(cfg: DictConfig, path: Tuple[str, ...]) -> Any:
 
 
 def _run_live(
-    launcher: LauncherState, composer: _compose.Composer, live: LiveConfig, job: _compose.JobOverrides, idx: int
+    launcher: LauncherState,
+    composer: _compose.Composer,
+    live: LiveConfig,
+    job: _compose.JobOverrides,
+    idx: int,
+    job_id: Optional[str] = None,
 ) -> JobReturn:
     """`hydra.core.utils.run_job` for one job, step for step, on the live config."""
     context, task_function = launcher.hydra_context, launcher.task_function
@@ -272,7 +303,7 @@ def _run_live(
     live.enter(job)
     config = live.full
     # BasicLauncher's part (the job's number) and load_sweep_config's (its overrides).
-    fields = JobFields(idx, list(job.lines), composer.override_dirname(job))
+    fields = JobFields(idx, list(job.lines), composer.override_dirname(job), job_id=job_id)
     live.set_job(fields)
 
     old_cwd = os.getcwd()
