@@ -295,6 +295,8 @@ def test_scancel_of_a_running_sweep_leaves_whole_logs_a_summary_and_a_failure_co
     assert (s["jobs"], s["failed"]) == (len(after), len(after) - len(finished))
     assert (sweep_dir / "summary.csv").is_file()
     assert "sweep ended by an error" in stderr and f"summary in {sweep_dir}" in stderr, stderr[-3000:]
+    # the cluster ended it, not a fault of the runner: the line says so and how to go on
+    assert f"(a task the cluster ended: cancelled, out of time or memory; resume={sweep_dir} runs the rest)" in stderr
     if len(finished) == len(after):  # no job was killed mid-run: the others never started
         assert f"0 of {len(after)} job(s) failed, {6 - len(after)} never started" in stderr, stderr[-3000:]
 

@@ -140,6 +140,7 @@ def test_a_task_cancelled_mid_chunk_reports_the_rest_and_resume_runs_them(tmp_pa
     assert [row["overrides"] for row in s["rows"]] == [["experiment=seed_cubic", f"point.x={x}.0"] for x in "1234"]
     assert read_log(sweep_dir / "0")["derivatives"][0]["value"] == 3.0  # the finished job's log is whole
     assert "CANCELLED" in err and "TaskLost" in err, err[-3000:]
+    assert f"a task the cluster ended: cancelled, out of time or memory; resume={sweep_dir} runs the rest" in err
     assert "sweep: 4 jobs, 3 failed" in out
 
     again = cli([*args[:-1], f"resume={sweep_dir}", *launcher], cwd=tmp_path, timeout=400)

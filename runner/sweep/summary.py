@@ -294,11 +294,21 @@ def ended_by_error(sweep_dir: Path, rows: Optional[List[Dict[str, Any]]], error:
     failed = f"{sum(1 for r in rows if not r['met'])} of {len(rows)}" if rows is not None else "?"
     counts = progress.counts(sweep_dir)
     left = counts["total"] - counts["done"] if counts and isinstance(counts["total"], int) else 0
+    lost = error.startswith(CLUSTER_ENDED)
+    why = (
+        f"a task the cluster ended: cancelled, out of time or memory; resume={sweep_dir} runs the rest"
+        if lost
+        else "a fault of the runner, not of the config; set HYDRA_FULL_ERROR=1 for the traceback"
+    )
     return (
         f"sweep ended by an error: {error}; {failed} job(s) failed"
         + (f", {left} never started" if left > 0 else "")
-        + f"; summary in {sweep_dir} (a fault of the runner, not of the config; set HYDRA_FULL_ERROR=1 for the traceback)"
+        + f"; summary in {sweep_dir} ({why})"
     )
+
+
+# Errors of a launcher whose cluster task ended without returning (submitit's, runner_slurm's)
+CLUSTER_ENDED = ("UncompletedJobError", "TaskLost")
 
 
 def _launch_started(sweep_dir: Path) -> Optional[float]:
