@@ -37,7 +37,7 @@ from runner.config.kinds import MAX_FD_ELEMENTS
 from runner.config.schema import Kind
 from runner.config.spec import JobSpec, RequestSpec
 from runner.verify.finite_differences import Reference, _along_tangents, coarsest, weights
-from runner.verify.forward_pass import EXACT, Forward, Move, Unverifiable
+from runner.verify.forward_pass import EXACT, Forward, Move, Unverifiable, empty
 from runner.verify.tape_graph import not_elementwise, through_code
 
 Fun = Callable[[np.ndarray], np.ndarray]
@@ -88,10 +88,10 @@ def diagonal(
     """
     x0 = np.asarray(x0, dtype=np.float64)
     h = _steps(x0, move.rel(level))
-    up = move.snap(np.add(x0, h, out=np.empty_like(x0)))
+    up = move.snap(np.add(x0, h, out=empty(x0.shape)))  # aligned: TensorFlow reads it without a copy
     fp = _own(fun(up), up)  # worked on in place below
     h_up = np.subtract(up, x0, out=up)  # the steps as the dtype represents them
-    down = move.snap(np.subtract(x0, h, out=np.empty_like(x0)))
+    down = move.snap(np.subtract(x0, h, out=empty(x0.shape)))
     fm = _own(fun(down), down)
     h_down = np.subtract(x0, down, out=down)
     noise = 10 * move.eps * max(1.0, _max_abs(fp if f0 is None else f0)) / float(h.min()) if h.size else 0.0
