@@ -1,13 +1,15 @@
 """V1 (issue 14): every element of a 10^7-point grid checked, against the tape's own time.
 
-    python benchmarks/check_scale.py [--points 10000000] [--repeats 5]
+    python benchmarks/check_scale.py [--points 10000000] [--repeats 5] [--verify finite_difference]
 
 One process: `runner.job.run` on y = sin(x) * x over a linspace of `--points` float32 points,
 dy/dx, event files and plots off; the first run (SymPy's import, TensorFlow's warm-up) is
 left out, then the median over `--repeats` of the check's time (`timing.verify_s`: the
 symbolic reference over the whole grid, the target's formula in the same pass, the
 comparison; no float64 re-run, as the function is defined everywhere) against the tape's
-(`forward_s + derivatives_s`). Goal: at most 2x. The machine's load moves both times:
+(`forward_s + derivatives_s`). Goal: at most 2x. `--verify finite_difference` times the
+batched differences instead (`verify: finite_difference`: the float64 re-run at the point,
+every element moved up and down at once, a second look at suspect kinks). The machine's load moves both times:
 compare ratios of one run.
 """
 
@@ -29,11 +31,13 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--points", type=int, default=10_000_000)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--verify", default="auto", help="the job's `verify` (auto: symbolic here)")
     args = parser.parse_args()
     cfg = {
         "function": {"inputs": ["x"], "steps": {"y": "sin(x) * x"}},
         "point": {"x": {"linspace": [-10.0, 10.0, args.points]}},
         "derivatives": [{"target": "y", "sources": "x"}],
+        "verify": args.verify,
         "log": {"tensorboard": False, "plots": False},
         "limits": {"memory": "16GiB"},
     }
@@ -44,7 +48,11 @@ def main() -> None:
             job.run(cfg, out, echo=False)
             log = json.loads((out / "results.json").read_text())
             rec = log["derivatives"][0]["check"]
-            if rec["outcome"] != "passed" or rec["elements"] != args.points:
+            if (
+                rec["outcome"] != "passed"
+                or rec["elements"] != args.points
+                or args.verify not in ("auto", rec["method"])
+            ):
                 raise SystemExit(f"the check did not pass in every element: {rec.get('reason')}")
             if i:
                 t = log["timing"]

@@ -37,7 +37,7 @@ from runner.config.kinds import MAX_FD_ELEMENTS
 from runner.config.schema import Kind
 from runner.config.spec import JobSpec, RequestSpec
 from runner.verify.finite_differences import Reference, _along_tangents, coarsest, weights
-from runner.verify.forward_pass import EXACT, Forward, Move, Unverifiable
+from runner.verify.forward_pass import EXACT, Forward, Move, Unverifiable, empty
 from runner.verify.tape_graph import not_elementwise
 
 Fun = Callable[[np.ndarray], np.ndarray]
@@ -70,7 +70,8 @@ def _own(value: np.ndarray, moved: np.ndarray) -> np.ndarray:
 
 def _max_abs(a: np.ndarray) -> float:
     """The largest finite |a|, 0 for none."""
-    top = float(np.max(np.abs(a))) if a.size else 0.0
+    # max and -min, not max(|a|): no array of |a| (80 MB at 10^7 numbers); NaN and inf fall through
+    top = max(float(np.max(a)), -float(np.min(a))) if a.size else 0.0
     if np.isfinite(top):
         return top
     finite = np.abs(a[np.isfinite(a)])
@@ -88,10 +89,10 @@ def diagonal(
     """
     x0 = np.asarray(x0, dtype=np.float64)
     h = _steps(x0, move.rel(level))
-    up = move.snap(np.add(x0, h, out=np.empty_like(x0)))
+    up = move.snap(np.add(x0, h, out=empty(x0.shape)))  # aligned: TensorFlow reads it without a copy
     fp = _own(fun(up), up)  # worked on in place below
     h_up = np.subtract(up, x0, out=up)  # the steps as the dtype represents them
-    down = move.snap(np.subtract(x0, h, out=np.empty_like(x0)))
+    down = move.snap(np.subtract(x0, h, out=empty(x0.shape)))
     fm = _own(fun(down), down)
     h_down = np.subtract(x0, down, out=down)
     noise = 10 * move.eps * max(1.0, _max_abs(fp if f0 is None else f0)) / float(h.min()) if h.size else 0.0

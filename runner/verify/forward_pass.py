@@ -9,7 +9,7 @@ float64, or rounded to the dtype a user's code computes it in.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Dict, Iterator, List, Mapping, Optional, Tuple
+from typing import Any, Collection, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -22,6 +22,10 @@ from runner.tape.forward import StepFailed, run_function
 FD_STEPS = (6e-6, 1e-4, 1e-3, 5e-3)
 _EPS64 = float(np.finfo(np.float64).eps)
 # Machine epsilon by dtype: the check of code that does not take float64 works in its dtype.
+# float64 arrays of at least this many numbers, ALIGN-byte aligned (`empty`), are given to
+# TensorFlow without a copy (`_as_tensor`)
+SHARED = 1 << 16
+ALIGN = 64
 EPS = {"float64": _EPS64, "float32": 2.0**-23, "float16": 2.0**-10, "bfloat16": 2.0**-7}
 
 
@@ -125,13 +129,61 @@ class Forward:
                 self.held.add(key)
             self.steps.append(dataclasses.replace(step, expr=rewritten))
             self.evaluators[step.name] = lower(rewritten, tf.float64)
+        self._tensors: Dict[str, Any] = {}  # the inputs' float64 tensors (`tensor`)
+        self._buffers: Dict[str, np.ndarray] = {}  # `moved`'s buffers, one per name
         if code is not None:
             self.precision, self.why = _code_precision(self, spec)
         self.base = _Base(self)
 
-    def values(self, overrides: Mapping[str, np.ndarray]) -> Dict[str, np.ndarray]:
-        """Every input and step with `overrides` in place; raises what TensorFlow raises."""
-        return self._run(overrides, self.base.all())
+    def run(self, overrides: Mapping[str, Any], names: Optional[Collection[str]] = None) -> Dict[str, np.ndarray]:
+        """`names` (None: every input, step and variable) in float64 with `overrides` (NumPy
+        arrays, or float64 tensors) in place; only those asked for are copied out of TensorFlow.
+        Raises what TensorFlow raises."""
+        env = self._run(overrides, self.base.tensors())
+        if names is None:
+            names = list(env) + [p for p in self.variables if p not in env]
+        return {k: _float64(env[k] if k in env else self.variables[k]) for k in names}
+
+    def values(self, overrides: Mapping[str, Any]) -> Dict[str, np.ndarray]:
+        """Every input, step and variable with `overrides` in place."""
+        return self.run(overrides)
+
+    def target(self, target: str, overrides: Mapping[str, Any]) -> np.ndarray:
+        """`target` alone with `overrides` in place (the other values stay in TensorFlow)."""
+        return self.run(overrides, (target,))[target]
+
+    def tensor(self, name: str) -> Any:
+        """An input's float64 value as a tensor, made once (every run of the checks reuses it)."""
+        if name not in self._tensors:
+            self._tensors[name] = _as_tensor(self.tf, self.inputs[name])
+        return self._tensors[name]
+
+    def moved(self, name: str, terms: Sequence[Tuple[float, np.ndarray]]) -> np.ndarray:
+        """base[name] + sum(h * d for (h, d) in terms), rounded as `move(name)` rounds, written
+        in place into a buffer kept for `name`: the next call for `name` overwrites it, so a
+        move is meant for one run (no fresh memory: at 10^6 numbers a fresh array costs more
+        than the arithmetic). TensorFlow reads it without a copy (`_as_tensor`)."""
+        x0 = self.base[name]
+        buf = self._buffers.get(name)
+        if buf is None or buf.shape != x0.shape:
+            buf = self._buffers[name] = empty(x0.shape)
+        if terms:  # h d + x0 is x0 + h d exactly (IEEE addition commutes): one pass fewer
+            np.multiply(terms[0][1], terms[0][0], out=buf)
+            buf += x0
+        else:
+            np.copyto(buf, x0)
+        for h, d in terms[1:]:
+            buf += np.multiply(d, h, out=self._scratch(name, x0.shape))
+        move = self.move(name)
+        if move.dtype is not None:
+            np.copyto(buf, buf.astype(move.dtype))  # as Move.snap: rounded to the dtype
+        return buf
+
+    def _scratch(self, name: str, shape: Tuple[int, ...]) -> np.ndarray:
+        key = name + "#scratch"
+        if key not in self._buffers or self._buffers[key].shape != shape:
+            self._buffers[key] = np.empty(shape)
+        return self._buffers[key]
 
     def shape(self, name: str) -> Tuple[int, ...]:
         """The shape of `name`: the run's own value's where it has one (no float64 re-run)."""
@@ -149,30 +201,26 @@ class Forward:
 
         return all_finite(np.asarray(self.point[name]))
 
-    def _run(self, overrides: Mapping[str, np.ndarray], base: Mapping[str, np.ndarray]) -> Dict[str, np.ndarray]:
+    def _run(self, overrides: Mapping[str, Any], base: Mapping[str, Any]) -> Dict[str, Any]:
+        """The run's values as tensors: the inputs (each made once, `tensor`) and every step."""
         tf = self.tf
-        env: Dict[str, Any] = {name: tf.constant(overrides.get(name, arr)) for name, arr in self.inputs.items()}
+        env: Dict[str, Any] = {
+            name: _as_tensor(tf, overrides[name]) if name in overrides else self.tensor(name) for name in self.inputs
+        }
         fixed = {name: base[name] for name in self.held} if base else {}  # none on the first pass
-        fixed.update((name, v) for name, v in overrides.items() if name not in self.inputs)
+        fixed.update((name, _as_tensor(tf, v)) for name, v in overrides.items() if name not in self.inputs)
         saved = {p: v.read_value() for p, v in self.variables.items() if p in overrides}
         try:
             for path in saved:
                 self.variables[path].assign(tf.cast(overrides[path], self.variables[path].dtype))
             code = None if self.code is None else _InPrecision(self)
-            run_function(
-                self.steps, self.evaluators, env, code, fixed={name: tf.constant(v) for name, v in fixed.items()}
-            )
+            run_function(self.steps, self.evaluators, env, code, fixed=fixed)
         except StepFailed as failed:  # the check reports TensorFlow's own error type
             raise failed.error from None
         finally:
             for path, value in saved.items():
                 self.variables[path].assign(value)
-        out = {k: _float64(v) for k, v in env.items()}
-        out.update((p, _float64(v)) for p, v in self.variables.items() if p not in out)
-        return out
-
-    def target(self, target: str, overrides: Mapping[str, np.ndarray]) -> np.ndarray:
-        return self.values(overrides)[target]
+        return env
 
     def move(self, name: str) -> Move:
         """How `name` is moved: a variable in its dtype, an input in the code's precision."""
@@ -195,7 +243,10 @@ class _Widened(Mapping[str, np.ndarray]):
     def __getitem__(self, name: str) -> np.ndarray:
         if name not in self._done:
             arr = self._raw[name]
-            self._done[name] = arr.astype(np.float64) if name in self._floats else arr
+            if name in self._floats:  # aligned: TensorFlow reads it without a copy (`Forward.tensor`)
+                wide, arr = arr, empty(np.shape(arr))
+                np.copyto(arr, wide)
+            self._done[name] = arr
         return self._done[name]
 
     def __contains__(self, name: object) -> bool:
@@ -210,45 +261,85 @@ class _Widened(Mapping[str, np.ndarray]):
 
 class _Base(Mapping[str, np.ndarray]):
     """`Forward.base`: an input's float64 value as it is (read-only); any other name runs the
-    function in float64 once, on first need. A failing run raises `Unverifiable` saying so."""
+    function in float64 once, on first need, and is copied out of TensorFlow when first read
+    (the run's tensors stay, for the held names of later runs). A failing run raises
+    `Unverifiable` saying so."""
 
     def __init__(self, fwd: Forward):
         self._fwd = fwd
-        self._values: Optional[Dict[str, np.ndarray]] = None
+        self._env: Optional[Dict[str, Any]] = None
+        self._values: Dict[str, np.ndarray] = {}
         self._failed: Optional[str] = None
 
     @property
     def ready(self) -> bool:
-        return self._values is not None
+        return self._env is not None
 
-    def all(self) -> Dict[str, np.ndarray]:
-        if self._values is None:
+    def tensors(self) -> Dict[str, Any]:
+        """The run at the point, as tensors (the variables' values read once)."""
+        if self._env is None:
             if self._failed is None:
                 try:
-                    self._values = self._fwd._run({}, {})
-                    return self._values
+                    env = self._fwd._run({}, {})
+                    env.update((p, v.read_value()) for p, v in self._fwd.variables.items() if p not in env)
+                    self._env = env
+                    return env
                 except Exception as err:
                     first = str(err).splitlines()[0] if str(err) else ""
                     self._failed = f"the float64 forward pass failed: {type(err).__name__}: {first}"
             raise Unverifiable(self._failed)
-        return self._values
+        return self._env
+
+    def all(self) -> Dict[str, np.ndarray]:
+        return {name: self[name] for name in self.tensors()}
 
     def __getitem__(self, name: str) -> np.ndarray:
-        if self._values is None and name in self._fwd.inputs:
+        if name in self._fwd.inputs:
             value = np.asarray(self._fwd.inputs[name], dtype=np.float64).view()
             value.flags.writeable = False
             return value
-        return self.all()[name]
+        if name not in self._values:
+            self._values[name] = _float64(self.tensors()[name])
+        return self._values[name]
 
     def __iter__(self) -> Iterator[str]:
-        return iter(self.all())
+        return iter(self.tensors())
 
     def __len__(self) -> int:
-        return len(self.all())
+        return len(self.tensors())
+
+
+def empty(shape: Tuple[int, ...]) -> np.ndarray:
+    """An uninitialised float64 array aligned as TensorFlow needs to read it without a copy."""
+    n = int(np.prod(shape, dtype=np.int64))
+    raw = np.empty(n * 8 + ALIGN, dtype=np.uint8)
+    skip = -raw.ctypes.data % ALIGN
+    return raw[skip : skip + n * 8].view(np.float64).reshape(shape)
 
 
 def _float64(v: Any) -> np.ndarray:
     return np.asarray(v.numpy() if hasattr(v, "numpy") else v, dtype=np.float64)
+
+
+def _as_tensor(tf: Any, value: Any) -> Any:
+    """A tensor of `value`: as it is when it is one; a large float64 array is shared with
+    TensorFlow without a copy (DLPack: the run reads it, and `.numpy()` copies what comes
+    out, so nothing of the run keeps it); anything else copied by `tf.constant`."""
+    if isinstance(value, (tf.Tensor, tf.Variable)):
+        return value
+    arr = np.asarray(value)
+    if (
+        arr.dtype == np.float64
+        and arr.size >= SHARED
+        and arr.ctypes.data % ALIGN == 0  # TensorFlow's kernels abort the process on less
+        and arr.flags.c_contiguous
+        and arr.flags.writeable
+    ):
+        try:
+            return tf.experimental.dlpack.from_dlpack(arr.__dlpack__())
+        except Exception:  # an exporter or importer that declines: the copy
+            pass
+    return tf.constant(arr)
 
 
 class _InPrecision:

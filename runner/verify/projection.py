@@ -2,35 +2,33 @@
 and `jax.test_util.check_grads` do: no element limit but the job's memory bound.
 
 A source of more than MAX_FD_ELEMENTS (runner/config/kinds.py) is too large for element-wise
-finite differences (two runs of the function per element). Instead, along K random Gaussian
-directions (a `numpy` Generator seeded by the job's `seed`, the request's position and the
-sources' positions, recorded, so a rerun draws the same ones), TensorFlow's value J is
-projected, u^T J v in float64, and compared with a directional finite difference of the
-float64 re-run (`Forward`): d/dh sum(u * f(x + h v)), a mixed second difference for
-second-order kinds. The difference is the reference because it needs nothing of TensorFlow's
-gradient functions. TensorFlow's forward mode (`ForwardAccumulator`) is NOT used as a reference:
-it reuses the ops' backward functions, so a wrong custom gradient would agree with itself.
+finite differences. Instead, along K random directions of +-1 elements (Rademacher, seeded by
+the job's `seed`, the request's and the sources' positions; the seed and kind are recorded, so
+a rerun draws the same ones), TensorFlow's value J is projected, u^T J v in float64, against a
+directional difference of the float64 re-run (`Forward`): d/dh sum(u * f(x + h v)), a mixed
+second difference for second-order kinds. The difference needs nothing of TensorFlow's
+gradient functions; forward mode (`ForwardAccumulator`) is NOT a reference: it reuses the ops'
+backward functions, so a wrong custom gradient would agree with itself.
 
-Tolerance: the element-wise rule of `compare` projected. With allowed_ij = atol + rtol |J_ij|
-(rtol = max of the dtype's and the method's rtol; atol = rtol * max(1, scale) as `compare` sets
-it, the scale taken from TF's J since no element-wise reference exists: its 9th largest |J_ij|,
-see SPARED), a direction passes when
+Tolerance: `compare`'s element-wise rule projected. With allowed_ij = atol + rtol |J_ij| (rtol:
+the dtype's or the method's, the larger; atol = rtol * max(1, scale), the scale TF's 9th largest
+|J_ij|, see SPARED), a direction passes when
 
     |p_tf - p_ref| <= 6 sqrt(sum_ij (allowed_ij u_i v_j)^2) + the difference's own error,
 
-the error being its rounding, estimated as `fd_jacobian` does, or for the user's code
-(`opaque`) measured as `measure_error` does: the differences again with steps four times
-smaller. What one wrong element must be to be caught: its error e moves p_tf by e u_i v_j, so
-it must exceed about 6 sqrt(n) atol / |u_i v_j| in some direction. Measured on the gradient of
-reduce_sum(tanh(matmul(W, v) / 32)) by a 1024x1024 float32 W (max |g| 0.117, the bound 0.62,
-TF and the difference agreeing to 4e-6): one element off by 0.39 to 0.97 (3 to 8 max |g|) is
-caught, depending on the element. It is a check of the whole derivative, not of each element:
-an error spread over many elements (a wrong custom gradient) is caught far sooner.
+that error its rounding (as `fd_jacobian` estimates it), or for the user's code measured (as
+`measure_error` does: again with steps four times smaller). Why signs: one wrong element's error
+e moves p_tf by e u_i v_j, and |u_i v_j| is exactly 1 in every direction, so every element is
+caught from the same size on, about the bound, never by chance later as with Gaussian weights
+(of 10^6 elements ~40 have all four |z| < 0.1: they need ten times the bound). On the gradient
+of reduce_sum(tanh(matmul(W, v) / 32)) by a 1024x1024 float32 W (max |g| 0.117, bound 0.62), one
+element off by 0.63 is caught wherever it is (Gaussian: 0.22 to 0.88 over 24 tries, median
+0.43). An error spread over many elements (a wrong custom gradient) is caught far sooner. Signs
+are cheap too: a bit each, u^T J v and the bound in one pass over J (`_projected`).
 
-One-sided differences where TensorFlow computed in float32 or narrower (their error, ~1e-8
-relative in float64, is far below float32's rtol of 1e-4; the run at the point is the float64
-pass's own, so a direction costs one run); central ones where TF computed in float64 or the
-moves are rounded to a narrower dtype (the user's code), two runs a direction.
+One-sided differences where TF computed in float32 or narrower (their ~1e-8 relative error is far
+below float32's rtol; the point's run is the float64 pass's, so a direction costs one run);
+central ones (two runs) where TF computed in float64 or the moves are rounded (the user's code).
 """
 
 from __future__ import annotations
@@ -51,7 +49,8 @@ from runner.verify.forward_pass import Forward, Unverifiable
 METHOD = "projection"
 SIGMAS = 6.0  # the bound: this many times the projected element-wise tolerance
 ONE_SIDED_STEP = 1.5e-8  # sqrt(float64 eps): the one-sided difference's best relative step
-CHUNK = 1 << 20  # numbers of TF's value widened to float64 at once
+CHUNK = 1 << 20  # numbers of TF's value read at once
+DIRECTIONS = "rademacher"  # the directions' kind, recorded: `_signs(numpy.random.default_rng(seed), K, shape)`
 
 
 @dataclasses.dataclass
@@ -63,20 +62,20 @@ class Plan:
     blocks: List[Tuple[np.ndarray, np.ndarray, np.ndarray]]  # (J, U: K x rows, V: K x columns)
     c: List[np.ndarray]  # per direction: the weights of the target the difference sums
     along: List[List[Dict[str, np.ndarray]]]
-    # the blocks' V are the moves of this source (first order): rounded moves replace them
-    v_of: Optional[str] = None
+    v_of: Optional[str] = None  # the blocks' V move this source (first order): rounded moves replace them
+    signs: bool = True  # every element of every U and V is +-1 (not so once rounded moves replace V)
 
 
 Rule = Callable[[Forward, RequestSpec, np.ndarray, Tuple[str, ...], np.random.Generator, int], Plan]
 
 
-def _gauss(rng: np.random.Generator, k: int, shape: Tuple[int, ...]) -> np.ndarray:
-    """k Gaussian directions of `shape` from one draw of n + k - 1 numbers: direction i is the
-    window z[i : i + n], read-only. Each is n independent standard normals, as k draws would
-    give, and an element's k coefficients are k distinct numbers; the draw costs 1/k as much."""
+def _signs(rng: np.random.Generator, k: int, shape: Tuple[int, ...]) -> np.ndarray:
+    """k Rademacher directions of `shape`, int8 +-1, from one draw of k * n random bits."""
     n = int(np.prod(shape, dtype=np.int64))
-    z = rng.standard_normal(n + k - 1)
-    return np.lib.stride_tricks.sliding_window_view(z, n)[:k].reshape((k,) + tuple(shape))
+    bits = np.unpackbits(np.frombuffer(rng.bytes((k * n + 7) // 8), dtype=np.uint8), count=k * n)
+    bits += bits  # 0 or 2
+    np.subtract(1, bits, out=bits)  # 1 or 255: int8's 1 or -1
+    return bits.view(np.int8).reshape((k,) + tuple(shape))
 
 
 def _gradient(fwd: Forward, req: RequestSpec, got: np.ndarray, src: Tuple[str, ...], rng: Any, k: int) -> Plan:
@@ -88,17 +87,17 @@ def _gradient(fwd: Forward, req: RequestSpec, got: np.ndarray, src: Tuple[str, .
             f"a projection takes gradients of order at most {PROJECTION_MAX_ORDER} (nested differences of "
             f"order {req.order} lose too many digits)"
         )
-    v = _gauss(rng, k, got.shape)
+    v = _signs(rng, k, got.shape)
     w = weights(req, fwd.base[req.target].shape)
-    ones = {s: np.ones(fwd.base[s].shape)}
-    along = [[{s: v[i]}] + [ones] * (req.order - 1) for i in range(k)]
+    ones = [{s: np.ones(fwd.base[s].shape)}] if req.order > 1 else []
+    along = [[{s: v[i]}] + ones * (req.order - 1) for i in range(k)]
     return Plan([(got.reshape(1, -1), np.ones((k, 1)), v.reshape(k, -1))], [w] * k, along, s)
 
 
 def _jacobian(fwd: Forward, req: RequestSpec, got: np.ndarray, src: Tuple[str, ...], rng: Any, k: int) -> Plan:
     (s,) = src
     t_shape, s_shape = fwd.base[req.target].shape, fwd.base[s].shape
-    u, v = _gauss(rng, k, t_shape), _gauss(rng, k, s_shape)
+    u, v = _signs(rng, k, t_shape), _signs(rng, k, s_shape)
     block = (got.reshape(u[0].size, v[0].size), u.reshape(k, -1), v.reshape(k, -1))
     return Plan([block], list(u), [[{s: v[i]}] for i in range(k)], s)
 
@@ -111,7 +110,7 @@ def _batch_jacobian(fwd: Forward, req: RequestSpec, got: np.ndarray, src: Tuple[
     t_shape, s_shape = fwd.base[req.target].shape, fwd.base[s].shape
     if not t_shape or not s_shape or t_shape[0] != s_shape[0]:
         raise Unverifiable(f"batch_jacobian needs a shared batch axis, got {list(t_shape)} and {list(s_shape)}")
-    u, v = _gauss(rng, k, t_shape), _gauss(rng, k, s_shape)
+    u, v = _signs(rng, k, t_shape), _signs(rng, k, s_shape)
     b = t_shape[0]
     j = got.reshape(b, -1, v[0].size // max(b, 1))
     blocks = [(j[i], u[:, i].reshape(k, -1), v[:, i].reshape(k, -1)) for i in range(b)]
@@ -122,7 +121,7 @@ def _hessian(fwd: Forward, req: RequestSpec, got: np.ndarray, src: Tuple[str, ..
     """The block (s, r) (r = s for one source): u^T H_sr v against the mixed difference
     d2/da db sum(f(x + a u_s + b v_r)), four runs a direction."""
     s, r = src[0], src[-1]
-    u, v = _gauss(rng, k, fwd.base[s].shape), _gauss(rng, k, fwd.base[r].shape)
+    u, v = _signs(rng, k, fwd.base[s].shape), _signs(rng, k, fwd.base[r].shape)
     block = (got.reshape(u[0].size, v[0].size), u.reshape(k, -1), v.reshape(k, -1))
     ones = np.ones(fwd.base[req.target].shape)
     return Plan([block], [ones] * k, [[{s: u[i]}, {r: v[i]}] for i in range(k)])
@@ -131,7 +130,7 @@ def _hessian(fwd: Forward, req: RequestSpec, got: np.ndarray, src: Tuple[str, ..
 def _hvp(fwd: Forward, req: RequestSpec, got: np.ndarray, src: Tuple[str, ...], rng: Any, k: int) -> Plan:
     """u . (H t)_s against d2/da db sum(f(x + a u_s + b t)), every source along its tangent."""
     s = src[0]
-    u = _gauss(rng, k, fwd.base[s].shape)
+    u = _signs(rng, k, fwd.base[s].shape)
     t = {r: tangent(req, r, fwd.base[r]) for r in req.sources}
     ones = np.ones(fwd.base[req.target].shape)
     block = (got.reshape(-1, 1), u.reshape(k, -1), np.ones((k, 1)))
@@ -172,18 +171,15 @@ def check(
     rule = PROJECTION_RULES[req.kind]
     assert callable(rule)
     k, seed = PROJECTION_DIRECTIONS, seed_of(spec, req, sources)
-    record = {"directions": k, "seed": seed}
+    record = {"directions": k, "kind": DIRECTIONS, "seed": seed}
     rec: Dict[str, Any] = {
         "method": METHOD,
-        "coverage": f"a projection u^T J v along {k} random directions (seed {seed}), not every element",
-        "note": f"{_largest(fwd, sources)}: checked by projection",
+        "coverage": f"a projection u^T J v along {k} random directions of +-1 (seed {seed}), not every element",
+        "note": f"{_largest(fwd, sources)}, more than element-wise finite differences take ({MAX_FD_ELEMENTS}): "
+        "checked by projection",
     }
-    row, base = KINDS[req.kind], fwd.base
-    shape = (
-        base[sources[0]].shape + base[sources[-1]].shape
-        if row.pairs
-        else row.shape(base[req.target].shape, base[sources[0]].shape)
-    )
+    row, base, s0 = KINDS[req.kind], fwd.base, sources[0]
+    shape = base[s0].shape + base[sources[-1]].shape if row.pairs else row.shape(base[req.target].shape, base[s0].shape)
     # TF's None is 0 for the user's code, whose use of a source is known only by running it
     value = np.zeros(shape) if got is None else np.asarray(got)
     if value.shape != shape:
@@ -195,21 +191,19 @@ def check(
         raise Unverifiable(f"{why}; {err}") from None
     if got is None and not opaque:
         rec.update(max_abs_error=None, max_rel_error=None, tolerance=None)
-        return set_outcome(
-            rec, FAILED, "TensorFlow gives None, but the tape records a path from the source to the target"
-        )
+        why = "TensorFlow gives None, but the tape records a path from the source to the target"
+        return set_outcome(rec, FAILED, why)
     move = coarsest(fwd, tuple(sorted({s for d in plan.along[0] for s in d})))
     nested = len(plan.along[0]) > 1
     one_sided = not nested and move.dtype is None and value.dtype != np.float64
-    rtol = max(
-        DTYPE_RTOL.get(str(value.dtype), 1e-4),
-        METHOD_RTOL["finite_difference_nested" if nested else "finite_difference"],
-    )
+    method_rtol = METHOD_RTOL["finite_difference_nested" if nested else "finite_difference"]
+    rtol = max(DTYPE_RTOL.get(str(value.dtype), 1e-4), method_rtol)
     if move.dtype is not None:
         rtol = max(rtol, NARROW_RTOL.get(move.name, 0.2) * (10 if nested else 1))
         rec["precision"] = move.name
     if plan.v_of is not None and move.dtype is not None:  # the blocks' V get the rounded moves
-        plan.blocks = [(jb, ub, np.array(vb)) for jb, ub, vb in plan.blocks]
+        plan.blocks = [(jb, ub, np.array(vb, dtype=np.float64)) for jb, ub, vb in plan.blocks]
+        plan.signs = False
     refs, noise, scales = [], [], _scales(fwd, plan.along[0])
     for i in range(k):
         p, error, moved = _difference(fwd, req, plan.c[i], plan.along[i], one_sided, 1.0, scales)
@@ -219,13 +213,13 @@ def check(
         refs.append(p)
         noise.append(error)
         if plan.v_of is not None and moved is not None:  # the moves as rounded: TF's v
-            (arr,) = moved.values()
-            rows = arr.reshape(len(plan.blocks), -1)
+            rows = moved.reshape(len(plan.blocks), -1)
             for b, (_, _, vb) in enumerate(plan.blocks):
                 vb[i] = rows[b]
-    scale = _scale(value)
-    atol = rtol * (scale if opaque else max(1.0, scale))
-    tf_p, spread, typical = _projected(plan.blocks, rtol, atol)
+    sums = _projected(plan.blocks, plan.signs)
+    atol = rtol * (sums.scale if opaque else max(1.0, sums.scale))
+    spread = np.sqrt(atol**2 * sums.count + 2 * atol * rtol * sums.abs + rtol**2 * sums.squares)
+    tf_p, typical = sums.p, np.sqrt(sums.squares)
     allowed = SIGMAS * spread + np.asarray(noise)
     ref_p = np.asarray(refs)
     err_p = np.abs(tf_p - ref_p)
@@ -236,17 +230,15 @@ def check(
         max_rel_error=float(np.max(err_p / np.maximum(np.abs(ref_p), np.finfo(np.float64).tiny))),
         tolerance={"rtol": rtol, "atol": atol, "sigmas": SIGMAS, "allowed": [float(a) for a in allowed]},
     )
-    bad_tf = int(np.count_nonzero(~np.isfinite(value)))
+    # the sum of squares is finite when every element is (bar overflow, which the count settles)
+    bad_tf = 0 if np.all(np.isfinite(sums.squares)) else int(np.count_nonzero(~np.isfinite(value)))
     if bad_tf:
         return set_outcome(rec, FAILED, f"TensorFlow's value has {bad_tf} elements that are not finite")
     if not np.all(np.isfinite(ref_p)):
         return set_outcome(rec, UNVERIFIED, "the directional difference is not finite (the function overflows nearby)")
     if opaque and np.any(np.asarray(noise) / 2 > UNSTEADY * np.maximum(typical, np.abs(ref_p))):
-        return set_outcome(
-            rec,
-            UNVERIFIED,
-            "the directional differences change too much when the steps shrink 4-fold to judge TensorFlow's value",
-        )
+        why = "the directional differences change too much when the steps shrink 4-fold to judge TensorFlow's value"
+        return set_outcome(rec, UNVERIFIED, why)
     worst = int(np.argmax(err_p - allowed))
     if err_p[worst] > allowed[worst]:
         return set_outcome(
@@ -260,59 +252,93 @@ def check(
 
 def _largest(fwd: Forward, sources: Tuple[str, ...]) -> str:
     name = max(sources, key=lambda s: fwd.base[s].size)
-    return (
-        f"{name} has {fwd.base[name].size} elements, more than element-wise finite differences take ({MAX_FD_ELEMENTS})"
-    )
+    return f"{name} has {fwd.base[name].size} elements"
 
 
 # atol's scale is the SPARED + 1-th largest |J|, not the largest: with no element-wise reference,
 # compare's max |ref| would be TF's own max, which one wrong element sets, loosening the bound
 # for itself; up to SPARED wrong elements leave this scale alone
 SPARED = 8
+RUN = 64  # the scale's candidates: elements at least the SPARED + 1-th largest of RUN groups' maxima
 
 
-def _scale(a: np.ndarray) -> float:
-    """The SPARED + 1-th largest finite |a| (its largest when it has fewer elements), by chunks."""
-    flat, top = a.reshape(-1), np.zeros(0)
-    for i in range(0, flat.size, CHUNK):
-        part = np.abs(np.asarray(flat[i : i + CHUNK], dtype=np.float64))
-        part = np.concatenate([top, part[np.isfinite(part)]])
-        top = -np.partition(-part, SPARED)[: SPARED + 1] if part.size > SPARED + 1 else part
-    if not top.size:
-        return 0.0
-    return float(np.min(top)) if top.size == SPARED + 1 else float(np.max(top))
+@dataclasses.dataclass
+class Sums:
+    """Per direction, p = sum_b u_b^T J_b v_b and the bound's sums: sum_ij (allowed_ij u_i v_j)^2
+    = atol^2 count + 2 atol rtol abs + rtol^2 squares (count = sum_ij u_i^2 v_j^2, abs and squares
+    the same weighting |J_ij| and J_ij^2); `scale`: the SPARED + 1-th largest finite |J_ij|."""
+
+    p: np.ndarray
+    count: np.ndarray
+    abs: np.ndarray
+    squares: np.ndarray
+    scale: float = 0.0
 
 
-def _projected(
-    blocks: List[Tuple[np.ndarray, np.ndarray, np.ndarray]], rtol: float, atol: float
-) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per direction: sum_b u_b^T J_b v_b, sqrt(sum_ij (allowed_ij u_i v_j)^2) and the
-    projection's typical size sqrt(sum_ij (J_ij u_i v_j)^2), widening J to float64 in chunks."""
+def _projected(blocks: List[Tuple[np.ndarray, np.ndarray, np.ndarray]], signs: bool) -> Sums:
+    """`Sums` in one pass over TF's value, a chunk at a time, in float64 (einsum's `dtype`: no
+    widened copy of J; einsum, not BLAS, steady on a busy machine where BLAS's threads wait on
+    each other). With `signs` (every u_i, v_j is +-1) the bound's sums are the same for every
+    direction: a direction costs one u^T J v."""
     k = blocks[0][1].shape[0]
-    p, sum_abs, sum_sq, spread2 = np.zeros(k), np.zeros(k), np.zeros(k), np.zeros(k)
+    out = Sums(np.zeros(k), np.zeros(k), np.zeros(k), np.zeros(k))
+    top, f8 = np.zeros(0), np.float64
     for j, u, v in blocks:
-        rows = max(1, CHUNK // max(1, j.shape[1]))
-        v2 = [np.square(v[i]) for i in range(k)]
-        spread2 += atol**2 * np.einsum("kr,kr->k", u, u) * np.array([np.einsum("c->", a) for a in v2])
+        if j.dtype not in (np.float16, np.float32, np.float64):
+            j = np.asarray(j, dtype=f8)  # (bfloat16 and the like: widened first)
+        cols = j.shape[1]
+        rows = max(1, CHUNK // max(1, cols))
+        jabs = np.empty(min(j.size, rows * cols), dtype=j.dtype)
+        if signs:
+            out.count += j.size
+        else:
+            out.count += np.einsum("kr,kr->k", u, u) * np.einsum("kc,kc->k", v, v)
         for a in range(0, j.shape[0], rows):
-            jc = np.asarray(j[a : a + rows], dtype=np.float64)  # TF's value widened, a chunk at a time
-            jabs = np.abs(jc)
-            jsq = jc * jc
+            jc = j[a : a + rows]
+            ja = np.abs(jc, out=jabs[: jc.size].reshape(jc.shape))
+            squares = float(np.einsum("rc,rc->", jc, jc, dtype=f8))
+            if not np.isfinite(squares):  # the scale takes finite elements only
+                ja[~np.isfinite(ja)] = 0
+            top = np.concatenate([top, _candidates(ja.reshape(-1)).astype(f8)])
+            top = -np.partition(-top, SPARED)[: SPARED + 1] if top.size > SPARED + 1 else top  # the largest
+            if signs:
+                out.abs += float(np.sum(ja, dtype=f8))
+                out.squares += squares
             for i in range(k):
                 ui = u[i, a : a + rows]
-                ui2 = ui * ui
-                # einsum, not BLAS: steady on a busy machine, where BLAS's threads wait on each other
-                p[i] += float(np.einsum("r,r->", ui, np.einsum("rc,c->r", jc, v[i])))
-                sum_abs[i] += float(np.einsum("r,r->", ui2, np.einsum("rc,c->r", jabs, v2[i])))
-                sum_sq[i] += float(np.einsum("r,r->", ui2, np.einsum("rc,c->r", jsq, v2[i])))
-    spread2 += 2 * atol * rtol * sum_abs + rtol**2 * sum_sq
-    return p, np.sqrt(spread2), np.sqrt(sum_sq)
+                out.p[i] += _uJv(ui, jc, v[i])
+                if not signs:
+                    u2, v2 = np.square(ui, dtype=f8), np.square(v[i], dtype=f8)
+                    out.abs[i] += _uJv(u2, ja, v2)
+                    out.squares[i] += float(np.einsum("r,rc,rc,c->", u2, jc, jc, v2, dtype=f8))
+    out.scale = (float(np.min(top)) if top.size == SPARED + 1 else float(np.max(top))) if top.size else 0.0
+    return out
+
+
+def _uJv(u: np.ndarray, j: np.ndarray, v: np.ndarray) -> float:
+    """u^T J v in float64 (J v first: faster than einsum's three-operand loop)."""
+    jv = np.einsum("rc,c->r", j, v, dtype=np.float64, casting="unsafe")
+    return float(np.einsum("r,r->", u, jv, dtype=np.float64, casting="unsafe"))
+
+
+def _candidates(a: np.ndarray) -> np.ndarray:
+    """The elements of `a` (>= 0) that may be among its SPARED + 1 largest: those at least
+    the SPARED + 1-th largest of the maxima of RUN groups (that many elements reach it)."""
+    runs = a.size // RUN
+    if runs <= SPARED + 1:
+        return a
+    peaks = a[: runs * RUN].reshape(RUN, runs).max(axis=0)  # (any grouping will do: this one is fast)
+    least = np.partition(peaks, runs - SPARED - 1)[runs - SPARED - 1]
+    return np.concatenate([a[: runs * RUN][a[: runs * RUN] >= least], a[runs * RUN :]])
 
 
 def _scales(fwd: Forward, along: List[Dict[str, np.ndarray]]) -> Dict[str, float]:
     """max(1, max |x|) of each source moved: the steps are relative to it."""
-    names = {s for d in along for s in d}
-    return {s: max(1.0, float(np.max(np.abs(fwd.base[s])))) if fwd.base[s].size else 1.0 for s in names}
+    return {s: max(1.0, _max_abs(fwd.base[s])) for s in {s for d in along for s in d}}
+
+
+def _max_abs(a: np.ndarray) -> float:  # with no array of |a|
+    return max(float(np.max(a)), -float(np.min(a))) if a.size else 0.0
 
 
 def _difference(
@@ -323,7 +349,7 @@ def _difference(
     one_sided: bool,
     factor: float,
     scales: Dict[str, float],
-) -> Tuple[float, float, Optional[Dict[str, np.ndarray]]]:
+) -> Tuple[float, float, Optional[np.ndarray]]:
     """The mixed derivative of sum(c * target) along each of `along` in turn, by nested central
     (or, of first order, one-sided) differences; its rounding error, estimated as `fd_jacobian`
     estimates it; and for a first-order difference the direction as the moves really went."""
@@ -333,36 +359,31 @@ def _difference(
     steps = []
     for d in along:
         scale = max(scales[s] for s in d)
-        top = max((float(np.max(np.abs(a))) if a.size else 0.0) for a in d.values()) or 1.0
+        top = max(_max_abs(a) for a in d.values()) or 1.0
         rel = ONE_SIDED_STEP * factor if one_sided else coarsest(fwd, tuple(d)).rel(order - 1) * factor
         steps.append(rel * scale / top)
 
-    def at(signs: Tuple[int, ...]) -> Tuple[float, Dict[str, np.ndarray]]:
-        moved = {}
-        for s in names:
-            x = base[s]
-            for sign, h, d in zip(signs, steps, along):
-                if s in d:
-                    x = x + (sign * h) * d[s]
-            moved[s] = fwd.move(s).snap(x)
-        return float(np.sum(c * fwd.target(req.target, moved))), moved
+    def at(signs: Tuple[int, ...]) -> float:
+        # each source moved in place in its own buffer (`Forward.moved`), rounded as it is computed
+        moved = {
+            s: fwd.moved(s, [(sign * h, d[s]) for sign, h, d in zip(signs, steps, along) if s in d]) for s in names
+        }
+        return float(np.sum(c * fwd.target(req.target, moved)))
 
     f0 = base[req.target]
     rounding = 10 * coarsest(fwd, tuple(names)).eps * max(1.0, float(np.sum(np.abs(c * f0))))
     exact = all(fwd.move(s).dtype is None for s in names)
     if one_sided:  # only where the moves are exact (float64)
-        up, _ = at((1,))
-        return (up - float(np.sum(c * f0))) / steps[0], 2 * rounding / steps[0], None
-    total, ends = 0.0, {}
+        return (at((1,)) - float(np.sum(c * f0))) / steps[0], 2 * rounding / steps[0], None
+    total = 0.0
     for signs in itertools.product((1, -1), repeat=order):
-        value, moved = at(signs)
-        total += float(np.prod(signs)) * value
-        ends[signs] = moved
+        total += float(np.prod(signs)) * at(signs)
     prod = float(np.prod(steps))
     p = total / (2**order * prod)
     if order == 1 and len(names) == 1 and not exact:  # the direction the rounded moves took
         (s,) = names
-        return p, rounding / prod, {s: (ends[(1,)][s] - ends[(-1,)][s]) / (2 * steps[0])}
+        move, x0, v, h = fwd.move(s), base[s], along[0][s], steps[0]
+        return p, rounding / prod, (move.snap(x0 + h * v) - move.snap(x0 - h * v)) / (2 * h)
     return p, rounding / prod, None
 
 
