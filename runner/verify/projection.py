@@ -29,6 +29,9 @@ are cheap too: a bit each, u^T J v and the bound in one pass over J (`_projected
 One-sided differences where TF computed in float32 or narrower (their ~1e-8 relative error is far
 below float32's rtol; the point's run is the float64 pass's, so a direction costs one run);
 central ones (two runs) where TF computed in float64 or the moves are rounded (the user's code).
+Differences whose error is over NOISY of the projections' size (a large offset in a sum) are
+taken again, central, with steps ~170 times larger and their error measured; if still too
+coarse the check is unverified: their error never sets the tolerance of what they judge.
 """
 
 from __future__ import annotations
