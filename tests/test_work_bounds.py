@@ -63,7 +63,8 @@ BOUNDS: List[Tuple[str, Change, str, str]] = [
         lambda tmp: [("point.x", {"random": {"shape": [32768]}}), ("derivatives", _request(kind="jacobian"))],
         "point",
         "the job needs at least 12.0 GiB (2 tensors and 1 gradient(s) of 4-byte numbers; the largest, "
-        "jacobian(y; x), has shape [32768, 32768]); the limit is 4.0 GiB (raise it with limits.memory)",
+        "jacobian(y; x), has shape [32768, 32768]; the finite-difference check alone holds 8.0 GiB (verify: off "
+        "skips it)); the limit is 4.0 GiB (raise it with limits.memory)",
     ),
     (
         "30,000 scalar steps with a hessian (main: 19.2 GB, 132 s)",
