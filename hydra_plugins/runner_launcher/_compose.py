@@ -26,7 +26,8 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import Override, OverrideType, ValueType
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
-from hydra_plugins.runner_launcher import _hydra_compat, _hydra_yaml
+from hydra_plugins.runner_launcher import _hydra_yaml
+from runner import hydra_compat as _hydra_compat
 
 # Distinct group-choice tuples kept composed (a sweep over experiment=a,b,c keeps three).
 _TEMPLATES_KEPT = 16

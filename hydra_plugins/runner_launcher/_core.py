@@ -35,7 +35,8 @@ from hydra.core.utils import (
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
-from hydra_plugins.runner_launcher import _compose, _hydra_compat, _hydra_yaml, _logging
+from hydra_plugins.runner_launcher import _compose, _hydra_yaml, _logging
+from runner import hydra_compat as _hydra_compat
 
 
 class LauncherState(Protocol):

@@ -25,7 +25,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import yaml
 
-from hydra_plugins.runner_launcher._hydra_compat import get_omega_conf_dumper
+from runner.hydra_compat import get_omega_conf_dumper
 
 KeyPath = Tuple[str, ...]  # keys from the root to a field
 

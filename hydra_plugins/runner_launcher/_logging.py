@@ -18,7 +18,7 @@ from typing import Any, Dict, Optional
 from hydra.core.utils import configure_log
 from omegaconf import DictConfig, OmegaConf
 
-from hydra_plugins.runner_launcher import _hydra_compat
+from runner import hydra_compat as _hydra_compat
 
 _KNOWN = re.compile(r"\$\{(hydra\.runtime\.output_dir|hydra\.job\.name)\}")
 

@@ -8,7 +8,7 @@ each job's value overrides to a copy of a config composed once.
 
 from typing import Sequence
 
-from hydra_plugins.runner_launcher import _hydra_compat
+from runner import hydra_compat as _hydra_compat
 
 
 class RunnerSweeper(_hydra_compat.basic_sweeper()):  # type: ignore[misc]

@@ -43,8 +43,6 @@ import stat
 from pathlib import Path
 from typing import Any, Iterator, List, Optional, Tuple
 
-from hydra._internal.config_loader_impl import ConfigLoaderImpl
-from hydra._internal.core_plugins.file_config_source import FileConfigSource as HydraFileConfigSource
 from hydra.core.default_element import ResultDefault
 from hydra.core.override_parser.types import Override
 from hydra.plugins.config_source import ConfigResult, ConfigSource
@@ -53,6 +51,8 @@ from omegaconf import OmegaConf
 from runner.config import files
 from runner.config.deadline import deadline
 from runner.errors import ConfigError, short
+from runner.hydra_compat import ConfigLoaderImpl, loader_patch_points
+from runner.hydra_compat import FileConfigSource as HydraFileConfigSource
 
 # Dotted keys under `hydra:` a config file may set: where runs go, and how many workers.
 ALLOWED = (
@@ -78,13 +78,10 @@ _SHIPPED = {os.path.realpath(_RUNNER_DIR / "conf"), os.path.realpath(_RUNNER_DIR
 def install() -> None:
     """Make this process's Hydra compose through `JudgingConfigLoader` and read config files
     through `FileConfigSource`. Idempotent; call before Hydra's entry point."""
-    from hydra._internal import hydra as hydra_internal
-    from hydra._internal.sources_registry import SourcesRegistry
-    from hydra.core.plugins import Plugins
-
+    hydra_internal, SourcesRegistry, Plugins = loader_patch_points()
     Plugins.instance()  # registers Hydra's own sources first, so ours is not replaced after
     SourcesRegistry.instance().types[FileConfigSource.scheme()] = FileConfigSource
-    hydra_internal.ConfigLoaderImpl = JudgingConfigLoader  # type: ignore[misc]
+    hydra_internal.ConfigLoaderImpl = JudgingConfigLoader
 
 
 class FileConfigSource(HydraFileConfigSource):

@@ -1,15 +1,16 @@
-"""Every use the runner's plugins make of Hydra's (and OmegaConf's) internals, in one place.
+"""Every use the runner makes of Hydra's (and OmegaConf's) internals, in one place.
 
-Hydra's public API has no hook for what these plugins do (apply value overrides to an
-already composed config, flush the log handlers, subclass the basic sweeper), so they use
-the private functions Hydra's own basic launcher and sweeper use. Each one is named here
-once, with what it stands for; when a Hydra release moves one, this module is the only
-place to change (`tests/test_hydra_conformance.py` runs Hydra's suites, and against a
-Hydra pre-release when the package index has one). The rest of the package imports from here.
+Hydra's public API has no hook for what the runner's plugins do (apply value overrides to an
+already composed config, flush the log handlers, subclass the basic sweeper) nor for what its
+config guard does (judge each config as Hydra's own loader places it, read config files
+through a source that refuses FIFOs and links out), so they use the private classes and
+functions Hydra's own code uses. Each one is named here once, with what it stands for; when a
+Hydra release moves one, this module is the only place to change (`tests/test_hydra_conformance.py`
+runs Hydra's launcher suites, and against a Hydra pre-release when the package index has one).
+`runner/config/hydra_guard.py` and `hydra_plugins/runner_launcher/` import from here.
 
-Outside this package, `runner/config/hydra_guard.py` (the config loader and sources
-registry) and `runner/errors.py` (reading Hydra's own frames for a config error) also
-rely on `hydra._internal`.
+`runner/errors.py` also names two of Hydra's private modules, as text: it reads Hydra's own
+traceback frames to word a config error, importing nothing of them.
 """
 
 from __future__ import annotations
@@ -17,9 +18,10 @@ from __future__ import annotations
 import logging
 import logging.config
 import sys
-from typing import TYPE_CHECKING, Any, Callable, Dict, List, Type
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Tuple, Type
 
 from hydra._internal.config_loader_impl import ConfigLoaderImpl
+from hydra._internal.core_plugins.file_config_source import FileConfigSource
 from hydra.core.override_parser.types import Override
 from hydra.errors import ConfigCompositionException
 from omegaconf import DictConfig
@@ -29,6 +31,9 @@ if TYPE_CHECKING:
     from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 
 __all__ = [
+    "ConfigLoaderImpl",
+    "FileConfigSource",
+    "loader_patch_points",
     "basic_sweeper",
     "apply_overrides",
     "configure_logging",
@@ -140,3 +145,18 @@ def node_walk(cfg: DictConfig, path: tuple, found: Callable[[Any], Any], missing
     if node is None or isinstance(node, Container):
         return missing
     return found(node._value())
+
+
+# ---- the config guard (runner/config/hydra_guard.py) -------------------------------------
+# Hydra's loader, subclassed to judge each config as composed, and its file source, whose
+# class name a replacement keeps (workers register Hydra's source again by that name).
+
+
+def loader_patch_points() -> Tuple[Any, Any, Any]:
+    """(hydra._internal.hydra, whose ConfigLoaderImpl the guard replaces; SourcesRegistry;
+    Plugins), imported when the guard is installed."""
+    from hydra._internal import hydra as hydra_internal
+    from hydra._internal.sources_registry import SourcesRegistry
+    from hydra.core.plugins import Plugins
+
+    return hydra_internal, SourcesRegistry, Plugins
