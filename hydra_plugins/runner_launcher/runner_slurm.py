@@ -6,31 +6,25 @@ task's start and TensorFlow's import. This one sends a batch as a few array task
 running a run of consecutive jobs with the runner launcher's in-process loop.
 """
 
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Sequence
 
 from hydra.core.singleton import Singleton
 from hydra.core.utils import JobReturn
-from hydra.plugins.launcher import Launcher
-from hydra.types import HydraContext, TaskFunction
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import OmegaConf
+
+from hydra_plugins.runner_launcher.runner_launcher import RunnerLauncher
 
 
-class RunnerSlurmLauncher(Launcher):
-    """submitit's SLURM launcher with many jobs per array task (`jobs_per_task`)."""
+class RunnerSlurmLauncher(RunnerLauncher):
+    """submitit's SLURM launcher with many jobs per array task (`jobs_per_task`); set up as
+    the runner launcher is."""
 
     def __init__(self, **params: Any) -> None:
+        super().__init__()
         # resolved now, as hydra-submitit-launcher does (the sweep folder in submitit_folder)
         self.params: Dict[str, Any] = {
             k: OmegaConf.to_container(v, resolve=True) if OmegaConf.is_config(v) else v for k, v in params.items()
         }
-        self.config: Optional[DictConfig] = None
-        self.task_function: Optional[TaskFunction] = None
-        self.hydra_context: Optional[HydraContext] = None
-
-    def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
-        self.config = config
-        self.hydra_context = hydra_context
-        self.task_function = task_function
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
         from hydra_plugins.runner_launcher import _slurm

@@ -24,7 +24,7 @@ from __future__ import annotations
 import ast
 import math
 from dataclasses import dataclass
-from typing import Dict, FrozenSet, Tuple, Union
+from typing import Dict, FrozenSet, Iterator, Tuple, Union
 
 from runner.language.functions import TABLE, Signature
 
@@ -310,6 +310,20 @@ def _op_text(op: ast.AST) -> str:
 
 
 # ---- queries on the tree --------------------------------------------------------------
+
+
+def walk(expr: Expr) -> Iterator[Expr]:
+    """Every node of the expression, the root first (depth first)."""
+    stack = [expr]
+    while stack:
+        node = stack.pop()
+        yield node
+        if isinstance(node, Unary):
+            stack.append(node.operand)
+        elif isinstance(node, (Binary, Compare)):
+            stack.extend((node.left, node.right))
+        elif isinstance(node, Call):
+            stack.extend(node.args)
 
 
 def names(expr: Expr) -> Dict[str, int]:

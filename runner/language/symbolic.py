@@ -38,22 +38,10 @@ FREEZE: Special = "freeze"
 
 def is_elementwise(expr: ex.Expr) -> bool:
     """True when every operation in `expr` acts elementwise (no reductions, matmul, @, transpose)."""
-    stack = [expr]
-    while stack:
-        node = stack.pop()
-        if isinstance(node, ex.Binary):
-            if node.op == "@":
-                return False
-            stack.extend((node.left, node.right))
-        elif isinstance(node, ex.Compare):
-            stack.extend((node.left, node.right))
-        elif isinstance(node, ex.Unary):
-            stack.append(node.operand)
-        elif isinstance(node, ex.Call):
-            if node.func not in ELEMENTWISE:
-                return False
-            stack.extend(node.args)
-    return True
+    return not any(
+        (isinstance(node, ex.Binary) and node.op == "@") or (isinstance(node, ex.Call) and node.func not in ELEMENTWISE)
+        for node in ex.walk(expr)
+    )
 
 
 def sympy_functions() -> Dict[str, Callable[..., Any]]:

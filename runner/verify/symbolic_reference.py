@@ -62,23 +62,18 @@ def _defined_wherever_finite(spec: JobSpec, target: str) -> bool:
     """Whether no operation on the way to `target` has a partial domain (`_PARTIAL`, division,
     a power whose exponent is not a whole number >= 0): then a finite float32 run and a finite
     float64 formula mean the float64 program is finite too (overflow shows in float32 first)."""
-    stack = list(_cone(spec, target))
-    while stack:
-        node = stack.pop()
-        if isinstance(node, ex.Call):
-            if node.func in _PARTIAL:
+    for expr in _cone(spec, target):
+        for node in ex.walk(expr):
+            if isinstance(node, ex.Call) and node.func in _PARTIAL:
                 return False
-            stack.extend(node.args)
-        elif isinstance(node, ex.Binary):
-            whole = isinstance(node.right, ex.Num) and float(node.right.value).is_integer() and node.right.value >= 0
-            if node.op == "/" or (node.op == "**" and not whole):
+            if isinstance(node, ex.Binary) and (node.op == "/" or (node.op == "**" and not _whole(node.right))):
                 return False
-            stack.extend((node.left, node.right))
-        elif isinstance(node, ex.Compare):
-            stack.extend((node.left, node.right))
-        elif isinstance(node, ex.Unary):
-            stack.append(node.operand)
     return True
+
+
+def _whole(exponent: ex.Expr) -> bool:
+    """A literal whole number >= 0 (x ** 2 is defined everywhere; x ** 0.5 and x ** -1 are not)."""
+    return isinstance(exponent, ex.Num) and float(exponent.value).is_integer() and exponent.value >= 0
 
 
 def symbolic_applies(spec: JobSpec, req: RequestSpec, fwd: Forward) -> Optional[str]:
