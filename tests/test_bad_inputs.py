@@ -232,6 +232,12 @@ BAD_CONFIGS = [
         "did you mean 'name'?",
     ),
     (
+        "misspelt key of the second request",  # issue 16: named by index and by name
+        with_(("derivatives", [{"target": "y", "sources": "x"}, {"target": "y", "sourcse": "x", "order": 2}])),
+        "derivatives[1].sourcse",
+        "no such key in request 'd2y/dx2'; did you mean 'sources'?",
+    ),
+    (
         "misspelt tape option",
         with_(("tape.persistant", True)),
         "tape.persistant",
@@ -448,6 +454,16 @@ def user_conf(tmp_path_factory):
     (exp / "deep.yaml").write_text("# @package _global_\npoint:\n  x: " + "[" * 5000 + "1.0" + "]" * 5000 + "\n")
     # PyYAML would run this with an unsafe loader; OmegaConf's loader refuses the tag
     (exp / "python_tag.yaml").write_text("# @package _global_\nname: !!python/object/apply:os.system ['touch PWNED']\n")
+    # issue 16: no `# @package _global_` line, so Hydra places the keys under `experiment`
+    (exp / "no_package.yaml").write_text("function:\n  inputs: [x]\n  steps: {y: x * x}\npoint: {x: 3.0}\n")
+    (exp / "no_package_defaults.yaml").write_text(
+        "# the shipped seed_cubic.yaml without its first line\ndefaults:\n  - override /function: cubic\n"
+        "  - override /point: x5\nderivatives:\n  - {target: y, sources: x}\n"
+    )
+    (exp / "request_typo.yaml").write_text(
+        "# @package _global_\nfunction:\n  inputs: [x]\n  steps: {y: x * x, z: sin(x)}\npoint: {x: 3.0}\n"
+        "derivatives:\n  - {target: y, sources: x}\n  - {target: z, sourcse: x}\n"
+    )
     return root
 
 
@@ -461,7 +477,47 @@ HYDRA_ERRORS = [
     (
         "misspelt request key",
         ["derivatives.0.soures=x"],
-        "config error: derivatives[0].soures: no such key in DerivativeConfig; did you mean 'sources'?",
+        "config error: derivatives[0].soures: no such key in request 'dy/dx'; did you mean 'sources'?",
+    ),
+    # issue 16: hints that point the right way
+    (
+        "misspelt key in a list of requests",
+        ["derivatives=[{target: y, sources: x},{target: y, sourcse: x, order: 2}]"],
+        "config error: derivatives[1].sourcse: no such key in request 'd2y/dx2'; did you mean 'sources'?",
+    ),
+    (
+        "misspelt request key in a file",
+        ["experiment=request_typo"],
+        "config error: derivatives[1].sourcse: no such key in request 'dz/dx'; did you mean 'sources'? "
+        "(in experiment/request_typo)",
+    ),
+    (
+        "experiment file without its package line",
+        ["experiment=no_package"],
+        "config error: experiment: {conf}/experiment/no_package.yaml has no '# @package _global_' line: "
+        "its keys landed under 'experiment' (add that line as its first line, as conf/experiment/*.yaml do)",
+    ),
+    (
+        "experiment file with defaults without its package line",
+        ["experiment=no_package_defaults"],
+        "config error: experiment: {conf}/experiment/no_package_defaults.yaml has no '# @package _global_' line",
+    ),
+    (
+        "experiment not shipped",
+        ["experiment=mine"],
+        "config error: experiment: no shipped config 'mine' (to use your own folder of configs: "
+        "--config-dir DIR, with DIR/experiment/mine.yaml)",
+    ),
+    (
+        "experiment name close to a shipped one",
+        ["experiment=seed_cubc"],
+        "config error: experiment: no shipped config 'seed_cubc'; did you mean 'seed_cubic'? (to use your own",
+    ),
+    (
+        "experiment in neither folder",
+        ["hydra.searchpath=[file://{conf}]", "experiment=seed_cubc"],
+        "config error: experiment: no config 'seed_cubc' in the shipped experiment/ or in {conf}/experiment/; "
+        "did you mean 'seed_cubic'?",
     ),
     ("wrong type", ["tape.persistent=maybe"], "config error: tape.persistent: Value 'maybe' is not a valid bool"),
     (
@@ -479,7 +535,7 @@ HYDRA_ERRORS = [
         ["tape.compile=jit"],
         "config error: tape.compile: Invalid value 'jit', expected one of [eager, function, xla]",
     ),
-    ("missing experiment", ["experiment=nope"], "config error: In 'config': Could not find 'experiment/nope'"),
+    ("missing experiment", ["experiment=nope"], "config error: experiment: no shipped config 'nope'"),
     ("override grammar", ["point.x=range("], "config error: command line: cannot parse the override: "),
     (
         "malformed YAML",
@@ -513,10 +569,11 @@ HYDRA_ERRORS = [
 @pytest.mark.parametrize("overrides, headline", [r[1:] for r in HYDRA_ERRORS], ids=[r[0] for r in HYDRA_ERRORS])
 def test_hydra_composition_errors_read_as_one_line(user_conf, tmp_path, monkeypatch, overrides, headline):
     monkeypatch.chdir(tmp_path)
+    overrides = [o.replace("{conf}", str(user_conf)) for o in overrides]
     with pytest.raises((HydraException, OmegaConfBaseException, yaml.YAMLError, RecursionError)) as info:
         composed(overrides, config_path=user_conf)
     first, detail, code = errors.explain(info.value)
-    assert headline in first
+    assert headline.replace("{conf}", str(user_conf)) in first
     assert first.startswith("config error: ")
     assert "\n" not in first and "Traceback" not in (detail or "")
     assert code == 2
@@ -613,6 +670,23 @@ CLI_ROWS = [
         ["derivatives.0.output_gradients=nan"],
         "config error: derivatives[0].output_gradients: expected finite numbers, got nan",
     ),
+    # issue 16: hints that point the right way (the rest: HYDRA_ERRORS, in-process)
+    (
+        "experiment file without its package line",
+        ["--config-dir", "{conf}", "experiment=no_package"],
+        "config error: experiment: {conf}/experiment/no_package.yaml has no '# @package _global_' line",
+    ),
+    (
+        "experiment not shipped, no --config-dir",
+        ["experiment=mine"],
+        "config error: experiment: no shipped config 'mine' (to use your own folder of configs: --config-dir DIR",
+    ),
+    (
+        "--config-path, a Hydra habit",
+        ["-cp", "myconf"],
+        "config error: --config-path (-cp): names a Python package path relative to the runner module "
+        "('runner.myconf': not found); your own configs go in a folder given with --config-dir DIR",
+    ),
 ]
 
 
@@ -642,7 +716,7 @@ def test_hydra_full_error_shows_the_traceback(tmp_path):
 @pytest.mark.slow
 def test_config_errors_never_import_tensorflow(tmp_path):
     """The whole error path, Hydra composition to refusal, leaves TensorFlow unimported."""
-    for args in (["function.steps.y=x * q"], ["point.x=[1, [2]]"], ["tape.persistant=1"]):
+    for args in (["function.steps.y=x * q"], ["point.x=[1, [2]]"], ["tape.persistant=1"], ["--config-path=myconf"]):
         assert exit_and_tensorflow(args, tmp_path) == ["2", "False"], args
 
 

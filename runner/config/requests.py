@@ -12,6 +12,7 @@ from typing import Any, Dict, List, Mapping, Optional, Protocol, Tuple
 
 import numpy as np
 
+from runner import errors
 from runner.config import points
 from runner.config.callables import TRAINABLE_VARIABLES
 from runner.config.kinds import KINDS, KindRow, taking
@@ -117,6 +118,34 @@ def default_name(kind: str, target: str, sources: Tuple[str, ...], order: int) -
             return f"d{target}/d{src}"
         return f"d{order}{target}/d{src}{order}"
     return f"{kind}({target}; {', '.join(sources)})"
+
+
+def label(raw: Any, fields: Tuple[str, ...]) -> Optional[str]:
+    """The name a request of `derivatives` goes by, for a message about one that is refused:
+    its `name`, else its default name (`dz/dx`), each key it has not among `fields` read as the
+    field it is closest to (`sourcse: x` as `sources: x`); None when target or sources are missing."""
+    import difflib
+
+    if not isinstance(raw, Mapping):
+        return None
+    req: Dict[str, Any] = {}
+    for key, value in raw.items():
+        close = difflib.get_close_matches(str(key), fields, n=1) if key not in fields else [key]
+        if close and close[0] not in req:
+            req[close[0]] = value
+    if isinstance(req.get("name"), str):
+        return req["name"]
+    target, sources = req.get("target"), req.get("sources")
+    sources = [sources] if isinstance(sources, str) else sources
+    if not isinstance(target, str) or target == MISSING or not isinstance(sources, (list, tuple)) or not sources:
+        return None
+    order = req.get("order", 1)
+    order = order if isinstance(order, int) and not isinstance(order, bool) else 1
+    kind = str(getattr(req.get("kind"), "value", req.get("kind") or "gradient"))
+    return default_name(kind, target, tuple(str(s) for s in sources), order)
+
+
+errors.name_requests_with(label)  # a Hydra error about a request names it (runner/errors.py)
 
 
 def build_requests(

@@ -16,7 +16,7 @@ import numpy as np
 from runner.config import callables, points, settings
 from runner.config import expect as expects
 from runner.config.expect import ExpectSpec
-from runner.config.requests import RequestSpec, build_requests, name_list
+from runner.config.requests import RequestSpec, build_requests, label, name_list
 from runner.config.schema import DTYPES, INPUT_KINDS, INPUT_OPTION_KEYS, Compile, Verify
 from runner.errors import ConfigError, short, true_or_false
 from runner.language import expression, shapes
@@ -151,7 +151,7 @@ def _refuse_unknown_keys(cfg: Mapping[str, Any]) -> None:
 
     from runner.config import schema
 
-    def check(prefix: str, node: Any, cls: type) -> None:
+    def check(prefix: str, node: Any, cls: type, owner: str = "") -> None:
         if not isinstance(node, Mapping):
             return
         fields = [f.name for f in dataclasses.fields(cls)]
@@ -159,7 +159,7 @@ def _refuse_unknown_keys(cfg: Mapping[str, Any]) -> None:
             if k not in fields:
                 close = difflib.get_close_matches(str(k), fields, n=1)
                 hint = f"did you mean {close[0]!r}?" if close else f"keys: {', '.join(fields)}"
-                raise ConfigError(f"{prefix}{k}", f"no such key in {cls.__name__}; {hint}")
+                raise ConfigError(f"{prefix}{k}", f"no such key in {owner or cls.__name__}; {hint}")
 
     check("", cfg, schema.RunnerConfig)
     for key, cls in (
@@ -171,8 +171,16 @@ def _refuse_unknown_keys(cfg: Mapping[str, Any]) -> None:
     ):
         check(f"{key}.", cfg.get(key), cls)
     if isinstance(cfg.get("derivatives"), (list, tuple)):
+        fields = tuple(f.name for f in dataclasses.fields(schema.DerivativeConfig))
         for i, req in enumerate(cfg["derivatives"]):
-            check(f"derivatives[{i}].", req, schema.DerivativeConfig)
+            check(f"derivatives[{i}].", req, schema.DerivativeConfig, request_owner(req, fields))
+
+
+def request_owner(req: Any, fields: Tuple[str, ...]) -> str:
+    """How a message names a request of `derivatives`: `request 'dz/dx'`, or `this request`
+    (as `runner.errors` does for Hydra's errors)."""
+    name = label(req, fields)
+    return f"request {name!r}" if name else "this request"
 
 
 def _check_name(key: str, name: Any) -> str:
