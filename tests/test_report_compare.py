@@ -295,3 +295,21 @@ def test_rerun_of_a_sweep_names_the_job_and_value_edited(sweep, tmp_path, capsys
     (bad,) = [line for line in lines if "NOT reproduced" in line]
     assert bad == "  #3 experiment=seed_persistent seed=1 point.x=2.0: NOT reproduced: value z differs"
     assert lines[-1] == "5 of 6 jobs reproduced, 1 not"
+
+
+@pytest.mark.slow
+def test_a_corrupt_job_is_named_not_a_crash(sweep, tmp_path, capsys):
+    copy = shutil.copytree(sweep, tmp_path / "sweep")
+    log = copy / "0" / runlog.RESULTS_FILE
+    log.write_text(log.read_text()[:100])  # cut short
+    assert report.main(["--json", str(copy)]) == 0
+    out, err = capsys.readouterr()
+    doc = json.loads(out)
+    assert err.splitlines() == doc["unreadable"] and len(doc["unreadable"]) == 1  # named in one line
+    assert doc["unreadable"][0].startswith(f"bad run log: {log}: truncated")
+    first = next(g for g in doc["groups"] if "point.x=1.0" in g["overrides"])
+    assert first["size"] == len(SEEDS) and first["failed"] == 1 and first["results"]["dz/dx"]["n"] == len(SEEDS) - 1
+    assert rerun.main([str(copy)]) == 1
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[1].startswith("  #0 experiment=seed_persistent seed=0 point.x=1.0: cannot rerun: bad run log: ")
+    assert "truncated" in lines[1] and lines[-1] == "5 of 6 jobs reproduced, 1 not"
