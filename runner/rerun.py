@@ -16,20 +16,27 @@ interpolations that repeat each other take time and text that doubles at each st
 writes only into a `.rerun/` it creates afresh: a `.rerun` that is a link (or not a folder) is
 refused, never followed. A refusal is one line.
 
-Exit codes: 0 reproduced, 1 a mismatch, 2 not a run folder, a bad log or saved config, or a
-`.rerun` that is not a folder.
+`python -m runner.rerun SWEEP_DIR` (a folder holding Hydra's `multirun.yaml`) does this for
+every job of the sweep, in one process as the runner's launcher runs a sweep (one TensorFlow
+import), and prints one line per job, `#N OVERRIDES: reproduced` or `NOT reproduced: LABELS
+differ` (or why it cannot be rerun), then a count; it exits 0 only if every job reproduced.
+
+Exit codes: 0 reproduced, 1 a mismatch (for a sweep: any job not reproduced, or one that
+cannot be rerun), 2 not a run folder, a bad log or saved config, or a `.rerun` that is not a
+folder.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import re
 import shutil
 import stat
 import sys
 import zipfile
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple, cast
+from typing import Any, Callable, Dict, List, Optional, Tuple, cast
 
 import numpy as np
 
@@ -158,15 +165,74 @@ def rerun(run_dir: Path, rtol: float = 0.0, atol: float = 0.0) -> Tuple[int, Lis
     return (1 if failed else 0), lines
 
 
+MULTIRUN_FILE = "multirun.yaml"  # Hydra writes it at the top of every sweep folder
+# a label, its padding, then a verdict: how `rerun` writes each compared entry
+_MISMATCH = re.compile(r"^  (\S+(?: \S+)*?)\s+MISMATCH\b")
+
+
+def rerun_sweep(
+    sweep_dir: Path, rtol: float = 0.0, atol: float = 0.0, say: Callable[[str], None] = lambda line: None
+) -> Tuple[int, List[str]]:
+    """`rerun` of every job of a sweep, in this process: one line per job and a count; exit
+    code 0 only if every job reproduced. A job that cannot be rerun (no log, a bad one, a
+    refused config) is a line saying why, and counts as not reproduced. `say` is given each
+    line as soon as it is known (the command line prints it)."""
+    from runner.config import overrides
+    from runner.sweep import summary
+
+    jobs = summary.job_folders(sweep_dir)
+    lines: List[str] = []
+
+    def add(line: str) -> None:
+        lines.append(line)
+        say(line)
+
+    add(f"rerun of sweep {sweep_dir}: {len(jobs)} jobs")
+    reproduced = 0
+    for job_dir in jobs:
+        head = " ".join([f"#{job_dir.name}", *overrides.overrides(job_dir)])
+        if not (os.path.lexists(job_dir / runlog.RESULTS_FILE) and os.path.lexists(job_dir / SAVED_CONFIG)):
+            add(f"  {head}: cannot rerun: not a run folder (needs results.json and .hydra/config.yaml)")
+            continue
+        try:
+            code, job_lines = rerun(job_dir, rtol, atol)
+        except log_reader.BadLog as err:
+            add(f"  {head}: cannot rerun: bad run log: {err}")
+            continue
+        except Refused as err:
+            add(f"  {head}: cannot rerun: {err}")
+            continue
+        if code == 0:
+            reproduced += 1
+            add(f"  {head}: reproduced")
+        else:
+            differ = [m.group(1) for m in map(_MISMATCH.match, job_lines) if m]
+            why = (
+                f"{', '.join(differ)} differ{'s' if len(differ) == 1 else ''}"
+                if differ
+                else f"python -m runner.rerun {job_dir} says why"
+            )
+            add(f"  {head}: NOT reproduced: {why}")
+    add(
+        f"{reproduced} of {len(jobs)} jobs reproduced"
+        + ("" if reproduced == len(jobs) else f", {len(jobs) - reproduced} not")
+    )
+    return (0 if jobs and reproduced == len(jobs) else 1), lines
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m runner.rerun", description=__doc__.split("\n\n")[0])
-    parser.add_argument("run_dir", type=Path, help="a run folder (holding results.json and .hydra/config.yaml)")
+    parser.add_argument(
+        "run_dir", type=Path, help="a run folder (holding results.json and .hydra/config.yaml), or a sweep folder"
+    )
     parser.add_argument("--rtol", type=float, default=0.0, help="relative tolerance (default 0: bit-identical)")
     parser.add_argument("--atol", type=float, default=0.0, help="absolute tolerance (default 0: bit-identical)")
     args = parser.parse_args(argv)
     run_dir: Path = args.run_dir
     if run_dir.is_symlink():  # named on the command line, which is trusted: below it, no link is followed
         run_dir = Path(os.path.realpath(run_dir))
+    if (run_dir / MULTIRUN_FILE).is_file():
+        return rerun_sweep(run_dir, args.rtol, args.atol, say=lambda line: print(line, flush=True))[0]
     if not (os.path.lexists(run_dir / runlog.RESULTS_FILE) and os.path.lexists(run_dir / SAVED_CONFIG)):
         print(f"not a run folder: {run_dir} (needs results.json and .hydra/config.yaml)", file=sys.stderr)
         return 2

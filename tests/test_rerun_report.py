@@ -90,8 +90,11 @@ def test_rerun_refuses_a_folder_that_is_not_a_run(tmp_path, capsys):
 def test_report_lists_runs_and_shows_one(logged):
     cwd, runs = logged
     text = report.listing(cwd / "outputs")
-    assert re.search(r"run\s+seed_persistent\s+ok \(as declared\)\s+dy/dx = 6\.0, dz/dx = 108\.0", text)
-    assert re.search(r"run\s+seed_chain_rule\s+ok \(as declared\)\s+dz/dx = array\(shape=\[41\]", text)
+    assert re.search(
+        r"run\s+seed_persistent\s+experiment=seed_persistent\s+ok \(as declared\)\s+dy/dx = 6\.0, dz/dx = 108\.0", text
+    )
+    overrides = re.escape(" ".join(GRID))  # each run's overrides, as typed
+    assert re.search(rf"run\s+seed_chain_rule\s+{overrides}\s+ok \(as declared\)\s+dz/dx = array\(shape=\[41\]", text)
     assert "2 runs, 0 sweeps" in text
     detail = report.run_detail(runs["persistent"])
     for expected in (

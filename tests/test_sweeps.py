@@ -116,7 +116,10 @@ def test_report_lists_the_sweep_and_shows_it(cubic_sweep):
         env=command_env(),
     )
     assert out.returncode == 0, out.stderr
-    assert re.search(r"sweep\s+seed_cubic\s+3 jobs, 0 failed", out.stdout)
+    # the sweep's overrides in Hydra's sweep syntax: what varies, and over which values
+    assert re.search(
+        r"sweep\s+seed_cubic\s+experiment=seed_cubic point\.x=1\.0,2\.0,3\.0\s+3 jobs, 0 failed", out.stdout
+    )
     assert "0 runs, 1 sweeps under outputs" in out.stdout
 
 
