@@ -390,5 +390,19 @@ def main(argv: Optional[List[str]] = None) -> int:
     return 2 if logs.bad and not logs.read else code  # 2: there were logs, and none could be read
 
 
+def _exit_quietly_on_a_closed_pipe() -> None:
+    """`python -m runner.report | head`: the reader left; exit as a pipe's writer does (141,
+    no traceback), the rest of the output going nowhere."""
+    import os
+
+    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    sys.exit(128 + 13)  # SIGPIPE
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        status = main()
+        sys.stdout.flush()
+    except BrokenPipeError:
+        _exit_quietly_on_a_closed_pipe()
+    sys.exit(status)

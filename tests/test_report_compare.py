@@ -313,3 +313,23 @@ def test_a_corrupt_job_is_named_not_a_crash(sweep, tmp_path, capsys):
     lines = capsys.readouterr().out.splitlines()
     assert lines[1].startswith("  #0 experiment=seed_persistent seed=0 point.x=1.0: cannot rerun: bad run log: ")
     assert "truncated" in lines[1] and lines[-1] == "5 of 6 jobs reproduced, 1 not"
+
+
+@pytest.mark.slow
+def test_a_reader_that_closes_the_pipe_gets_no_traceback(runs, tmp_path):
+    # `python -m runner.report | head -1` on a listing longer than a pipe holds (64 KiB): the
+    # report is still writing when head leaves
+    many = tmp_path / "many"
+    one = next(p for p in runs.iterdir() if (p / "results.json").is_file())
+    for i in range(700):
+        shutil.copytree(one, many / f"run{i:03d}")
+    head = subprocess.run(
+        f"{sys.executable} -m runner.report {many} | head -1",
+        shell=True,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=Path(__file__).resolve().parent.parent,
+    )
+    assert head.stdout.startswith("date"), head.stdout
+    assert "Traceback" not in head.stderr and "BrokenPipeError" not in head.stderr, head.stderr
