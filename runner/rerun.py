@@ -29,6 +29,7 @@ folder.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import shutil
@@ -156,10 +157,7 @@ def rerun(run_dir: Path, rtol: float = 0.0, atol: float = 0.0) -> Tuple[int, Lis
             else f" (largest |difference| {diff:.3g}; rtol {rtol:g}, atol {atol:g})"
         )
         lines.append(f"  {label:<24} {verdict}{detail}")
-    for key in ("python", "tensorflow", "numpy", "platform", "cpu"):
-        was, now = old["environment"].get(key), new["environment"].get(key)
-        if was != now:
-            lines.append(f"  note: {key} was {was}, now {now}")
+    lines.extend(_environment_changes(old["environment"], new["environment"], failed))
     lines.extend(_code_changes(old.get("code"), new.get("code")))
     lines.append("reproduced" if not failed else "NOT reproduced")
     return (1 if failed else 0), lines
@@ -317,6 +315,35 @@ def _first_line(err: BaseException) -> str:
     """An error's first line, short and escaped (it may quote a user's file)."""
     text = str(err).strip()
     return short(text.splitlines()[0]) if text else type(err).__name__
+
+
+def _environment_changes(was: Dict[str, Any], now: Dict[str, Any], failed: bool) -> List[str]:
+    """A note on each compared entry of the environment (`runlog.COMPARED`: versions, devices,
+    TensorFlow's build) that differs; when the numbers differ too, a line naming them all, or
+    saying that none does. An entry the log does not hold (an older runner's) is not compared."""
+    differ = [k for k in runlog.COMPARED if k in was and was.get(k) != now.get(k)]
+    lines = []
+    for k in differ:
+        a, b = was.get(k), now.get(k)
+        parts = (
+            [(f"{k}.{sub}", a.get(sub), b.get(sub)) for sub in sorted(set(a) | set(b)) if a.get(sub) != b.get(sub)]
+            if isinstance(a, dict) and isinstance(b, dict)  # TensorFlow's build: the items that differ
+            else [(k, a, b)]
+        )
+        lines += [f"  note: {name} was {_short(x)}, now {_short(y)}" for name, x, y in parts]
+    if failed:
+        lines.append(
+            f"  environment differs in: {', '.join(differ)}"
+            if differ
+            else "  environment: no compared entry differs (versions, devices, TensorFlow's build)"
+        )
+    return lines
+
+
+def _short(v: Any, limit: int = 120) -> str:
+    """An environment entry in one line: a printable text as is, anything else as JSON."""
+    text = v if isinstance(v, str) and v.isprintable() else json.dumps(v, sort_keys=True)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _code_changes(old: Any, new: Any) -> List[str]:

@@ -62,12 +62,13 @@ def test_a_chunked_sweep_gives_the_in_process_summary(tmp_path, slurm_partition,
     assert values(s) == values(here)
     assert [row["derivatives"]["dy/dx"] for row in s["rows"]] == [3.0, 12.0, 27.0, 48.0, 75.0]
     assert "sweep: 5 jobs, 0 failed" in proc.stdout
-    # five jobs in three tasks (2 + 2 + 1), each job with its own folder, log and results
+    # five jobs in three tasks (2 + 2 + 1), each job with its own folder and results
     assert len(task_logs(tmp_path)) == 3
     assert "Launching 5 jobs as 3 SLURM task(s) of up to 2 job(s)" in proc.stderr + proc.stdout
     for num in "01234":
         assert (sweep_dir / num / "results.json").is_file()
-        assert (sweep_dir / num / "runner.log").is_file()
+        log = sweep_dir / num / "runner.log"  # Hydra's job log: only when something was logged
+        assert not log.exists() or log.stat().st_size > 0
         assert sorted(p.name for p in (sweep_dir / num / ".hydra").iterdir()) == [
             "config.yaml",
             "hydra.yaml",

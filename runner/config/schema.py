@@ -184,10 +184,27 @@ class RunnerConfig:
 
 
 def register() -> None:
-    """Register the schema so that `conf/config.yaml` can name it in its defaults list."""
+    """Register the schema so that `conf/config.yaml` can name it in its defaults list, and
+    the job log that appears only when something is logged (`hydra/job_logging: runner`)."""
     # imported here so that the enums (read by runner/config/kinds.py) come without Hydra
     from hydra.core.config_store import ConfigStore
 
     cs = ConfigStore.instance()
-    cs.store(name="runner_schema", node=RunnerConfig)
-    cs.store(group="tape", name="tape_schema", node=TapeConfig, package="tape")
+    # Only names a user may choose go in a config group: `--help` lists every option of
+    # `tape`, so the schema is not stored there (RunnerConfig types `tape` already).
+    cs.store(name="runner_schema", node=_SchemaNode)
+    cs.store(group="hydra/job_logging", name="runner", node=JOB_LOGGING, package="hydra.job_logging")
+
+
+@dataclass
+class _SchemaNode(RunnerConfig):
+    """RunnerConfig with a defaults list (Hydra drops the key from the composed config):
+    first in the primary config's defaults, so an experiment's own `override
+    /hydra/job_logging: ...`, or `hydra/job_logging=...` on the command line, wins."""
+
+    defaults: List[Any] = field(default_factory=lambda: [{"override /hydra/job_logging": "runner"}, "_self_"])
+
+
+# Hydra's default job logging (its `default` option, as it is) with the file handler's `delay`:
+# `<job name>.log` is created when something is logged, not empty in every run folder.
+JOB_LOGGING: Dict[str, Any] = {"defaults": ["default", "_self_"], "handlers": {"file": {"delay": True}}}

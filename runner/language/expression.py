@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import ast
 import math
+import warnings
 from dataclasses import dataclass
 from typing import Dict, FrozenSet, Iterator, Tuple, Union
 
@@ -181,7 +182,14 @@ def parse(text: str) -> Expr:
         raise ExpressionError("empty expression", text)
     _check_bracket_depth(text)
     try:
-        tree = ast.parse(text.strip(), mode="eval")
+        # Python's tokenizer warns, and parses on, where a literal runs into a name (`1if x
+        # else 2`, `1x`: "invalid decimal literal"): here that is a syntax error, not a
+        # warning printed to stderr. (catch_warnings is the parse's alone: configs are read
+        # in the main thread.)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", SyntaxWarning)
+            warnings.simplefilter("error", DeprecationWarning)
+            tree = ast.parse(text.strip(), mode="eval")
     except SyntaxError as err:
         col = err.offset if err.offset else None
         raise ExpressionError(f"syntax error: {err.msg}", text.strip(), col) from None

@@ -66,13 +66,32 @@ def check_summary(check: Dict[str, Any]) -> str:
     return f"[{check['method']}: {'unverified' if state == 'unverified' else 'FAILED'}{part}]"
 
 
+_ALIGN_AT_MOST = 40  # characters of a value after which checks are aligned
+_LINE_AT_MOST = 200  # characters of a warning or error shown; results.json holds it whole
+
+
+def clip(text: str, limit: int = _LINE_AT_MOST) -> str:
+    """`text` cut to about `limit` characters at the end of a sentence, or else of a word,
+    never inside one; what is left out is marked ` [...]` (the log holds it whole)."""
+    if len(text) <= limit:
+        return text
+    head = text[:limit]
+    sentence = max(head.rfind(". "), head.rfind("; "))
+    if sentence >= limit // 3:
+        return head[: sentence + 1] + " [...]"
+    space = head.rfind(" ")
+    return (head[:space] if space >= limit // 3 else head).rstrip(" ,;:") + " [...]"
+
+
 def table(record: Dict[str, Any], folder: str) -> str:
     """The console summary of one run's log record."""
     rows: List[tuple] = [("value", k, show(v), None) for k, v in record["values"].items()]
     rows += [(d["kind"], d["name"], show(d["value"]), d.get("check")) for d in record["derivatives"]]
     width = max((len(r[1]) for r in rows), default=0)
     kindw = max((len(r[0]) for r in rows), default=0)
-    textw = max((len(r[2]) for r in rows if r[3]), default=0)
+    # checks line up after the values that fit _ALIGN_AT_MOST; a longer value (a Hessian's
+    # matrix) is followed by its check directly, and moves no other row's
+    textw = max((len(r[2]) for r in rows if r[3] and len(r[2]) <= _ALIGN_AT_MOST), default=0)
     lines = [f"{record['experiment']}"]
     for kind, name, text, check in rows:
         if not check:
@@ -84,12 +103,14 @@ def table(record: Dict[str, Any], folder: str) -> str:
         if check.get("reason"):
             lines.append(f"  {'':<{kindw}}  {'':<{width}}   check: {check['reason']}")
     for warning in record.get("warnings") or []:
-        lines.append(f"  warning: {warning.splitlines()[0][:200]}")
+        lines.append(f"  warning: {clip(warning.splitlines()[0] if warning else '')}")
     err = record.get("error")
     if err:
         at = err.get("derivative") or err.get("step")
         lines.append(
-            f"  error: {err['type']}" + (f" at {at}" if at else "") + f": {err['message'].splitlines()[0][:200]}"
+            f"  error: {err['type']}"
+            + (f" at {at}" if at else "")
+            + f": {clip((err['message'].splitlines() or [''])[0])}"
         )
     expect = record["expect"]
     if expect["declared"] or not expect["met"]:

@@ -21,7 +21,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import Any, BinaryIO, Callable, Dict, List, Optional, Sequence, Union
+from typing import Any, BinaryIO, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -118,7 +118,60 @@ def environment(tf_version: Optional[str]) -> Dict[str, Any]:
         # the repositories of the config folders, and of the runner's own code
         "git": {str(d): git_state(d) for d in _config_dirs()},
         "runner_git": git_state(Path(__file__).resolve().parents[1]),
+        **_package_versions(),
+        **(_tensorflow_setup() if tf_version is not None else {"devices": None, "tensorflow_build": None}),
     }
+
+
+# Packages a result may depend on, recorded by version (None: not installed) without importing
+# them: SymPy (the symbolic check), TensorBoard and matplotlib (the files), Hydra's launchers.
+PACKAGES = ("sympy", "tensorboard", "matplotlib", "hydra-joblib-launcher", "hydra-submitit-launcher", "submitit")
+# The entries `runner.rerun` compares when a rerun's numbers differ from its log's.
+COMPARED: Tuple[str, ...] = ("python", "tensorflow", "numpy", "hydra", "omegaconf", *PACKAGES)
+COMPARED += ("platform", "machine", "cpu", "cpu_count", "devices", "tensorflow_build")
+
+
+@functools.lru_cache(maxsize=None)
+def _package_versions() -> Dict[str, Optional[str]]:
+    from importlib import metadata
+
+    out: Dict[str, Optional[str]] = {}
+    for name in PACKAGES:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = None
+    return out
+
+
+@functools.lru_cache(maxsize=None)
+def _tensorflow_setup() -> Dict[str, Any]:
+    """The devices TensorFlow sees and how it was built (CUDA, cuDNN), once per process and
+    only once the job imported TensorFlow (this module never imports it)."""
+    tf = sys.modules.get("tensorflow")
+    if tf is None:
+        return {"devices": None, "tensorflow_build": None}
+    devices = []
+    for d in tf.config.list_physical_devices():
+        device: Dict[str, Any] = {"name": d.name, "type": d.device_type}
+        if d.device_type == "GPU":  # its model and compute capability
+            try:
+                details = tf.config.experimental.get_device_details(d)
+            except Exception:  # not every build can say
+                details = {}
+            device.update({k: _json_plain(v) for k, v in details.items()})
+        devices.append(device)
+    try:
+        build = {k: _json_plain(v) for k, v in tf.sysconfig.get_build_info().items()}
+    except Exception:  # a build without the information
+        build = None
+    return {"devices": devices, "tensorflow_build": build}
+
+
+def _json_plain(v: Any) -> Any:
+    if isinstance(v, (list, tuple)):
+        return [_json_plain(x) for x in v]
+    return v if v is None or isinstance(v, (bool, int, float, str)) else str(v)
 
 
 @functools.lru_cache(maxsize=None)
@@ -167,6 +220,9 @@ def write_atomic(path: Path, data: Union[bytes, Callable[[BinaryIO], None]]) -> 
     """
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        # mkstemp makes the file 0600; the log is shared like every other file (plot.png, the
+        # event files, .hydra/*): 0666 less the user's umask, as open() would have made it
+        os.fchmod(fd, 0o666 & ~umask())
         with os.fdopen(fd, "wb") as f:
             if callable(data):
                 data(f)
@@ -181,6 +237,36 @@ def write_atomic(path: Path, data: Union[bytes, Callable[[BinaryIO], None]]) -> 
         except FileNotFoundError:
             pass
         raise
+
+
+def umask() -> int:
+    """The process's umask, read without changing it (`/proc/self/status`, Linux 4.7+):
+    setting and restoring it (`os.umask`) would change it meanwhile for every thread (the
+    flush thread, a sweep's). Without /proc: the umask read once, at import."""
+    mask = _proc_umask()
+    return _UMASK_AT_IMPORT if mask is None else mask
+
+
+def _proc_umask() -> Optional[int]:
+    try:
+        with open("/proc/self/status", "rb") as f:
+            for line in f:
+                if line.startswith(b"Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def _umask_at_import() -> int:
+    mask = _proc_umask()
+    if mask is None:  # set and restored: a file another thread makes meanwhile gets 0o077, not 0
+        mask = os.umask(0o077)
+        os.umask(mask)
+    return mask
+
+
+_UMASK_AT_IMPORT = _umask_at_import()
 
 
 def derivative_record(
