@@ -385,24 +385,10 @@ def main(argv: Optional[List[str]] = None) -> int:
         text = ""
     for line in logs.bad:  # one line each, and the rest is shown
         print(line, file=sys.stderr)
-    if text:
-        print(text)
+    if text and not console.emit(text):
+        return console.CLOSED_PIPE
     return 2 if logs.bad and not logs.read else code  # 2: there were logs, and none could be read
 
 
-def _exit_quietly_on_a_closed_pipe() -> None:
-    """`python -m runner.report | head`: the reader left; exit as a pipe's writer does (141,
-    no traceback), the rest of the output going nowhere."""
-    import os
-
-    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-    sys.exit(128 + 13)  # SIGPIPE
-
-
 if __name__ == "__main__":
-    try:
-        status = main()
-        sys.stdout.flush()
-    except BrokenPipeError:
-        _exit_quietly_on_a_closed_pipe()
-    sys.exit(status)
+    sys.exit(main())

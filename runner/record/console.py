@@ -120,3 +120,22 @@ def table(record: Dict[str, Any], folder: str) -> str:
     lines.append(f"status: {record['status']} ({verdict})")
     lines.append(f"run folder: {folder}")
     return "\n".join(lines)
+
+
+# A pipe's writer ends with this status when its reader left (128 + SIGPIPE).
+CLOSED_PIPE = 141
+
+
+def emit(text: str) -> bool:
+    """Print `text` to stdout; False when the reader closed the pipe (`... | head`), whose
+    output then goes nowhere, with no BrokenPipeError traceback at exit."""
+    import os
+    import sys
+
+    try:
+        print(text)
+        sys.stdout.flush()
+        return True
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return False
