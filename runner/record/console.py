@@ -66,6 +66,11 @@ def check_summary(check: Dict[str, Any]) -> str:
     return f"[{check['method']}: {'unverified' if state == 'unverified' else 'FAILED'}{part}]"
 
 
+def status_line(record: Dict[str, Any]) -> str:
+    """`status: ok (as declared)`: all a quiet run prints."""
+    return f"status: {record['status']} ({'as declared' if record['expect']['met'] else 'FAILED'})"
+
+
 def table(record: Dict[str, Any], folder: str) -> str:
     """The console summary of one run's log record."""
     rows: List[tuple] = [("value", k, show(v), None) for k, v in record["values"].items()]
