@@ -62,8 +62,7 @@ def test_sweep_prints_progress_and_the_table(cubic_sweep):
     _, sweep_dir, proc = cubic_sweep
     lines = [line for line in proc.stdout.splitlines() if re.match(r"\[\d+/", line)]
     assert [
-        re.match(r"\[(\d)/3\] #(\d) point\.x=(\S+): ok  dy/dx=\S+ \| failed 0", line).groups()
-        for line in lines
+        re.match(r"\[(\d)/3\] #(\d) point\.x=(\S+): ok  dy/dx=\S+ \| failed 0", line).groups() for line in lines
     ] == [
         ("1", "0", "1.0"),
         ("2", "1", "2.0"),
