@@ -38,6 +38,13 @@ def sweep_in_process(args: List[str], folder: Path, capsys, monkeypatch) -> Tupl
     monkeypatch.setattr(summary, "current_sweep_dir", None)
     monkeypatch.setattr(summary, "finished", False)
     monkeypatch.setattr(cli, "_exit_code", 0)
+    if "absl.logging" in sys.modules:
+        # Hydra reconfigures logging for every job (logging.config.dictConfig), which closes every
+        # handler; absl's then closes its stream unless it is sys.stderr, and when TensorFlow was
+        # imported by an earlier test, that stream is pytest's capture, not this test's capsys
+        from absl import logging as absl_logging
+
+        monkeypatch.setattr(absl_logging.get_absl_handler().python_handler, "stream", sys.__stderr__)
     root = logging.getLogger()
     handlers, level = list(root.handlers), root.level
     capsys.readouterr()
