@@ -77,7 +77,9 @@ def _hydra_entry(cfg: DictConfig) -> int:
     with deadline.deadline("resolving the config's interpolations"):
         container = cast(Dict[str, Any], OmegaConf.to_container(cfg, resolve=True, enum_to_str=True))
     _last_run_dir = Path(hc.runtime.output_dir)
-    code = job.run(container, _last_run_dir, name=str(name))
+    from hydra.types import RunMode
+
+    code = job.run(container, _last_run_dir, name=str(name), in_sweep=hc.mode == RunMode.MULTIRUN)
     _exit_code = max(_exit_code, code)
     return code
 

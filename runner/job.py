@@ -26,11 +26,17 @@ EXIT_NOT_AS_DECLARED = 1  # an unexpected error, a missing declared error, or a 
 EXIT_CONFIG_ERROR = 2  # refused before TensorFlow ran
 
 
-def run(cfg: Mapping[str, Any], output_dir: Path, name: str = "run", echo: bool = True) -> int:
-    """Run one job and write its `results.json` into `output_dir`; return the exit code."""
+def run(cfg: Mapping[str, Any], output_dir: Path, name: str = "run", echo: bool = True, in_sweep: bool = False) -> int:
+    """Run one job and write its `results.json` into `output_dir`; return the exit code.
+
+    `echo`: print as `log.console` says (`shown`); `in_sweep`: a job of a sweep, whose
+    progress line (runner/sweep/progress.py) says how it went unless `log.console=verbose`.
+    """
     started = time.time()
     t0 = time.perf_counter()
     digest = None
+    show = shown(cfg, in_sweep) if echo else ""
+    echo = bool(show) or (echo and not in_sweep)  # a refusal of a single run is printed even when quiet
     try:
         specs.screen(cfg)
         # the settings alone first: a job a resumed sweep already finished is not built again
@@ -39,7 +45,7 @@ def run(cfg: Mapping[str, Any], output_dir: Path, name: str = "run", echo: bool 
             digest = resume.config_digest(cfg)
         done, why = resume.kept(output_dir, digest) if digest else (None, None)
         if done is not None:
-            if echo:
+            if show:
                 print(f"{done['experiment']}: skipped, complete in {output_dir} (resume)")
             return EXIT_OK if done["expect"]["met"] else EXIT_NOT_AS_DECLARED
         if why and echo:  # a log is there but cannot be kept: edited, cut short, or other inputs
@@ -114,9 +120,23 @@ def run(cfg: Mapping[str, Any], output_dir: Path, name: str = "run", echo: bool 
     record["artifacts"] = artifacts.write(output_dir, run_settings.log, spec, outcome, record["timing"], checks)
     record["timing"]["total_s"] = time.perf_counter() - t0
     runlog.write(output_dir, record, enc.arrays)  # last: a complete results.json marks the job done
-    if echo:
+    if show == "table":
         print(console.table(record, str(output_dir)))
+    elif show == "status":
+        print(console.status_line(record))
     return EXIT_OK if verdict.met else EXIT_NOT_AS_DECLARED
+
+
+def shown(cfg: Mapping[str, Any], in_sweep: bool) -> str:
+    """What a job prints under `log.console`: "table" (a single run; each job of a verbose
+    sweep), "status" (a quiet single run: its status line) or "" (a job of a sweep, which its
+    progress line reports). Read from the raw config: a refused `log.console` counts as normal."""
+    log = cfg.get("log") if isinstance(cfg, Mapping) else None
+    level = log.get("console") if isinstance(log, Mapping) else None
+    level = getattr(level, "value", level)
+    if in_sweep:
+        return "table" if level == "verbose" else ""
+    return "status" if level == "quiet" else "table"
 
 
 def _refuse(

@@ -73,7 +73,10 @@ def launch(
     assert config is not None and context is not None and task is not None
     configure_log(config.hydra.hydra_logging, config.hydra.verbose)
     Path(str(config.hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)
-    log.info(f"Launching {len(job_overrides)} jobs locally")
+    # Hydra's launch lines: shown under log.console=verbose, else at DEBUG (hydra.verbose=true
+    # shows them): a sweep's progress lines (runner/sweep/progress.py) say what ran
+    level = logging.INFO if _console(config) == "verbose" else logging.DEBUG
+    log.log(level, f"Launching {len(job_overrides)} jobs locally")
     composer = _compose.composer_for(context.config_loader, config)
     live: Optional[LiveConfig] = None
     runs: List[JobReturn] = []
@@ -85,7 +88,7 @@ def launch(
     verbose = config.hydra.verbose
     for idx, overrides in enumerate(job_overrides):
         idx = initial_job_idx + idx
-        log.info(f"\t#{idx} : {' '.join(filter_overrides(overrides))}")
+        log.log(level, f"\t#{idx} : {' '.join(filter_overrides(overrides))}")
         try:
             job = composer.split(overrides)
             template = composer.template(job.groups) if job is not None else None
@@ -102,6 +105,12 @@ def launch(
             runs.append(_failed(list(overrides), err))
         _logging.configure(copy.deepcopy(hydra_logging), verbose)
     return runs
+
+
+def _console(config: DictConfig) -> str:
+    """The sweep's `log.console` (as the command line set it for every job), its name."""
+    level = OmegaConf.select(config, "log.console", default="normal")
+    return str(getattr(level, "value", level))
 
 
 def _failed(overrides: List[str], err: Exception) -> JobReturn:

@@ -44,6 +44,14 @@ class Verify(str, Enum):
     off = "off"
 
 
+class Console(str, Enum):
+    """How much a run prints (`log.console`; see docs/sweeps.md, "What a sweep prints")."""
+
+    quiet = "quiet"  # a single run: its status line; a sweep: the final table and failed jobs
+    normal = "normal"  # a single run: its table; a sweep: one line per job and the final table
+    verbose = "verbose"  # a sweep also prints each job's table and Hydra's launch lines
+
+
 class Compile(str, Enum):
     """How the tape program runs: eagerly, as a `tf.function`, or XLA-compiled."""
 
@@ -133,6 +141,8 @@ class LogConfig:
     # plot.png for a run over a 1-D grid, sweep_plot.png for a sweep (matplotlib). null:
     # both, except a plot per job inside a sweep (~0.25 s each); true: also those; false: none
     plots: Optional[bool] = None
+    # what the console shows: quiet | normal | verbose (a sweep's per-job tables)
+    console: Console = Console.normal
 
 
 @dataclass

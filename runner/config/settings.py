@@ -10,7 +10,7 @@ import re
 from dataclasses import dataclass
 from typing import Any, Mapping, Optional
 
-from runner.config.schema import RunnerConfig
+from runner.config.schema import Console, RunnerConfig
 from runner.errors import ConfigError, short, true_or_false, whole_number
 
 # The largest seed: NumPy's `np.random.seed` takes 0 to 2**32 - 1 (TensorFlow's set_seed takes
@@ -35,6 +35,7 @@ class LogSettings:
     tf_verbose: bool
     tensorboard: bool
     plots: Optional[bool]  # None: plot a single run, not each job of a sweep
+    console: str = "normal"  # quiet | normal | verbose (`schema.Console`)
 
 
 @dataclass(frozen=True)
@@ -80,6 +81,7 @@ def build(cfg: Mapping[str, Any]) -> RunSettings:
     plots = log.get("plots", defaults.log.plots)
     if plots is not None and not isinstance(plots, bool):
         raise ConfigError("log.plots", f"expected true, false or null, got {plots!r}")
+    console = console_level(log.get("console", defaults.log.console))
     limits = _section(cfg, "limits", vars(defaults.limits))
 
     def limit(key: str) -> int:
@@ -89,7 +91,7 @@ def build(cfg: Mapping[str, Any]) -> RunSettings:
         seed=seed,
         determinism=determinism,
         resume=resume or None,  # "" resumes nothing, as null does
-        log=LogSettings(max_inline, tf_verbose, tensorboard, plots),
+        log=LogSettings(max_inline, tf_verbose, tensorboard, plots, console),
         limits=Limits(
             memory=size_in_bytes("limits.memory", limits.get("memory", defaults.limits.memory)),
             order=limit("order"),
@@ -97,6 +99,17 @@ def build(cfg: Mapping[str, Any]) -> RunSettings:
             check_evaluations=limit("check_evaluations"),
         ),
     )
+
+
+def console_level(value: Any) -> str:
+    """`log.console`: quiet, normal or verbose (an enum member, as Hydra gives it, or its name)."""
+    name = value.value if isinstance(value, Console) else value
+    if name not in CONSOLE_LEVELS:
+        raise ConfigError("log.console", f"expected one of {', '.join(CONSOLE_LEVELS)}, got {short(value)}")
+    return str(name)
+
+
+CONSOLE_LEVELS = tuple(c.value for c in Console)
 
 
 def _section(cfg: Mapping[str, Any], key: str, keys: Mapping[str, Any]) -> Mapping[str, Any]:

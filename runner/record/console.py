@@ -83,6 +83,11 @@ def clip(text: str, limit: int = _LINE_AT_MOST) -> str:
     return (head[:space] if space >= limit // 3 else head).rstrip(" ,;:") + " [...]"
 
 
+def status_line(record: Dict[str, Any]) -> str:
+    """`status: ok (as declared)`: all a quiet run prints."""
+    return f"status: {record['status']} ({'as declared' if record['expect']['met'] else 'FAILED'})"
+
+
 def table(record: Dict[str, Any], folder: str) -> str:
     """The console summary of one run's log record."""
     rows: List[tuple] = [("value", k, show(v), None) for k, v in record["values"].items()]

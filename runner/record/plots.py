@@ -244,11 +244,26 @@ def _at_least(a: np.ndarray, floor: Optional[float]) -> np.ndarray:
     return out if floor is None else np.where(out == 0, floor, out)
 
 
-def sweep_plot(sweep_dir: Path, rows: List[Dict[str, Any]]) -> Optional[str]:
-    """Each scalar derivative against the swept numeric parameter, one panel per derivative.
+MAX_SWEEP_PANELS = 12
+
+
+def sweep_plot(sweep_dir: Path, rows: List[Dict[str, Any]]) -> Tuple[Optional[str], str]:
+    """`sweep_figure` saved as `sweep_plot.png` in `sweep_dir`: (the file name, "") or (None, why not)."""
+    fig, why = sweep_figure(sweep_dir.name, rows)
+    if fig is None:
+        return None, why
+    fig.canvas.print_png(str(sweep_dir / SWEEP_PLOT))
+    return SWEEP_PLOT, ""
+
+
+def sweep_figure(title: str, rows: List[Dict[str, Any]]) -> Tuple[Any, str]:
+    """Each scalar derivative against the swept numeric parameter, one panel per derivative
+    (per component: the summary passes a several-source request's parts as derivatives),
+    its y axis labelled with the derivative's name.
 
     The x axis is the first override that varies across jobs and is numeric in every job;
-    other varying overrides give one line each. None when there is no such parameter.
+    other varying overrides give one line each. Returns (the figure, "") or (None, why no
+    plot can be drawn, in a few words).
     """
     params = [parse_overrides(r["overrides"]) for r in rows]
     varying = [k for k in dict.fromkeys(k for p in params for k in p) if len({repr(p.get(k)) for p in params}) > 1]
@@ -256,13 +271,15 @@ def sweep_plot(sweep_dir: Path, rows: List[Dict[str, Any]]) -> Optional[str]:
         k for k in varying if all(isinstance(p.get(k), (int, float)) and not isinstance(p.get(k), bool) for p in params)
     ]
     if not numeric:
-        return None
+        return None, "no swept key is a number in every job" if varying else "no key varies between jobs"
     x_key = numeric[0]
     others = [k for k in varying if k != x_key]
     names = [n for n in dict.fromkeys(n for r in rows for n in r["derivatives"]) if _scalar_rows(rows, n)]
     if not names:
-        return None
-    fig, canvas = _figure(len(names), (6.4, 2.8 * len(names)))
+        return None, "no derivative has a scalar value (arrays are in summary.json)"
+    if len(names) > MAX_SWEEP_PANELS:
+        return None, f"{len(names)} scalar results, more than {MAX_SWEEP_PANELS} panels (all are in summary.csv)"
+    fig, _ = _figure(len(names), (6.4, 2.8 * len(names)))
     for ax, name in zip(fig.get_axes(), names):
         series: Dict[str, List[Tuple[float, float]]] = {}
         for p, r in zip(params, rows):
@@ -279,9 +296,8 @@ def sweep_plot(sweep_dir: Path, rows: List[Dict[str, Any]]) -> Optional[str]:
         if others:
             ax.legend(loc="best", fontsize="small")
     fig.get_axes()[-1].set_xlabel(x_key)
-    fig.get_axes()[0].set_title(f"sweep {sweep_dir.name}: derivatives against {x_key}")
-    canvas.print_png(str(sweep_dir / SWEEP_PLOT))
-    return SWEEP_PLOT
+    fig.get_axes()[0].set_title(f"sweep {title}: derivatives against {x_key}")
+    return fig, ""
 
 
 def _figure(panels: int, size: Tuple[float, float]):

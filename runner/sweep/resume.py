@@ -45,6 +45,8 @@ def config_digest(cfg: Mapping[str, Any], read_files: bool = True) -> str:
     `read_files=False` (a refused config, whose files may be what was refused: a 1 GiB CSV
     must not be read to log its refusal) leaves the contents out."""
     data = {k: v for k, v in cfg.items() if k not in _NOT_PART_OF_RESULT}
+    if isinstance(data.get("log"), Mapping):  # what the console shows (log.console) is not part either
+        data["log"] = {k: v for k, v in data["log"].items() if k != "console"}
     text = json.dumps(data, sort_keys=True, separators=(",", ":"), default=str)
     # the search is at C speed; a config with no `file` key anywhere needs no walk
     wanted = read_files and '"file":' in text

@@ -128,29 +128,60 @@ def write(sweep_dir: Path, rows: List[Dict[str, Any]]) -> None:
         "rows": rows,
     }
     runlog.write_atomic(sweep_dir / SUMMARY_JSON, (json.dumps(summary, indent=2, allow_nan=False) + "\n").encode())
-    names, checks = _columns(rows, "derivatives"), _columns(rows, "checks")
+    runlog.write_atomic(sweep_dir / SUMMARY_CSV, csv_text(rows, swept_keys(sweep_dir, rows)).encode())
+
+
+def csv_text(rows: List[Dict[str, Any]], swept: List[str]) -> str:
+    """summary.csv: a column per swept key (its value as the override gives it) and per scalar
+    part of each derivative (`progress.components`; arrays are in summary.json), no JSON in a cell."""
+    values = [flat(r) for r in rows]
+    names, checks = list(dict.fromkeys(n for v in values for n in v)), _columns(rows, "checks")
+    first, last = ["job", "overrides"], ["status", "met", "resumed"]
+    taken = {*first, *last, *names, "error", "mismatches", "duration_s"}
+    keys = [f"override:{k}" if k in taken else k for k in swept]  # a key named like a column
     buf = io.StringIO()
     w = csv.writer(buf)
-    first, last = ["job", "overrides", "status", "met", "resumed"], ["error", "mismatches", "duration_s"]
-    w.writerow([*first, *names, *[f"check:{n}" for n in checks], *last])
-    for r in rows:
-        values = [json.dumps(r["derivatives"][n]) if n in r["derivatives"] else "" for n in names]
-        passed = [r["checks"].get(n) or "" for n in checks]
+    w.writerow([*first, *keys, *last, *names, *[f"check:{n}" for n in checks], "error", "mismatches", "duration_s"])
+    for r, v in zip(rows, values):
+        given = {progress.override_key(o): o.partition("=")[2] for o in r["overrides"]}
         w.writerow(
             [
                 r["job"],
                 " ".join(r["overrides"]),
+                *[given.get(k, "") for k in swept],
                 r["status"],
                 r["met"],
                 r.get("resumed", False),
-                *values,
-                *passed,
+                *[_cell(v[n]) if n in v else "" for n in names],
+                *[r["checks"].get(n) or "" for n in checks],
                 r["error"] or "",
                 "; ".join(r.get("mismatches") or []),
                 r["duration_s"],
             ]
         )
-    runlog.write_atomic(sweep_dir / SUMMARY_CSV, buf.getvalue().encode())
+    return buf.getvalue()
+
+
+def flat(row: Dict[str, Any]) -> Dict[str, Any]:
+    """A row's derivatives as their scalar parts: label -> number, null or "NaN"."""
+    return {label: x for n, v in row["derivatives"].items() for label, x in progress.components(n, v)}
+
+
+def _cell(v: Any) -> Any:
+    return "None" if v is None else v
+
+
+def swept_keys(sweep_dir: Path, rows: List[Dict[str, Any]]) -> List[str]:
+    """The keys the sweep varies: those its command line swept (`.progress/plan.json`) and
+    any whose value differs between jobs, in the order of the jobs' overrides."""
+    try:
+        planned = json.loads(progress.read_small(sweep_dir / progress.PROGRESS_DIR / "plan.json")).get("swept")
+    except (OSError, ValueError, AttributeError):
+        planned = None
+    given = [{progress.override_key(o): o.partition("=")[2] for o in r["overrides"]} for r in rows]
+    every = list(dict.fromkeys(k for g in given for k in g))
+    swept = {str(k) for k in planned} if isinstance(planned, list) else set()
+    return [k for k in every if k in swept or len({g.get(k) for g in given}) > 1]
 
 
 def table(rows: List[Dict[str, Any]]) -> str:
@@ -250,16 +281,15 @@ def finish(sweep_dir: Path, plot: bool = False, mark_missing: Optional[Tuple[str
     print(table(rows), flush=True)
     if plot:
         try:
-            made = _plot(sweep_dir, rows)
-            if made:
-                print(f"sweep plot: {sweep_dir / made}")
+            made, why = _plot(sweep_dir, rows)
+            print(f"sweep plot: {sweep_dir / made}" if made else f"sweep plot: none drawn, {why}")
         except Exception as err:  # a plot must not hide the summary or the exit code
             print(f"sweep plot not written: {type(err).__name__}: {err}")
     print(f"sweep folder: {sweep_dir}", flush=True)
     return rows
 
 
-def _plot(sweep_dir: Path, rows: List[Dict[str, Any]]) -> Optional[str]:
+def _plot(sweep_dir: Path, rows: List[Dict[str, Any]]) -> Tuple[Optional[str], str]:
     """Draw `sweep_plot.png` in a new private folder, then rename it into the sweep folder: a
     link planted there is replaced, not written through (Matplotlib opens the name it is given)."""
     from runner.record import plots  # NumPy only; Matplotlib when a plot is drawn
@@ -269,10 +299,11 @@ def _plot(sweep_dir: Path, rows: List[Dict[str, Any]]) -> Optional[str]:
         # a folder named as the sweep's, for the plot's title
         name = sweep_dir.name if sweep_dir.name not in ("", ".", "..") else sweep_dir.resolve().name or "sweep"
         (stage / name).mkdir()
-        made = plots.sweep_plot(stage / name, rows)
+        # a panel per scalar part of each derivative (a source's, a Hessian block's)
+        made, why = plots.sweep_plot(stage / name, [{**r, "derivatives": flat(r)} for r in rows])
         if made:
             os.replace(stage / name / made, sweep_dir / made)
-        return made
+        return made, why
     finally:
         shutil.rmtree(stage, ignore_errors=True)
 
