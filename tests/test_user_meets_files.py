@@ -62,7 +62,9 @@ def _modes(folder: Path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("umask, logged", [(0o022, False), (0o077, True)], ids=["umask 0022", "umask 0077"])
+@pytest.mark.parametrize(
+    "umask, logged", [(0o022, False), (0o077, True), (0o002, False)], ids=["umask 0022", "umask 0077", "umask 0002"]
+)
 def test_every_file_follows_the_umask(tmp_path, umask, logged):
     want = 0o666 & ~umask
     # a single run over a grid (results.json, arrays.npz, plot.png, events, .hydra/*) ...

@@ -168,7 +168,7 @@ def acquire(folder: Path, key: str = "hydra.sweep.dir") -> None:
     check_folder(folder, key)
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        fd = os.open(folder / LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+        fd = os.open(folder / LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o666)
     except OSError as err:  # the sweeper will fail on the folder itself, and say why
         print(f"warning: sweep folder {folder} not locked: {err.strerror}", file=sys.stderr)
         return

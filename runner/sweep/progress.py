@@ -190,7 +190,7 @@ def _progress_dir(sweep_dir: Path) -> Iterator[int]:
 def _append(folder: int, name: str, data: bytes) -> None:
     """Append `data` to `name` in `folder` (made if missing); never through a link or into a FIFO."""
     flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
-    fd = os.open(name, flags, 0o644, dir_fd=folder)
+    fd = os.open(name, flags, 0o666, dir_fd=folder)
     try:
         os.write(fd, data)
     finally:
@@ -201,7 +201,7 @@ def _replace(folder: int, name: str, data: bytes) -> None:
     """Make `name` in `folder` a new file holding `data`: written under a fresh name, then
     renamed over whatever was there (a link is replaced, not followed)."""
     tmp = f".{name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644, dir_fd=folder)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o666, dir_fd=folder)
     try:
         try:
             os.write(fd, data)
