@@ -48,7 +48,9 @@ def run(cfg: Mapping[str, Any], output_dir: Path, name: str = "run", echo: bool 
             if show:
                 print(f"{done['experiment']}: skipped, complete in {output_dir} (resume)")
             return EXIT_OK if done["expect"]["met"] else EXIT_NOT_AS_DECLARED
-        if why and echo:  # a log is there but cannot be kept: edited, cut short, or other inputs
+        if why and run_settings.log.console != "quiet" and (echo or in_sweep):
+            # a log is there but cannot be kept (edited, cut short, other inputs): said on
+            # stderr in a sweep too, beside its one line per job
             print(f"{name}: {why}; running it again (resume)", file=sys.stderr)
         spec = specs.build(cfg, name=name, run_settings=run_settings)
         digest = digest or resume.config_digest(cfg)  # its files are known good now: bounded

@@ -817,4 +817,6 @@ def test_a_refused_job_in_a_sweep_is_listed_and_fails_the_sweep(tmp_path):
     rows = json.loads(summary.read_text())["rows"]
     assert [(r["status"], r["met"]) for r in rows] == [("error", False), ("ok", True)]
     assert rows[0]["error"] == "ConfigError: function.steps.y: unknown name 'q'; known here: x (column 3)"
-    assert "config error: function.steps.y: unknown name 'q'" in result.stderr and "Traceback" not in result.stderr
+    # the sweep's line for the job says why, in one line (log.console: normal); no traceback
+    assert "#0 function.steps.y=x*q: FAILED (exit 2): config error: function.steps.y: unknown name 'q'" in result.stdout
+    assert "Traceback" not in result.stderr + result.stdout

@@ -28,6 +28,13 @@ from omegaconf import OmegaConf
 from hydra_plugins.runner_launcher.runner_launcher import RunnerLauncher
 from hydra_plugins.runner_launcher.runner_sweeper import RunnerSweeper
 
+# Hydra's suites run Hydra's example apps, which set no version_base and keep .yml files: the
+# runner launcher gives them Hydra's own deprecation warnings, as Hydra's basic launcher does
+pytestmark = [
+    pytest.mark.filterwarnings("ignore:Future Hydra versions will no longer change working directory:UserWarning"),
+    pytest.mark.filterwarnings("ignore:Support for .yml files is deprecated:UserWarning"),
+]
+
 # This checkout (not `tests.helpers.ROOT`: importing tests.helpers imports the runner and
 # NumPy, which the Hydra pre-release check's bare environment does not have).
 ROOT = Path(__file__).resolve().parents[1]

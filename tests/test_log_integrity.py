@@ -657,6 +657,9 @@ def _old_digest(cfg: Dict[str, Any]) -> str:
     """The digest as every earlier version computed it (files not included), of the config as
     they composed it: without `limits`, which came later and says how to run, not what."""
     data = {k: v for k, v in cfg.items() if k not in ("resume", "limits")}
+    # nor `log.console`, which came later still and says how to print
+    if "log" in data:
+        data["log"] = {k: v for k, v in data["log"].items() if k != "console"}
     return hashlib.sha256(json.dumps(data, sort_keys=True, separators=(",", ":"), default=str).encode()).hexdigest()
 
 

@@ -79,7 +79,7 @@ def test_a_job_that_raises_still_ends_the_sweep_with_its_summary(tmp_path, launc
     assert rows[0]["derivatives"] == _cubic(1.0) and rows[2]["derivatives"] == _cubic(3.0)
     assert rows[1]["error"].startswith("IsADirectoryError: ") and "\n" not in rows[1]["error"]
     csv_lines = (folder / "summary.csv").read_text().splitlines()
-    assert len(csv_lines) == 4 and csv_lines[2].startswith("1,point.x=2.0,raised,False,")
+    assert len(csv_lines) == 4 and csv_lines[2].startswith("1,point.x=2.0,2.0,raised,False,")
     assert "sweep: 3 jobs, 1 failed" in proc.stdout
     if env:  # the user asked for the traceback: the summary is written all the same
         assert "Traceback" in proc.stderr and "IsADirectoryError" in proc.stderr

@@ -130,24 +130,44 @@ def test_the_job_log_is_hydras_created_when_something_is_logged():
     assert "delay" not in chosen.job_logging.handlers.file
 
 
+_RETRACE = """
+import json, sys
+from pathlib import Path
+from runner import job
+from runner.record import runlog
+from tests.helpers import function_config
+out = Path(sys.argv[1])
+for i in range(6):
+    cfg = function_config(
+        {"y": f"x * x + {i}"}, {"x": 3.0}, [{"target": "y", "sources": "x"}],
+        tape={"compile": "function"}, log={"tensorboard": False, "plots": False}, verify="off",
+    )
+    assert job.run(cfg, out / str(i), name="t", echo=False) == 0
+    rec = json.loads((out / str(i) / runlog.RESULTS_FILE).read_text())
+    if any("retracing" in w for w in rec["warnings"]):
+        print(out / str(i) / runlog.RESULTS_FILE)
+        break
+"""
+
+
 def _retracing_warning(tmp_path: Path):
     """A run log holding TensorFlow's retracing warning, and the warning: six compiled
-    programs in one process (a sweep over structures) make TensorFlow warn from the fifth on."""
-    for i in range(6):
-        cfg = function_config(
-            {"y": f"x * x + {i}"},
-            {"x": 3.0},
-            [{"target": "y", "sources": "x"}],
-            tape={"compile": "function"},
-            log={"tensorboard": False, "plots": False},
-            verify="off",
-        )
-        assert job.run(cfg, tmp_path / str(i), name="t", echo=False) == 0
-        rec = json.loads((tmp_path / str(i) / runlog.RESULTS_FILE).read_text())
-        found = [w for w in rec["warnings"] if "retracing" in w]
-        if found:
-            return rec, found[0]
-    raise AssertionError("TensorFlow did not warn of retracing")
+    programs in one process (a sweep over structures) make TensorFlow warn from the fifth on.
+    In a process of its own: TensorFlow warns of retracing a limited number of times per
+    process, and other tests' jobs may have used them up."""
+    proc = subprocess.run(
+        [sys.executable, "-c", _RETRACE, str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=ROOT,
+        env=command_env(),
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    if not proc.stdout.strip():
+        raise AssertionError("TensorFlow did not warn of retracing")
+    rec = json.loads(Path(proc.stdout.strip()).read_text())
+    return rec, next(w for w in rec["warnings"] if "retracing" in w)
 
 
 @pytest.mark.slow
