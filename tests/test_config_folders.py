@@ -391,7 +391,7 @@ def compose(folder: Path, how: str, overrides: List[str]):
 )
 # Hydra's own deprecation warning for a folder's config named as a ConfigStore schema
 # (hydra/launcher/runner.yaml), which the attack row shadowing the runner's launcher triggers
-@pytest.mark.filterwarnings("ignore:'hydra/launcher/runner' is validated against ConfigStore schema:UserWarning")
+@pytest.mark.filterwarnings(r"ignore:\s*'hydra/launcher/runner' is validated against ConfigStore schema:UserWarning")
 def test_a_config_folder_chooses_options_and_nothing_more(tmp_path, monkeypatch, files, how, overrides, key):
     monkeypatch.chdir(tmp_path)
     if how == "config-path" and not files:
