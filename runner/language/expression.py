@@ -337,17 +337,7 @@ def walk(expr: Expr) -> Iterator[Expr]:
 def names(expr: Expr) -> Dict[str, int]:
     """Every name the expression uses (not functions), with the column of its first use."""
     found: Dict[str, int] = {}
-    stack = [expr]
-    while stack:
-        node = stack.pop()
-        if isinstance(node, Name):
-            found.setdefault(node.id, node.column)
-            if node.column < found[node.id]:
-                found[node.id] = node.column
-        elif isinstance(node, Unary):
-            stack.append(node.operand)
-        elif isinstance(node, (Binary, Compare)):
-            stack.extend((node.left, node.right))
-        elif isinstance(node, Call):
-            stack.extend(node.args)
+    for node in walk(expr):
+        if isinstance(node, Name) and node.column < found.get(node.id, node.column + 1):
+            found[node.id] = node.column
     return found
