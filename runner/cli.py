@@ -38,6 +38,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from runner import errors, job
 from runner.config import deadline, hydra_guard, schema
+from runner.record.mlflow_run import JobContext
 from runner.sweep import folders, lock, resume, summary
 
 
@@ -79,7 +80,13 @@ def _hydra_entry(cfg: DictConfig) -> int:
     _last_run_dir = Path(hc.runtime.output_dir)
     from hydra.types import RunMode
 
-    code = job.run(container, _last_run_dir, name=str(name), in_sweep=hc.mode == RunMode.MULTIRUN)
+    in_sweep = hc.mode == RunMode.MULTIRUN
+    context = JobContext(
+        overrides=tuple(str(o) for o in hc.overrides.task),
+        sweep_dir=Path(str(hc.sweep.dir)) if in_sweep else None,
+        job_num=int(hc.job.num) if in_sweep else None,
+    )
+    code = job.run(container, _last_run_dir, name=str(name), in_sweep=in_sweep, context=context)
     _exit_code = max(_exit_code, code)
     return code
 

@@ -15,6 +15,7 @@ from runner.config import settings
 from runner.config import spec as specs
 from runner.errors import ConfigError
 from runner.record import artifacts, console, runlog
+from runner.record.mlflow_run import JobContext
 from runner.sweep import resume
 from runner.tape import reproducibility, startup
 from runner.tape.forward import CALLABLE_STEP
@@ -26,12 +27,21 @@ EXIT_NOT_AS_DECLARED = 1  # an unexpected error, a missing declared error, or a 
 EXIT_CONFIG_ERROR = 2  # refused before TensorFlow ran
 
 
-def run(cfg: Mapping[str, Any], output_dir: Path, name: str = "run", echo: bool = True, in_sweep: bool = False) -> int:
+def run(
+    cfg: Mapping[str, Any],
+    output_dir: Path,
+    name: str = "run",
+    echo: bool = True,
+    in_sweep: bool = False,
+    context: Optional[JobContext] = None,
+) -> int:
     """Run one job and write its `results.json` into `output_dir`; return the exit code.
 
     `echo`: print as `log.console` says (`shown`); `in_sweep`: a job of a sweep, whose
     progress line (runner/sweep/progress.py) says how it went unless `log.console=verbose`.
+    `context`: its overrides and sweep, for `log.mlflow` (runner/record/mlflow_run.py).
     """
+    context = context or JobContext()
     started = time.time()
     t0 = time.perf_counter()
     digest = None
@@ -45,6 +55,8 @@ def run(cfg: Mapping[str, Any], output_dir: Path, name: str = "run", echo: bool 
             digest = resume.config_digest(cfg)
         done, why = resume.kept(output_dir, digest) if digest else (None, None)
         if done is not None:
+            if run_settings.log.mlflow is not None and not (done.get("tracking") or {}).get("mlflow", {}).get("run_id"):
+                _track(done, cfg, output_dir, run_settings.log, context)  # finished, but not in MLflow yet
             if show:
                 print(f"{done['experiment']}: skipped, complete in {output_dir} (resume)")
             return EXIT_OK if done["expect"]["met"] else EXIT_NOT_AS_DECLARED
@@ -55,7 +67,7 @@ def run(cfg: Mapping[str, Any], output_dir: Path, name: str = "run", echo: bool 
         spec = specs.build(cfg, name=name, run_settings=run_settings)
         digest = digest or resume.config_digest(cfg)  # its files are known good now: bounded
     except ConfigError as err:
-        return _refuse(err, cfg, output_dir, name, started, t0, digest, echo)
+        return _refuse(err, cfg, output_dir, name, started, t0, digest, echo, context)
     t_spec = time.perf_counter()
 
     tf, tf_startup = startup.load(run_settings.log.tf_verbose)  # only once the config is known good
@@ -68,7 +80,7 @@ def run(cfg: Mapping[str, Any], output_dir: Path, name: str = "run", echo: bool 
         try:
             spec, code, code_failure = _user_code(spec)
         except ConfigError as err:  # cannot be imported, is not callable, owns no variable asked for
-            return _refuse(err, cfg, output_dir, name, started, t0, digest, echo)
+            return _refuse(err, cfg, output_dir, name, started, t0, digest, echo, context)
     if code_failure is None:
         outcome = program.run(spec, code)
     else:  # its first call, at the point, raised: the run's error
@@ -122,6 +134,8 @@ def run(cfg: Mapping[str, Any], output_dir: Path, name: str = "run", echo: bool 
     record["artifacts"] = artifacts.write(output_dir, run_settings.log, spec, outcome, record["timing"], checks)
     record["timing"]["total_s"] = time.perf_counter() - t0
     runlog.write(output_dir, record, enc.arrays)  # last: a complete results.json marks the job done
+    if run_settings.log.mlflow is not None:  # after: a store that fails loses no local log
+        _track(record, cfg, output_dir, run_settings.log, context)
     if show == "table":
         print(console.table(record, str(output_dir)))
     elif show == "status":
@@ -150,14 +164,35 @@ def _refuse(
     t0: float,
     digest: Optional[str],
     echo: bool,
+    context: JobContext,
 ) -> int:
-    """A refused config: its log, its one line (and detail) on stderr, exit 2."""
-    _log_config_error(err, cfg, output_dir, name, started, t0, digest or resume.config_digest(cfg, read_files=False))
+    """A refused config: its log (and its MLflow run, when `log.mlflow` itself is valid), its
+    one line (and detail) on stderr, exit 2."""
+    record = _log_config_error(
+        err, cfg, output_dir, name, started, t0, digest or resume.config_digest(cfg, read_files=False)
+    )
+    try:
+        log = settings.build(cfg).log
+    except ConfigError:
+        log = None
+    if log is not None and log.mlflow is not None:
+        _track(record, cfg, output_dir, log, context)
     if echo:
         print(err.headline(), file=sys.stderr)
         if err.detail:
             print("    " + err.detail.replace("\n", "\n    "), file=sys.stderr)
     return EXIT_CONFIG_ERROR
+
+
+def _track(record: Dict[str, Any], cfg: Mapping[str, Any], output_dir: Path, log: Any, context: JobContext) -> None:
+    """Log the finished job to MLflow; note how it went in its run log (`tracking.mlflow`)."""
+    from runner.record import mlflow_run
+
+    entry = mlflow_run.log_job(record, cfg, output_dir, log.mlflow, log.mlflow_experiment, context)
+    record["tracking"] = {"mlflow": entry}
+    if "warning" in entry:
+        record["warnings"] = [*(record.get("warnings") or []), entry["warning"]]
+    runlog.write(output_dir, record, {})  # results.json again, atomically: arrays.npz is as it was
 
 
 def _user_code(spec: Any) -> Tuple[Any, Any, Any]:
@@ -217,7 +252,7 @@ def _error_record(failure: Any) -> Optional[Dict[str, Any]]:
 
 def _log_config_error(
     err: ConfigError, cfg: Mapping[str, Any], output_dir: Path, name: str, started: float, t0: float, digest: str
-) -> None:
+) -> Dict[str, Any]:
     """A refused config still leaves a log, so a sweep's summary lists every job."""
     expect = cfg.get("expect") if isinstance(cfg.get("expect"), Mapping) else None
     record: Dict[str, Any] = {
@@ -233,3 +268,4 @@ def _log_config_error(
         "timing": {"started": started, "total_s": time.perf_counter() - t0},
     }
     runlog.write(output_dir, record, {})
+    return record

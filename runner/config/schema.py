@@ -143,6 +143,12 @@ class LogConfig:
     plots: Optional[bool] = None
     # what the console shows: quiet | normal | verbose (a sweep's per-job tables)
     console: Console = Console.normal
+    # also log each run to MLflow (pip install -e ".[mlflow]"; docs/tracking.md): null or
+    # false: no; true: MLflow's default store (MLFLOW_TRACKING_URI, else sqlite:///mlflow.db
+    # in the working folder); or a tracking URI (sqlite:///PATH, http://host:5000, ...)
+    mlflow: Any = None
+    # the MLflow experiment; default: $MLFLOW_EXPERIMENT_NAME, else the runner's experiment
+    mlflow_experiment: Optional[str] = None
 
 
 @dataclass

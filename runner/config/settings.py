@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Any, Mapping, Optional
+from typing import Any, Mapping, Optional, Union
 
 from runner.config.schema import Console, RunnerConfig
 from runner.errors import ConfigError, short, true_or_false, whole_number
@@ -36,6 +36,8 @@ class LogSettings:
     tensorboard: bool
     plots: Optional[bool]  # None: plot a single run, not each job of a sweep
     console: str = "normal"  # quiet | normal | verbose (`schema.Console`)
+    mlflow: Union[None, bool, str] = None  # None: off; True: MLflow's default store; a tracking URI
+    mlflow_experiment: Optional[str] = None
 
 
 @dataclass(frozen=True)
@@ -82,6 +84,12 @@ def build(cfg: Mapping[str, Any]) -> RunSettings:
     if plots is not None and not isinstance(plots, bool):
         raise ConfigError("log.plots", f"expected true, false or null, got {plots!r}")
     console = console_level(log.get("console", defaults.log.console))
+    mlflow = tracking_uri(log.get("mlflow", defaults.log.mlflow))
+    experiment = log.get("mlflow_experiment", defaults.log.mlflow_experiment)
+    if experiment is not None and (not isinstance(experiment, str) or not experiment.strip()):
+        raise ConfigError(
+            "log.mlflow_experiment", f"expected an MLflow experiment's name, or null, got {short(experiment)}"
+        )
     limits = _section(cfg, "limits", vars(defaults.limits))
 
     def limit(key: str) -> int:
@@ -91,7 +99,7 @@ def build(cfg: Mapping[str, Any]) -> RunSettings:
         seed=seed,
         determinism=determinism,
         resume=resume or None,  # "" resumes nothing, as null does
-        log=LogSettings(max_inline, tf_verbose, tensorboard, plots, console),
+        log=LogSettings(max_inline, tf_verbose, tensorboard, plots, console, mlflow, experiment),
         limits=Limits(
             memory=size_in_bytes("limits.memory", limits.get("memory", defaults.limits.memory)),
             order=limit("order"),
@@ -110,6 +118,27 @@ def console_level(value: Any) -> str:
 
 
 CONSOLE_LEVELS = tuple(c.value for c in Console)
+
+# The tracking stores `log.mlflow` may name: MLflow's own (a database through SQLAlchemy, a
+# tracking server, Databricks, the folder store) and nothing an installed plugin would add.
+TRACKING_SCHEMES = ("sqlite", "postgresql", "mysql", "mssql", "http", "https", "databricks", "file")
+_SCHEME = re.compile(r"([a-z][a-z0-9]*)(\+[a-z0-9_]+)?:", re.IGNORECASE)
+
+
+def tracking_uri(value: Any) -> Union[None, bool, str]:
+    """`log.mlflow`: null or false (off), true (MLflow's default store) or a tracking URI
+    of one of `TRACKING_SCHEMES`."""
+    if value is None or value is False or value == "":
+        return None
+    if value is True:
+        return True
+    match = _SCHEME.match(value) if isinstance(value, str) else None
+    if not match or match.group(1).lower() not in TRACKING_SCHEMES or any(c.isspace() for c in value):
+        raise ConfigError(
+            "log.mlflow",
+            f"expected true, false, null or a tracking URI ({', '.join(s + ':' for s in TRACKING_SCHEMES)}), got {short(value)}",
+        )
+    return str(value)
 
 
 def _section(cfg: Mapping[str, Any], key: str, keys: Mapping[str, Any]) -> Mapping[str, Any]:

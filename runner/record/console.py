@@ -124,6 +124,9 @@ def table(record: Dict[str, Any], folder: str) -> str:
     verdict = "as declared" if expect["met"] else "FAILED"
     lines.append(f"status: {record['status']} ({verdict})")
     lines.append(f"run folder: {folder}")
+    tracked = (record.get("tracking") or {}).get("mlflow") or {}
+    if tracked.get("run_id"):
+        lines.append(f"mlflow run: {tracked['run_id']} (experiment {tracked['experiment_id']}) at {tracked['uri']}")
     return "\n".join(lines)
 
 

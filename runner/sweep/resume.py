@@ -27,6 +27,9 @@ from runner.record.log_reader import BadLog, read_log
 
 # Keys that say how to run, not what: they do not change a job's result.
 _NOT_PART_OF_RESULT = ("resume", "limits")
+# nor what the console shows, nor whether the run also goes to MLflow (a kept job's log that
+# is not in MLflow yet is logged there when its sweep resumes: runner/record/mlflow_run.py)
+_LOG_NOT_PART_OF_RESULT = ("console", "mlflow", "mlflow_experiment")
 # A point file is hashed only up to the largest points.py reads, by kind: a .csv's cap, and a
 # .npy of MAX_ELEMENTS numbers of 8 bytes (the widest points._npy reads) after its magic and
 # version (MAGIC_LEN), its header's length (4 bytes at most) and a header of NPY_MAX_HEADER.
@@ -45,8 +48,8 @@ def config_digest(cfg: Mapping[str, Any], read_files: bool = True) -> str:
     `read_files=False` (a refused config, whose files may be what was refused: a 1 GiB CSV
     must not be read to log its refusal) leaves the contents out."""
     data = {k: v for k, v in cfg.items() if k not in _NOT_PART_OF_RESULT}
-    if isinstance(data.get("log"), Mapping):  # what the console shows (log.console) is not part either
-        data["log"] = {k: v for k, v in data["log"].items() if k != "console"}
+    if isinstance(data.get("log"), Mapping):  # see _LOG_NOT_PART_OF_RESULT
+        data["log"] = {k: v for k, v in data["log"].items() if k not in _LOG_NOT_PART_OF_RESULT}
     text = json.dumps(data, sort_keys=True, separators=(",", ":"), default=str)
     # the search is at C speed; a config with no `file` key anywhere needs no walk
     wanted = read_files and '"file":' in text

@@ -36,7 +36,7 @@ from omegaconf import DictConfig
 
 from runner.config import overrides
 from runner.record import console, log_reader, runlog
-from runner.sweep import folders, lock, progress
+from runner.sweep import folders, lock, mlflow_sweep, progress
 
 SUMMARY_JSON = "summary.json"
 SUMMARY_CSV = "summary.csv"
@@ -258,6 +258,7 @@ class SweepSummary(Callback):
 
         for name in (SUMMARY_JSON, SUMMARY_CSV, plots.SWEEP_PLOT):
             (sweep_dir / name).unlink(missing_ok=True)
+        mlflow_sweep.start(config, sweep_dir)  # log.mlflow: the parent run (made or reopened)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = folders.sweep_dir(config)
@@ -286,6 +287,10 @@ def finish(sweep_dir: Path, plot: bool = False, mark_missing: Optional[Tuple[str
         except Exception as err:  # a plot must not hide the summary or the exit code
             print(f"sweep plot not written: {type(err).__name__}: {err}")
     print(f"sweep folder: {sweep_dir}", flush=True)
+    if mlflow_sweep.read_state(sweep_dir):  # log.mlflow: the parent gets the summary and ends
+        from runner.record import plots
+
+        mlflow_sweep.end(sweep_dir, rows, ("multirun.yaml", SUMMARY_JSON, SUMMARY_CSV, plots.SWEEP_PLOT))
     return rows
 
 

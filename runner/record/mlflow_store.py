@@ -1,0 +1,173 @@
+"""The MLflow tracking store (`log.mlflow`): the only module that imports MLflow.
+
+MLflow (`pip install -e ".[mlflow]"`) is imported on the first call here, so a run without
+`log.mlflow` never pays its ~1 s import. Every call goes through `Store`, which turns any
+failure (MLflow missing, the server unreachable, a database locked) into `TrackingError`,
+one line; the caller records it as a warning and the job's outcome does not change.
+
+Before the first request, and only where the user has not set them: MLflow's HTTP retries
+are cut from 7 (about 4 minutes against an unreachable server) to 2 with a 0.5 s backoff
+and a 10 s timeout, and its telemetry is off. MLflow's INFO lines (creating a database's
+tables) and its warnings are kept off the console.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import time
+import warnings
+from pathlib import Path
+from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
+
+# set only when unset: the user's values win (see the module's docstring)
+ENV_DEFAULTS = {
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "0.5",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "10",
+    "MLFLOW_DISABLE_TELEMETRY": "true",
+}
+PARENT_TAG = "mlflow.parentRunId"
+_BATCH = 100  # MLflow takes at most 100 params (1,000 metrics) per log_batch
+
+
+class TrackingError(Exception):
+    """The tracking store failed: one line saying what, for the run log's warnings."""
+
+
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    """MLflow's and its database layer's log lines and warnings stay off the console."""
+    loggers = [logging.getLogger(n) for n in ("mlflow", "alembic", "sqlalchemy")]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.WARNING if lg.name == "mlflow" else logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        for lg, level in zip(loggers, levels):
+            lg.setLevel(level)
+
+
+@contextlib.contextmanager
+def failures(what: str) -> Iterator[None]:
+    """Any error inside becomes a `TrackingError` saying `what` failed and why, in one line."""
+    try:
+        with _quiet():
+            yield
+    except TrackingError:
+        raise
+    except Exception as err:  # MlflowException, OSError, SQLAlchemy's, requests'...
+        text = " ".join(str(err).split()) or type(err).__name__
+        raise TrackingError(f"{what}: {type(err).__name__}: {text[:300]}") from err
+
+
+def _client(uri: Optional[str]) -> Any:
+    for name, value in ENV_DEFAULTS.items():
+        os.environ.setdefault(name, value)
+    try:
+        from mlflow import MlflowClient
+    except ImportError as err:
+        raise TrackingError(f'MLflow is not installed (pip install -e ".[mlflow]"): {err}') from err
+    return MlflowClient(tracking_uri=uri)
+
+
+class Store:
+    """One tracking store: `uri` None is MLflow's default (MLFLOW_TRACKING_URI, else
+    sqlite:///mlflow.db in the working folder), resolved to an absolute URI in `uri`."""
+
+    def __init__(self, uri: Optional[str]):
+        with failures("MLflow could not start"):
+            self.client = _client(uri)
+            self.uri: str = str(self.client.tracking_uri)
+
+    def experiment_id(self, name: str) -> str:
+        """The id of the experiment `name`, made if there is none (two processes racing to
+        make it: the loser reads the winner's)."""
+        with failures(f"MLflow experiment {name!r} at {self.uri}"):
+            found = self.client.get_experiment_by_name(name)
+            if found is not None:
+                return str(found.experiment_id)
+            try:
+                return str(self.client.create_experiment(name))
+            except Exception:
+                found = self.client.get_experiment_by_name(name)
+                if found is None:
+                    raise
+                return str(found.experiment_id)
+
+    def start_run(
+        self,
+        experiment_id: str,
+        name: str,
+        tags: Mapping[str, str],
+        parent: Optional[str] = None,
+        started: Optional[float] = None,
+    ) -> str:
+        with failures(f"MLflow run {name!r} at {self.uri}"):
+            all_tags = {**tags, **({PARENT_TAG: parent} if parent else {})}
+            start = int((started or time.time()) * 1000)
+            run = self.client.create_run(experiment_id, start_time=start, tags=all_tags, run_name=name)
+            return str(run.info.run_id)
+
+    def log(
+        self,
+        run_id: str,
+        params: Optional[Mapping[str, str]] = None,
+        metrics: Optional[Mapping[str, float]] = None,
+        tags: Optional[Mapping[str, str]] = None,
+        files: Sequence[Tuple[Path, str]] = (),
+    ) -> None:
+        """Params, metrics and tags in as few requests as MLflow allows, then the files."""
+        from mlflow.entities import Metric, Param, RunTag
+
+        with failures(f"MLflow logging to run {run_id} at {self.uri}"):
+            now = int(time.time() * 1000)
+            ps = [Param(k, v) for k, v in (params or {}).items()]
+            ms = [Metric(k, v, now, 0) for k, v in (metrics or {}).items()]
+            ts = [RunTag(k, v) for k, v in (tags or {}).items()]
+            while ps or ms or ts:
+                self.client.log_batch(run_id, metrics=ms[:1000], params=ps[:_BATCH], tags=ts[:_BATCH])
+                ps, ms, ts = ps[_BATCH:], ms[1000:], ts[_BATCH:]
+            for path, folder in files:
+                self.client.log_artifact(run_id, str(path), folder or None)
+
+    def end_run(self, run_id: str, ok: bool) -> None:
+        with failures(f"MLflow ending run {run_id} at {self.uri}"):
+            self.client.set_terminated(run_id, "FINISHED" if ok else "FAILED")
+
+    def reopen(self, run_id: str) -> bool:
+        """Mark a run RUNNING again (a resumed sweep's parent); False if the store has no such run."""
+        with failures(f"MLflow run {run_id} at {self.uri}"):
+            try:
+                run = self.client.get_run(run_id)
+            except Exception:
+                return False
+            if run.info.lifecycle_stage != "active":
+                return False
+            self.client.update_run(run_id, status="RUNNING")
+            return True
+
+    def runs(self, experiment_ids: List[str], filter_string: str = "") -> List[Any]:
+        with failures(f"MLflow search at {self.uri}"):
+            return list(self.client.search_runs(experiment_ids, filter_string=filter_string, max_results=50000))
+
+
+def uri_of(setting: Union[None, bool, str]) -> Optional[str]:
+    """`log.mlflow` as a tracking URI for `Store`: None for `true` (MLflow's default)."""
+    return setting if isinstance(setting, str) else None
+
+
+def summary(run: Any) -> Dict[str, Any]:
+    """A run as plain data (for reports and tests)."""
+    return {
+        "run_id": run.info.run_id,
+        "name": run.info.run_name,
+        "status": run.info.status,
+        "tags": dict(run.data.tags),
+        "params": dict(run.data.params),
+        "metrics": dict(run.data.metrics),
+    }
