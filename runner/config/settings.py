@@ -6,6 +6,7 @@ nothing else of them from the raw config. Imports no TensorFlow.
 
 from __future__ import annotations
 
+import importlib.util
 import re
 from dataclasses import dataclass
 from typing import Any, Mapping, Optional, Union
@@ -130,8 +131,12 @@ def tracking_uri(value: Any) -> Union[None, bool, str]:
     of one of `TRACKING_SCHEMES`."""
     if value is None or value is False or value == "":
         return None
+    if importlib.util.find_spec("mlflow") is None:  # found, not imported: a few milliseconds
+        raise ConfigError("log.mlflow", 'MLflow is not installed: pip install -e ".[mlflow]" (or set log.mlflow=null)')
     if value is True:
         return True
+    if value == "databricks":  # the default Databricks profile, as MLflow spells it
+        return value
     match = _SCHEME.match(value) if isinstance(value, str) else None
     if not match or match.group(1).lower() not in TRACKING_SCHEMES or any(c.isspace() for c in value):
         raise ConfigError(

@@ -43,8 +43,14 @@ def experiment_name(explicit: Optional[str], runner_name: Optional[str]) -> str:
 
 def start(config: Any, sweep_dir: Path) -> None:
     """Make or reopen the sweep's parent run and note it in `mlflow.json` (see above)."""
-    value = setting(config)
-    if value in (None, False, ""):
+    from runner.config.settings import tracking_uri
+    from runner.errors import ConfigError
+
+    try:
+        value = tracking_uri(setting(config))
+    except ConfigError:  # each job refuses it, in its own log
+        return
+    if value is None:
         return
     from omegaconf import OmegaConf
 
