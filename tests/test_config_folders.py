@@ -342,6 +342,36 @@ FOLDER_ATTACKS = [
         None,
     ),
     ("a copy of the shipped conf/ as the primary folder: allowed", {}, "config-path", [], None),
+    # log.mlflow: a server named by a file would get the runs and MLflow's credentials
+    *[
+        (
+            f"tracking store {uri}",
+            {"experiment/a.yaml": CUBIC + f"log:\n  mlflow: '{uri}'\n"},
+            "config-dir",
+            ["experiment=a"],
+            "a.yaml: log.mlflow",
+        )
+        for uri in (
+            "http://collector.example:5000",
+            "https://127.0.0.1:5000",
+            "databricks",
+            "postgresql://u:p@db/x",
+            "sqlite:////tmp/elsewhere.db",
+            "sqlite:///../up.db",
+            "file:///tmp/mlruns",
+            "${oc.env:MLFLOW_TRACKING_URI}",
+        )
+    ],
+    *[
+        (
+            f"tracking store {uri}: allowed",
+            {"experiment/a.yaml": CUBIC + f"log:\n  mlflow: {uri}\n"},
+            "config-dir",
+            ["experiment=a"],
+            None,
+        )
+        for uri in ("true", "false", "null", "sqlite:///mlflow.db", "sqlite:///runs/m.db", "file:./mlruns")
+    ],
 ]
 
 

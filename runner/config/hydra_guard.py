@@ -216,6 +216,7 @@ def judge(config: Any, where: str) -> None:
             "below it, without '..' (give another on the command line)",
         )
     _judge_limits(raw.get("limits"), where)
+    _judge_tracking(raw.get("log"), where)
     from runner.config.points import config_files
 
     for key, path in config_files({k: v for k, v in raw.items() if k != "hydra"}):
@@ -271,6 +272,27 @@ def _judge_limits(limits: Any, where: str) -> None:
                 f"{short(str(value))} is above the default ({default}); a config file may lower a limit, "
                 f"only the command line may raise it (limits.{key}=...)",
             )
+
+
+_LOCAL_STORE = re.compile(r"(sqlite:///|file:)(.*)", re.S)
+
+
+def _judge_tracking(log: Any, where: str) -> None:
+    """A config file may turn MLflow on (`log.mlflow: true`: the store the user's environment
+    names) or name a local store below the working folder (`sqlite:///mlflow.db`), never a
+    server or a database elsewhere: it would receive the run's log, and MLflow would send it
+    the user's credentials (MLFLOW_TRACKING_TOKEN, ...). The command line may name any."""
+    value = log.get("mlflow") if isinstance(log, dict) else None
+    if value is None or isinstance(value, bool):
+        return
+    match = _LOCAL_STORE.fullmatch(value) if isinstance(value, str) else None
+    if match is None or not _inside(match.group(2).removeprefix("//")):
+        raise ConfigError(
+            f"{where}: log.mlflow",
+            f"{short(str(value))}: a config file may turn MLflow on (true) or name a store below the working "
+            "folder (sqlite:///mlflow.db), never a server or a store elsewhere, which would receive your runs "
+            "and MLflow credentials (give it on the command line: log.mlflow=URI)",
+        )
 
 
 def _problem(key: str, value: Any) -> Optional[str]:
