@@ -67,7 +67,9 @@ def _zeros(req: RequestSpec, fwd: Forward, source: str) -> np.ndarray:
     return np.zeros(KINDS[req.kind].shape(fwd.base[req.target].shape, fwd.base[source].shape))
 
 
-def _reference(spec: JobSpec, req: RequestSpec, source: str, fwd: Forward, mode: str, tracked: Set[str]) -> Reference:
+def _reference(
+    spec: JobSpec, req: RequestSpec, source: str, fwd: Forward, mode: str, tracked: Set[str], got: Any = None
+) -> Reference:
     why_not = symbolic_applies(spec, req, fwd) if mode in ("auto", "symbolic") else "finite differences chosen"
     if not connected(spec, req.target, source, tracked):
         # the tape's graph decides: None (or zeros), whichever method would have run
@@ -82,7 +84,7 @@ def _reference(spec: JobSpec, req: RequestSpec, source: str, fwd: Forward, mode:
     if mode in ("auto", "symbolic"):
         if why_not is None:
             try:
-                ref = symbolic_reference(spec, req, source, fwd)
+                ref = symbolic_reference(spec, req, source, fwd, got=got)
             except Unverifiable as err:  # too large for SymPy: differences decide
                 ref = Reference(None, "symbolic", note=str(err))
             except Exception as err:  # SymPy refused (e.g. Max of a complex infinity): differences decide
@@ -173,7 +175,7 @@ def check(spec: JobSpec, req: RequestSpec, got: Any, fwd: Forward, tracked: Set[
 def _compared(
     spec: JobSpec, req: RequestSpec, got: Any, fwd: Forward, mode: str, tracked: Set[str], source: str
 ) -> Dict[str, Any]:
-    ref = _projected(lambda: _reference(spec, req, source, fwd, mode, tracked), spec, req, got, fwd, (source,))
+    ref = _projected(lambda: _reference(spec, req, source, fwd, mode, tracked, got), spec, req, got, fwd, (source,))
     return ref if isinstance(ref, dict) else compare(got, ref, req)
 
 

@@ -148,6 +148,8 @@ class Reference:
     opaque: bool = False
     # `noise` is the error of the differences measured by `measure_error`, not estimated
     measured: bool = False
+    # the comparison with TensorFlow's value made with the reference (runner/verify/pointwise.py's Stats)
+    stats: Any = None
 
 
 def weights(req: RequestSpec, shape: Tuple[int, ...]) -> np.ndarray:

@@ -187,7 +187,9 @@ class Forward:
 
     def shape(self, name: str) -> Tuple[int, ...]:
         """The shape of `name`: the run's own value's where it has one (no float64 re-run)."""
-        if name in self.inputs or self.base.ready or name not in self.point:
+        if name in self.raw:  # as the run gave it: no float64 copy of a large input for its shape
+            return tuple(np.shape(self.raw[name]))
+        if self.base.ready or name not in self.point:
             return tuple(self.base[name].shape)
         return tuple(np.shape(self.point[name]))
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 import functools
 import os
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import numpy as np
@@ -37,6 +38,34 @@ CHUNK = 1 << 16
 PARALLEL_MIN = 4 * CHUNK
 # The key `evaluate` gives the finiteness of `value` under (a 0-d bool array).
 FINITE = "finite"
+# The key `evaluate` gives the comparison with `against` under (a `Stats`, or None).
+STATS = "stats"
+
+
+@dataclass(frozen=True)
+class Against:
+    """TensorFlow's value, compared with the formula `key`'s values in the same pass over the
+    grid (while each chunk is in cache): `got` has the grid's shape; `rtol` is compare's."""
+
+    key: Any
+    got: np.ndarray
+    rtol: float
+
+
+@dataclass(frozen=True)
+class Stats:
+    """What runner/verify/compare.py's pass over a grid where both sides are finite gives, computed
+    with the reference (the same operations, so the same numbers): the largest |reference|, the
+    largest absolute and relative errors, and the largest error - rtol * |reference|
+    (`excess`: no element disagrees when it is below atol). For `got` and `rtol` only."""
+
+    got: Any
+    rtol: float
+    top: float
+    max_abs: float
+    max_rel: float
+    excess: float
+
 
 Chunk = Tuple[Any, int, int]  # (a basic index: a view of any array of the shape, flat start, elements)
 
@@ -89,7 +118,18 @@ def map_chunks(fn: Callable[[Any, int, int], Any], shape: Tuple[int, ...], size:
 def all_finite(a: np.ndarray) -> bool:
     """Whether every element of `a` is finite, in chunks."""
     a = np.asarray(a)
-    return all(map_chunks(lambda key, _s, _n: bool(np.isfinite(a[key]).all()), a.shape))
+    return all(map_chunks(lambda key, _s, _n: _finite(a[key]), a.shape))
+
+
+def _finite(c: Any) -> bool:
+    """Whether every element of `c` is finite: for floats its min and max (NaN propagates, an
+    infinity is one of them), two vectorized reductions instead of a temporary of bools."""
+    c = np.asarray(c)
+    if c.size == 0:
+        return True
+    if c.dtype.kind != "f":
+        return bool(np.isfinite(c).all())
+    return bool(np.isfinite(c.min()) and np.isfinite(c.max()))
 
 
 def evaluate(
@@ -99,13 +139,16 @@ def evaluate(
     grid: Dict[Any, np.ndarray],
     shape: Tuple[int, ...],
     value: Any = None,
-) -> Tuple[Optional[str], Dict[Any, np.ndarray]]:
+    against: Optional[Against] = None,
+) -> Tuple[Optional[str], Dict[Any, Any]]:
     """(a kink description, or None; each wanted formula's value at every grid point).
 
     `grid`: symbol -> its value broadcast to `shape`; `frozen`: a symbol standing for a
     held expression (stop_gradient), in dependency order; `sites`: where a kink switches.
     `value` (the target's own formula), when given, is evaluated in the same pass, and
-    whether it is finite at every point is given under `FINITE`.
+    whether it is finite at every point is given under `FINITE`. `against`, when given, is
+    compared with its formula's final values in the same pass: a `Stats` under `STATS`, or
+    None where some value is not finite or evalf changed any (compare then does it all).
     """
     import sympy as sp
 
@@ -134,9 +177,9 @@ def evaluate(
         formulas = dict(wanted)
         if value is not None:
             formulas[FINITE] = value
-        out, bad_at, finite = _grid(sp, formulas, symbols, arrays, shape)
-    recheck = _sample(shape, grid)
-    done: Dict[Any, np.ndarray] = {}
+        out, bad_at, finite, stats, extremes = _grid(sp, formulas, symbols, arrays, shape, against, list(grid))
+    recheck = _sample(shape, grid, extremes)
+    done: Dict[Any, Any] = {}
     for k, expr in wanted.items():
         values = out.get(k)
         if values is None:
@@ -150,6 +193,7 @@ def evaluate(
             raise NotEnough(f"float64 gives no finite value at {count:,} points of the grid")
         for idx in bad:
             values[idx] = symbolic.evaluate(expr, _at(arrays, idx))
+            stats = None
         if not all(_agrees(values[idx], symbolic.evaluate(expr, _at(arrays, idx))) for idx in recheck):
             if size > MAX_EVALF_POINTS:
                 raise NotEnough(
@@ -158,47 +202,79 @@ def evaluate(
                 )
             for idx in np.ndindex(*shape):
                 values[idx] = symbolic.evaluate(expr, _at(arrays, idx))
+            stats = None
     if value is not None:
         done[FINITE] = np.asarray(bool(finite.get(FINITE, False)))
+    if against is not None:
+        done[STATS] = stats if against.key in done else None
     return None, done
 
 
+Grid = Tuple[
+    Dict[Any, np.ndarray],
+    Dict[Any, Tuple[int, List[Tuple[int, ...]]]],
+    Dict[Any, bool],
+    Optional[Stats],
+    Optional[List[List[List[Tuple[float, int]]]]],
+]
+
+
 def _grid(
-    sp: Any, formulas: Dict[Any, Any], symbols: List[Any], arrays: Dict[Any, np.ndarray], shape: Tuple[int, ...]
-) -> Tuple[Dict[Any, np.ndarray], Dict[Any, Tuple[int, List[Tuple[int, ...]]]], Dict[Any, bool]]:
+    sp: Any,
+    formulas: Dict[Any, Any],
+    symbols: List[Any],
+    arrays: Dict[Any, np.ndarray],
+    shape: Tuple[int, ...],
+    against: Optional[Against] = None,
+    inputs: Optional[List[Any]] = None,
+) -> Grid:
     """Every formula at every grid point in float64 (NaN where complex or undefined), in one
     pass of chunks (common subexpressions shared); the points where each is not finite (at
     most MAX_EVALF_POINTS + 1), and whether each is finite everywhere. A formula NumPy cannot
-    spell is left out of the values (evalf decides)."""
+    spell is left out of the values (evalf decides). In the same pass: the comparison with
+    `against` (`Stats`, None where a value is not finite) and each of `inputs`' extremes per
+    chunk (for `_sample`; None when no pass was made)."""
     keys = list(formulas)
     try:
         fn = sp.lambdify(symbols, [formulas[k] for k in keys], modules="numpy", cse=True)
-        return _run_grid([(keys, fn)], symbols, arrays, shape)
+        return _run_grid([(keys, fn)], symbols, arrays, shape, against, inputs or [])
     except Exception:  # one of them NumPy cannot spell (SymPy's complex infinity): each on its own
         out: Dict[Any, np.ndarray] = {}
         bad_at: Dict[Any, Tuple[int, List[Tuple[int, ...]]]] = {}
         finite: Dict[Any, bool] = {}
+        stats: Optional[Stats] = None
+        extremes = None
         for k in keys:
             try:
                 one = sp.lambdify(symbols, [formulas[k]], modules="numpy")
-                o, b, f = _run_grid([([k], one)], symbols, arrays, shape)
+                mine = against if against is not None and against.key == k else None
+                o, b, f, st, ex = _run_grid([([k], one)], symbols, arrays, shape, mine, inputs or [])
             except Exception:
                 continue
             out.update(o)
             bad_at.update(b)
             finite.update(f)
-        return out, bad_at, finite
+            stats = st if mine is not None else stats
+            extremes = extremes or ex
+        return out, bad_at, finite, stats, extremes
 
 
 def _run_grid(
-    fns: List[Tuple[List[Any], Any]], symbols: List[Any], arrays: Dict[Any, np.ndarray], shape: Tuple[int, ...]
-) -> Tuple[Dict[Any, np.ndarray], Dict[Any, Tuple[int, List[Tuple[int, ...]]]], Dict[Any, bool]]:
+    fns: List[Tuple[List[Any], Any]],
+    symbols: List[Any],
+    arrays: Dict[Any, np.ndarray],
+    shape: Tuple[int, ...],
+    against: Optional[Against],
+    inputs: List[Any],
+) -> Grid:
     # the target's own value (FINITE) is not kept: only whether it is finite
     out = {k: np.empty(shape) for keys, _ in fns for k in keys if k != FINITE}
+    ext_at = [symbols.index(s) for s in inputs]  # the inputs' places among the arguments
 
-    def piece(key: Any, start: int, n: int) -> Dict[Any, Tuple[int, np.ndarray]]:
+    def piece(key: Any, start: int, n: int) -> Tuple[Any, Any, Any]:
         args = [_wide(arrays[s][key]) for s in symbols]
         bad: Dict[Any, Tuple[int, np.ndarray]] = {}  # formula -> (points not finite, the first of them)
+        compared = None
         for keys, fn in fns:
             for k, v in zip(keys, fn(*args)):
                 v = np.asarray(v)
@@ -210,22 +286,50 @@ def _run_grid(
                 else:
                     o = out[k][key]
                     o[...] = v
-                if not np.isfinite(o).all():
+                if not _finite(o):
                     where = np.flatnonzero(~np.isfinite(o))
                     bad[k] = (where.size, start + where[: MAX_EVALF_POINTS + 1])
-        return bad
+                elif against is not None and k == against.key:
+                    compared = _compared(o, against.got[key], against.rtol, n)
+        # as given (float32, say: half the bytes of the widened chunk, the same values)
+        return bad, compared, [_extremes(arrays[symbols[i]][key], start) for i in ext_at]
 
     with np.errstate(all="ignore"):
         found = map_chunks(piece, shape)
     bad_at: Dict[Any, Tuple[int, List[Tuple[int, ...]]]] = {}
     finite: Dict[Any, bool] = {}
     for k in (k for keys, _ in fns for k in keys):
-        flat = [f[k] for f in found if k in f]
+        flat = [f[0][k] for f in found if k in f[0]]
         finite[k] = not flat
         idx = np.concatenate([i for _, i in flat])[: MAX_EVALF_POINTS + 1] if flat else np.zeros(0, dtype=np.int64)
         points = [tuple(int(j) for j in np.unravel_index(i, shape)) for i in idx]
         bad_at[k] = (sum(n for n, _ in flat), points)
-    return out, bad_at, finite
+    stats = None
+    parts = [f[1] for f in found]
+    if against is not None and parts and all(p is not None for p in parts):
+        top, max_abs, max_rel, excess = (max(p[i] for p in parts) for i in range(4))
+        stats = Stats(against.got, against.rtol, top if top >= 0.0 else 1.0, max_abs, max_rel, excess)
+    extremes = [[f[2][j] for f in found] for j in range(len(inputs))] if found else None
+    return out, bad_at, finite, stats, extremes
+
+
+def _compared(r: np.ndarray, got: Any, rtol: float, n: int) -> Optional[Tuple[float, float, float, float]]:
+    """(largest |r|, largest |got - r|, largest relative error, largest |got - r| - rtol |r|) of a
+    chunk, by compare.py's operations; None where `got` is not finite (compare decides)."""
+    if n == 0:
+        return -1.0, 0.0, 0.0, -np.inf
+    err = np.array(got, dtype=np.float64)  # a copy, written in place
+    np.subtract(err, r, out=err)
+    np.abs(err, out=err)
+    mag = np.abs(r)
+    rel = np.maximum(mag, np.finfo(np.float64).tiny)
+    np.divide(err, rel, out=rel)  # an error against a reference of 0 is infinitely relative
+    top, max_abs = float(mag.max()), float(err.max())
+    if not np.isfinite(max_abs):  # `got` is not finite here (r is): compare decides
+        return None
+    mag *= rtol
+    np.subtract(err, mag, out=mag)
+    return top, max_abs, float(rel.max()), float(mag.max())
 
 
 def _wide(a: Any) -> np.ndarray:
@@ -244,30 +348,40 @@ def _agrees(fast: float, exact: float) -> bool:
     return abs(fast - exact) <= AGREE * max(abs(exact), 1e-300) or abs(fast - exact) <= 1e-300
 
 
-def _sample(shape: Tuple[int, ...], grid: Dict[Any, np.ndarray]) -> List[Tuple[int, ...]]:
+def _sample(
+    shape: Tuple[int, ...], grid: Dict[Any, np.ndarray], found: Optional[List[List[List[Tuple[float, int]]]]] = None
+) -> List[Tuple[int, ...]]:
     """The points evalf checks: each input's smallest and largest (by magnitude too), and
-    evenly spread ones, at most SAMPLE + 4 per input in all (each extreme's first place)."""
+    evenly spread ones, at most SAMPLE + 4 per input in all (each extreme's first place).
+    `found`: each input's extremes per chunk, when the formulas' pass gave them."""
     size = int(np.prod(shape, dtype=np.int64))
     if size == 0:
         return []
     flat = np.unique(np.linspace(0, size - 1, num=min(SAMPLE, size)).astype(np.int64))
     picks = {int(i) for i in flat}
-    for v in grid.values():
-        full = np.broadcast_to(v, shape)
-
-        found = map_chunks(functools.partial(_extremes, full), shape)
+    for n, v in enumerate(grid.values()):
+        if found is not None:
+            per_chunk = found[n]
+        else:
+            per_chunk = map_chunks(functools.partial(_chunk_extremes, np.broadcast_to(v, shape)), shape)
         for j, smallest in enumerate((True, False, True, False)):
             # the first place of the extreme, as NumPy's argmin/argmax over the whole grid
-            best = min(found, key=lambda f: (f[j][0] if smallest else -f[j][0], f[j][1]))[j]
+            best = min(per_chunk, key=lambda f: (f[j][0] if smallest else -f[j][0], f[j][1]))[j]
             picks.add(best[1])
     return [tuple(int(j) for j in np.unravel_index(i, shape)) for i in sorted(picks)]
 
 
-def _extremes(full: np.ndarray, key: Any, start: int, _n: int) -> List[Tuple[float, int]]:
+def _chunk_extremes(full: np.ndarray, key: Any, start: int, _n: int) -> List[Tuple[float, int]]:
+    return _extremes(full[key], start)
+
+
+def _extremes(chunk: Any, start: int) -> List[Tuple[float, int]]:
     """A chunk's smallest and largest finite value, smallest and largest magnitude (NaN and
     inf read as 0), each with its first flat position."""
-    c = np.asarray(full[key]).ravel()
-    finite = np.where(np.isfinite(c), c, 0.0)
+    c = np.asarray(chunk).ravel()
+    if c.size == 0:
+        return [(0.0, start)] * 4
+    finite = c if _finite(c) else np.where(np.isfinite(c), c, 0.0)
     mag = np.abs(finite)
     picks = ((finite, np.argmin(finite)), (finite, np.argmax(finite)), (mag, np.argmin(mag)), (mag, np.argmax(mag)))
     return [(float(a[i]), start + int(i)) for a, i in picks]

@@ -20,6 +20,7 @@ from runner.config.kinds import KINDS
 from runner.config.schema import Kind
 from runner.config.spec import JobSpec, RequestSpec
 from runner.language import expression as ex
+from runner.verify import compare
 from runner.verify import pointwise as vectorized
 from runner.verify.finite_differences import Forward, Reference, Unverifiable, batch_diagonal, tangent, weights
 
@@ -138,12 +139,19 @@ def _expanded_size(spec: JobSpec, target: str) -> int:
 
 
 def symbolic_reference(
-    spec: JobSpec, req: RequestSpec, source: str, fwd: Forward, sources: Optional[Tuple[str, ...]] = None
+    spec: JobSpec,
+    req: RequestSpec,
+    source: str,
+    fwd: Forward,
+    sources: Optional[Tuple[str, ...]] = None,
+    got: Any = None,
 ) -> Reference:
     """The derivative `req` asks for, by SymPy, evaluated elementwise at the point.
 
     `sources` (jvp/hvp with one value for all sources) moves them together; else `source`
-    alone. The kind's rule names the pointwise derivatives and assembles them.
+    alone. The kind's rule names the pointwise derivatives and assembles them. `got`
+    (TensorFlow's value), where the reference is the pointwise derivative itself (a gradient
+    of the target's shape, no weights), is compared in the same pass (`Reference.stats`).
     """
     import sympy as sp
 
@@ -192,14 +200,16 @@ def symbolic_reference(
     try:
         # the target's own formula in the same pass: finite everywhere (and the run's value
         # too), the check needs no float64 re-run to know the function is defined here
-        kink, pointwise = vectorized.evaluate(wanted, low.frozen, sites, grid, shape, value=low.expr)
+        against = compare.against(req, got, shape, case.source_shape())
+        kink, pointwise = vectorized.evaluate(wanted, low.frozen, sites, grid, shape, value=low.expr, against=against)
     except vectorized.NotEnough as err:
         raise Unverifiable(str(err)) from None
     if kink is not None:
         return Reference(None, "symbolic", note=kink)
     if bool(pointwise.pop(vectorized.FINITE)) and _defined_wherever_finite(spec, req.target):
         fwd.formula_finite.add(req.target)
-    return Reference(rule.assemble(pointwise, case), "symbolic")
+    stats = pointwise.pop(vectorized.STATS, None)
+    return Reference(rule.assemble(pointwise, case), "symbolic", stats=stats)
 
 
 def symbolic_blocks(
