@@ -20,6 +20,7 @@ import re
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
@@ -127,11 +128,30 @@ def test_a_sweep_on_slurm_gives_the_in_process_summary(tmp_path, slurm_partition
 
 
 def test_a_failing_job_on_slurm_is_recorded_and_the_others_complete(
-    tmp_path, slurm_partition, slurm_job_name, in_process
+    tmp_path, slurm_partition, slurm_job_name, in_process, monkeypatch
 ):
-    proc, s, sweep_dir = on_slurm(tmp_path, POINTS["one_refused"], slurm_partition, slurm_job_name)
+    monkeypatch.setenv("MLFLOW_DISABLE_TELEMETRY", "true")  # this process reads the store back
+    # and to MLflow: a parent (FAILED: a job failed) and a child per job, logged from the SLURM tasks
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    launcher = [*slurm_launcher(slurm_partition, slurm_job_name, tmp_path / "submitit"), f"log.mlflow={uri}"]
+    proc, s, sweep_dir = sweep(tmp_path, POINTS["one_refused"], launcher)
+    no_sacct_bypass(proc.stderr)
     assert proc.returncode == 1, proc.stderr[-3000:]
+    for row in s["rows"]:
+        row["overrides"] = [o for o in row["overrides"] if not o.startswith("log.mlflow=")]
     assert values(s) == values(in_process(POINTS["one_refused"]))
+    import mlflow
+
+    store = mlflow.MlflowClient(uri)
+    with warnings.catch_warnings():  # SQLAlchemy's deprecation warnings about MLflow's code
+        warnings.simplefilter("ignore", DeprecationWarning)
+        runs = store.search_runs([e.experiment_id for e in store.search_experiments()])
+    [parent] = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    children = {int(r.data.tags["runner.job_num"]): r for r in runs if r is not parent}
+    assert parent.info.status == "FAILED" and sorted(children) == [0, 1, 2]
+    assert {r.data.tags["mlflow.parentRunId"] for r in children.values()} == {parent.info.run_id}
+    assert [children[n].data.tags["runner.status"] for n in (0, 1, 2)] == ["ok", "error", "ok"]
+    assert children[2].data.metrics["derivatives.dy/dx"] == 27.0
     assert (s["jobs"], s["failed"]) == (3, 1)
     refused = s["rows"][1]
     assert (refused["status"], refused["met"], refused["mismatches"]) == ("error", False, ["config refused"])

@@ -6,7 +6,7 @@ failure (MLflow missing, the server unreachable, a database locked) into `Tracki
 one line; the caller records it as a warning and the job's outcome does not change.
 
 Before the first request, and only where the user has not set them: MLflow's HTTP retries
-are cut from 7 (about 4 minutes against an unreachable server) to 2 with a 0.5 s backoff
+are cut from 7 (about 4 minutes against an unreachable server) to 2 with a 1 s backoff
 and a 10 s timeout, and its telemetry is off. MLflow's INFO lines (creating a database's
 tables) and its warnings are kept off the console.
 """
@@ -24,7 +24,7 @@ from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 # set only when unset: the user's values win (see the module's docstring)
 ENV_DEFAULTS = {
     "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
-    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "0.5",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",  # an int: MLflow refuses "0.5", failing every request
     "MLFLOW_HTTP_REQUEST_TIMEOUT": "10",
     "MLFLOW_DISABLE_TELEMETRY": "true",
 }
@@ -72,6 +72,9 @@ def _client(uri: Optional[str]) -> Any:
         from mlflow import MlflowClient
     except ImportError as err:
         raise TrackingError(f'MLflow is not installed (pip install -e ".[mlflow]"): {err}') from err
+    # its import set its logger to INFO, under `_quiet` already: quiet it again, or the
+    # first store's "Creating initial MLflow database tables..." reaches the console
+    logging.getLogger("mlflow").setLevel(logging.WARNING)
     return MlflowClient(tracking_uri=uri)
 
 

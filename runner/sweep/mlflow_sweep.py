@@ -43,18 +43,18 @@ def experiment_name(explicit: Optional[str], runner_name: Optional[str]) -> str:
 
 def start(config: Any, sweep_dir: Path) -> None:
     """Make or reopen the sweep's parent run and note it in `mlflow.json` (see above)."""
+    from omegaconf import OmegaConf
+
     from runner.config.settings import tracking_uri
     from runner.errors import ConfigError
+    from runner.record import mlflow_store
 
-    try:
+    try:  # `log.mlflow=ftp://x` or `42`: each job refuses it (exit 2); no store is touched here
         value = tracking_uri(setting(config))
-    except ConfigError:  # each job refuses it, in its own log
+    except ConfigError:
         return
     if value is None:
         return
-    from omegaconf import OmegaConf
-
-    from runner.record import mlflow_store
     from runner.sweep import progress
 
     swept = progress.swept_keys(config) or []
