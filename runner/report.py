@@ -7,6 +7,8 @@ folder: the sweep's summary table, and its jobs grouped over `--over` keys (defa
 when swept) with the mean / std / max of each scalar result (`runner.record.report_groups`).
 `--diff RUN_A RUN_B`: their differences, one per line (`runner.record.report_diff`); exit 1
 when there are any. `--json`: the same content as one JSON document; `--md`: Markdown tables.
+`--mlflow URI [RUN_ID]`: the same, read back from an MLflow tracking store: every run and
+sweep it holds, or one of them (`runner.record.report_mlflow`).
 Reads only files; imports no TensorFlow.
 
 Every log is read whole or not at all (`runner.record.log_reader.read_log`: a size cap, no
@@ -29,7 +31,7 @@ from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional, Sequence
 
 from runner.config import overrides
-from runner.record import console, log_reader, report_diff, report_groups, report_tables, runlog
+from runner.record import console, log_reader, report_diff, report_groups, report_mlflow, report_tables, runlog
 from runner.sweep import progress, summary
 
 MULTIRUN_FILE = "multirun.yaml"  # Hydra writes it at the top of every sweep folder
@@ -244,19 +246,12 @@ def run_detail(folder: Path) -> str:
     git = env.get("git")
     for path, state in git.items() if isinstance(git, dict) else ():
         commit = state.get("commit") if isinstance(state, dict) else None
-        lines.append(
-            f"configs:    {path}: "
-            + (
-                f"git {commit[:12]}{' (dirty)' if state.get('dirty') else ''}"
-                if isinstance(commit, str)
-                else "not a git repository"
-            )
-        )
+        at = f"git {commit[:12]}{' (dirty)' if state.get('dirty') else ''}" if isinstance(commit, str) else ""
+        lines.append(f"configs:    {path}: {at or 'not a git repository'}")
     repro = env.get("reproducibility")
     if isinstance(repro, dict):
-        lines.append(
-            f"seed:       {repro.get('seed')}, op determinism {'on' if repro.get('op_determinism') else 'off'}"
-        )
+        determinism = "on" if repro.get("op_determinism") else "off"
+        lines.append(f"seed:       {repro.get('seed')}, op determinism {determinism}")
     timing = rec["timing"]
     lines.append("timing:     " + ", ".join(f"{k[:-2]} {v:.3f} s" for k, v in timing.items() if k.endswith("_s")))
     files = sorted(p.name for p in folder.iterdir() if p.is_file())
@@ -298,10 +293,7 @@ def sweep_detail(
     doc = sweep_doc(folder, logs, over or report_groups.DEFAULT_OVER)
     rows, groups = doc["_rows"], doc["_groups"]
     show_groups = over is not None or report_groups.swept(rows, doc["over"])
-    if md:
-        lines = report_tables.sweep_md(rows)
-    else:
-        lines = [summary.table(rows)]
+    lines = report_tables.sweep_md(rows) if md else [summary.table(rows)]
     counts = doc["progress"]
     if counts and not md:  # a sweep still running (or killed): how far it got
         lines.append(f"progress: {counts['done']}/{counts['total'] or '?'} jobs finished, {counts['failed']} failed")
@@ -346,9 +338,12 @@ def main(argv: Optional[List[str]] = None) -> int:
         default=None,
         help="for a sweep: group jobs differing only in these keys (comma-separated; default: seed, when swept)",
     )
+    report_mlflow.arguments(parser)
     args = parser.parse_args(argv)
     if args.diff and args.path is not None:
         parser.error("--diff takes two run folders and no PATH")
+    if args.mlflow is not None:
+        return report_mlflow.main(args, parser, show, finish, Logs())
     logs = Logs()
     code = 0
     try:
@@ -358,31 +353,40 @@ def main(argv: Optional[List[str]] = None) -> int:
             logs.read += 2
             code = 1 if doc["differences"] else 0
             shown = report_diff.md(doc["differences"]) if args.md else report_diff.text(a, b, doc["differences"])
-            text = _json(doc) if args.json else "\n".join(shown)
+            text: Optional[str] = _json(doc) if args.json else "\n".join(shown)
         else:
             path = _trusted(args.path if args.path is not None else Path("outputs"))
-            if os.path.lexists(path / runlog.RESULTS_FILE):
-                if args.json or args.md:
-                    doc = run_doc(path)
-                    text = _json(doc) if args.json else "\n".join(_run_md(doc))
-                else:
-                    text = run_detail(path)
-                logs.read += 1
-            elif (path / MULTIRUN_FILE).is_file():
-                if args.json:
-                    text = _json(sweep_doc(path, logs, args.over or report_groups.DEFAULT_OVER))
-                else:
-                    text = sweep_detail(path, logs, args.over, md=args.md)
-            elif path.is_dir():
-                doc = listing_doc(path, logs)
-                md = "\n".join(report_tables.md_table(LIST_COLUMNS, _list_rows(doc))) if args.md else ""
-                text = _json(doc) if args.json else md or listing(path, doc=doc)
-            else:
+            text = show(path, args, logs)
+            if text is None:
                 print(f"no such folder: {path}", file=sys.stderr)
                 return 2
     except log_reader.BadLog as err:
         logs.bad.append(f"bad run log: {err}")
         text = ""
+    return finish(text or "", logs, code)
+
+
+def show(path: Path, args: argparse.Namespace, logs: Logs) -> Optional[str]:
+    """The report on `path` (a run, a sweep or a folder of them) as `args` ask; None when
+    `path` is no folder. A log that cannot be read raises `log_reader.BadLog` or is named in `logs`."""
+    if os.path.lexists(path / runlog.RESULTS_FILE):
+        doc = run_doc(path) if args.json or args.md else None
+        text = run_detail(path) if doc is None else _json(doc) if args.json else "\n".join(_run_md(doc))
+        logs.read += 1
+        return text
+    if (path / MULTIRUN_FILE).is_file():
+        if args.json:
+            return _json(sweep_doc(path, logs, args.over or report_groups.DEFAULT_OVER))
+        return sweep_detail(path, logs, args.over, md=args.md)
+    if not path.is_dir():
+        return None
+    doc = listing_doc(path, logs)
+    md = "\n".join(report_tables.md_table(LIST_COLUMNS, _list_rows(doc))) if args.md else ""
+    return _json(doc) if args.json else md or listing(path, doc=doc)
+
+
+def finish(text: str, logs: Logs, code: int) -> int:
+    """Name each bad log on stderr, print `text`; the exit code (2: logs found, none read)."""
     for line in logs.bad:  # one line each, and the rest is shown
         print(line, file=sys.stderr)
     if text and not console.emit(text):

@@ -174,3 +174,45 @@ def summary(run: Any) -> Dict[str, Any]:
         "params": dict(run.data.params),
         "metrics": dict(run.data.metrics),
     }
+
+
+class Reader(Store):
+    """A store read back (`runner.report --mlflow`): its experiments, runs and artifacts."""
+
+    def experiment_ids(self, name: Optional[str] = None) -> List[str]:
+        """The active experiments' ids, or the one named `name` (a `TrackingError` if none)."""
+        with failures(f"MLflow experiments at {self.uri}"):
+            if name is None:
+                return [str(e.experiment_id) for e in self.client.search_experiments()]
+            found = self.client.get_experiment_by_name(name)
+        if found is None or found.lifecycle_stage != "active":
+            raise TrackingError(f"no MLflow experiment {name!r} at {self.uri}")
+        return [str(found.experiment_id)]
+
+    def run(self, run_id: str) -> Any:
+        """The run `run_id`; a `TrackingError` when the store holds no such (active) run."""
+        from mlflow.exceptions import MlflowException
+
+        with failures(f"MLflow run {run_id} at {self.uri}"):
+            try:
+                run = self.client.get_run(run_id)
+            except MlflowException as err:
+                if err.error_code != "RESOURCE_DOES_NOT_EXIST":
+                    raise
+                run = None
+        if run is None or run.info.lifecycle_stage != "active":
+            raise TrackingError(f"no MLflow run {run_id} at {self.uri}")
+        return run
+
+    def download(self, run_id: str, into: Path, names: Optional[Sequence[str]] = None) -> None:
+        """The run's artifacts into the folder `into`: all of them, or those of `names` it has
+        (files or folders at the top of its artifacts)."""
+        with failures(f"MLflow artifacts of run {run_id} at {self.uri}"):
+            into.mkdir(parents=True, exist_ok=True)
+            if names is None:
+                self.client.download_artifacts(run_id, "", str(into))
+                return
+            held = {f.path for f in self.client.list_artifacts(run_id)}
+            for name in names:
+                if name in held:
+                    self.client.download_artifacts(run_id, name, str(into))
