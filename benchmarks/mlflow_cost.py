@@ -5,7 +5,8 @@
 
 One sweep per variant, each job `experiment=seed_persistent point.x=X` with the defaults,
 run by `runner.job.run` as the basic launcher runs it (`in_sweep`, a `JobContext` with the
-sweep folder and the job's number), after each tracked sweep's parent run was made by
+sweep folder and the job's number; the job folder holds the three `.hydra/*.yaml` files Hydra
+writes first, which MLflow gets as artifacts beside `results.json`), after each tracked sweep's parent run was made by
 `runner.sweep.mlflow_sweep.start` (its `mlflow.json`, which every job reads):
 
     none     log.mlflow unset (the baseline)
@@ -102,19 +103,26 @@ def stop_server(proc: "subprocess.Popen[bytes]") -> None:
         pass
 
 
-def configs(stores: Dict[str, Optional[str]]) -> Dict[str, Dict[str, Any]]:
+def configs(stores: Dict[str, Optional[str]]) -> "tuple[Dict[str, Dict[str, Any]], Dict[str, str]]":
+    """Each variant's resolved config, and the text of a job's `.hydra/` files (one variant's)."""
     schema.register()
-    out = {}
+    out, hydra_files = {}, {}
     with initialize_config_dir(str(config_dir()), version_base="1.3"):
         for name, uri in stores.items():
             extra = [f"log.mlflow={uri}"] if uri else []
             cfg = compose("config", overrides=BASE + extra)
             out[name] = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
-    return out
+        full = compose("config", overrides=BASE, return_hydra_config=True)
+        hydra_files = {
+            "config.yaml": OmegaConf.to_yaml(cfg),
+            "hydra.yaml": OmegaConf.to_yaml({"hydra": full.hydra}),
+            "overrides.yaml": OmegaConf.to_yaml(BASE + ["point.x=0.0"]),
+        }
+    return out, hydra_files
 
 
 def measure(stores: Dict[str, Optional[str]], repeats: int, work: Path) -> Dict[str, Any]:
-    cfgs = configs(stores)
+    cfgs, hydra_files = configs(stores)
     names = list(cfgs)
     t0 = time.perf_counter()
     import mlflow  # noqa: F401  (once per process: the first tracked job of a sweep pays it)
@@ -140,6 +148,9 @@ def measure(stores: Dict[str, Optional[str]], repeats: int, work: Path) -> Dict[
             cfg = {**cfgs[name], "point": {**cfgs[name]["point"], "x": x}}
             folder = sweep / str(rep)
             ctx = JobContext(overrides=(*BASE, f"point.x={x}"), sweep_dir=sweep, job_num=rep)
+            (folder / ".hydra").mkdir(parents=True)  # what Hydra writes before a job (untimed)
+            for file, text in hydra_files.items():
+                (folder / ".hydra" / file).write_text(text)
             t0 = time.perf_counter()
             code = job.run(cfg, folder, name="seed_persistent", echo=False, in_sweep=True, context=ctx)
             elapsed = time.perf_counter() - t0
