@@ -70,3 +70,26 @@ def test_benchmark_smoke_prints_all_five_figures(tmp_path):
     assert figures["B5"]["cold_code_defaults_s"] > 0 and figures["B5"]["cold_steps_defaults_s"] > 0
     assert sum(line.count("callable's overhead <= the steps' (goal): cold ") for line in lines) == 2
     assert any(line.startswith("   one job in one process") for line in lines)
+
+
+@pytest.mark.slow
+def test_mlflow_cost_smoke_measures_both_stores(tmp_path):
+    # a real sqlite store and a real `mlflow server` over http on localhost, which the
+    # script starts and stops; three repeats: the figures say nothing about speed
+    res = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "mlflow_cost.py"), "--smoke", "--json", str(tmp_path / "f.json")],
+        cwd=tmp_path,
+        env=command_env(),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert res.returncode == 0, res.stderr[-3000:]
+    figures = json.loads((tmp_path / "f.json").read_text())["figures"]
+    for store in ("sqlite", "http"):
+        for key in ("ms_per_job", "overhead_ms_per_job", "ratio", "log_job_ms", "parent_start_ms", "parent_end_ms"):
+            assert isinstance(figures[f"{store}_{key}"], float), (store, key)
+        # every tracked job was logged (the script stops otherwise) and took some time to log
+        assert figures[f"{store}_log_job_ms"] > 0
+        assert any(line.startswith(f"  {store} ") for line in res.stdout.splitlines()), res.stdout
+    assert figures["none_ms_per_job"] > 0

@@ -116,6 +116,7 @@ MASKS = [
     (re.compile(r"events\.out\.tfevents\.\S+"), "events.out.tfevents.<time>.<host>.<pid>"),
     (re.compile(r"\d{2}-\d{2}-\d{2}-\d{6}-\d+"), "<time>-<pid>"),  # a run folder's name
     (re.compile(r"\d{4}-\d{2}-\d{2}"), "<date>"),
+    (re.compile(r"\d{4}/\d{2}/\d{2}"), "<date>"),  # MLflow's own log lines (making a database's tables)
     (re.compile(r"\d{2}:\d{2}:\d{2}(,\d+)?"), "<time>"),
     (re.compile(r"\d+(\.\d+)? (s|ms|min|h)\b"), "<duration>"),
     (re.compile(r"\b(?=[0-9a-f]*[a-f])[0-9a-f]{12,64}\b"), "<digest>"),
@@ -141,7 +142,9 @@ def test_masks_hide_only_what_changes_between_runs():
         "[1/3] #0 experiment=seed_cubic point.x=1.0: ok | failed 0 | 4.8 s elapsed, ~9.6 s left\n"
         "versions:   python 3.11.7, tensorflow 2.21.0\n"
         "configs:    /home/you/runner/conf: git aeaeed2d22db (dirty)\n"
-        "files:      events.out.tfevents.1796161269.vm.10554.0, results.json"
+        "files:      events.out.tfevents.1796161269.vm.10554.0, results.json\n"
+        "2026/12/02 06:49:43 INFO mlflow.store.db.utils: Creating initial MLflow database tables...\n"
+        "mlflow run: 060caa208628421aaf0aab3af67bca3a (experiment 1) at sqlite:///mlflow.db"
     )
     two = (
         "[2027-01-02 03:04:05,678][HYDRA] Launching 3 jobs locally\n"
@@ -150,12 +153,15 @@ def test_masks_hide_only_what_changes_between_runs():
         "[1/3] #0 experiment=seed_cubic point.x=1.0: ok | failed 0 | 12.0 s elapsed, ~1.2 min left\n"
         "versions:   python 3.12.1, tensorflow 2.22.1\n"
         "configs:    /home/you/runner/conf: git 0123456789ab\n"
-        "files:      events.out.tfevents.1700000000.host.1.0, results.json"
+        "files:      events.out.tfevents.1700000000.host.1.0, results.json\n"
+        "2027/01/02 03:04:05 INFO mlflow.store.db.utils: Creating initial MLflow database tables...\n"
+        "mlflow run: ac6595c6d6cb46fb9222f169ddb9d3e0 (experiment 1) at sqlite:///mlflow.db"
     )
     assert mask(one) == mask(two)
     # ... and nothing that a run computes
     assert mask("dy/dx = 75.0") != mask("dy/dx = 75.1")
     assert mask("sweep: 3 jobs, 0 failed") != mask("sweep: 3 jobs, 1 failed")
+    assert mask("mlflow run: 0a (experiment 1)") != mask("mlflow run: 0a (experiment 2)")
 
 
 def anchors(page: Path) -> set:
