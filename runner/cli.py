@@ -83,8 +83,9 @@ def _hydra_entry(cfg: DictConfig) -> int:
     in_sweep = hc.mode == RunMode.MULTIRUN
     context = JobContext(
         overrides=tuple(str(o) for o in hc.overrides.task),
-        sweep_dir=Path(str(hc.sweep.dir)) if in_sweep else None,
+        sweep_dir=Path(hc.runtime.cwd, str(hc.sweep.dir)) if in_sweep else None,
         job_num=int(hc.job.num) if in_sweep else None,
+        cwd=Path(hc.runtime.cwd),  # hydra.job.chdir=true moved this process into the run's folder
     )
     code = job.run(container, _last_run_dir, name=str(name), in_sweep=in_sweep, context=context)
     _exit_code = max(_exit_code, code)

@@ -11,10 +11,12 @@ never depend on it.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, Mapping, Optional, Tuple, Union
+from typing import Any, Dict, Iterator, Mapping, Optional, Tuple, Union
 
 from runner.record import mlflow_content
 
@@ -26,6 +28,9 @@ class JobContext:
     overrides: Tuple[str, ...] = ()
     sweep_dir: Optional[Path] = None
     job_num: Optional[int] = None
+    # the folder the command ran in: MLflow's default store and a relative URI are found
+    # from there, where the sweep's parent found them, even when `hydra.job.chdir=true`
+    cwd: Optional[Path] = None
 
 
 def log_job(
@@ -37,6 +42,31 @@ def log_job(
     context: JobContext,
 ) -> Dict[str, Any]:
     """Log one finished job (its run log `record`, complete on disk); return `tracking.mlflow`."""
+    with _working_folder(context.cwd):
+        return _log_job(record, cfg, output_dir, setting, experiment, context)
+
+
+@contextlib.contextmanager
+def _working_folder(folder: Optional[Path]) -> Iterator[None]:
+    here = os.getcwd()
+    if folder is None or os.path.realpath(folder) == os.path.realpath(here):
+        yield
+        return
+    os.chdir(folder)
+    try:
+        yield
+    finally:
+        os.chdir(here)
+
+
+def _log_job(
+    record: Mapping[str, Any],
+    cfg: Mapping[str, Any],
+    output_dir: Path,
+    setting: Union[bool, str],
+    experiment: Optional[str],
+    context: JobContext,
+) -> Dict[str, Any]:
     from runner.record import mlflow_store
     from runner.sweep import mlflow_sweep
 

@@ -14,8 +14,10 @@ tables) and its warnings are kept off the console.
 from __future__ import annotations
 
 import contextlib
+import io
 import logging
 import os
+import re
 import time
 import warnings
 from pathlib import Path
@@ -44,7 +46,8 @@ def _quiet() -> Iterator[None]:
     for lg in loggers:
         lg.setLevel(logging.WARNING if lg.name == "mlflow" else logging.ERROR)
     try:
-        with warnings.catch_warnings():
+        # and its "View run at http://..." lines, printed for each run ended on a server
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
             warnings.simplefilter("ignore")
             yield
     finally:
@@ -157,6 +160,19 @@ class Store:
     def runs(self, experiment_ids: List[str], filter_string: str = "") -> List[Any]:
         with failures(f"MLflow search at {self.uri}"):
             return list(self.client.search_runs(experiment_ids, filter_string=filter_string, max_results=50000))
+
+
+_RELATIVE_STORE = re.compile(r"(sqlite:///|file:)(?!/)(.+)", re.S)
+
+
+def absolute(uri: str) -> str:
+    """A local store's URI with its path made absolute (`sqlite:///mlflow.db` ->
+    `sqlite:////home/you/mlflow.db`), so a job whose working folder differs (a SLURM task,
+    `hydra.job.chdir=true`) finds the same store; any other URI as it is."""
+    match = _RELATIVE_STORE.fullmatch(uri)
+    if match is None or match.group(2).startswith(":memory:"):
+        return uri
+    return ("sqlite:///" if match.group(1) == "sqlite:///" else "file://") + os.path.abspath(match.group(2))
 
 
 def uri_of(setting: Union[None, bool, str]) -> Optional[str]:

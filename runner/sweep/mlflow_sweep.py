@@ -64,9 +64,9 @@ def start(config: Any, sweep_dir: Path) -> None:
     state: Dict[str, Any] = {"uri": mlflow_store.uri_of(value)}
     try:
         store = mlflow_store.Store(mlflow_store.uri_of(value))
-        state["uri"] = store.uri
+        state["uri"] = mlflow_store.absolute(store.uri)  # the jobs' working folders may differ
         before = read_state(sweep_dir)
-        if before.get("parent_run_id") and before.get("uri") == store.uri and store.reopen(before["parent_run_id"]):
+        if before.get("parent_run_id") and before.get("uri") == state["uri"] and store.reopen(before["parent_run_id"]):
             state.update({k: before[k] for k in ("experiment", "experiment_id", "parent_run_id")})
             state["resumed"] = True
         else:
