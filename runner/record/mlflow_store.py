@@ -64,8 +64,16 @@ def failures(what: str) -> Iterator[None]:
     except TrackingError:
         raise
     except Exception as err:  # MlflowException, OSError, SQLAlchemy's, requests'...
-        text = " ".join(str(err).split()) or type(err).__name__
-        raise TrackingError(f"{what}: {type(err).__name__}: {text[:300]}") from err
+        raise TrackingError(f"{what}: {type(err).__name__}: {_clipped(str(err))}") from err
+
+
+def _clipped(message: str, width: int = 300) -> str:
+    """An error's message on one line, cut after its last whole sentence within `width`."""
+    text = " ".join(message.split())
+    if len(text) <= width:
+        return text
+    end = text.rfind(". ", 0, width)
+    return text[: end + 1] if end > 0 else text[: width - 3] + "..."
 
 
 def _client(uri: Optional[str]) -> Any:
