@@ -73,7 +73,7 @@ def _clipped(message: str, width: int = 300) -> str:
     if len(text) <= width:
         return text
     end = text.rfind(". ", 0, width)
-    return text[: end + 1] if end > 0 else text[: width - 3] + "..."
+    return text[:end] if end > 0 else text[: width - 3] + "..."
 
 
 def _client(uri: Optional[str]) -> Any:
