@@ -657,9 +657,10 @@ def _old_digest(cfg: Dict[str, Any]) -> str:
     """The digest as every earlier version computed it (files not included), of the config as
     they composed it: without `limits`, which came later and says how to run, not what."""
     data = {k: v for k, v in cfg.items() if k not in ("resume", "limits")}
-    # nor `log.console`, which came later still and says how to print
+    # nor `log.console`, which came later still and says how to print, nor `log.mlflow` and
+    # `log.mlflow_experiment`, later again, which say where else the log goes
     if "log" in data:
-        data["log"] = {k: v for k, v in data["log"].items() if k != "console"}
+        data["log"] = {k: v for k, v in data["log"].items() if k not in ("console", "mlflow", "mlflow_experiment")}
     return hashlib.sha256(json.dumps(data, sort_keys=True, separators=(",", ":"), default=str).encode()).hexdigest()
 
 

@@ -34,7 +34,7 @@ BAD_SETTINGS = [
     (
         "log not a mapping",
         {"log": 5},
-        "config error: log: expected a mapping (max_inline_elements, tf_verbose, tensorboard, plots, console), got 5",
+        "config error: log: expected a mapping (max_inline_elements, tf_verbose, tensorboard, plots, console, mlflow, mlflow_experiment), got 5",
     ),
     (
         "max_inline_elements negative",
