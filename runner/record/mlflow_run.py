@@ -73,13 +73,17 @@ def _log_job(
     t0 = time.perf_counter()
     out: Dict[str, Any] = {"uri": mlflow_store.uri_of(setting)}
     state = mlflow_sweep.read_state(context.sweep_dir) if context.sweep_dir is not None else {}
-    if state.get("error"):  # said once when the sweep started; each job's log says it too
-        out["warning"] = f"not logged to MLflow: {state['error']} (when the sweep started)"
-        return out
     try:
-        parent = state.get("parent_run_id")
-        store = mlflow_store.Store(state["uri"] if parent else mlflow_store.uri_of(setting))
+        store = mlflow_store.Store(mlflow_store.uri_of(setting))
         out["uri"] = store.uri
+        # the sweep's parent only in the store this job names (`-m log.mlflow=A,B` over a
+        # file's C, or an mlflow.json planted in a resumed folder, name another)
+        if state.get("uri") != mlflow_store.absolute(store.uri):
+            state = {}
+        if state.get("error"):  # said once when the sweep started; each job's log says it too
+            out["warning"] = f"not logged to MLflow: {state['error']} (when the sweep started)"
+            return out
+        parent = state.get("parent_run_id")
         if parent:
             eid, out["parent_run_id"] = str(state["experiment_id"]), parent
         else:
