@@ -6,6 +6,8 @@
 | a config file's `sqlite:///file:/ABS?uri=true`                   | refused: SQLite opens /ABS (a URI filename)       |
 | a config file's `sqlite:///%2FABS`, `file:%2FABS`                | refused: the path is percent-decoded to /ABS      |
 | SWEEP/mlflow.json naming another store than the job's log.mlflow | the job logs where its own log.mlflow says        |
+| a derivative named `g/`, `a//b`, `a/../b`, `a/./b`              | its metrics logged (MLflow refused the whole batch) |
+| the artifacts cannot be stored (`./mlruns` is a file)            | the run ends FAILED, never left RUNNING           |
 """
 
 from __future__ import annotations
@@ -107,3 +109,30 @@ def test_a_job_logs_to_its_own_store_not_the_one_mlflow_json_names(tmp_path, emp
     assert [r.info.run_id for r in _runs(mine)] == [entry["run_id"]]
     assert [r.info.run_id for r in _runs(other)] == [parent]
     assert entry["uri"] == mine and "parent_run_id" not in entry
+
+
+def _log(out: Path) -> Dict[str, Any]:
+    return json.loads((out / "results.json").read_text())
+
+
+@pytest.mark.parametrize("name", ["g/", "a//b", "a/../b", "a/./b"])
+def test_a_derivative_named_like_a_path_is_logged(tmp_path, empty_store, name):
+    uri = _store(tmp_path, empty_store, "m.db")
+    cfg = _tracked(uri)
+    cfg["derivatives"][0]["name"] = name
+    assert job.run(cfg, tmp_path / "out", echo=False) == 0
+    assert "warning" not in _log(tmp_path / "out")["tracking"]["mlflow"]
+    [run] = _runs(uri)
+    assert run.info.status == "FINISHED"
+    [key] = [k for k in run.data.metrics if k.startswith("derivatives.")]
+    assert run.data.metrics[key] == 12.0  # d(x**3)/dx at 2
+
+
+def test_a_run_whose_logging_failed_is_not_left_running(tmp_path, empty_store):
+    uri = _store(tmp_path, empty_store, "m.db")
+    (tmp_path / "mlruns").write_text("")  # MLflow's artifact folder for this store: cannot be made
+    assert job.run(_tracked(uri), tmp_path / "out", echo=False) == 0
+    entry = _log(tmp_path / "out")["tracking"]["mlflow"]
+    assert "NotADirectoryError" in entry["warning"]
+    [run] = _runs(uri)
+    assert run.info.run_id == entry["run_id"] and run.info.status == "FAILED"

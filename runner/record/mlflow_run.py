@@ -98,12 +98,17 @@ def _log_job(
         started = (record.get("timing") or {}).get("started")
         run_id = store.start_run(eid, name, tags, parent=parent, started=started)
         out.update(experiment_id=eid, run_id=run_id)
-        store.log(
-            run_id,
-            params=mlflow_content.params(cfg, context.overrides),
-            metrics=mlflow_content.metrics(record),
-            files=mlflow_content.artifacts(output_dir),
-        )
+        try:
+            store.log(
+                run_id,
+                params=mlflow_content.params(cfg, context.overrides),
+                metrics=mlflow_content.metrics(record),
+                files=mlflow_content.artifacts(output_dir),
+            )
+        except BaseException as err:  # the run is not left RUNNING: FAILED, or KILLED by a signal
+            with contextlib.suppress(mlflow_store.TrackingError):
+                store.end_run(run_id, ok=False, status=None if isinstance(err, Exception) else "KILLED")
+            raise
         store.end_run(run_id, ok=bool((record.get("expect") or {}).get("met")))
     except mlflow_store.TrackingError as err:
         out["warning"] = f"not logged to MLflow: {err}"
