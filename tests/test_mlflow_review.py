@@ -8,12 +8,17 @@
 | SWEEP/mlflow.json naming another store than the job's log.mlflow | the job logs where its own log.mlflow says        |
 | a derivative named `g/`, `a//b`, `a/../b`, `a/./b`              | its metrics logged (MLflow refused the whole batch) |
 | the artifacts cannot be stored (`./mlruns` is a file)            | the run ends FAILED, never left RUNNING           |
+| SIGINT mid-sweep (CLI, sqlite store)                             | exit 130, parent KILLED, no run left RUNNING      |
 """
 
 from __future__ import annotations
 
 import json
 import shutil
+import signal
+import subprocess
+import sys
+import time
 import warnings
 from pathlib import Path
 from typing import Any, Dict, List
@@ -25,7 +30,7 @@ from runner.errors import ConfigError
 from runner.record import mlflow_store
 from runner.record.mlflow_run import JobContext
 from runner.sweep import mlflow_sweep
-from tests.helpers import composed
+from tests.helpers import command_env, composed
 from tests.test_config_folders import CUBIC as CUBIC_YAML
 from tests.test_config_folders import _make, compose
 
@@ -136,3 +141,36 @@ def test_a_run_whose_logging_failed_is_not_left_running(tmp_path, empty_store):
     assert "NotADirectoryError" in entry["warning"]
     [run] = _runs(uri)
     assert run.info.run_id == entry["run_id"] and run.info.status == "FAILED"
+
+
+@pytest.mark.slow
+def test_a_sweep_stopped_by_sigint_leaves_no_run_running(tmp_path, empty_store):
+    uri = _store(tmp_path, empty_store, "m.db")
+    points = ",".join(str(i) for i in range(1, 41))
+    args = ["-m", "experiment=seed_cubic", f"point.x={points}", f"log.mlflow={uri}"]
+    args += ["log.tensorboard=false", "log.plots=false", "hydra.sweep.dir=sw"]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "runner", *args],
+        cwd=tmp_path,
+        env=command_env({"MLFLOW_DISABLE_TELEMETRY": "true"}),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 240
+        while len(list((tmp_path / "sw").glob("*/results.json"))) < 3 and time.monotonic() < deadline:
+            assert proc.poll() is None, proc.communicate()
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 130, err
+    runs = _runs(uri)
+    [parent] = [r for r in runs if r.data.tags.get("runner.kind") == "sweep"]
+    assert parent.info.status == "KILLED"
+    assert 2 <= len(runs) - 1 < 40  # the third may be cut before its run was made
+    assert [r.info.run_name for r in runs if r.info.status == "RUNNING"] == []
