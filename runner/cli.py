@@ -164,6 +164,9 @@ def _report_interruption(signum: int) -> int:
     sweep_dir = summary.current_sweep_dir
     if sweep_dir is not None and sweep_dir.is_dir():
         cut = ("interrupted", f"interrupted by {name} before results.json was written")
+        from runner.sweep import mlflow_sweep
+
+        mlflow_sweep.interrupted = True  # log.mlflow: the sweep's parent run ends KILLED
         rows = summary.finish_safely(sweep_dir, mark_missing=cut)  # the job the signal cut short
         finished = sum(1 for r in rows if r["status"] != "interrupted") if rows is not None else "?"
         print(

@@ -286,7 +286,9 @@ def _judge_tracking(log: Any, where: str) -> None:
     if value is None or isinstance(value, bool):
         return
     match = _LOCAL_STORE.fullmatch(value) if isinstance(value, str) else None
-    if match is None or not _inside(match.group(2).removeprefix("//")):
+    # a plain relative path: `file://HOST/ABS` is /ABS to MLflow, `%2F` is decoded to '/', and
+    # SQLite opens `sqlite:///file:/ABS?uri=true` as a URI filename, /ABS
+    if match is None or re.search(r"[%?#]|^//|^file:", match.group(2)) or not _inside(match.group(2)):
         raise ConfigError(
             f"{where}: log.mlflow",
             f"{short(str(value))}: a config file may turn MLflow on (true) or name a store below the working "

@@ -12,7 +12,8 @@
 - artifacts: results.json, arrays.npz, the plots and `.hydra/`, regular files only.
 
 MLflow's own limits are kept here: a key holds letters, digits and `_ - . : / space`
-(anything else becomes `_`) and at most 250 characters; a param's value at most 6,000.
+(anything else becomes `_`), at most 250 characters, no
+empty, `.` or `..` segment between slashes; a param's value at most 6,000.
 """
 
 from __future__ import annotations
@@ -39,7 +40,10 @@ HYDRA_FOLDER = ".hydra"
 def key(text: str) -> str:
     """An MLflow key: `df/d(x,y)[x]` -> `df/d_x_y.x`; other characters MLflow refuses -> `_`."""
     text = text.replace("]", "").replace("[", ".").replace("(", "_").replace(")", "").replace(",", "_")
-    return _BAD_KEY_CHARS.sub("_", text)[:MAX_KEY]
+    text = _BAD_KEY_CHARS.sub("_", text)[:MAX_KEY]
+    # MLflow refuses a key that a path would normalize to another (`g/`, `a//b`, `a/../b`),
+    # and with it the whole batch: such a segment becomes `_`s
+    return "/".join(p if p not in ("", ".", "..") else "_" * max(1, len(p)) for p in text.split("/"))
 
 
 def params(cfg: Mapping[str, Any], overrides: Sequence[str] = ()) -> Dict[str, str]:

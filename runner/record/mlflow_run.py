@@ -73,13 +73,17 @@ def _log_job(
     t0 = time.perf_counter()
     out: Dict[str, Any] = {"uri": mlflow_store.uri_of(setting)}
     state = mlflow_sweep.read_state(context.sweep_dir) if context.sweep_dir is not None else {}
-    if state.get("error"):  # said once when the sweep started; each job's log says it too
-        out["warning"] = f"not logged to MLflow: {state['error']} (when the sweep started)"
-        return out
     try:
-        parent = state.get("parent_run_id")
-        store = mlflow_store.Store(state["uri"] if parent else mlflow_store.uri_of(setting))
+        store = mlflow_store.Store(mlflow_store.uri_of(setting))
         out["uri"] = store.uri
+        # the sweep's parent only in the store this job names (`-m log.mlflow=A,B` over a
+        # file's C, or an mlflow.json planted in a resumed folder, name another)
+        if state.get("uri") != mlflow_store.absolute(store.uri):
+            state = {}
+        if state.get("error"):  # said once when the sweep started; each job's log says it too
+            out["warning"] = f"not logged to MLflow: {state['error']} (when the sweep started)"
+            return out
+        parent = state.get("parent_run_id")
         if parent:
             eid, out["parent_run_id"] = str(state["experiment_id"]), parent
         else:
@@ -94,12 +98,17 @@ def _log_job(
         started = (record.get("timing") or {}).get("started")
         run_id = store.start_run(eid, name, tags, parent=parent, started=started)
         out.update(experiment_id=eid, run_id=run_id)
-        store.log(
-            run_id,
-            params=mlflow_content.params(cfg, context.overrides),
-            metrics=mlflow_content.metrics(record),
-            files=mlflow_content.artifacts(output_dir),
-        )
+        try:
+            store.log(
+                run_id,
+                params=mlflow_content.params(cfg, context.overrides),
+                metrics=mlflow_content.metrics(record),
+                files=mlflow_content.artifacts(output_dir),
+            )
+        except BaseException as err:  # the run is not left RUNNING: FAILED, or KILLED by a signal
+            with contextlib.suppress(mlflow_store.TrackingError):
+                store.end_run(run_id, ok=False, status=None if isinstance(err, Exception) else "KILLED")
+            raise
         store.end_run(run_id, ok=bool((record.get("expect") or {}).get("met")))
     except mlflow_store.TrackingError as err:
         out["warning"] = f"not logged to MLflow: {err}"

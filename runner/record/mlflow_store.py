@@ -149,9 +149,9 @@ class Store:
             for path, folder in files:
                 self.client.log_artifact(run_id, str(path), folder or None)
 
-    def end_run(self, run_id: str, ok: bool) -> None:
+    def end_run(self, run_id: str, ok: bool, status: Optional[str] = None) -> None:
         with failures(f"MLflow ending run {run_id} at {self.uri}"):
-            self.client.set_terminated(run_id, "FINISHED" if ok else "FAILED")
+            self.client.set_terminated(run_id, status or ("FINISHED" if ok else "FAILED"))
 
     def reopen(self, run_id: str) -> bool:
         """Mark a run RUNNING again (a resumed sweep's parent); False if the store has no such run."""

@@ -79,7 +79,11 @@ def start(config: Any, sweep_dir: Path) -> None:
             from runner.record import mlflow_content
 
             parent = store.start_run(eid, f"sweep {sweep_dir.name}", {**tags, **_version_tags()})
-            store.log(parent, params=mlflow_content.params({}, overrides))
+            try:
+                store.log(parent, params=mlflow_content.params({}, overrides))
+            except mlflow_store.TrackingError:
+                store.end_run(parent, ok=False)  # not left RUNNING, with no mlflow.json naming it
+                raise
             state.update(experiment=name, experiment_id=eid, parent_run_id=parent)
     except mlflow_store.TrackingError as err:
         state["error"] = str(err)
@@ -100,9 +104,14 @@ def _version_tags() -> Dict[str, str]:
     return {"runner.version": runner.__version__}
 
 
+# set by runner.cli when a signal stopped the sweep: the parent ends KILLED, not FINISHED
+interrupted = False
+
+
 def end(sweep_dir: Path, rows: Sequence[Mapping[str, Any]], names: Sequence[str]) -> None:
     """The parent gets the summary's files (`names` in the sweep folder) and ends (FAILED
-    if a job failed). A failure of the store is said once; the summary on disk is whole."""
+    if a job failed, KILLED if a signal stopped the sweep). A failure of the store is said
+    once; the summary on disk is whole."""
     state = read_state(sweep_dir)
     parent = state.get("parent_run_id")
     if not parent:
@@ -114,7 +123,7 @@ def end(sweep_dir: Path, rows: Sequence[Mapping[str, Any]], names: Sequence[str]
     try:
         store = mlflow_store.Store(state.get("uri"))
         store.log(parent, metrics={"jobs": float(len(rows)), "jobs_failed": float(failed)}, files=files)
-        store.end_run(parent, ok=failed == 0)
+        store.end_run(parent, ok=failed == 0, status="KILLED" if interrupted else None)
         print(f"mlflow run: {parent} (experiment {state.get('experiment_id')}) at {store.uri}", flush=True)
     except mlflow_store.TrackingError as err:
         warn(f"{err}; the sweep's summary in {sweep_dir} is whole")

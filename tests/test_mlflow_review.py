@@ -1,0 +1,176 @@
+"""Adversarial review of issue 17 (`log.mlflow`): what broke a promise, as a failing test first.
+
+| attack                                                          | must give                                         |
+| --------------------------------------------------------------- | ------------------------------------------------- |
+| a config file's `log.mlflow: file://localhost/ABS` (or `//./`)   | refused: MLflow writes the store at /ABS          |
+| a config file's `sqlite:///file:/ABS?uri=true`                   | refused: SQLite opens /ABS (a URI filename)       |
+| a config file's `sqlite:///%2FABS`, `file:%2FABS`                | refused: the path is percent-decoded to /ABS      |
+| SWEEP/mlflow.json naming another store than the job's log.mlflow | the job logs where its own log.mlflow says        |
+| a derivative named `g/`, `a//b`, `a/../b`, `a/./b`              | its metrics logged (MLflow refused the whole batch) |
+| the artifacts cannot be stored (`./mlruns` is a file)            | the run ends FAILED, never left RUNNING           |
+| SIGINT mid-sweep (CLI, sqlite store)                             | exit 130, parent KILLED, no run left RUNNING      |
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import warnings
+from pathlib import Path
+from typing import Any, Dict, List
+
+import pytest
+
+from runner import job
+from runner.errors import ConfigError
+from runner.record import mlflow_store
+from runner.record.mlflow_run import JobContext
+from runner.sweep import mlflow_sweep
+from tests.helpers import command_env, composed
+from tests.test_config_folders import CUBIC as CUBIC_YAML
+from tests.test_config_folders import _make, compose
+
+
+@pytest.fixture(autouse=True)
+def mlflow_env(monkeypatch, tmp_path):
+    for name, value in mlflow_store.ENV_DEFAULTS.items():
+        monkeypatch.setenv(name, value)
+    for name in ("MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT_NAME", "MLFLOW_REGISTRY_URI"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.chdir(tmp_path)
+
+
+@pytest.mark.parametrize(
+    "uri",
+    [
+        "file://localhost/tmp/elsewhere",
+        "file://./tmp/elsewhere",
+        "file://host/tmp/elsewhere",
+        "sqlite:///file:/tmp/elsewhere.db?uri=true",
+        "sqlite:///%2Ftmp%2Felsewhere.db",
+        "file:%2Ftmp%2Felsewhere",
+    ],
+)
+def test_a_config_file_names_no_store_outside_the_working_folder(tmp_path, uri):
+    folder = _make(tmp_path, {"experiment/a.yaml": CUBIC_YAML + f"log:\n  mlflow: '{uri}'\n"})
+    with pytest.raises(ConfigError) as info:
+        compose(folder, "config-dir", ["experiment=a"])
+    assert info.value.key.endswith("a.yaml: log.mlflow"), info.value.key
+
+
+@pytest.fixture(scope="module")
+def empty_store(tmp_path_factory) -> Path:
+    import mlflow
+
+    path = tmp_path_factory.mktemp("template") / "mlflow.db"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        mlflow.MlflowClient(f"sqlite:///{path}").search_experiments()
+    return path
+
+
+def _store(tmp_path: Path, empty_store: Path, name: str) -> str:
+    shutil.copyfile(empty_store, tmp_path / name)
+    return f"sqlite:///{tmp_path}/{name}"
+
+
+def _runs(uri: str) -> List[Any]:
+    import mlflow
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        client = mlflow.MlflowClient(uri)
+        ids = [e.experiment_id for e in client.search_experiments()]
+        return list(client.search_runs(ids))
+
+
+CUBIC = composed(["experiment=seed_cubic", "point.x=2.0"])
+
+
+def _tracked(setting: Any) -> Dict[str, Any]:
+    cfg = json.loads(json.dumps(CUBIC))
+    cfg["log"] = {**cfg["log"], "mlflow": setting, "tensorboard": False, "plots": False}
+    return cfg
+
+
+def test_a_job_logs_to_its_own_store_not_the_one_mlflow_json_names(tmp_path, empty_store):
+    """`-m log.mlflow=sqlite:///b.db` over a file's `a.db` (the parent is in a.db), or an
+    mlflow.json planted in a resumed folder: the job's own setting says where its run goes."""
+    mine = _store(tmp_path, empty_store, "mine.db")
+    other = _store(tmp_path, empty_store, "other.db")
+    sweep_dir = tmp_path / "sweep"
+    sweep_dir.mkdir()
+    theirs = mlflow_store.Store(other)
+    eid = theirs.experiment_id("x")
+    parent = theirs.start_run(eid, "sweep", {})
+    mlflow_sweep.write_state(sweep_dir, {"uri": other, "experiment_id": eid, "parent_run_id": parent})
+    out = sweep_dir / "0"
+    assert job.run(_tracked(mine), out, echo=False, in_sweep=True, context=JobContext((), sweep_dir, 0)) == 0
+    entry = json.loads((out / "results.json").read_text())["tracking"]["mlflow"]
+    assert [r.info.run_id for r in _runs(mine)] == [entry["run_id"]]
+    assert [r.info.run_id for r in _runs(other)] == [parent]
+    assert entry["uri"] == mine and "parent_run_id" not in entry
+
+
+def _log(out: Path) -> Dict[str, Any]:
+    return json.loads((out / "results.json").read_text())
+
+
+@pytest.mark.parametrize("name", ["g/", "a//b", "a/../b", "a/./b"])
+def test_a_derivative_named_like_a_path_is_logged(tmp_path, empty_store, name):
+    uri = _store(tmp_path, empty_store, "m.db")
+    cfg = _tracked(uri)
+    cfg["derivatives"][0]["name"] = name
+    assert job.run(cfg, tmp_path / "out", echo=False) == 0
+    assert "warning" not in _log(tmp_path / "out")["tracking"]["mlflow"]
+    [run] = _runs(uri)
+    assert run.info.status == "FINISHED"
+    [key] = [k for k in run.data.metrics if k.startswith("derivatives.")]
+    assert run.data.metrics[key] == 12.0  # d(x**3)/dx at 2
+
+
+def test_a_run_whose_logging_failed_is_not_left_running(tmp_path, empty_store):
+    uri = _store(tmp_path, empty_store, "m.db")
+    (tmp_path / "mlruns").write_text("")  # MLflow's artifact folder for this store: cannot be made
+    assert job.run(_tracked(uri), tmp_path / "out", echo=False) == 0
+    entry = _log(tmp_path / "out")["tracking"]["mlflow"]
+    assert "NotADirectoryError" in entry["warning"]
+    [run] = _runs(uri)
+    assert run.info.run_id == entry["run_id"] and run.info.status == "FAILED"
+
+
+@pytest.mark.slow
+def test_a_sweep_stopped_by_sigint_leaves_no_run_running(tmp_path, empty_store):
+    uri = _store(tmp_path, empty_store, "m.db")
+    points = ",".join(str(i) for i in range(1, 41))
+    args = ["-m", "experiment=seed_cubic", f"point.x={points}", f"log.mlflow={uri}"]
+    args += ["log.tensorboard=false", "log.plots=false", "hydra.sweep.dir=sw"]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "runner", *args],
+        cwd=tmp_path,
+        env=command_env({"MLFLOW_DISABLE_TELEMETRY": "true"}),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 240
+        while len(list((tmp_path / "sw").glob("*/results.json"))) < 3 and time.monotonic() < deadline:
+            assert proc.poll() is None, proc.communicate()
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 130, err
+    runs = _runs(uri)
+    [parent] = [r for r in runs if r.data.tags.get("runner.kind") == "sweep"]
+    assert parent.info.status == "KILLED"
+    assert 2 <= len(runs) - 1 < 40  # the third may be cut before its run was made
+    assert [r.info.run_name for r in runs if r.info.status == "RUNNING"] == []
