@@ -360,6 +360,13 @@ FOLDER_ATTACKS = [
             "sqlite:///../up.db",
             "file:///tmp/mlruns",
             "${oc.env:MLFLOW_TRACKING_URI}",
+            # MLflow and SQLite read these as paths outside the folder (found in review)
+            "file://localhost/tmp/elsewhere",
+            "file://./tmp/elsewhere",
+            "file://host/tmp/elsewhere",
+            "sqlite:///file:/tmp/elsewhere.db?uri=true",
+            "sqlite:///%2Ftmp%2Felsewhere.db",
+            "file:%2Ftmp%2Felsewhere",
         )
     ],
     *[

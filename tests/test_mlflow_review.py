@@ -26,13 +26,10 @@ from typing import Any, Dict, List
 import pytest
 
 from runner import job
-from runner.errors import ConfigError
 from runner.record import mlflow_store
 from runner.record.mlflow_run import JobContext
 from runner.sweep import mlflow_sweep
 from tests.helpers import command_env, composed
-from tests.test_config_folders import CUBIC as CUBIC_YAML
-from tests.test_config_folders import _make, compose
 
 
 @pytest.fixture(autouse=True)
@@ -42,24 +39,6 @@ def mlflow_env(monkeypatch, tmp_path):
     for name in ("MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT_NAME", "MLFLOW_REGISTRY_URI"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.chdir(tmp_path)
-
-
-@pytest.mark.parametrize(
-    "uri",
-    [
-        "file://localhost/tmp/elsewhere",
-        "file://./tmp/elsewhere",
-        "file://host/tmp/elsewhere",
-        "sqlite:///file:/tmp/elsewhere.db?uri=true",
-        "sqlite:///%2Ftmp%2Felsewhere.db",
-        "file:%2Ftmp%2Felsewhere",
-    ],
-)
-def test_a_config_file_names_no_store_outside_the_working_folder(tmp_path, uri):
-    folder = _make(tmp_path, {"experiment/a.yaml": CUBIC_YAML + f"log:\n  mlflow: '{uri}'\n"})
-    with pytest.raises(ConfigError) as info:
-        compose(folder, "config-dir", ["experiment=a"])
-    assert info.value.key.endswith("a.yaml: log.mlflow"), info.value.key
 
 
 @pytest.fixture(scope="module")
@@ -118,6 +97,22 @@ def test_a_job_logs_to_its_own_store_not_the_one_mlflow_json_names(tmp_path, emp
 
 def _log(out: Path) -> Dict[str, Any]:
     return json.loads((out / "results.json").read_text())
+
+
+def test_labels_that_make_the_same_key_keep_a_metric_each():
+    from runner.record import mlflow_content
+
+    record = {
+        "derivatives": [
+            {"name": "df/d(x,y)", "value": {"x": 1.0, "y": 2.0}},
+            {"name": "df/d_x_y", "value": {"x": 3.0}},
+        ]
+    }
+    assert mlflow_content.metrics(record) == {
+        "derivatives.df/d_x_y.x": 1.0,
+        "derivatives.df/d_x_y.y": 2.0,
+        "derivatives.df/d_x_y.x_2": 3.0,
+    }
 
 
 @pytest.mark.parametrize("name", ["g/", "a//b", "a/../b", "a/./b"])

@@ -291,9 +291,9 @@ def _judge_tracking(log: Any, where: str) -> None:
     if match is None or re.search(r"[%?#]|^//|^file:", match.group(2)) or not _inside(match.group(2)):
         raise ConfigError(
             f"{where}: log.mlflow",
-            f"{short(str(value))}: a config file may turn MLflow on (true) or name a store below the working "
-            "folder (sqlite:///mlflow.db), never a server or a store elsewhere, which would receive your runs "
-            "and MLflow credentials (give it on the command line: log.mlflow=URI)",
+            f"{short(str(value))}: a config file may say true or name a store below the working folder, "
+            "not a server or a store elsewhere (it would get your runs and MLflow credentials); "
+            "name it on the command line",
         )
 
 

@@ -88,11 +88,18 @@ def metrics(record: Mapping[str, Any]) -> Dict[str, float]:
     from runner.sweep.progress import components  # summary.csv's scalar parts, the same labels
 
     out: Dict[str, float] = {}
+    named: Dict[str, str] = {}  # key -> the label it stands for
 
     def put(name: str, value: Any) -> None:
         number = _number(value)
-        if number is not None:
-            out.setdefault(key(name), number)
+        if number is None:
+            return
+        k, n = key(name), 1
+        while named.get(k, name) != name:  # another label made the same key (`df/d(x,y)`, `df/d_x_y`)
+            n += 1
+            k = f"{key(name)[: MAX_KEY - 8]}_{n}"
+        if k not in named:
+            named[k], out[k] = name, number
 
     for name, value in (record.get("values") or {}).items():
         put(f"values.{name}", value)
