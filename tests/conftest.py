@@ -89,3 +89,11 @@ def slurm_job_name(slurm_partition) -> Iterator[str]:
     yield name
     left = slurm.cancel(name)
     assert not left, f"the test left SLURM jobs {left} ({name}) queued or running; cancelled them"
+
+
+@pytest.fixture(scope="session")
+def empty_store(tmp_path_factory) -> Path:
+    """An MLflow sqlite database with its tables made, once per session (tests/helpers/tracking.py)."""
+    from tests.helpers import tracking
+
+    return tracking.make_empty_store(tmp_path_factory.mktemp("mlflow_template"))

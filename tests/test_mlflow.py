@@ -20,10 +20,8 @@ from __future__ import annotations
 import json
 import math
 import os
-import shutil
 import socket
 import time
-import warnings
 from pathlib import Path
 from typing import Any, Dict, List
 
@@ -33,52 +31,28 @@ from runner import job
 from runner.record import mlflow_content, mlflow_store
 from runner.record.mlflow_run import JobContext
 from runner.sweep import mlflow_sweep
-from tests.helpers import composed, function_config
+from tests.helpers import composed, function_config, tracking
+from tests.helpers.tracking import runs
 
 
 @pytest.fixture(autouse=True)
 def mlflow_env(monkeypatch, tmp_path):
     """MLflow's env as the runner sets it, undone after the test; cwd = tmp_path (MLflow's
     default store and a sqlite store's artifacts `./mlruns` land there, never in the checkout)."""
-    for name, value in mlflow_store.ENV_DEFAULTS.items():
-        monkeypatch.setenv(name, value)
-    for name in ("MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT_NAME", "MLFLOW_REGISTRY_URI"):
-        monkeypatch.delenv(name, raising=False)
+    tracking.isolate(monkeypatch)
     monkeypatch.chdir(tmp_path)
-
-
-@pytest.fixture(scope="module")
-def empty_store(tmp_path_factory) -> Path:
-    """An MLflow sqlite database with its tables made: making them (MLflow's migrations) takes
-    seconds, so each test starts from a copy of this one (the `true` test makes its own)."""
-    import mlflow
-
-    path = tmp_path_factory.mktemp("template") / "mlflow.db"
-    with warnings.catch_warnings():  # SQLAlchemy's deprecation warnings about MLflow's own code
-        warnings.simplefilter("ignore")
-        mlflow.MlflowClient(f"sqlite:///{path}").search_experiments()
-    return path
 
 
 @pytest.fixture
 def store(tmp_path, empty_store) -> str:
     """A fresh sqlite store in tmp_path (a copy of `empty_store`), as a URI."""
-    shutil.copyfile(empty_store, tmp_path / "mlflow.db")
-    return f"sqlite:///{tmp_path}/mlflow.db"
+    return tracking.copy_store(empty_store, tmp_path)
 
 
 def tracked(cfg: Dict[str, Any], setting: Any) -> Dict[str, Any]:
     cfg = json.loads(json.dumps(cfg))
     cfg["log"] = {**cfg["log"], "mlflow": setting, "tensorboard": False, "plots": False}
     return cfg
-
-
-def runs(uri: str) -> List[Any]:
-    import mlflow
-
-    client = mlflow.MlflowClient(uri)
-    ids = [e.experiment_id for e in client.search_experiments()]
-    return list(client.search_runs(ids))
 
 
 def artifact_paths(uri: str, run_id: str, folder: str = "") -> List[str]:

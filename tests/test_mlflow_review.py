@@ -14,14 +14,12 @@
 from __future__ import annotations
 
 import json
-import shutil
 import signal
 import subprocess
 import sys
 import time
-import warnings
 from pathlib import Path
-from typing import Any, Dict, List
+from typing import Any, Dict
 
 import pytest
 
@@ -29,42 +27,17 @@ from runner import job
 from runner.record import mlflow_store
 from runner.record.mlflow_run import JobContext
 from runner.sweep import mlflow_sweep
-from tests.helpers import command_env, composed
+from tests.helpers import command_env, composed, tracking
 
 
 @pytest.fixture(autouse=True)
 def mlflow_env(monkeypatch, tmp_path):
-    for name, value in mlflow_store.ENV_DEFAULTS.items():
-        monkeypatch.setenv(name, value)
-    for name in ("MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT_NAME", "MLFLOW_REGISTRY_URI"):
-        monkeypatch.delenv(name, raising=False)
+    tracking.isolate(monkeypatch)
     monkeypatch.chdir(tmp_path)
 
 
-@pytest.fixture(scope="module")
-def empty_store(tmp_path_factory) -> Path:
-    import mlflow
-
-    path = tmp_path_factory.mktemp("template") / "mlflow.db"
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        mlflow.MlflowClient(f"sqlite:///{path}").search_experiments()
-    return path
-
-
 def _store(tmp_path: Path, empty_store: Path, name: str) -> str:
-    shutil.copyfile(empty_store, tmp_path / name)
-    return f"sqlite:///{tmp_path}/{name}"
-
-
-def _runs(uri: str) -> List[Any]:
-    import mlflow
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        client = mlflow.MlflowClient(uri)
-        ids = [e.experiment_id for e in client.search_experiments()]
-        return list(client.search_runs(ids))
+    return tracking.copy_store(empty_store, tmp_path, name)
 
 
 CUBIC = composed(["experiment=seed_cubic", "point.x=2.0"])
@@ -90,8 +63,8 @@ def test_a_job_logs_to_its_own_store_not_the_one_mlflow_json_names(tmp_path, emp
     out = sweep_dir / "0"
     assert job.run(_tracked(mine), out, echo=False, in_sweep=True, context=JobContext((), sweep_dir, 0)) == 0
     entry = json.loads((out / "results.json").read_text())["tracking"]["mlflow"]
-    assert [r.info.run_id for r in _runs(mine)] == [entry["run_id"]]
-    assert [r.info.run_id for r in _runs(other)] == [parent]
+    assert [r.info.run_id for r in tracking.runs(mine)] == [entry["run_id"]]
+    assert [r.info.run_id for r in tracking.runs(other)] == [parent]
     assert entry["uri"] == mine and "parent_run_id" not in entry
 
 
@@ -122,7 +95,7 @@ def test_a_derivative_named_like_a_path_is_logged(tmp_path, empty_store, name):
     cfg["derivatives"][0]["name"] = name
     assert job.run(cfg, tmp_path / "out", echo=False) == 0
     assert "warning" not in _log(tmp_path / "out")["tracking"]["mlflow"]
-    [run] = _runs(uri)
+    [run] = tracking.runs(uri)
     assert run.info.status == "FINISHED"
     [key] = [k for k in run.data.metrics if k.startswith("derivatives.")]
     assert run.data.metrics[key] == 12.0  # d(x**3)/dx at 2
@@ -134,7 +107,7 @@ def test_a_run_whose_logging_failed_is_not_left_running(tmp_path, empty_store):
     assert job.run(_tracked(uri), tmp_path / "out", echo=False) == 0
     entry = _log(tmp_path / "out")["tracking"]["mlflow"]
     assert "NotADirectoryError" in entry["warning"]
-    [run] = _runs(uri)
+    [run] = tracking.runs(uri)
     assert run.info.run_id == entry["run_id"] and run.info.status == "FAILED"
 
 
@@ -164,7 +137,7 @@ def test_a_sweep_stopped_by_sigint_leaves_no_run_running(tmp_path, empty_store):
             proc.kill()
             proc.wait()
     assert proc.returncode == 130, err
-    runs = _runs(uri)
+    runs = tracking.runs(uri)
     [parent] = [r for r in runs if r.data.tags.get("runner.kind") == "sweep"]
     assert parent.info.status == "KILLED"
     assert 2 <= len(runs) - 1 < 40  # the third may be cut before its run was made

@@ -22,7 +22,6 @@ import socket
 import subprocess
 import sys
 import time
-import warnings
 from pathlib import Path
 from typing import Any, Dict, List, Tuple
 
@@ -30,7 +29,7 @@ import pytest
 
 from runner.record import mlflow_store
 from runner.sweep import mlflow_sweep
-from tests.helpers import cli, command_env, sweep_dirs
+from tests.helpers import cli, command_env, sweep_dirs, tracking
 
 pytestmark = pytest.mark.slow
 
@@ -41,22 +40,7 @@ ENV = {"MLFLOW_DISABLE_TELEMETRY": "true"}
 
 @pytest.fixture(autouse=True)
 def no_user_store(monkeypatch):
-    """The caller's MLflow settings would send the runs elsewhere: not inherited."""
-    for name in ("MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT_NAME", "MLFLOW_REGISTRY_URI"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("MLFLOW_DISABLE_TELEMETRY", "true")  # this process reads the stores back
-
-
-@pytest.fixture(scope="module")
-def empty_store(tmp_path_factory) -> Path:
-    """An MLflow sqlite database with its tables made (seconds of MLflow's migrations, paid once)."""
-    import mlflow
-
-    path = tmp_path_factory.mktemp("template") / "mlflow.db"
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        mlflow.MlflowClient(f"sqlite:///{path}").search_experiments()
-    return path
+    tracking.isolate(monkeypatch, runner_defaults=False)
 
 
 def client(uri: str) -> Any:
