@@ -28,18 +28,17 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+import mlflow_server  # noqa: E402  (beside this script)
 from hydra import compose, initialize_config_dir  # noqa: E402
 from omegaconf import OmegaConf  # noqa: E402
 
@@ -56,51 +55,9 @@ WARMUP = 2
 os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def start_server(work: Path) -> "tuple[subprocess.Popen[bytes], str]":
-    """`mlflow server` on a free port, in a session of its own (stopped by its group id)."""
-    port = free_port()
-    log = (work / "server.log").open("wb")
-    cmd = [
-        sys.executable, "-m", "mlflow", "server",
-        "--backend-store-uri", f"sqlite:///{work / 'server.db'}",
-        "--artifacts-destination", str(work / "server-artifacts"),
-        "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-    ]  # fmt: skip
-    env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"}
-    proc = subprocess.Popen(cmd, cwd=work, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env)
-    uri = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"mlflow server exited {proc.returncode}: {(work / 'server.log').read_text()[-2000:]}")
-        try:
-            with urllib.request.urlopen(f"{uri}/health", timeout=2) as r:
-                if r.status == 200:
-                    return proc, uri
-        except OSError:
-            time.sleep(0.5)
-    stop_server(proc)
-    raise RuntimeError("mlflow server did not answer /health within 120 s")
-
-
-def stop_server(proc: "subprocess.Popen[bytes]") -> None:
-    """SIGTERM to the server's process group (uvicorn's worker, huey's consumers), then wait."""
-    import signal
-
-    try:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
-    except ProcessLookupError:
-        pass
+    """`mlflow server` over its own database, artifacts proxied through it."""
+    return mlflow_server.start(work, work / "server.db", ["--artifacts-destination", str(work / "server-artifacts")])
 
 
 def configs(stores: Dict[str, Optional[str]]) -> "tuple[Dict[str, Dict[str, Any]], Dict[str, str]]":
@@ -201,7 +158,7 @@ def main() -> None:
             figures = measure(stores, repeats, work)
         finally:
             if server is not None:
-                stop_server(server)
+                mlflow_server.stop(server)
         os.chdir("/")
     load1 = os.getloadavg()[0]
     print(

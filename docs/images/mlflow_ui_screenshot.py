@@ -20,61 +20,19 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
-import time
-import urllib.request
 from pathlib import Path
 from typing import Any, Sequence
 
 ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+import mlflow_server  # noqa: E402  (benchmarks/mlflow_server.py: start and stop a local server)
+
 COLUMNS = ("point.x", "derivatives.dy/dx", "derivatives.dz/dx", "checks.dz/dx.passed")  # a param, metrics
 SWEEP = ["-m", "experiment=seed_persistent", "point.x=1.0,2.0,3.0", "log.mlflow=sqlite:///mlflow.db"]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def serve(work: Path) -> "tuple[subprocess.Popen[bytes], str]":
-    port = free_port()
-    cmd = [
-        sys.executable, "-m", "mlflow", "server",
-        "--backend-store-uri", f"sqlite:///{work / 'mlflow.db'}",
-        "--default-artifact-root", str(work / "mlruns"),
-        "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-    ]  # fmt: skip
-    log = (work / "server.log").open("wb")
-    env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"}
-    proc = subprocess.Popen(cmd, cwd=work, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env)
-    url = f"http://127.0.0.1:{port}"
-    for _ in range(240):
-        if proc.poll() is not None:
-            raise SystemExit(f"mlflow server exited {proc.returncode}:\n{(work / 'server.log').read_text()[-2000:]}")
-        try:
-            with urllib.request.urlopen(f"{url}/health", timeout=2):
-                return proc, url
-        except OSError:
-            time.sleep(0.5)
-    stop(proc)
-    raise SystemExit("mlflow server did not answer within 2 minutes")
-
-
-def stop(proc: "subprocess.Popen[bytes]") -> None:
-    """SIGTERM to the server's process group (uvicorn and its job consumers), then wait."""
-    try:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
-    except ProcessLookupError:
-        pass
 
 
 def widen(page: Any, header: str, by: int) -> None:
@@ -146,11 +104,11 @@ def main() -> None:
         done = subprocess.run([sys.executable, "-m", "runner", *SWEEP], cwd=work, env=env, timeout=600)
         if done.returncode != 0:
             raise SystemExit(f"the sweep exited {done.returncode}")
-        proc, url = serve(work)
+        proc, url = mlflow_server.start(work, work / "mlflow.db", ["--default-artifact-root", str(work / "mlruns")])
         try:
             shoot(url, args.out.resolve(), args.browser)
         finally:
-            stop(proc)
+            mlflow_server.stop(proc)
     print(f"{args.out}: {args.out.stat().st_size // 1024} KiB")
 
 
