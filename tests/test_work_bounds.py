@@ -86,8 +86,9 @@ BOUNDS: List[Tuple[str, Change, str, str]] = [
             ("derivatives", _request(kind="hessian")),
         ],
         "verify",
-        "the finite-difference check would evaluate 134,250,500,000 elements (hessian(y; x) alone runs the "
-        "function 67,125,249 times, 2,000 elements each); the limit is 10,000,000,000 (raise it with "
+        "the finite-difference check would evaluate 275,012,149,250 elements (hessian(y; x) alone runs the "
+        # 4,097 elements a run: sin(x), then its sum
+        "function 67,125,249 times, 4,097 elements each); the limit is 10,000,000,000 (raise it with "
         "limits.check_evaluations, or set verify: off)",
     ),
     (
@@ -406,3 +407,42 @@ def test_cfg_job_shows_the_limits(tmp_path):
     result = cli(["--cfg", "job", "limits.order=10"], cwd=tmp_path, timeout=60)
     assert result.returncode == 0, result.stderr
     assert "limits:\n  memory: 4GiB\n  order: 10\n  steps: 1000\n  check_evaluations: 10000000000\n" in result.stdout
+
+
+# ---- what one run of the check computes: every tensor a step builds, a product's multiply-adds
+
+
+@pytest.mark.parametrize(
+    "expression, shapes, work",
+    [
+        ("x * x", {"x": (1000,)}, 1000),
+        ("reduce_sum(x * y)", {"x": (1000,), "y": (1000,)}, 1000 + 1),  # the product is built, then summed
+        ("W @ v", {"W": (3, 5), "v": (5, 2)}, 3 * 2 * 5),
+        ("matmul(W, v)", {"W": (4, 1000), "v": (1000, 1)}, 4 * 1000),
+        ("tanh(W @ v) + 1.0", {"W": (4, 1000), "v": (1000, 1)}, 4 * 1000 + 4 + 4),
+        ("x", {"x": (1000,)}, 0),  # a name computes nothing (the step still costs TensorFlow's fixed cost)
+    ],
+)
+def test_a_steps_work_counts_what_it_builds(expression, shapes, work):
+    from runner.language import expression as ex
+    from runner.language import shapes as sh
+
+    assert sh.infer_work(ex.parse(expression), shapes)[1] == work
+
+
+def test_a_product_over_a_long_inner_axis_counts_its_multiply_adds():
+    """y = reduce_sum(W @ v), W [2, 2^20]: the product has 2 elements, its work 2^21 per run.
+    Counted by output size (as before), dy/dv's 16 runs (a projection) came to 2,000 elements
+    each, 34,000 in all: admitted under a limit of 10^6 that the real 3.6e7 is far above."""
+    cfg = function_config(
+        {"y": "reduce_sum(W @ v)"},
+        {"W": {"random": {"shape": [2, 2**20]}}, "v": {"random": {"shape": [2**20, 1]}}},
+        [{"target": "y", "sources": "v"}],
+    )
+    cfg.update(verify="finite_difference", limits={"check_evaluations": 10**6})
+    with pytest.raises(ConfigError) as info:
+        specs.build(cfg)
+    assert info.value.key == "verify", info.value.key
+    assert (
+        "would evaluate 35,651,601 elements" in info.value.message and "2,097,153 elements each" in info.value.message
+    )

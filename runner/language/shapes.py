@@ -69,16 +69,27 @@ def infer(expr: ex.Expr, known: Mapping[str, Shape], text: str = "") -> Shape:
     return _Inference(known, text).shape(expr)
 
 
+def infer_work(expr: ex.Expr, known: Mapping[str, Shape], text: str = "") -> Tuple[Shape, int]:
+    """The shape of `expr` and the elements computing it takes: every tensor it builds (an
+    operation's, a call's, intermediates included), a matrix product by its multiply-adds
+    (its output times the inner size); names and numbers cost nothing."""
+    inference = _Inference(known, text)
+    return inference.shape(expr), inference.work
+
+
 class _Inference:
     def __init__(self, known: Mapping[str, Shape], text: str):
         self.known = known
         self.text = text
+        self.work = 0  # elements computed so far (see infer_work)
 
     def fail(self, message: str, node: ex.Expr) -> ShapeError:
         return ShapeError(message, self.text, node.column)
 
     def shape(self, node: ex.Expr) -> Shape:
         out = self._shape(node)
+        if not isinstance(node, (ex.Num, ex.Name)):
+            self.work += elements(out)
         if elements(out) > MAX_STEP_ELEMENTS:  # intermediates too: reduce_sum(x * y) builds x * y
             raise self.fail(
                 f"builds a tensor of shape {show(out)}: {elements(out):,} elements, more than the limit of {MAX_STEP_ELEMENTS:,}",
@@ -127,7 +138,9 @@ class _Inference:
             raise self.fail(
                 f"matrix product of shapes {show(a)} and {show(b)}: batch dimensions do not broadcast", node
             )
-        return batch + (a[-2], b[-1])
+        out = batch + (a[-2], b[-1])
+        self.work += elements(out) * max(a[-1] - 1, 0)  # a multiply-add per inner element (`shape` adds one)
+        return out
 
     def call(self, node: ex.Call) -> Shape:
         args = [self.shape(a) for a in node.args]
@@ -205,14 +218,22 @@ def step_shapes(steps: Iterable[Tuple[str, str, ex.Expr]], inputs: Mapping[str, 
 
     `steps` yields (name, text, tree); the error's `step` attribute names the step at fault.
     """
+    return step_shapes_and_work(steps, inputs)[0]
+
+
+def step_shapes_and_work(
+    steps: Iterable[Tuple[str, str, ex.Expr]], inputs: Mapping[str, Shape]
+) -> Tuple[Dict[str, Shape], Dict[str, int]]:
+    """`step_shapes`, and the elements each step computes (`infer_work`)."""
     known: Dict[str, Shape] = dict(inputs)
+    work: Dict[str, int] = {}
     for name, text, tree in steps:
         try:
-            known[name] = infer(tree, known, text)
+            known[name], work[name] = infer_work(tree, known, text)
         except ShapeError as err:
             err.step = name  # type: ignore[attr-defined]
             raise
-    return known
+    return known, work
 
 
 _ITEMSIZE = {"float16": 2, "bfloat16": 2, "float32": 4, "int32": 4, "float64": 8, "int64": 8}
@@ -234,13 +255,14 @@ def check_job(
     from runner.errors import ConfigError
 
     try:
-        shapes = step_shapes(((s.name, s.text, s.expr) for s in steps), point_shapes)
+        shapes, step_work = step_shapes_and_work(((s.name, s.text, s.expr) for s in steps), point_shapes)
     except ShapeError as err:
         raise ConfigError(f"function.steps.{err.step}", str(err), err.pointer()) from None  # type: ignore[attr-defined]
     itemsize = max((_ITEMSIZE.get(d, 8) for d in dtypes), default=4)
     out = {req.name: outputs(req, shapes) for req in requests}
-    # one run of the check computes every step again
-    run_elements = max(sum(max(elements(shapes[s.name]), STEP_COST_ELEMENTS) for s in steps), STEP_COST_ELEMENTS)
+    # one run of the check computes every step again: every tensor each builds, a matrix
+    # product by its multiply-adds (`infer_work`), each step at least TensorFlow's fixed cost
+    run_elements = max(sum(max(step_work[s.name], STEP_COST_ELEMENTS) for s in steps), STEP_COST_ELEMENTS)
     work = {req.name: check_work(req, shapes, run_elements) for req in requests} if verify != "off" else {}
     evaluations = run_elements + sum(w[1] for w in work.values())  # the check's first run is at the point
     if work and evaluations > limits.check_evaluations:
