@@ -16,15 +16,8 @@ compare ratios of one run.
 from __future__ import annotations
 
 import argparse
-import json
-import statistics
-import sys
-import tempfile
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from runner import job  # noqa: E402
+import check_timing  # beside this script
 
 
 def main() -> None:
@@ -41,24 +34,15 @@ def main() -> None:
         "log": {"tensorboard": False, "plots": False},
         "limits": {"memory": "16GiB"},
     }
-    tape, check = [], []
-    with tempfile.TemporaryDirectory() as tmp:
-        for i in range(args.repeats + 1):
-            out = Path(tmp) / str(i)
-            job.run(cfg, out, echo=False)
-            log = json.loads((out / "results.json").read_text())
-            rec = log["derivatives"][0]["check"]
-            if (
-                rec["outcome"] != "passed"
-                or rec["elements"] != args.points
-                or args.verify not in ("auto", rec["method"])
-            ):
-                raise SystemExit(f"the check did not pass in every element: {rec.get('reason')}")
-            if i:
-                t = log["timing"]
-                tape.append(t["forward_s"] + t["derivatives_s"])
-                check.append(t["verify_s"])
-    t, c = statistics.median(tape), statistics.median(check)
+    t, c, rec = check_timing.tape_and_check(
+        cfg,
+        args.repeats,
+        lambda rec: (
+            None
+            if rec["outcome"] == "passed" and rec["elements"] == args.points and args.verify in ("auto", rec["method"])
+            else "the check did not pass in every element"
+        ),
+    )
     print(
         f"V1 {args.points:,} points, every element checked ({rec['method']}): check {c:.3f} s, tape {t:.3f} s, "
         f"{c / t:.1f}x the tape (goal <= 2x: {'met' if c <= 2 * t else 'NOT met'}; medians of {args.repeats})"

@@ -12,15 +12,8 @@ projected) against the tape's (`forward_s + derivatives_s`). Goal: at most 2x.
 from __future__ import annotations
 
 import argparse
-import json
-import statistics
-import sys
-import tempfile
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from runner import job  # noqa: E402
+import check_timing  # beside this script
 
 
 def main() -> None:
@@ -35,20 +28,15 @@ def main() -> None:
         "derivatives": [{"target": "y", "sources": "W"}],
         "log": {"tensorboard": False, "plots": False},
     }
-    tape, check = [], []
-    with tempfile.TemporaryDirectory() as tmp:
-        for i in range(args.repeats + 1):
-            out = Path(tmp) / str(i)
-            job.run(cfg, out, echo=False)
-            log = json.loads((out / "results.json").read_text())
-            rec = log["derivatives"][0]["check"]
-            if rec["outcome"] != "passed" or rec["method"] != "projection":
-                raise SystemExit(f"the check did not pass by projection: {rec.get('reason')}")
-            if i:
-                t = log["timing"]
-                tape.append(t["forward_s"] + t["derivatives_s"])
-                check.append(t["verify_s"])
-    t, c = statistics.median(tape), statistics.median(check)
+    t, c, rec = check_timing.tape_and_check(
+        cfg,
+        args.repeats,
+        lambda rec: (
+            None
+            if rec["outcome"] == "passed" and rec["method"] == "projection"
+            else "the check did not pass by projection"
+        ),
+    )
     k = rec["projection"]["directions"]
     print(
         f"V2 dy/dW by a {n}x{n} W, projection along {k} directions: check {c * 1e3:.1f} ms, tape {t * 1e3:.1f} ms, "
