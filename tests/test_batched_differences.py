@@ -9,18 +9,16 @@ its real derivative is checked (`check.check`) by a `Forward` that counts its ru
 
 from __future__ import annotations
 
-import json
 from typing import Any, Dict, Mapping, Tuple
 
 import numpy as np
 import pytest
 
-from runner import job
 from runner.config import spec as specs
 from runner.verify import check
 from runner.verify.forward_pass import Forward
 from runner.verify.tape_graph import not_elementwise, tracked_names
-from tests.helpers import composed, function_config
+from tests.helpers import composed, function_config, run_steps
 
 # ---- the structural test: which targets are elementwise in a source (no TensorFlow) -------
 
@@ -56,19 +54,6 @@ def test_the_user_s_code_on_the_way_is_never_elementwise(monkeypatch):
 # ---- whole jobs: kinks, harmless switching points, smooth grids, broadcasting ---------------
 
 
-def _run(tmp_path, steps, point, derivatives, verify="auto", dtype="float64") -> Tuple[int, Dict[str, Any]]:
-    cfg = {
-        "function": {"inputs": {k: {"dtype": dtype} for k in point}, "steps": steps},
-        "point": point,
-        "derivatives": derivatives,
-        "verify": verify,
-        "tape": {"persistent": True},
-        "log": {"tensorboard": False, "plots": False},
-    }
-    code = job.run(cfg, tmp_path, echo=False)
-    return code, json.loads((tmp_path / "results.json").read_text())
-
-
 GRID = {"linspace": [-1.0, 1.0, 100_001]}  # holds 0 at [50000] and 0.5 at [75000], exactly
 SMALL = {"linspace": [-1.0, 1.0, 10_001]}  # 0 at [5000], 0.5 at [7500]
 KINK_AT_0 = "non-differentiable point at x[50000]: left slope -1, right slope 1"
@@ -95,7 +80,7 @@ JOBS = [
 )
 def test_a_grid_is_checked_in_every_element(tmp_path, steps, point, verify, outcome, reason, elements):
     dtype = "float32" if "exp" in steps["y"] else "float64"
-    code, log = _run(tmp_path, steps, point, [{"target": "y", "sources": "x"}], verify, dtype)
+    code, log = run_steps(tmp_path, steps, point, [{"target": "y", "sources": "x"}], verify, dtype)
     rec = log["derivatives"][0]["check"]
     assert code == 0
     assert (rec["method"], rec["outcome"], rec["elements"]) == ("finite_difference", outcome, elements), rec
@@ -112,7 +97,7 @@ def test_broadcasting_sources_are_checked_in_every_element(tmp_path):
         {"target": "y", "sources": "x", "name": "weighted", "output_gradients": {"random": {"shape": [m, n]}}},
         {"target": "y", "sources": "x", "kind": "hvp", "tangents": {"linspace": [0.0, 1.0, n]}, "name": "hvp"},
     ]
-    code, log = _run(tmp_path, steps, point, derivatives, "finite_difference")
+    code, log = run_steps(tmp_path, steps, point, derivatives, "finite_difference")
     recs = {d["name"]: d["check"] for d in log["derivatives"]}
     assert code == 0
     for name, elements in {"grad": n + 1 + m, "weighted": n, "hvp": n}.items():

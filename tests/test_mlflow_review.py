@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import json
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any, Dict
@@ -27,7 +25,7 @@ from runner import job
 from runner.record import mlflow_store
 from runner.record.mlflow_run import JobContext
 from runner.sweep import mlflow_sweep
-from tests.helpers import command_env, composed, tracking
+from tests.helpers import composed, start_cli, tracking
 
 
 @pytest.fixture(autouse=True)
@@ -117,14 +115,7 @@ def test_a_sweep_stopped_by_sigint_leaves_no_run_running(tmp_path, empty_store):
     points = ",".join(str(i) for i in range(1, 41))
     args = ["-m", "experiment=seed_cubic", f"point.x={points}", f"log.mlflow={uri}"]
     args += ["log.tensorboard=false", "log.plots=false", "hydra.sweep.dir=sw"]
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "runner", *args],
-        cwd=tmp_path,
-        env=command_env({"MLFLOW_DISABLE_TELEMETRY": "true"}),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    proc = start_cli(args, tmp_path, {"MLFLOW_DISABLE_TELEMETRY": "true"})
     try:
         deadline = time.monotonic() + 240
         while len(list((tmp_path / "sw").glob("*/results.json"))) < 3 and time.monotonic() < deadline:

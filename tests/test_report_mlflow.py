@@ -21,6 +21,7 @@ import pytest
 
 from runner import report
 from runner.record import mlflow_store
+from tests.helpers import start_cli
 from tests.helpers.cli import ROOT, command_env
 
 pytestmark = pytest.mark.slow
@@ -40,17 +41,7 @@ def store(tmp_path_factory) -> Dict[str, object]:
             mp.setenv(name, value)
         mp.chdir(root)  # the experiment's artifacts go to ./mlruns, as the commands' own would
         mlflow_store.Store(uri).experiment_id("seed_persistent")
-    procs = [
-        subprocess.Popen(
-            [sys.executable, "-m", "runner", *args, f"log.mlflow={uri}"],
-            cwd=root,
-            env=command_env(),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for args in (SWEEP, RUN)
-    ]
+    procs = [start_cli([*args, f"log.mlflow={uri}"], root) for args in (SWEEP, RUN)]
     try:
         for proc in procs:
             out, err = proc.communicate(timeout=240)

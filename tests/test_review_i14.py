@@ -6,35 +6,19 @@ derivative checked (`check.check`), as tests/test_projection.py does.
 
 from __future__ import annotations
 
-import json
-from typing import Any, Dict, List, Tuple
+from typing import List
 
 import numpy as np
 import pytest
 
-from runner import job
 from runner.config import spec as specs
 from runner.language.shapes import check_work
-from tests.helpers import function_config
-
-
-def _run(tmp_path, steps, point, derivatives, verify="auto", dtype="float64", **extra) -> Tuple[int, Dict[str, Any]]:
-    cfg = {
-        "function": {"inputs": {k: {"dtype": dtype} for k in point}, "steps": steps},
-        "point": point,
-        "derivatives": derivatives,
-        "verify": verify,
-        "tape": {"persistent": True},
-        "log": {"tensorboard": False, "plots": False},
-        **extra,
-    }
-    code = job.run(cfg, tmp_path, echo=False)
-    return code, json.loads((tmp_path / "results.json").read_text())
+from tests.helpers import function_config, run_steps
 
 
 def test_a_batch_jacobian_whose_rows_are_not_independent_does_not_pass(tmp_path):
     # TF's batch_jacobian of x - mean over the batch is 0; the diagonal blocks are (1 - 1/3) I
-    _, res = _run(
+    _, res = run_steps(
         tmp_path,
         {"y": "x - reduce_mean(x, 0)"},
         {"x": [[0.1, 0.2], [0.3, 0.5], [-0.4, 0.6]]},
@@ -69,7 +53,7 @@ def test_a_projected_gradient_under_a_large_offset_is_judged_by_differences_that
 
 
 def test_a_source_only_in_where_s_condition_is_unconnected(tmp_path):
-    _, res = _run(
+    _, res = run_steps(
         tmp_path,
         {"y": "where(x > 0, w, 2 * w)"},
         {"x": [1.0, -2.0, 3.0], "w": [1.0, 2.0, 3.0]},
@@ -85,7 +69,7 @@ def test_the_lazy_forward_does_not_hide_a_target_undefined_in_float64(tmp_path):
     for verify in ("auto", "finite_difference"):
         folder = tmp_path / verify
         folder.mkdir()
-        _, res = _run(
+        _, res = run_steps(
             folder,
             {"y": "z * exp(log(x - 1.0000000001))"},  # float32: x - c = 0, exp(log 0) = 0; float64: log(-1e-10)
             {"x": 1.0, "z": 2.0},
@@ -113,7 +97,7 @@ def test_the_check_s_runs_of_a_batch_jacobian_are_what_the_admission_counted(tmp
     steps = {"y": "tanh(matmul(X, M) / 64)"}
     spec = specs.build(function_config(steps, point, [request]))
     counted, _, _ = check_work(spec.requests[0], {"X": [2, 2049], "M": [2049, 1], "y": [2, 1]}, 1)
-    code, res = _run(tmp_path, steps, point, [request], dtype="float32")
+    code, res = run_steps(tmp_path, steps, point, [request], dtype="float32")
     assert code == 0 and res["derivatives"][0]["check"]["outcome"] == "passed"
     # [1, 4096] is refused at 8,210 counted runs; [2, 2049] is counted as 16 and runs ~4,100 times
     assert runs["n"] <= counted, (runs["n"], counted)

@@ -11,7 +11,6 @@ at teardown (`slurm_job_name`).
 from __future__ import annotations
 
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Dict, List, Tuple
@@ -19,7 +18,7 @@ from typing import Dict, List, Tuple
 import pytest
 
 from runner.record.log_reader import read_log
-from tests.helpers import cli, command_env, slurm, summary
+from tests.helpers import cli, slurm, start_cli, summary
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 
@@ -115,14 +114,7 @@ def test_a_task_cancelled_mid_chunk_reports_the_rest_and_resume_runs_them(tmp_pa
     args = ["-m", "experiment=seed_cubic", points, f"hydra.sweep.dir={sweep_dir}"]
     launcher = chunked(slurm_partition, slurm_job_name, tmp_path, 4)
     nap = ["+hydra.callbacks.nap._target_=tests.helpers.nap.Nap", "+hydra.callbacks.nap.seconds=120"]
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "runner", *args, *launcher, *nap],
-        cwd=tmp_path,
-        env=command_env(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    proc = start_cli([*args, *launcher, *nap], tmp_path)
     try:
         wait_for(sweep_dir / "0" / "results.json", proc)
         wait_for(sweep_dir / "1" / ".hydra" / "overrides.yaml", proc)  # job 1 has started

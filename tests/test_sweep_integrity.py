@@ -35,7 +35,7 @@ import pytest
 
 from runner.sweep import lock
 from runner.sweep import summary as sweep_summary
-from tests.helpers import cli, command_env, summary
+from tests.helpers import cli, command_env, start_cli, summary
 
 LAUNCHERS = {
     "runner": [],
@@ -209,14 +209,7 @@ def _wait_for(predicate, proc, seconds: float) -> None:
 def test_a_second_sweep_is_refused_while_the_first_runs_which_ends_intact_and_can_be_resumed(tmp_path):
     folder = tmp_path / "sweep"
     jobs = 60  # TensorFlow's import, then about a second of jobs: the second sweep comes meanwhile
-    first = subprocess.Popen(
-        [sys.executable, "-m", "runner", "-m", f"point.x=range(0,{jobs})", "hydra.sweep.dir=sweep"],
-        cwd=tmp_path,
-        env=command_env(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    first = start_cli(["-m", f"point.x=range(0,{jobs})", "hydra.sweep.dir=sweep"], tmp_path)
     try:
         _wait_for(lambda: _read(folder / lock.LOCK_FILE) == f"{first.pid}\n", first, 120)  # it holds the lock
         second = cli(["-m", "point.x=7.0,8.0", "hydra.sweep.dir=sweep"], cwd=tmp_path, timeout=120)

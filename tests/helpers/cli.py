@@ -34,6 +34,22 @@ def cli(args: List[str], cwd: Path, env: Optional[Dict[str, str]] = None, timeou
     )
 
 
+def start_cli(args: List[str], cwd: Path, env: Optional[Dict[str, str]] = None):
+    """Start `python -m runner ARGS` in a subprocess (as `cli`), its output piped as text; the
+    caller waits for it, signals it, or kills it."""
+    import subprocess
+    import sys
+
+    return subprocess.Popen(
+        [sys.executable, "-m", "runner", *args],
+        cwd=cwd,
+        env=command_env(env),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
 # `python -m runner ARGS` in a bare environment, printing its exit code and whether it imported TensorFlow
 _TENSORFLOW_PROBE = (
     "import sys\n"

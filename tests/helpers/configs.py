@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
@@ -36,6 +36,32 @@ def function_config(
         else:
             cfg[key] = value
     return cfg
+
+
+def run_steps(
+    folder: Path,
+    steps: Dict[str, str],
+    point: Dict[str, Any],
+    derivatives: List[Dict[str, Any]],
+    verify: str = "auto",
+    dtype: str = "float64",
+    **extra: Any,
+) -> Tuple[int, Dict[str, Any]]:
+    """Run steps at a point in-process, every input of `dtype`, on a persistent tape, without
+    event files or plots: (the exit code, the parsed results.json)."""
+    from runner import job
+
+    cfg = {
+        "function": {"inputs": {k: {"dtype": dtype} for k in point}, "steps": steps},
+        "point": point,
+        "derivatives": derivatives,
+        "verify": verify,
+        "tape": {"persistent": True},
+        "log": {"tensorboard": False, "plots": False},
+        **extra,
+    }
+    code = job.run(cfg, folder, echo=False)
+    return code, json.loads((folder / "results.json").read_text())
 
 
 class Ran:
