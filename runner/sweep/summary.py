@@ -36,7 +36,7 @@ from omegaconf import DictConfig
 
 from runner.config import overrides
 from runner.record import console, log_reader, runlog
-from runner.sweep import folders, lock, mlflow_sweep, progress
+from runner.sweep import folders, lock, mlflow_sweep, progress, slurm_states
 
 SUMMARY_JSON = "summary.json"
 SUMMARY_CSV = "summary.csv"
@@ -253,6 +253,8 @@ class SweepSummary(Callback):
         sweep_dir = folders.sweep_dir(config)
         lock.acquire(sweep_dir, progress.lock_key(config))  # raises FolderInUse: the sweep stops
         current_sweep_dir, finished = sweep_dir, False
+        if slurm_states.submits_to_slurm(config):
+            slurm_states.install()  # submitit would wait for ever on some cancelled arrays
         # the summary of an earlier launch (resume) would be stale until this one ends
         from runner.record import plots  # NumPy only; Matplotlib when a plot is drawn
 
