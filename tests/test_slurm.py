@@ -292,7 +292,11 @@ def test_scancel_of_a_running_sweep_leaves_whole_logs_a_summary_and_a_failure_co
     assert cancelled["code"] not in (0, None), stderr[-3000:]
     assert cancelled["waited"] < 120
     no_sacct_bypass(stderr)
-    assert "CANCELLED" in slurm.states(cancelled["name"])
+    # the cancelled tasks' record reaches the accounting database a moment after scancel
+    deadline = time.monotonic() + 30
+    while "CANCELLED" not in (states := slurm.states(cancelled["name"])) and time.monotonic() < deadline:
+        time.sleep(1)
+    assert "CANCELLED" in states
     # every results.json on disk is a whole run log; a job folder without one is listed missing
     after = job_states(sweep_dir)
     finished = sorted(j for j, state in after.items() if state == "done")

@@ -63,7 +63,16 @@ def states(name: str) -> List[str]:
     """The accounting states of the jobs called `name` (`sacct`, one per array task, or per
     range of array tasks that never started); a cancelled job's is `CANCELLED`
     (sacct's "CANCELLED by UID" cut to its first word)."""
-    out = _run(["sacct", "-n", "-X", "-P", "-o", "State", "--name", name, "-S", "now-1day"])
+    # by the jobs' ids: sacct's --name leaves out, at times, the record of the array tasks
+    # that never started (an array's `638_[1-5%1]`, `-j 638` lists it)
+    ids = _sacct(["-o", "JobID", "--name", name, "-S", "now-1day"])
+    arrays = sorted({i.partition("_")[0] for i in ids})
+    return _sacct(["-o", "State", *(a for array in arrays for a in ("-j", array))]) if arrays else []
+
+
+def _sacct(args: List[str]) -> List[str]:
+    """The first word of each line of `sacct -n -X -P ARGS`."""
+    out = _run(["sacct", "-n", "-X", "-P", *args])
     if out.returncode != 0:
         raise RuntimeError(f"sacct failed: {out.stderr.strip()}")
     return [line.split()[0] for line in out.stdout.splitlines() if line.strip()]
