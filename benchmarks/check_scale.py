@@ -1,9 +1,9 @@
 """V1 (issue 14): every element of a 10^7-point grid checked, against the tape's own time.
 
-    python benchmarks/check_scale.py [--points 10000000] [--repeats 5] [--verify finite_difference]
+    python benchmarks/check_scale.py [--points 10000000] [--repeats 5] [--verify finite_difference] [--dtype float64]
 
-One process: `runner.job.run` on y = sin(x) * x over a linspace of `--points` float32 points,
-dy/dx, event files and plots off; the first run (SymPy's import, TensorFlow's warm-up) is
+One process: `runner.job.run` on y = sin(x) * x over a linspace of `--points` points (float32,
+or `--dtype float64`), dy/dx, event files and plots off; the first run (SymPy's import, TensorFlow's warm-up) is
 left out, then the median over `--repeats` of the check's time (`timing.verify_s`: the
 symbolic reference over the whole grid, the target's formula in the same pass, the
 comparison; no float64 re-run, as the function is defined everywhere) against the tape's
@@ -25,9 +25,10 @@ def main() -> None:
     parser.add_argument("--points", type=int, default=10_000_000)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--verify", default="auto", help="the job's `verify` (auto: symbolic here)")
+    parser.add_argument("--dtype", default="float32", help="the grid's dtype (float32, float64)")
     args = parser.parse_args()
     cfg = {
-        "function": {"inputs": ["x"], "steps": {"y": "sin(x) * x"}},
+        "function": {"inputs": {"x": {"dtype": args.dtype}}, "steps": {"y": "sin(x) * x"}},
         "point": {"x": {"linspace": [-10.0, 10.0, args.points]}},
         "derivatives": [{"target": "y", "sources": "x"}],
         "verify": args.verify,
@@ -44,7 +45,7 @@ def main() -> None:
         ),
     )
     print(
-        f"V1 {args.points:,} points, every element checked ({rec['method']}): check {c:.3f} s, tape {t:.3f} s, "
+        f"V1 {args.points:,} {args.dtype} points, every element checked ({rec['method']}): check {c:.3f} s, tape {t:.3f} s, "
         f"{c / t:.1f}x the tape (goal <= 2x: {'met' if c <= 2 * t else 'NOT met'}; medians of {args.repeats})"
     )
 

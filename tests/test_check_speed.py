@@ -162,6 +162,39 @@ def test_the_sample_takes_each_extreme_s_first_place_as_numpy_does(small_chunks)
         assert (int(i),) in picks
 
 
+@pytest.mark.parametrize(
+    "chunk",
+    [
+        [0.5, 2.0, 0.5, 7.0, 7.0],  # one sign: the smallest magnitude is the minimum
+        [-0.5, -2.0, -0.5, -7.0, -7.0],  # the other: the maximum
+        [3.0, -3.0, 1.0, -0.25, 0.25, 3.0],  # both signs, and |min| == |max|: the first of them
+        [-3.0, 3.0, 0.0, -0.0, 2.0],  # a zero, and the tie the other way round
+        [-0.0, 0.0, -0.0],  # zeros only
+        [4.0],
+        [1.0, np.nan, -5.0],  # not finite: NaN read as 0
+        [np.inf, 2.0, -1.0],
+        [-np.inf, -2.0],
+    ],
+)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_a_chunk_s_extremes_are_the_first_places_numpy_gives(chunk, dtype):
+    """The argmin/argmax shortcut gives what the whole-array definition gives: each extreme's
+    value and first place, with NaN and infinities read as 0."""
+    c = np.array(chunk, dtype=dtype)
+    finite = np.where(np.isfinite(c), c, 0.0)
+    mag = np.abs(finite)
+    want = [
+        (float(a[i]), 100 + int(i))
+        for a, i in (
+            (finite, np.argmin(finite)),
+            (finite, np.argmax(finite)),
+            (mag, np.argmin(mag)),
+            (mag, np.argmax(mag)),
+        )
+    ]
+    assert pointwise._extremes(c, 100) == want
+
+
 def test_a_kink_site_in_a_late_chunk_is_found(small_chunks):
     import sympy as sp
 

@@ -12,8 +12,8 @@ import tensorflow as tf
 
 from runner.config import spec as specs
 from runner.verify import check, compare, symbolic_reference
+from runner.verify.chunk_compare import Stats
 from runner.verify.forward_pass import Forward
-from runner.verify.pointwise import Stats
 
 N = 300_000
 
@@ -91,3 +91,27 @@ def test_a_corrupted_element_fails_the_whole_check():
     (rec,) = check.check_all(spec, values, [(spec.requests[0], got)])
     assert rec["method"] == "symbolic" and rec["outcome"] == "failed" and rec["mismatched"] == 1
     assert f"at [{N // 3}]" in rec["reason"]
+
+
+@pytest.mark.parametrize("spread", [1e-7, 1e-3, 10.0])
+def test_a_chunk_s_excess_is_a_bound_and_exact_where_it_could_matter(spread):
+    """`compared` gives the largest error for the excess while that is below rtol times the
+    chunk's largest |reference| (no element can then disagree), else the exact excess."""
+    from runner.verify import chunk_compare, formula_program
+
+    rng = np.random.default_rng(3)
+    r = rng.uniform(-4.0, 4.0, 5000)
+    got = (r + spread * rng.standard_normal(5000)).astype(np.float32)
+    rtol = 1e-4
+    top, max_abs, max_rel, excess = chunk_compare.compared(r, got, rtol, r.size, formula_program.Scratch())
+    err = np.abs(got.astype(np.float64) - r)
+    exact = float(np.max(err - rtol * np.abs(r)))
+    assert (top, max_abs) == (float(np.max(np.abs(r))), float(np.max(err)))
+    assert max_rel == float(np.max(err / np.maximum(np.abs(r), np.finfo(np.float64).tiny)))
+    assert excess >= exact
+    if max_abs < rtol * top:
+        assert excess == max_abs < rtol * top  # compare's tolerance is at least rtol * top
+    else:
+        assert excess == exact
+    r[17] = np.nan
+    assert chunk_compare.compared(r, got, rtol, r.size, formula_program.Scratch()) is chunk_compare.NOT_FINITE

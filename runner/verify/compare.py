@@ -15,8 +15,9 @@ import numpy as np
 from runner.config.kinds import KINDS
 from runner.config.schema import Kind
 from runner.config.spec import RequestSpec
+from runner.verify.chunk_compare import Against, Stats
 from runner.verify.finite_differences import Reference
-from runner.verify.pointwise import Against, Stats, map_chunks
+from runner.verify.pointwise import map_chunks
 
 # rtol by the dtype TensorFlow computed in (float64 reference, so this is TF's own rounding).
 DTYPE_RTOL = {"float64": 1e-8, "float32": 1e-4, "float16": 1e-2, "bfloat16": 5e-2}

@@ -2,18 +2,19 @@
 
 An elementwise target's derivatives are formulas of the inputs at each grid point. Evaluating
 them point by point with SymPy's `evalf` (17 digits, adaptive precision) costs ~0.1 ms a
-point: fine for a few hundred, hopeless for a 10^7-point grid. Here each formula is turned
-into a NumPy function (`sympy.lambdify`) and run over the whole grid in float64; then, as
+point: fine for a few hundred, hopeless for a 10^7-point grid. Here the formulas become ufunc
+steps over reused buffers (runner/verify/formula_program.py; `sympy.lambdify` for what it
+cannot spell) and run over the whole grid in float64; then, as
 float64 may not be enough where a formula cancels or overflows, a sample of points (the
 extremes of every input, and evenly spread ones) and every point where float64 gives no
 finite number are evaluated again by `evalf`. When the sample disagrees with float64 beyond
 `AGREE`, float64 is not trusted for this formula: every point goes through `evalf` if there
 are at most `MAX_EVALF_POINTS`, else the reference is not given (and the check says why).
 
-A large grid is evaluated in chunks of `CHUNK` elements (they stay in cache, and no
-grid-sized temporaries are made), on `workers()` threads (NumPy's ufuncs release the GIL),
-each chunk's values written into the grid-sized result. `map_chunks` is shared with the
-comparison (runner/verify/compare.py).
+A large grid is evaluated in chunks of `CHUNK` elements (no grid-sized temporaries are made),
+on `workers()` threads (NumPy's ufuncs release the GIL), each formula's last step writing into
+the grid-sized result, TensorFlow's value compared in the same pass
+(runner/verify/chunk_compare.py). `map_chunks` is shared with compare's own passes.
 """
 
 from __future__ import annotations
@@ -21,10 +22,12 @@ from __future__ import annotations
 import functools
 import os
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import numpy as np
+
+from runner.verify import chunk_compare, formula_program
+from runner.verify.chunk_compare import Against, Stats
 
 # Points evaluated one by one with evalf: at most this many in all (~0.1 ms each).
 MAX_EVALF_POINTS = 4096
@@ -32,39 +35,15 @@ MAX_EVALF_POINTS = 4096
 SAMPLE = 64
 # Relative agreement of float64 with evalf that lets float64 stand for every point.
 AGREE = 1e-9
-# Elements a chunk holds (its float64 temporaries stay in a core's cache); grids of fewer
+# Elements a chunk holds: 2^18 (2 MB of float64) measured best on 2 cores at 10^7 points
+# (2^16 and less: the threads' per-chunk cost, Python's and the GIL's, shows); grids of fewer
 # than PARALLEL_MIN elements are done in the calling thread.
-CHUNK = 1 << 16
+CHUNK = 1 << 18
 PARALLEL_MIN = 4 * CHUNK
 # The key `evaluate` gives the finiteness of `value` under (a 0-d bool array).
 FINITE = "finite"
 # The key `evaluate` gives the comparison with `against` under (a `Stats`, or None).
 STATS = "stats"
-
-
-@dataclass(frozen=True)
-class Against:
-    """TensorFlow's value, compared with the formula `key`'s values in the same pass over the
-    grid (while each chunk is in cache): `got` has the grid's shape; `rtol` is compare's."""
-
-    key: Any
-    got: np.ndarray
-    rtol: float
-
-
-@dataclass(frozen=True)
-class Stats:
-    """What runner/verify/compare.py's pass over a grid where both sides are finite gives, computed
-    with the reference (the same operations, so the same numbers): the largest |reference|, the
-    largest absolute and relative errors, and the largest error - rtol * |reference|
-    (`excess`: no element disagrees when it is below atol). For `got` and `rtol` only."""
-
-    got: Any
-    rtol: float
-    top: float
-    max_abs: float
-    max_rel: float
-    excess: float
 
 
 Chunk = Tuple[Any, int, int]  # (a basic index: a view of any array of the shape, flat start, elements)
@@ -116,19 +95,25 @@ def map_chunks(fn: Callable[[Any, int, int], Any], shape: Tuple[int, ...], size:
 
 
 def all_finite(a: np.ndarray) -> bool:
-    """Whether every element of `a` is finite, in chunks."""
+    """Whether every element of `a` is finite: one sum over the whole array in the calling
+    thread (a reduction reads memory faster than threads share it), chunks only when it says no."""
     a = np.asarray(a)
+    if a.dtype.kind == "f" and a.size and np.isfinite(np.add.reduce(a, axis=None)):
+        return True
     return all(map_chunks(lambda key, _s, _n: _finite(a[key]), a.shape))
 
 
 def _finite(c: Any) -> bool:
-    """Whether every element of `c` is finite: for floats its min and max (NaN propagates, an
-    infinity is one of them), two vectorized reductions instead of a temporary of bools."""
+    """Whether every element of `c` is finite. For floats one vectorized pass, no temporary of
+    bools: a finite sum has only finite terms (NaN and infinities propagate); a sum that is not
+    finite (an overflow, maybe) is settled by the min and max."""
     c = np.asarray(c)
     if c.size == 0:
         return True
     if c.dtype.kind != "f":
         return bool(np.isfinite(c).all())
+    if np.isfinite(np.add.reduce(c, axis=None)):
+        return True
     return bool(np.isfinite(c.min()) and np.isfinite(c.max()))
 
 
@@ -236,6 +221,9 @@ def _grid(
     chunk (for `_sample`; None when no pass was made)."""
     keys = list(formulas)
     try:
+        program = formula_program.build(sp, [formulas[k] for k in keys], symbols)
+        if program is not None:
+            return _run_grid([(keys, program)], symbols, arrays, shape, against, inputs or [])
         fn = sp.lambdify(symbols, [formulas[k] for k in keys], modules="numpy", cse=True)
         return _run_grid([(keys, fn)], symbols, arrays, shape, against, inputs or [])
     except Exception:  # one of them NumPy cannot spell (SymPy's complex infinity): each on its own
@@ -246,7 +234,9 @@ def _grid(
         extremes = None
         for k in keys:
             try:
-                one = sp.lambdify(symbols, [formulas[k]], modules="numpy")
+                one = formula_program.build(sp, [formulas[k]], symbols) or sp.lambdify(
+                    symbols, [formulas[k]], modules="numpy"
+                )
                 mine = against if against is not None and against.key == k else None
                 o, b, f, st, ex = _run_grid([([k], one)], symbols, arrays, shape, mine, inputs or [])
             except Exception:
@@ -271,26 +261,30 @@ def _run_grid(
     out = {k: np.empty(shape) for keys, _ in fns for k in keys if k != FINITE}
     ext_at = [symbols.index(s) for s in inputs]  # the inputs' places among the arguments
 
+    scratch = formula_program.Scratch()
+
     def piece(key: Any, start: int, n: int) -> Tuple[Any, Any, Any]:
-        args = [_wide(arrays[s][key]) for s in symbols]
+        here = np.broadcast_to(np.float64(0.0), shape)[key].shape  # the chunk's
+        views = [arrays[s][key] for s in symbols]
+        wide = scratch.take(len(views), here, "arguments")
+        args = [v if v.dtype == np.float64 else _widen(v, w) for v, w in zip(views, wide)]
         bad: Dict[Any, Tuple[int, np.ndarray]] = {}  # formula -> (points not finite, the first of them)
         compared = None
         for keys, fn in fns:
-            for k, v in zip(keys, fn(*args)):
-                v = np.asarray(v)
-                if np.iscomplexobj(v):
-                    real = np.real(v)
-                    v = np.where(np.abs(np.imag(v)) > 1e-12 * np.maximum(1.0, np.abs(real)), np.nan, real)
-                if k == FINITE:
-                    o = v
-                else:
-                    o = out[k][key]
-                    o[...] = v
+            if isinstance(fn, formula_program.Program):
+                values = [out[k][key] if k != FINITE else scratch.take(1, here, "finite")[0] for k in keys]
+                fn.run(args, values, scratch)
+            else:
+                values = [_kept(out, k, key, v) for k, v in zip(keys, fn(*args))]
+            for k, o in zip(keys, values):
+                if against is not None and k == against.key:
+                    compared = chunk_compare.compared(o, against.got[key], against.rtol, n, scratch)
+                    if compared is not chunk_compare.NOT_FINITE:  # it found `o` finite
+                        continue
+                    compared = None
                 if not _finite(o):
                     where = np.flatnonzero(~np.isfinite(o))
                     bad[k] = (where.size, start + where[: MAX_EVALF_POINTS + 1])
-                elif against is not None and k == against.key:
-                    compared = _compared(o, against.got[key], against.rtol, n)
         # as given (float32, say: half the bytes of the widened chunk, the same values)
         return bad, compared, [_extremes(arrays[symbols[i]][key], start) for i in ext_at]
 
@@ -313,23 +307,23 @@ def _run_grid(
     return out, bad_at, finite, stats, extremes
 
 
-def _compared(r: np.ndarray, got: Any, rtol: float, n: int) -> Optional[Tuple[float, float, float, float]]:
-    """(largest |r|, largest |got - r|, largest relative error, largest |got - r| - rtol |r|) of a
-    chunk, by compare.py's operations; None where `got` is not finite (compare decides)."""
-    if n == 0:
-        return -1.0, 0.0, 0.0, -np.inf
-    err = np.array(got, dtype=np.float64)  # a copy, written in place
-    np.subtract(err, r, out=err)
-    np.abs(err, out=err)
-    mag = np.abs(r)
-    rel = np.maximum(mag, np.finfo(np.float64).tiny)
-    np.divide(err, rel, out=rel)  # an error against a reference of 0 is infinitely relative
-    top, max_abs = float(mag.max()), float(err.max())
-    if not np.isfinite(max_abs):  # `got` is not finite here (r is): compare decides
-        return None
-    mag *= rtol
-    np.subtract(err, mag, out=mag)
-    return top, max_abs, float(rel.max()), float(mag.max())
+def _kept(out: Dict[Any, np.ndarray], k: Any, key: Any, v: Any) -> np.ndarray:
+    """A lambdified formula's chunk `v` (NaN where complex) written into its place in `out`;
+    the target's own value (FINITE) is not kept."""
+    v = np.asarray(v)
+    if np.iscomplexobj(v):
+        real = np.real(v)
+        v = np.where(np.abs(np.imag(v)) > 1e-12 * np.maximum(1.0, np.abs(real)), np.nan, real)
+    if k == FINITE:
+        return v
+    o = out[k][key]
+    o[...] = v
+    return o
+
+
+def _widen(v: np.ndarray, into: np.ndarray) -> np.ndarray:
+    np.copyto(into, v)  # exact: every narrower float is a float64
+    return into
 
 
 def _wide(a: Any) -> np.ndarray:
@@ -377,11 +371,27 @@ def _chunk_extremes(full: np.ndarray, key: Any, start: int, _n: int) -> List[Tup
 
 def _extremes(chunk: Any, start: int) -> List[Tuple[float, int]]:
     """A chunk's smallest and largest finite value, smallest and largest magnitude (NaN and
-    inf read as 0), each with its first flat position."""
+    inf read as 0), each with its first flat position. Where every value is finite, from the
+    argmin and argmax alone (and |c| only where the chunk has both signs)."""
     c = np.asarray(chunk).ravel()
     if c.size == 0:
         return [(0.0, start)] * 4
-    finite = c if _finite(c) else np.where(np.isfinite(c), c, 0.0)
+    i, j = int(np.argmin(c)), int(np.argmax(c))  # the first NaN, if any
+    lo, hi = float(c[i]), float(c[j])
+    if np.isfinite(lo) and np.isfinite(hi):
+        if lo >= 0.0:
+            small = (abs(lo), i)
+        elif hi <= 0.0:
+            small = (abs(hi), j)
+        else:
+            mag = np.abs(c)
+            k = int(np.argmin(mag))
+            small = (float(mag[k]), k)
+        a, b = abs(lo), abs(hi)
+        large = (a, i) if a > b else (b, j) if b > a else (a, min(i, j))
+        picked = [(lo, i), (hi, j), small, large]
+        return [(v, start + at) for v, at in picked]
+    finite = np.where(np.isfinite(c), c, 0.0)
     mag = np.abs(finite)
     picks = ((finite, np.argmin(finite)), (finite, np.argmax(finite)), (mag, np.argmin(mag)), (mag, np.argmax(mag)))
     return [(float(a[i]), start + int(i)) for a, i in picks]
