@@ -319,7 +319,7 @@ def _projected(blocks: List[Tuple[np.ndarray, np.ndarray, np.ndarray]], signs: b
     (every u_i, v_j is +-1) the bound's sums are the same for every direction."""
     k = blocks[0][1].shape[0]
     out = Sums(np.zeros(k), np.zeros(k), np.zeros(k), np.zeros(k))
-    top, f8 = [np.zeros(0)], np.float64
+    top, f8 = np.zeros(0), np.float64  # the SPARED + 1 largest |J_ij| so far
     for j, u, v in blocks:
         j = j if j.dtype in (np.float16, np.float32, np.float64) else np.asarray(j, dtype=f8)  # bfloat16: widened
         rows, cols = j.shape
@@ -340,9 +340,8 @@ def _projected(blocks: List[Tuple[np.ndarray, np.ndarray, np.ndarray]], signs: b
                 jabs = np.abs(jc, out=ja[: jc.shape[0], : jc.shape[1]])
                 if not np.isfinite(squares):  # the scale takes finite elements only
                     jabs[~np.isfinite(jabs)] = 0
-                top.append(_candidates(jabs.reshape(-1)))
-                if len(top) > 64:  # the largest
-                    top = [_top(np.concatenate(top))]
+                if top.size <= SPARED or np.max(jabs) > top.min():  # else no element of it can be among them
+                    top = _top(np.concatenate([top, _candidates(jabs.reshape(-1))]))
                 jv[r : r + step_r] += jc @ vc.T
                 if signs:
                     out.abs += float(np.sum(jabs))
@@ -355,8 +354,7 @@ def _projected(blocks: List[Tuple[np.ndarray, np.ndarray, np.ndarray]], signs: b
         out.p += np.einsum("kr,rk->k", u, jv, dtype=f8, casting="unsafe")
         if signs:
             out.count += j.size
-    best = _top(np.concatenate(top))
-    out.scale = (float(np.min(best)) if best.size == SPARED + 1 else float(np.max(best))) if best.size else 0.0
+    out.scale = (float(np.min(top)) if top.size == SPARED + 1 else float(np.max(top))) if top.size else 0.0
     return out
 
 
