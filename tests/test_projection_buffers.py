@@ -3,10 +3,10 @@
 - `_projected` reads TensorFlow's value a tile at a time (rows and columns cut at CHUNK); its
   sums are those of the formulas in its docstring, computed here directly in float64 over the
   whole block, for signs and for general (rounded) directions, whatever the tiles;
-- the checks' large buffers come from a pool (`empty(pool=True)`) reused by the next job: a
-  block still held by anything (an array, a view, a tensor TensorFlow shares) is never handed
-  out again, and a finished check's `Forward` gives its buffers back at once (no cycle waits
-  for the garbage collector);
+- the checks' large buffers (of at least POOLED bytes) come from a pool (`empty(pool=True)`)
+  reused by the next job: a block still held by anything (an array, a view, a tensor
+  TensorFlow shares) is never handed out again, and a finished check's `Forward` gives its
+  buffers back at once (no cycle waits for the garbage collector);
 - `Forward.moved` builds x0 + sum(h d) a chunk at a time, with the same numbers as NumPy's
   whole-array arithmetic.
 """
@@ -109,8 +109,11 @@ def test_a_pooled_block_is_handed_out_again_only_once_nothing_holds_it():
     fourth = empty((n,), pool=True)
     assert fourth.ctypes.data not in (address, second.ctypes.data)
     assert float(tf.reduce_sum(shared)) == n  # unchanged
-    int8 = empty((3, n // 3), np.int8, pool=True)  # any dtype, aligned alike
+    int8 = empty((2, n), np.int8, pool=True)  # any dtype, aligned alike
     assert int8.dtype == np.int8 and int8.ctypes.data % ALIGN == 0
+    blocks = len(forward_pass.POOL)
+    small = empty((100,), pool=True)  # under POOLED bytes: malloc's own, not the pool's
+    assert len(forward_pass.POOL) == blocks and small.ctypes.data % ALIGN == 0
 
 
 def test_a_finished_checks_buffers_go_back_to_the_pool_without_the_garbage_collector():

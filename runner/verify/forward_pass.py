@@ -26,12 +26,11 @@ _EPS64 = float(np.finfo(np.float64).eps)
 # Machine epsilon by dtype: the check of code that does not take float64 works in its dtype.
 # float64 arrays of at least this many numbers, ALIGN-byte aligned (`empty`), are given to
 # TensorFlow without a copy (`_as_tensor`)
-SHARED = 1 << 16
-ALIGN = 64
+SHARED, ALIGN = 1 << 16, 64
 # The checks' large buffers (`empty(pool=True)`), kept for the next job in this process: the first
 # touch of fresh memory costs page faults (~2.5 ms per 8 MB here, more than the arithmetic on it)
 POOL: List[np.ndarray] = []
-POOL_BYTES = 1 << 27
+POOL_BYTES, POOLED = 1 << 27, 1 << 17  # at most 128 MiB, of blocks of at least 128 KiB
 MOVE_CHUNK = 1 << 15  # numbers `Forward.moved` writes at once
 EPS = {"float64": _EPS64, "float32": 2.0**-23, "float16": 2.0**-10, "bfloat16": 2.0**-7}
 
@@ -321,6 +320,7 @@ def empty(shape: Tuple[int, ...], dtype: Any = np.float64, pool: bool = False) -
     tensor of it: they keep its reference count up), else a new one kept while POOL_BYTES allow."""
     dtype = np.dtype(dtype)
     size = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    pool = pool and size >= POOLED  # (smaller ones: malloc reuses its own memory)
     free = sorted((r for r in POOL if sys.getrefcount(r) <= 3), key=len) if pool else []  # (the pool's, r, the call's)
     raw = next((r for r in free if size + ALIGN <= r.size <= 2 * size + ALIGN), None)
     if raw is None:
