@@ -51,7 +51,7 @@ from runner.verify.forward_pass import Forward, Unverifiable, empty
 
 METHOD = "projection"
 SIGMAS = 6.0  # the bound: this many times the projected element-wise tolerance
-CHUNK = 1 << 15  # numbers of TF's value read at once
+CHUNK = 1 << 14  # numbers of TF's value read at once
 DIRECTIONS = "rademacher"  # the directions' kind, recorded: `_signs(numpy.random.default_rng(seed), K, shape)`
 
 
@@ -315,8 +315,8 @@ class Sums:
 def _projected(blocks: List[Tuple[np.ndarray, np.ndarray, np.ndarray]], signs: bool) -> Sums:
     """`Sums` in one pass over TF's value, a tile of at most CHUNK numbers at a time widened to
     float64 in a buffer that stays in cache, as do the tile's directions: J v for every direction
-    is one product (BLAS's gemv, no threads at this size), u^T (J v) taken once per block. With `signs`
-    (every u_i, v_j is +-1) the bound's sums are the same for every direction."""
+    is one product (BLAS's gemv, no threads at this size), u^T (J v) taken once per block. With
+    `signs` (every u_i, v_j is +-1) the bound's sums are the same for every direction."""
     k = blocks[0][1].shape[0]
     out = Sums(np.zeros(k), np.zeros(k), np.zeros(k), np.zeros(k))
     top, f8 = np.zeros(0), np.float64  # the SPARED + 1 largest |J_ij| so far
@@ -325,8 +325,7 @@ def _projected(blocks: List[Tuple[np.ndarray, np.ndarray, np.ndarray]], signs: b
         rows, cols = j.shape
         step_c = max(1, min(cols, CHUNK))
         step_r = max(1, CHUNK // step_c)
-        jt, ja = empty((min(rows, step_r), step_c), pool=True), empty((min(rows, step_r), step_c), pool=True)
-        vt, jv = empty((k, step_c), pool=True), np.zeros((rows, k))
+        jt, vt, jv = empty((min(rows, step_r), step_c), pool=True), empty((k, step_c), pool=True), np.zeros((rows, k))
         u2: Any = None if signs else np.square(u, dtype=f8)
         for c in range(0, cols, step_c):
             vc = vt[:, : min(step_c, cols - c)]
@@ -335,22 +334,23 @@ def _projected(blocks: List[Tuple[np.ndarray, np.ndarray, np.ndarray]], signs: b
             for r in range(0, rows, step_r):
                 jc = jt[: min(step_r, rows - r), : vc.shape[1]]  # contiguous: whole rows, or one row
                 np.copyto(jc, j[r : r + step_r, c : c + step_c])
+                jv[r : r + step_r] += jc @ vc.T
                 flat = jc.reshape(-1)
                 squares = float(np.einsum("i,i->", flat, flat))  # (not np.dot: BLAS's threads stall beside TF's)
-                jabs = np.abs(jc, out=ja[: jc.shape[0], : jc.shape[1]])
+                if not signs:
+                    ur2 = u2[:, r : r + step_r]
+                    out.count += np.sum(ur2, axis=1) * np.sum(vc2, axis=1)
+                    out.squares += np.einsum("kr,rk->k", ur2, np.square(jc) @ vc2.T)
+                jabs = np.abs(jc, out=jc)  # the tile, its signs no longer needed
                 if not np.isfinite(squares):  # the scale takes finite elements only
                     jabs[~np.isfinite(jabs)] = 0
                 if top.size <= SPARED or np.max(jabs) > top.min():  # else no element of it can be among them
-                    top = _top(np.concatenate([top, _candidates(jabs.reshape(-1))]))
-                jv[r : r + step_r] += jc @ vc.T
+                    top = _top(np.concatenate([top, _candidates(flat)]))
                 if signs:
                     out.abs += float(np.sum(jabs))
                     out.squares += squares
                 else:
-                    ur2 = u2[:, r : r + step_r]
-                    out.count += np.sum(ur2, axis=1) * np.sum(vc2, axis=1)
                     out.abs += np.einsum("kr,rk->k", ur2, jabs @ vc2.T)
-                    out.squares += np.einsum("kr,rk->k", ur2, np.square(jc) @ vc2.T)
         out.p += np.einsum("kr,rk->k", u, jv, dtype=f8, casting="unsafe")
         if signs:
             out.count += j.size
