@@ -22,8 +22,10 @@ ONE_SIDED_STEP = 1.5e-8  # sqrt(float64 eps): the one-sided difference's best re
 
 
 def scales(fwd: Forward, along: List[Dict[str, np.ndarray]]) -> Dict[str, float]:
-    """max(1, max |x|) of each source moved: the steps are relative to it."""
-    return {s: max(1.0, max_abs(fwd.base[s])) for s in {s for d in along for s in d}}
+    """max(1, max |x|) of each source moved: the steps are relative to it (an input's from its
+    value as the run gave it, whose float64 copy holds the same numbers in twice the bytes)."""
+    raw = {s: fwd.raw[s] for s in fwd.raw if np.asarray(fwd.raw[s]).dtype.kind in "fiu"}
+    return {s: max(1.0, max_abs(raw[s] if s in raw else fwd.base[s])) for s in {s for d in along for s in d}}
 
 
 def max_abs(a: np.ndarray) -> float:  # with no array of |a|

@@ -9,6 +9,8 @@ float64, or rounded to the dtype a user's code computes it in.
 from __future__ import annotations
 
 import dataclasses
+import sys
+import weakref
 from typing import Any, Collection, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
@@ -24,8 +26,12 @@ _EPS64 = float(np.finfo(np.float64).eps)
 # Machine epsilon by dtype: the check of code that does not take float64 works in its dtype.
 # float64 arrays of at least this many numbers, ALIGN-byte aligned (`empty`), are given to
 # TensorFlow without a copy (`_as_tensor`)
-SHARED = 1 << 16
-ALIGN = 64
+SHARED, ALIGN = 1 << 16, 64
+# The checks' large buffers (`empty(pool=True)`), kept for the next job in this process: the first
+# touch of fresh memory costs page faults (~2.5 ms per 8 MB here, more than the arithmetic on it)
+POOL: List[np.ndarray] = []
+POOL_BYTES, POOLED = 1 << 27, 1 << 17  # at most 128 MiB, of blocks of at least 128 KiB
+MOVE_CHUNK = 1 << 15  # numbers `Forward.moved` writes at once
 EPS = {"float64": _EPS64, "float32": 2.0**-23, "float16": 2.0**-10, "bfloat16": 2.0**-7}
 
 
@@ -160,30 +166,27 @@ class Forward:
 
     def moved(self, name: str, terms: Sequence[Tuple[float, np.ndarray]]) -> np.ndarray:
         """base[name] + sum(h * d for (h, d) in terms), rounded as `move(name)` rounds, written
-        in place into a buffer kept for `name`: the next call for `name` overwrites it, so a
-        move is meant for one run (no fresh memory: at 10^6 numbers a fresh array costs more
-        than the arithmetic). TensorFlow reads it without a copy (`_as_tensor`)."""
+        in place, a chunk at a time, into a buffer kept for `name` (the pool's): the next call
+        overwrites it, so a move is meant for one run. TensorFlow reads it without a copy."""
         x0 = self.base[name]
         buf = self._buffers.get(name)
         if buf is None or buf.shape != x0.shape:
-            buf = self._buffers[name] = empty(x0.shape)
-        if terms:  # h d + x0 is x0 + h d exactly (IEEE addition commutes): one pass fewer
-            np.multiply(terms[0][1], terms[0][0], out=buf)
-            buf += x0
-        else:
-            np.copyto(buf, x0)
-        for h, d in terms[1:]:
-            buf += np.multiply(d, h, out=self._scratch(name, x0.shape))
-        move = self.move(name)
-        if move.dtype is not None:
+            buf = self._buffers[name] = empty(x0.shape, pool=True)
+        ds = [(h, np.broadcast_to(d, x0.shape)) for h, d in terms]
+        rows = max(1, MOVE_CHUNK * x0.shape[0] // max(1, x0.size)) if x0.ndim else 1
+        scratch: Any = empty(buf[:rows].shape if x0.ndim else (), pool=True) if ds[1:] else None
+        for at in [slice(a, a + rows) for a in range(0, len(x0), rows)] if x0.ndim else [...]:
+            out = buf[at]  # what it reads and writes stays in cache
+            if ds:  # h d + x0 is x0 + h d exactly (IEEE addition commutes): one pass fewer
+                np.multiply(ds[0][1][at], ds[0][0], out=out)
+                out += x0[at]
+            else:
+                np.copyto(out, x0[at])
+            for h, d in ds[1:]:
+                out += np.multiply(d[at], h, out=scratch[: len(out)] if x0.ndim else scratch)
+        if (move := self.move(name)).dtype is not None:
             np.copyto(buf, buf.astype(move.dtype))  # as Move.snap: rounded to the dtype
         return buf
-
-    def _scratch(self, name: str, shape: Tuple[int, ...]) -> np.ndarray:
-        key = name + "#scratch"
-        if key not in self._buffers or self._buffers[key].shape != shape:
-            self._buffers[key] = np.empty(shape)
-        return self._buffers[key]
 
     def shape(self, name: str) -> Tuple[int, ...]:
         """The shape of `name`: the run's own value's where it has one (no float64 re-run)."""
@@ -246,7 +249,7 @@ class _Widened(Mapping[str, np.ndarray]):
         if name not in self._done:
             arr = self._raw[name]
             if name in self._floats:  # aligned: TensorFlow reads it without a copy (`Forward.tensor`)
-                wide, arr = arr, empty(np.shape(arr))
+                wide, arr = arr, empty(np.shape(arr), pool=True)
                 np.copyto(arr, wide)
             self._done[name] = arr
         return self._done[name]
@@ -268,7 +271,7 @@ class _Base(Mapping[str, np.ndarray]):
     `Unverifiable` saying so."""
 
     def __init__(self, fwd: Forward):
-        self._fwd = fwd
+        self._fwd = weakref.proxy(fwd)  # no cycle: the Forward and its buffers go when the check ends
         self._env: Optional[Dict[str, Any]] = None
         self._values: Dict[str, np.ndarray] = {}
         self._failed: Optional[str] = None
@@ -311,12 +314,24 @@ class _Base(Mapping[str, np.ndarray]):
         return len(self.tensors())
 
 
-def empty(shape: Tuple[int, ...]) -> np.ndarray:
-    """An uninitialised float64 array aligned as TensorFlow needs to read it without a copy."""
-    n = int(np.prod(shape, dtype=np.int64))
-    raw = np.empty(n * 8 + ALIGN, dtype=np.uint8)
+def empty(shape: Tuple[int, ...], dtype: Any = np.float64, pool: bool = False) -> np.ndarray:
+    """An uninitialised array (float64 by default) aligned as TensorFlow needs to read it
+    without a copy; with `pool`, from `POOL`: a block nothing holds any more (no array, view or
+    tensor of it: they keep its reference count up), else a new one kept while POOL_BYTES allow."""
+    dtype = np.dtype(dtype)
+    size = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    pool = pool and size >= POOLED  # (smaller ones: malloc reuses its own memory)
+    free = sorted((r for r in POOL if sys.getrefcount(r) <= 3), key=len) if pool else []  # (the pool's, r, the call's)
+    raw = next((r for r in free if size + ALIGN <= r.size <= 2 * size + ALIGN), None)
+    if raw is None:
+        raw = np.empty(size + ALIGN, dtype=np.uint8)
+        while pool and free and sum(map(len, POOL)) + raw.size > POOL_BYTES:  # free blocks make room, largest first
+            gone = free.pop()
+            POOL[:] = [r for r in POOL if r is not gone]
+        if pool and sum(map(len, POOL)) + raw.size <= POOL_BYTES:
+            POOL.append(raw)
     skip = -raw.ctypes.data % ALIGN
-    return raw[skip : skip + n * 8].view(np.float64).reshape(shape)
+    return raw[skip : skip + size].view(dtype).reshape(shape)
 
 
 def _float64(v: Any) -> np.ndarray:

@@ -47,11 +47,11 @@ from runner.config.spec import JobSpec, RequestSpec
 from runner.verify.compare import DTYPE_RTOL, FAILED, METHOD_RTOL, PASSED, UNSTEADY, UNVERIFIED, set_outcome
 from runner.verify.directional import difference, scales
 from runner.verify.finite_differences import NARROW_RTOL, SECOND_STEPS, coarsest, tangent, weights
-from runner.verify.forward_pass import Forward, Unverifiable
+from runner.verify.forward_pass import Forward, Unverifiable, empty
 
 METHOD = "projection"
 SIGMAS = 6.0  # the bound: this many times the projected element-wise tolerance
-CHUNK = 1 << 20  # numbers of TF's value read at once
+CHUNK = 1 << 14  # numbers of TF's value read at once
 DIRECTIONS = "rademacher"  # the directions' kind, recorded: `_signs(numpy.random.default_rng(seed), K, shape)`
 
 
@@ -206,8 +206,11 @@ def check(
     if plan.v_of is not None and move.dtype is not None:  # the blocks' V get the rounded moves
         plan.blocks = [(jb, ub, np.array(vb, dtype=np.float64)) for jb, ub, vb in plan.blocks]
         plan.signs = False
+    # TF's value is projected before the runs (NumPy's passes run slower just after one of
+    # TensorFlow's, whose threads still spin), unless the runs' rounded moves become its V
+    sums = _projected(plan.blocks, plan.signs) if plan.signs else None
     refs, noise = _along(fwd, req, plan, one_sided, opaque)
-    sums = _projected(plan.blocks, plan.signs)
+    sums = sums or _projected(plan.blocks, plan.signs)
     if not opaque and _noisy(noise, refs, sums):
         # steps too small for this function's size (a large offset: sum(1e6 + 0.01 * ...)):
         # central differences with steps ~170 times the usual, their error measured (against
@@ -310,49 +313,54 @@ class Sums:
 
 
 def _projected(blocks: List[Tuple[np.ndarray, np.ndarray, np.ndarray]], signs: bool) -> Sums:
-    """`Sums` in one pass over TF's value, a chunk at a time, in float64 (einsum's `dtype`: no
-    widened copy of J; einsum, not BLAS, steady on a busy machine where BLAS's threads wait on
-    each other). With `signs` (every u_i, v_j is +-1) the bound's sums are the same for every
-    direction: a direction costs one u^T J v."""
+    """`Sums` in one pass over TF's value, a tile of at most CHUNK numbers at a time widened to
+    float64 in a buffer that stays in cache, as do the tile's directions: J v for every direction
+    is one product (BLAS's gemv, no threads at this size), u^T (J v) taken once per block. With
+    `signs` (every u_i, v_j is +-1) the bound's sums are the same for every direction."""
     k = blocks[0][1].shape[0]
     out = Sums(np.zeros(k), np.zeros(k), np.zeros(k), np.zeros(k))
-    top, f8 = np.zeros(0), np.float64
+    top, f8 = np.zeros(0), np.float64  # the SPARED + 1 largest |J_ij| so far
     for j, u, v in blocks:
-        if j.dtype not in (np.float16, np.float32, np.float64):
-            j = np.asarray(j, dtype=f8)  # (bfloat16 and the like: widened first)
-        cols = j.shape[1]
-        rows = max(1, CHUNK // max(1, cols))
-        jabs = np.empty(min(j.size, rows * cols), dtype=j.dtype)
+        j = j if j.dtype in (np.float16, np.float32, np.float64) else np.asarray(j, dtype=f8)  # bfloat16: widened
+        rows, cols = j.shape
+        step_c = max(1, min(cols, CHUNK))
+        step_r = max(1, CHUNK // step_c)
+        jt, vt, jv = empty((min(rows, step_r), step_c), pool=True), empty((k, step_c), pool=True), np.zeros((rows, k))
+        u2: Any = None if signs else np.square(u, dtype=f8)
+        for c in range(0, cols, step_c):
+            vc = vt[:, : min(step_c, cols - c)]
+            np.copyto(vc, v[:, c : c + step_c])
+            vc2: Any = None if signs else np.square(vc)
+            for r in range(0, rows, step_r):
+                jc = jt[: min(step_r, rows - r), : vc.shape[1]]  # contiguous: whole rows, or one row
+                np.copyto(jc, j[r : r + step_r, c : c + step_c])
+                jv[r : r + step_r] += jc @ vc.T
+                flat = jc.reshape(-1)
+                squares = float(np.einsum("i,i->", flat, flat))  # (not np.dot: BLAS's threads stall beside TF's)
+                if not signs:
+                    ur2 = u2[:, r : r + step_r]
+                    out.count += np.sum(ur2, axis=1) * np.sum(vc2, axis=1)
+                    out.squares += np.einsum("kr,rk->k", ur2, np.square(jc) @ vc2.T)
+                jabs = np.abs(jc, out=jc)  # the tile, its signs no longer needed
+                if not np.isfinite(squares):  # the scale takes finite elements only
+                    jabs[~np.isfinite(jabs)] = 0
+                if top.size <= SPARED or np.max(jabs) > top.min():  # else no element of it can be among them
+                    top = _top(np.concatenate([top, _candidates(flat)]))
+                if signs:
+                    out.abs += float(np.sum(jabs))
+                    out.squares += squares
+                else:
+                    out.abs += np.einsum("kr,rk->k", ur2, jabs @ vc2.T)
+        out.p += np.einsum("kr,rk->k", u, jv, dtype=f8, casting="unsafe")
         if signs:
             out.count += j.size
-        else:
-            out.count += np.einsum("kr,kr->k", u, u) * np.einsum("kc,kc->k", v, v)
-        for a in range(0, j.shape[0], rows):
-            jc = j[a : a + rows]
-            ja = np.abs(jc, out=jabs[: jc.size].reshape(jc.shape))
-            squares = float(np.einsum("rc,rc->", jc, jc, dtype=f8))
-            if not np.isfinite(squares):  # the scale takes finite elements only
-                ja[~np.isfinite(ja)] = 0
-            top = np.concatenate([top, _candidates(ja.reshape(-1)).astype(f8)])
-            top = -np.partition(-top, SPARED)[: SPARED + 1] if top.size > SPARED + 1 else top  # the largest
-            if signs:
-                out.abs += float(np.sum(ja, dtype=f8))
-                out.squares += squares
-            for i in range(k):
-                ui = u[i, a : a + rows]
-                out.p[i] += _uJv(ui, jc, v[i])
-                if not signs:
-                    u2, v2 = np.square(ui, dtype=f8), np.square(v[i], dtype=f8)
-                    out.abs[i] += _uJv(u2, ja, v2)
-                    out.squares[i] += float(np.einsum("r,rc,rc,c->", u2, jc, jc, v2, dtype=f8))
     out.scale = (float(np.min(top)) if top.size == SPARED + 1 else float(np.max(top))) if top.size else 0.0
     return out
 
 
-def _uJv(u: np.ndarray, j: np.ndarray, v: np.ndarray) -> float:
-    """u^T J v in float64 (J v first: faster than einsum's three-operand loop)."""
-    jv = np.einsum("rc,c->r", j, v, dtype=np.float64, casting="unsafe")
-    return float(np.einsum("r,r->", u, jv, dtype=np.float64, casting="unsafe"))
+def _top(a: np.ndarray) -> np.ndarray:
+    """The SPARED + 1 largest of `a` (all of it when fewer)."""
+    return -np.partition(-a, SPARED)[: SPARED + 1] if a.size > SPARED + 1 else a
 
 
 def _candidates(a: np.ndarray) -> np.ndarray:
@@ -360,7 +368,7 @@ def _candidates(a: np.ndarray) -> np.ndarray:
     the SPARED + 1-th largest of the maxima of RUN groups (that many elements reach it)."""
     runs = a.size // RUN
     if runs <= SPARED + 1:
-        return a
+        return a.copy()  # (`a` is a view of a buffer the next tile overwrites)
     peaks = a[: runs * RUN].reshape(RUN, runs).max(axis=0)  # (any grouping will do: this one is fast)
     least = np.partition(peaks, runs - SPARED - 1)[runs - SPARED - 1]
     return np.concatenate([a[: runs * RUN][a[: runs * RUN] >= least], a[runs * RUN :]])
