@@ -340,8 +340,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     )
     report_mlflow.arguments(parser)
     args = parser.parse_args(argv)
-    if args.diff and args.path is not None:
-        parser.error("--diff takes two run folders and no PATH")
+    if args.diff and (args.path is not None or args.over is not None):
+        parser.error("--diff takes two run folders, and no PATH or --over")
     if args.mlflow is not None:
         return report_mlflow.main(args, parser, show, finish, Logs())
     logs = Logs()
@@ -356,6 +356,8 @@ def main(argv: Optional[List[str]] = None) -> int:
             text: Optional[str] = _json(doc) if args.json else "\n".join(shown)
         else:
             path = _trusted(args.path if args.path is not None else Path("outputs"))
+            if args.over is not None and not (path / MULTIRUN_FILE).is_file():
+                parser.error(f"--over groups a sweep's jobs: {path} is no sweep folder")
             text = show(path, args, logs)
             if text is None:
                 print(f"no such folder: {path}", file=sys.stderr)

@@ -333,3 +333,17 @@ def test_a_reader_that_closes_the_pipe_gets_no_traceback(runs, tmp_path):
     )
     assert head.stdout.startswith("date"), head.stdout
     assert "Traceback" not in head.stderr and "BrokenPipeError" not in head.stderr, head.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("target", ["x2", "."], ids=["a run", "a folder of runs"])
+def test_over_on_anything_but_a_sweep_is_refused(runs, capsys, target):
+    """`--over` groups a sweep's jobs: on a run or a listing it would be ignored, so it is refused."""
+    with pytest.raises(SystemExit) as stop:
+        report.main([str(runs / target), "--over", "seed"])
+    assert stop.value.code == 2
+    err = capsys.readouterr().err
+    assert "--over groups a sweep's jobs" in err and "is no sweep folder" in err
+    with pytest.raises(SystemExit) as stop:
+        report.main(["--diff", str(runs / "x2"), str(runs / "x3"), "--over", "seed"])
+    assert stop.value.code == 2
