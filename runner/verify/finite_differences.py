@@ -41,9 +41,7 @@ def fd_jacobian(
 ) -> Jacobian:
     """Central (and one-sided) differences of `fun` at `x0`, one element of x at a time,
     with steps and rounding for the dtype `move` says x is computed in."""
-    x0 = np.asarray(x0, dtype=np.float64)
-    if x0.size > MAX_FD_ELEMENTS:
-        raise Unverifiable(f"the source has {x0.size} elements; finite differences take at most {MAX_FD_ELEMENTS}")
+    x0 = _within_limit(x0)
     f0 = np.asarray(fun(x0), dtype=np.float64)
     flat = x0.ravel()
     central = np.zeros(f0.shape + (flat.size,))
@@ -79,14 +77,20 @@ def _moved(flat: np.ndarray, j: int, rel: float, move: Move) -> Tuple[np.ndarray
     return up, down, up[j] - flat[j], flat[j] - down[j], h
 
 
+def _within_limit(x0: Any) -> np.ndarray:
+    """`x0` in float64, when element-wise differences may take it (one message for every caller)."""
+    x0 = np.asarray(x0, dtype=np.float64)
+    if x0.size > MAX_FD_ELEMENTS:
+        raise Unverifiable(f"the source has {x0.size} elements; finite differences take at most {MAX_FD_ELEMENTS}")
+    return x0
+
+
 def central_differences(
     fun: Callable[[np.ndarray], np.ndarray], x0: np.ndarray, level: int = 0, move: Move = EXACT
 ) -> np.ndarray:
     """`fd_jacobian(...).central` without the one-sided differences (and the run at x0 they
     need): f.shape + x.shape, with the same steps."""
-    x0 = np.asarray(x0, dtype=np.float64)
-    if x0.size > MAX_FD_ELEMENTS:
-        raise Unverifiable(f"not verified: the source has {x0.size} elements (limit {MAX_FD_ELEMENTS})")
+    x0 = _within_limit(x0)
     flat, rel, columns = x0.ravel(), move.rel(level), []
     for j in range(flat.size):
         up, down, h_up, h_down, _ = _moved(flat, j, rel, move)
