@@ -105,7 +105,7 @@ def build(sp: Any, formulas: Sequence[Any], symbols: Sequence[Any]) -> Optional[
     """The program computing `formulas` of `symbols`, or None when a node is not known."""
     try:
         return _Builder(sp, symbols).program(formulas)
-    except Unsupported:
+    except Exception:  # Unsupported, or what SymPy raises (cse of AccumBounds, an int too large): lambdify's path
         return None
 
 
@@ -146,8 +146,10 @@ class _Builder:
             return False, c.real
         if e.is_Symbol:
             raise Unsupported(f"the symbol {e} is not an argument")
-        if e.is_Add or e.is_Mul:
-            v = self._fold(np.add if e.is_Add else np.multiply, [self._value(a) for a in e.args])
+        if e.is_Add:  # terms and factors in the order lambdify prints them (the same roundings)
+            v = self._fold(np.add, [self._value(a) for a in e.as_ordered_terms()])
+        elif e.is_Mul:
+            v = self._product(e.as_ordered_factors())
         elif e.is_Pow:
             v = self._power(e.base, e.exp)
         else:
@@ -161,11 +163,23 @@ class _Builder:
         self.values[e] = v
         return v
 
+    def _product(self, factors: List[Any]) -> Operand:
+        """As lambdify prints a product: a / (b * c) for a * b**-1 * c**-1 (one rounding, and
+        no overflow of 1/c where a / c is finite)."""
+        num = [f for f in factors if not (f.is_Pow and f.exp.is_Rational and f.exp.is_negative)]
+        den = [f.base if f.exp == -1 else self.sp.Pow(f.base, -f.exp, evaluate=False) for f in factors if f not in num]
+        top = self._fold(np.multiply, [self._value(f) for f in num]) if num else (False, 1.0)
+        return self._emit(np.divide, top, self._fold(np.multiply, [self._value(f) for f in den])) if den else top
+
     def _power(self, base: Any, exponent: Any) -> Operand:
         b = self._value(base)
         if exponent.free_symbols:
             return self._emit(np.power, b, self._value(exponent))
+        if not exponent.is_real:  # a complex exponent: lambdify's complex numbers
+            raise Unsupported(str(exponent))
         q = float(exponent)
+        if q == -0.5:  # lambdify's 1/sqrt(b): at -inf and -0.0 NaN and -inf, where b**-0.5 gives 0 and inf
+            return self._emit(np.divide, (False, 1.0), self._emit(np.sqrt, b))
         if q == 2.0:
             return self._emit(np.square, b)
         if q == 0.5:
