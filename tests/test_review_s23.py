@@ -116,3 +116,44 @@ def test_a_float64_grid_check_keeps_the_record_of_lambdify_s_reference():
     assert rec["outcome"] == "passed" and rec["method"] == "symbolic"
     assert rec["max_abs_error"] == float(err.max())
     assert rec["max_rel_error"] == float(np.max(err / np.maximum(np.abs(ref), np.finfo(np.float64).tiny)))
+
+
+def _check_of(folder, steps, point, derivatives, dtype):
+    from tests.helpers.configs import run_steps
+
+    code, log = run_steps(folder, steps, point, derivatives, dtype=dtype)
+    assert code == 0, log.get("derivatives")
+    return [d["check"] for d in log["derivatives"]]
+
+
+def test_jobs_in_one_process_give_the_records_they_give_alone(tmp_path):
+    """The buffers kept from job to job (the projection's pool, the grid's per-thread scratch)
+    change no number: jobs of different shapes run in turns in one process give, the second
+    time, exactly the records they gave the first."""
+    jobs = {
+        "projection 96x96": (
+            {"y": "reduce_sum(tanh(matmul(W, v)))"},
+            {"W": {"random": {"shape": [96, 96], "seed": 0}}, "v": {"random": {"shape": [96, 1], "seed": 1}}},
+            [{"target": "y", "sources": "W"}],
+            "float32",
+        ),
+        "projection 128x64, two sources": (
+            {"y": "reduce_sum(sin(matmul(W, v)) * matmul(W, v))"},
+            {"W": {"random": {"shape": [128, 64], "seed": 2}}, "v": {"random": {"shape": [64, 1], "seed": 3}}},
+            [{"target": "y", "sources": ["W", "v"]}],
+            "float64",
+        ),
+        "grid": (
+            {"y": "sin(x) * x / (1 + x * x)"},
+            {"x": {"linspace": [-5.0, 5.0, 300_001]}},
+            [{"target": "y", "sources": "x"}],
+            "float32",
+        ),
+    }
+    first = {name: _check_of(tmp_path / f"a-{i}", *job) for i, (name, job) in enumerate(jobs.items())}
+    again = {name: _check_of(tmp_path / f"b-{i}", *job) for i, (name, job) in enumerate(reversed(jobs.items()))}
+    keys = ("outcome", "method", "max_abs_error", "max_rel_error", "tolerance", "mismatched", "elements", "projection")
+    for name in jobs:
+        assert [{k: c.get(k) for k in keys} for c in again[name]] == [{k: c.get(k) for k in keys} for c in first[name]]
+        assert all(c["outcome"] == "passed" for c in first[name]), (name, first[name])
+    assert {c["method"] for name in jobs for c in first[name]} >= {"projection", "symbolic"}
