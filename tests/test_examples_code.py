@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.helpers import ROOT
+from tests.helpers import ROOT, probe_script
 
 TRUST = "runner.examples"
 EXAMPLES = {  # experiment -> the callable its config names
@@ -194,13 +194,8 @@ def test_control_flow_takes_each_branch_compiled(trusted, run_job, x):
 
 # `python -m runner ARGS` in an environment without RUNNER_TRUST; prints the exit code,
 # whether TensorFlow was imported, and whether any module of runner.examples was
-_PROBE = (
-    "import sys\n"
-    "from runner import cli\n"
-    "try:\n"
-    "    cli.main()\n"
-    "except SystemExit as done:\n"
-    "    print(done.code, 'tensorflow' in sys.modules, any(m.startswith('runner.examples') for m in sys.modules))\n"
+_PROBE = probe_script(
+    "done.code, 'tensorflow' in sys.modules, any(m.startswith('runner.examples') for m in sys.modules)"
 )
 
 

@@ -29,7 +29,7 @@ import pytest
 
 from runner.record import mlflow_store
 from runner.sweep import mlflow_sweep
-from tests.helpers import cli, command_env, sweep_dirs, tracking
+from tests.helpers import cli, command_env, probe_script, sweep_dirs, tracking
 
 pytestmark = pytest.mark.slow
 
@@ -182,14 +182,7 @@ def test_resume_logs_the_kept_jobs_once_under_one_parent(tmp_path, empty_store):
 
 
 # `python -m runner ARGS`, printing its exit code and whether TensorFlow and MLflow were imported
-_PROBE = (
-    "import sys\n"
-    "from runner import cli\n"
-    "try:\n"
-    "    cli.main()\n"
-    "except SystemExit as done:\n"
-    "    print('PROBE', done.code, 'tensorflow' in sys.modules, 'mlflow' in sys.modules)\n"
-)
+_PROBE = probe_script("'PROBE', done.code, 'tensorflow' in sys.modules, 'mlflow' in sys.modules")
 
 
 def probe(args: List[str], cwd: Path) -> Tuple[List[str], str]:

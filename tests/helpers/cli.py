@@ -50,15 +50,16 @@ def start_cli(args: List[str], cwd: Path, env: Optional[Dict[str, str]] = None):
     )
 
 
+def probe_script(printed: str) -> str:
+    """A `python -c` script running `python -m runner ARGS` in-process and, when it exits,
+    printing `printed` (Python expressions over `done.code` and `sys.modules`)."""
+    return (
+        f"import sys\nfrom runner import cli\ntry:\n    cli.main()\nexcept SystemExit as done:\n    print({printed})\n"
+    )
+
+
 # `python -m runner ARGS` in a bare environment, printing its exit code and whether it imported TensorFlow
-_TENSORFLOW_PROBE = (
-    "import sys\n"
-    "from runner import cli\n"
-    "try:\n"
-    "    cli.main()\n"
-    "except SystemExit as done:\n"
-    "    print(done.code, 'tensorflow' in sys.modules)\n"
-)
+_TENSORFLOW_PROBE = probe_script("done.code, 'tensorflow' in sys.modules")
 
 
 def exit_and_tensorflow(args: List[str], cwd: Path) -> List[str]:
