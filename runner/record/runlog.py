@@ -15,9 +15,9 @@ import json
 import math
 import os
 import platform
+import secrets
 import shlex
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -218,9 +218,12 @@ def write_atomic(path: Path, data: Union[bytes, Callable[[BinaryIO], None]]) -> 
     killed half-way, never sees a partial file: the rename is atomic. The flush to disk
     follows within about a second, and at exit at the latest (`_Syncer`).
     """
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    # named before the file is made: a signal (KeyboardInterrupt) landing as soon as it exists
+    # still finds it to remove, where mkstemp would not yet have handed its name back
+    tmp = path.parent / f".{path.name}.{secrets.token_hex(8)}.tmp"
     try:
-        # mkstemp makes the file 0600; the log is shared like every other file (plot.png, the
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        # made 0600 (as mkstemp would); the log is shared like every other file (plot.png, the
         # event files, .hydra/*): 0666 less the user's umask, as open() would have made it
         os.fchmod(fd, 0o666 & ~umask())
         with os.fdopen(fd, "wb") as f:
@@ -231,6 +234,8 @@ def write_atomic(path: Path, data: Union[bytes, Callable[[BinaryIO], None]]) -> 
             f.flush()
         os.replace(tmp, path)
         _mark_written(path)  # flushed to disk in the background (see _Syncer)
+    except FileExistsError:  # only os.open's: another writer's name (a chance of 2^-64), not ours
+        raise
     except BaseException:
         try:
             os.unlink(tmp)
