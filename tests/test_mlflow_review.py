@@ -133,3 +133,23 @@ def test_a_sweep_stopped_by_sigint_leaves_no_run_running(tmp_path, empty_store):
     assert parent.info.status == "KILLED"
     assert 2 <= len(runs) - 1 < 40  # the third may be cut before its run was made
     assert [r.info.run_name for r in runs if r.info.status == "RUNNING"] == []
+
+
+def test_a_stopped_sweep_ends_its_children_left_running(tmp_path, empty_store, monkeypatch):
+    """A signal can cut a job between its run's creation and the handler that would end it
+    (seen in CI: a child left RUNNING): the sweep's end, KILLED, ends its children still running."""
+    uri = _store(tmp_path, empty_store, "m.db")
+    store = mlflow_store.Store(uri)
+    eid = store.experiment_id("runner")
+    parent = store.start_run(eid, "sweep", {"runner.kind": "sweep"})
+    done = store.start_run(eid, "seed_cubic #0", {"runner.kind": "job"}, parent=parent)
+    store.end_run(done, ok=True)
+    cut = store.start_run(eid, "seed_cubic #1", {"runner.kind": "job"}, parent=parent)
+    other = store.start_run(eid, "elsewhere", {"runner.kind": "run"})  # not the sweep's: left alone
+    sweep_dir = tmp_path / "sw"
+    sweep_dir.mkdir()
+    mlflow_sweep.write_state(sweep_dir, {"uri": store.uri, "experiment_id": eid, "parent_run_id": parent})
+    monkeypatch.setattr(mlflow_sweep, "interrupted", True)
+    mlflow_sweep.end(sweep_dir, [{"met": True}], [])
+    status = {r.info.run_id: r.info.status for r in tracking.runs(uri)}
+    assert status == {parent: "KILLED", done: "FINISHED", cut: "KILLED", other: "RUNNING"}

@@ -123,6 +123,10 @@ def end(sweep_dir: Path, rows: Sequence[Mapping[str, Any]], names: Sequence[str]
     try:
         store = mlflow_store.Store(state.get("uri"))
         store.log(parent, metrics={"jobs": float(len(rows)), "jobs_failed": float(failed)}, files=files)
+        if interrupted:  # a job cut between its run's creation and its end leaves it RUNNING
+            running = f"tags.`{mlflow_store.PARENT_TAG}` = '{parent}' and attributes.status = 'RUNNING'"
+            for run in store.runs([str(state.get("experiment_id"))], running):
+                store.end_run(run.info.run_id, ok=False, status="KILLED")
         store.end_run(parent, ok=failed == 0, status="KILLED" if interrupted else None)
         print(f"mlflow run: {parent} (experiment {state.get('experiment_id')}) at {store.uri}", flush=True)
     except mlflow_store.TrackingError as err:
