@@ -8,11 +8,13 @@ and the threaded path; `unchunked` makes it larger than any array, the whole-arr
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import pytest
 
 from runner.config import spec as specs
-from runner.verify import check, compare, pointwise
+from runner.verify import check, compare, grid_sample, pointwise
 from runner.verify.finite_differences import Reference
 
 SMALL = 64  # elements a chunk holds in these tests
@@ -153,10 +155,16 @@ def test_the_pointwise_values_are_the_same_in_chunks(monkeypatch):
     assert np.isnan(chunked["b"][-1]) or np.isinf(chunked["b"][-1])  # evalf's verdict at 0
 
 
+def pointwise_sample(shape, values):
+    """The sample of a grid whose extremes no formula pass found: each chunk's, on threads."""
+    found = pointwise.map_chunks(functools.partial(grid_sample.chunk_extremes, values), shape)
+    return grid_sample.sample(shape, [found])
+
+
 def test_the_sample_takes_each_extreme_s_first_place_as_numpy_does(small_chunks):
     values = np.tile([3.0, -2.0, 0.0, 5.0, -2.0, 5.0], 60)  # each extreme in many chunks
     values[200] = np.nan  # read as 0
-    picks = set(pointwise._sample(values.shape, {"v": values}))
+    picks = set(pointwise_sample(values.shape, values))
     finite = np.where(np.isfinite(values), values, 0.0)
     for i in (np.argmin(finite), np.argmax(finite), np.argmin(np.abs(finite)), np.argmax(np.abs(finite))):
         assert (int(i),) in picks
@@ -192,7 +200,7 @@ def test_a_chunk_s_extremes_are_the_first_places_numpy_gives(chunk, dtype):
             (mag, np.argmax(mag)),
         )
     ]
-    assert pointwise._extremes(c, 100) == want
+    assert grid_sample.extremes(c, 100) == want
 
 
 def test_a_kink_site_in_a_late_chunk_is_found(small_chunks):

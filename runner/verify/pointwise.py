@@ -26,13 +26,11 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 
-from runner.verify import chunk_compare, formula_program
+from runner.verify import chunk_compare, formula_program, grid_sample
 from runner.verify.chunk_compare import Against, Stats
 
 # Points evaluated one by one with evalf: at most this many in all (~0.1 ms each).
 MAX_EVALF_POINTS = 4096
-# Points of the sample evalf checks float64 against.
-SAMPLE = 64
 # Relative agreement of float64 with evalf that lets float64 stand for every point.
 AGREE = 1e-9
 # Elements a chunk holds: 2^18 (2 MB of float64) measured best on 2 cores at 10^7 points
@@ -160,7 +158,12 @@ def evaluate(
         if value is not None:
             formulas[FINITE] = value
         out, bad_at, finite, stats, extremes = _grid(sp, formulas, symbols, arrays, shape, against, list(grid))
-    recheck = _sample(shape, grid, extremes)
+    if extremes is None:  # no pass was made
+        extremes = [
+            map_chunks(functools.partial(grid_sample.chunk_extremes, np.broadcast_to(v, shape)), shape)
+            for v in grid.values()
+        ]
+    recheck = grid_sample.sample(shape, extremes)
     done: Dict[Any, Any] = {}
     for k, expr in wanted.items():
         values = out.get(k)
@@ -215,7 +218,7 @@ def _grid(
     most MAX_EVALF_POINTS + 1), and whether each is finite everywhere. A formula NumPy cannot
     spell is left out of the values (evalf decides). In the same pass: the comparison with
     `against` (`Stats`, None where a value is not finite) and each of `inputs`' extremes per
-    chunk (for `_sample`; None when no pass was made)."""
+    chunk (for `grid_sample.sample`; None when no pass was made)."""
     keys = list(formulas)
     try:
         program = formula_program.build(sp, [formulas[k] for k in keys], symbols)
@@ -283,7 +286,7 @@ def _run_grid(
                     where = np.flatnonzero(~np.isfinite(o))
                     bad[k] = (where.size, start + where[: MAX_EVALF_POINTS + 1])
         # as given (float32, say: half the bytes of the widened chunk, the same values)
-        return bad, compared, [_extremes(arrays[symbols[i]][key], start) for i in ext_at]
+        return bad, compared, [grid_sample.extremes(arrays[symbols[i]][key], start) for i in ext_at]
 
     with np.errstate(all="ignore"):
         found = map_chunks(piece, shape)
@@ -337,58 +340,3 @@ def _agrees(fast: float, exact: float) -> bool:
     if np.isinf(exact) or np.isinf(fast):
         return bool(fast == exact)
     return abs(fast - exact) <= AGREE * max(abs(exact), 1e-300) or abs(fast - exact) <= 1e-300
-
-
-def _sample(
-    shape: Tuple[int, ...], grid: Dict[Any, np.ndarray], found: Optional[List[List[List[Tuple[float, int]]]]] = None
-) -> List[Tuple[int, ...]]:
-    """The points evalf checks: each input's smallest and largest (by magnitude too), and
-    evenly spread ones, at most SAMPLE + 4 per input in all (each extreme's first place).
-    `found`: each input's extremes per chunk, when the formulas' pass gave them."""
-    size = int(np.prod(shape, dtype=np.int64))
-    if size == 0:
-        return []
-    flat = np.unique(np.linspace(0, size - 1, num=min(SAMPLE, size)).astype(np.int64))
-    picks = {int(i) for i in flat}
-    for n, v in enumerate(grid.values()):
-        if found is not None:
-            per_chunk = found[n]
-        else:
-            per_chunk = map_chunks(functools.partial(_chunk_extremes, np.broadcast_to(v, shape)), shape)
-        for j, smallest in enumerate((True, False, True, False)):
-            # the first place of the extreme, as NumPy's argmin/argmax over the whole grid
-            best = min(per_chunk, key=lambda f: (f[j][0] if smallest else -f[j][0], f[j][1]))[j]
-            picks.add(best[1])
-    return [tuple(int(j) for j in np.unravel_index(i, shape)) for i in sorted(picks)]
-
-
-def _chunk_extremes(full: np.ndarray, key: Any, start: int, _n: int) -> List[Tuple[float, int]]:
-    return _extremes(full[key], start)
-
-
-def _extremes(chunk: Any, start: int) -> List[Tuple[float, int]]:
-    """A chunk's smallest and largest finite value, smallest and largest magnitude (NaN and
-    inf read as 0), each with its first flat position. Where every value is finite, from the
-    argmin and argmax alone (and |c| only where the chunk has both signs)."""
-    c = np.asarray(chunk).ravel()
-    if c.size == 0:
-        return [(0.0, start)] * 4
-    i, j = int(np.argmin(c)), int(np.argmax(c))  # the first NaN, if any
-    lo, hi = float(c[i]), float(c[j])
-    if np.isfinite(lo) and np.isfinite(hi):
-        if lo >= 0.0:
-            small = (abs(lo), i)
-        elif hi <= 0.0:
-            small = (abs(hi), j)
-        else:
-            mag = np.abs(c)
-            k = int(np.argmin(mag))
-            small = (float(mag[k]), k)
-        a, b = abs(lo), abs(hi)
-        large = (a, i) if a > b else (b, j) if b > a else (a, min(i, j))
-        picked = [(lo, i), (hi, j), small, large]
-        return [(v, start + at) for v, at in picked]
-    finite = np.where(np.isfinite(c), c, 0.0)
-    mag = np.abs(finite)
-    picks = ((finite, np.argmin(finite)), (finite, np.argmax(finite)), (mag, np.argmin(mag)), (mag, np.argmax(mag)))
-    return [(float(a[i]), start + int(i)) for a, i in picks]
