@@ -40,6 +40,9 @@ class Stats:
     max_abs: float
     max_rel: float
     excess: float
+    # elements judged against a float32 reference with a bound on its error (runner/verify/chunk_screen.py):
+    # for them the errors above are upper bounds
+    bounded: int = 0
 
 
 def compared(

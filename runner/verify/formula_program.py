@@ -87,17 +87,18 @@ class Program:
 
 
 class Scratch:
-    """Float64 buffers each thread reuses from chunk to chunk (no allocation per chunk)."""
+    """Buffers (float64 unless `dtype` says) each thread reuses from chunk to chunk (no
+    allocation per chunk), one set per purpose."""
 
     def __init__(self) -> None:
         self._local = threading.local()
 
-    def take(self, count: int, shape: Tuple[int, ...], purpose: str) -> List[np.ndarray]:
+    def take(self, count: int, shape: Tuple[int, ...], purpose: str, dtype: Any = np.float64) -> List[np.ndarray]:
         n = int(np.prod(shape, dtype=np.int64))
         held: Dict[str, np.ndarray] = self._local.__dict__.setdefault("held", {})
         flat = held.get(purpose)
-        if flat is None or flat.shape[0] < count or flat.shape[1] < n:
-            flat = held[purpose] = np.empty((count, n))
+        if flat is None or flat.shape[0] < count or flat.shape[1] < n or flat.dtype != dtype:
+            flat = held[purpose] = np.empty((count, n), dtype=dtype)
         return [flat[i, :n].reshape(shape) for i in range(count)]
 
 

@@ -26,7 +26,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 
-from runner.verify import chunk_compare, formula_program, grid_sample
+from runner.verify import chunk_compare, chunk_screen, formula_program, grid_sample
 from runner.verify.chunk_compare import Against, Stats
 
 # Points evaluated one by one with evalf: at most this many in all (~0.1 ms each).
@@ -260,12 +260,17 @@ def _run_grid(
     # the target's own value (FINITE) is not kept: only whether it is finite
     out = {k: np.empty(shape) for keys, _ in fns for k in keys if k != FINITE}
     ext_at = [symbols.index(s) for s in inputs]  # the inputs' places among the arguments
+    size = int(np.prod(shape, dtype=np.int64))
+    screen = chunk_screen.plan(fns[0][0], fns[0][1], [arrays[s] for s in symbols], against, FINITE, size)
 
     scratch = formula_program.Scratch()
 
-    def piece(key: Any, start: int, n: int) -> Tuple[Any, Any, Any]:
+    def piece(key: Any, start: int, n: int) -> Tuple[Any, Any, int, Any]:
         here = np.broadcast_to(np.float64(0.0), shape)[key].shape  # the chunk's
         views = [arrays[s][key] for s in symbols]
+        ext = [grid_sample.extremes(arrays[symbols[i]][key], start) for i in ext_at]
+        if screen is not None:  # float32 with a bound, float64 where it cannot settle an element
+            return chunk_screen.piece(screen, fns[0][0], views, out, key, start, n, scratch) + (ext,)
         wide = scratch.take(len(views), here, "arguments")
         args = [v if v.dtype == np.float64 else _widen(v, w) for v, w in zip(views, wide)]
         bad: Dict[Any, Tuple[int, np.ndarray]] = {}  # formula -> (points not finite, the first of them)
@@ -285,8 +290,8 @@ def _run_grid(
                 if not _finite(o):
                     where = np.flatnonzero(~np.isfinite(o))
                     bad[k] = (where.size, start + where[: MAX_EVALF_POINTS + 1])
-        # as given (float32, say: half the bytes of the widened chunk, the same values)
-        return bad, compared, [grid_sample.extremes(arrays[symbols[i]][key], start) for i in ext_at]
+        # the extremes as given (float32, say: half the bytes of the widened chunk, the same values)
+        return bad, compared, 0, ext
 
     with np.errstate(all="ignore"):
         found = map_chunks(piece, shape)
@@ -302,8 +307,15 @@ def _run_grid(
     parts = [f[1] for f in found]
     if against is not None and parts and all(p is not None for p in parts):
         top, max_abs, max_rel, excess = (max(p[i] for p in parts) for i in range(4))
-        stats = Stats(against.got, against.rtol, top if top >= 0.0 else 1.0, max_abs, max_rel, excess)
-    extremes = [[f[2][j] for f in found] for j in range(len(inputs))] if found else None
+        bounded = sum(f[2] for f in found)
+        stats = Stats(against.got, against.rtol, top if top >= 0.0 else 1.0, max_abs, max_rel, excess, bounded)
+    extremes = [[f[3][j] for f in found] for j in range(len(inputs))] if found else None
+    if screen is not None and extremes is not None:  # evalf's sample compares float64's own values
+        points = np.ravel_multi_index(np.array(grid_sample.sample(shape, extremes)).T, shape) if size else []
+        args = [np.broadcast_to(arrays[s], shape) for s in symbols]
+        for k, v in zip(fns[0][0], chunk_screen.at_points(screen.program, args, np.asarray(points), scratch)):
+            if k in out:
+                out[k].flat[points] = v
     return out, bad_at, finite, stats, extremes
 
 
