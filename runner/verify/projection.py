@@ -355,8 +355,10 @@ def _projected(blocks: List[Tuple[np.ndarray, np.ndarray, np.ndarray]], signs: b
                 jabs = np.abs(jc, out=jc)  # the tile, its signs no longer needed
                 if not np.isfinite(squares):  # the scale takes finite elements only
                     jabs[~np.isfinite(jabs)] = 0
-                if top.size <= SPARED or np.max(jabs) > top.min():  # else no element of it can be among them
-                    top = _top(np.concatenate([top, _candidates(flat)]))
+                # only elements over the SPARED + 1-th largest so far can be among the largest
+                above = flat if top.size <= SPARED else flat[flat > top.min()]
+                if above.size:
+                    top = _top(np.concatenate([top, _candidates(above)]))
                 if signs:
                     out.abs += float(np.sum(jabs))
                     out.squares += squares
