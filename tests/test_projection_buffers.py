@@ -91,6 +91,28 @@ def test_the_scale_spares_the_eight_largest_even_when_one_is_not_finite(monkeypa
     assert not np.isfinite(got.squares).all()
 
 
+# |J| in an order that makes each tile's elements the largest so far (rising), many equal to the
+# SPARED + 1-th largest (ties), the largest in the first tile only (falling), at random
+ORDERS = {
+    "rising": np.linspace(0.0, 1.0, 5000),
+    "ties": np.repeat([0.5, 1.0, 2.0], [4000, 996, 4]),
+    "falling": np.linspace(1.0, 0.0, 5000),
+    "random": np.abs(np.random.default_rng(2).standard_normal(5000)),
+}
+
+
+@pytest.mark.parametrize("order", list(ORDERS))
+def test_the_scale_is_the_ninth_largest_whatever_the_tiles_order(monkeypatch, order):
+    """Past the first tile, only elements over the SPARED + 1-th largest so far are kept."""
+    monkeypatch.setattr(projection, "CHUNK", 256)
+    magnitudes = ORDERS[order]
+    j = (magnitudes * np.where(np.arange(magnitudes.size) % 3, 1.0, -1.0)).reshape(1, -1)
+    ones = np.ones((K, 1), dtype=np.int8)
+    v = projection._signs(np.random.default_rng(0), K, (j.size,)).reshape(K, -1)
+    got = projection._projected([(j, ones, v)], True)
+    assert got.scale == np.sort(magnitudes)[::-1][projection.SPARED]
+
+
 def test_a_pooled_block_is_handed_out_again_only_once_nothing_holds_it():
     n = 1 << 17
     first = empty((n,), pool=True)
