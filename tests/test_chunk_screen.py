@@ -80,6 +80,9 @@ def test_a_right_gradient_passes_with_upper_bounds_of_float64_s_errors(small, f)
 
 
 def test_the_sample_evalf_checks_holds_float64_s_own_values(small):
+    """Where more than a sample's worth of elements are not settled by the bound (SAMPLE 0
+    here), evalf's sample judges float64 as on the float64 path: at float64's own values."""
+    small.setattr(grid_sample, "SAMPLE", 0)
     f = sp.sin(x) * x
     grid = np.linspace(-10.0, 10.0, N, dtype=np.float32)
     got = _exact(f, grid).astype(np.float32)
@@ -87,6 +90,26 @@ def test_the_sample_evalf_checks_holds_float64_s_own_values(small):
     found = [pointwise.map_chunks(lambda key, start, _n: grid_sample.extremes(grid[key], start), grid.shape)]
     for (i,) in grid_sample.sample(grid.shape, found):
         assert screened["d"][i] == whole["d"][i]
+
+
+def test_the_few_elements_no_bound_settles_are_evaluated_exactly(small, monkeypatch):
+    """Near a zero of the derivative the bound cannot tell its sign: those elements alone go to
+    float64, and evalf checks each of them (no sample is needed: the rest is proven)."""
+    from runner.language import symbolic
+
+    f = sp.sin(x) * x
+    grid = np.linspace(-10.0, 10.0, N, dtype=np.float32)
+    grid[N // 2] = 0.0  # d/dx (x sin x) = 0 there exactly
+    d = _exact(f, grid)
+    got = d.astype(np.float32)
+    seen = []
+    real = symbolic.evaluate
+    monkeypatch.setattr(symbolic, "evaluate", lambda expr, at: seen.append(at) or real(expr, at))
+    rec, values = _judged(f, grid, got)
+    points = {p[x] for p in seen}
+    assert rec["outcome"] == "passed" and rec["reference_float32"] == N - len(points)
+    assert 0.0 in points and len(points) < grid_sample.SAMPLE
+    assert values["d"][N // 2] == 0.0
 
 
 @pytest.mark.parametrize("at", [0, SMALL + 3, N // 2, N - 1])

@@ -61,7 +61,11 @@ def plan(
     return Screen(program, against, keys.index(against.key), value)
 
 
-Found = Tuple[Dict[Any, Tuple[int, np.ndarray]], Optional[Tuple[float, float, float, float]], int]
+# (per formula: the points float64 gives no finite value at; the comparison, as
+# chunk_compare.compared gives it, or None; the elements settled by the bound; the flat places
+# of the others, at most `KEEP` of them)
+Found = Tuple[Dict[Any, Tuple[int, np.ndarray]], Optional[Tuple[float, float, float, float]], int, np.ndarray]
+KEEP = 65
 
 
 def piece(
@@ -75,11 +79,9 @@ def piece(
     scratch: Scratch,
 ) -> Found:
     """A chunk screened: each formula's reference written into `outs[k][key]` (the derivative's;
-    the target's own value is not kept), and (the points where float64 gives no finite value per
-    formula, the comparison as chunk_compare.compared gives it or None, the elements settled
-    by the bound)."""
+    the target's own value is not kept), and what `Found` says."""
     if n == 0:
-        return {}, (-1.0, 0.0, 0.0, -np.inf), 0
+        return {}, (-1.0, 0.0, 0.0, -np.inf), 0, NONE
     here = np.shape(views[0])
     args = [v if v.dtype == F32 else _narrowed(v, scratch, i) for i, v in enumerate(views)]
     results = bounded_program.run(screen.program, args, scratch)
@@ -111,7 +113,7 @@ def piece(
         # the chunk at once where it can (reductions; NaN fails them), else element by element
         small = float(np.min(av))
         if value and float(np.max(t)) <= beta and small > least:
-            return {}, _bounds(d, av, t, r, c, rtol, None, (top, small)), n
+            return {}, _bounds(d, av, t, r, c, rtol, None, (top, small)), n, NONE
         ok = t <= F32(beta)
         ok &= av > F32(least)
         if not value:
@@ -119,9 +121,10 @@ def piece(
     settled = int(np.count_nonzero(ok)) if ok is not None else 0
     bounds = _bounds(d, av, t, r, c, rtol, ok) if settled else None
     rest = np.flatnonzero(~ok) if ok is not None else np.arange(n)
-    return _exact(screen, keys, args, got, outs, key, start, rest, bounds, scratch) + (settled,)
+    return _exact(screen, keys, args, got, outs, key, start, rest, bounds, scratch) + (settled, start + rest[:KEEP])
 
 
+NONE = np.zeros(0, dtype=np.int64)
 # float32's rounding of either side of the comparison: a few ulps of it, far below this
 SHRINK = 2.0**-16
 

@@ -157,13 +157,16 @@ def evaluate(
         formulas = dict(wanted)
         if value is not None:
             formulas[FINITE] = value
-        out, bad_at, finite, stats, extremes = _grid(sp, formulas, symbols, arrays, shape, against, list(grid))
+        out, bad_at, finite, stats, extremes, unsettled = _grid(
+            sp, formulas, symbols, arrays, shape, against, list(grid)
+        )
     if extremes is None:  # no pass was made
         extremes = [
             map_chunks(functools.partial(grid_sample.chunk_extremes, np.broadcast_to(v, shape)), shape)
             for v in grid.values()
         ]
-    recheck = grid_sample.sample(shape, extremes)
+    # where a float32 bound settled all but a few elements, evalf takes those few, not a sample
+    recheck = unsettled if unsettled is not None else grid_sample.sample(shape, extremes)
     done: Dict[Any, Any] = {}
     for k, expr in wanted.items():
         values = out.get(k)
@@ -179,6 +182,12 @@ def evaluate(
         for idx in bad:
             values[idx] = symbolic.evaluate(expr, _at(arrays, idx))
             stats = None
+        if unsettled is not None:
+            for idx in set(recheck) - set(bad):  # exact where no bound settled the element
+                exact = symbolic.evaluate(expr, _at(arrays, idx))
+                if not _agrees(values[idx], exact):
+                    values[idx], stats = exact, None
+            continue
         if not all(_agrees(values[idx], symbolic.evaluate(expr, _at(arrays, idx))) for idx in recheck):
             if size > MAX_EVALF_POINTS:
                 raise NotEnough(
@@ -201,6 +210,7 @@ Grid = Tuple[
     Dict[Any, bool],
     Optional[Stats],
     Optional[List[List[List[Tuple[float, int]]]]],
+    Optional[List[Tuple[int, ...]]],
 ]
 
 
@@ -238,7 +248,7 @@ def _grid(
                     symbols, [formulas[k]], modules="numpy"
                 )
                 mine = against if against is not None and against.key == k else None
-                o, b, f, st, ex = _run_grid([([k], one)], symbols, arrays, shape, mine, inputs or [])
+                o, b, f, st, ex, _ = _run_grid([([k], one)], symbols, arrays, shape, mine, inputs or [], few=False)
             except Exception:
                 continue
             out.update(o)
@@ -246,7 +256,7 @@ def _grid(
             finite.update(f)
             stats = st if mine is not None else stats
             extremes = extremes or ex
-        return out, bad_at, finite, stats, extremes
+        return out, bad_at, finite, stats, extremes, None
 
 
 def _run_grid(
@@ -256,7 +266,10 @@ def _run_grid(
     shape: Tuple[int, ...],
     against: Optional[Against],
     inputs: List[Any],
+    few: bool = True,
 ) -> Grid:
+    """`_grid`'s pass; `few`: where a float32 bound settles all but at most SAMPLE elements,
+    those are given (for evalf), else None and the float64 values at the sample's points."""
     # the target's own value (FINITE) is not kept: only whether it is finite
     out = {k: np.empty(shape) for keys, _ in fns for k in keys if k != FINITE}
     ext_at = [symbols.index(s) for s in inputs]  # the inputs' places among the arguments
@@ -265,7 +278,7 @@ def _run_grid(
 
     scratch = formula_program.Scratch()
 
-    def piece(key: Any, start: int, n: int) -> Tuple[Any, Any, int, Any]:
+    def piece(key: Any, start: int, n: int) -> Tuple[Any, Any, int, Any, Any]:
         here = np.broadcast_to(np.float64(0.0), shape)[key].shape  # the chunk's
         views = [arrays[s][key] for s in symbols]
         ext = [grid_sample.extremes(arrays[symbols[i]][key], start) for i in ext_at]
@@ -291,7 +304,7 @@ def _run_grid(
                     where = np.flatnonzero(~np.isfinite(o))
                     bad[k] = (where.size, start + where[: MAX_EVALF_POINTS + 1])
         # the extremes as given (float32, say: half the bytes of the widened chunk, the same values)
-        return bad, compared, 0, ext
+        return bad, compared, 0, chunk_screen.NONE, ext
 
     with np.errstate(all="ignore"):
         found = map_chunks(piece, shape)
@@ -309,14 +322,18 @@ def _run_grid(
         top, max_abs, max_rel, excess = (max(p[i] for p in parts) for i in range(4))
         bounded = sum(f[2] for f in found)
         stats = Stats(against.got, against.rtol, top if top >= 0.0 else 1.0, max_abs, max_rel, excess, bounded)
-    extremes = [[f[3][j] for f in found] for j in range(len(inputs))] if found else None
-    if screen is not None and extremes is not None:  # evalf's sample compares float64's own values
-        points = np.ravel_multi_index(np.array(grid_sample.sample(shape, extremes)).T, shape) if size else []
-        args = [np.broadcast_to(arrays[s], shape) for s in symbols]
-        for k, v in zip(fns[0][0], chunk_screen.at_points(screen.program, args, np.asarray(points), scratch)):
-            if k in out:
-                out[k].flat[points] = v
-    return out, bad_at, finite, stats, extremes
+    extremes = [[f[4][j] for f in found] for j in range(len(inputs))] if found else None
+    unsettled = None
+    if screen is not None and extremes is not None:
+        if few and size - sum(f[2] for f in found) <= grid_sample.SAMPLE:  # each chunk kept them all
+            unsettled = [tuple(int(j) for j in np.unravel_index(i, shape)) for f in found for i in f[3]]
+        else:  # evalf's sample compares float64's own values
+            points = np.ravel_multi_index(np.array(grid_sample.sample(shape, extremes)).T, shape) if size else []
+            args = [np.broadcast_to(arrays[s], shape) for s in symbols]
+            for k, v in zip(fns[0][0], chunk_screen.at_points(screen.program, args, np.asarray(points), scratch)):
+                if k in out:
+                    out[k].flat[points] = v
+    return out, bad_at, finite, stats, extremes, unsettled
 
 
 def _kept(out: Dict[Any, np.ndarray], k: Any, key: Any, v: Any) -> np.ndarray:
