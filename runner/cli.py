@@ -73,6 +73,8 @@ def _hydra_entry(cfg: DictConfig) -> int:
     global _exit_code, _last_run_dir
     from hydra.core.hydra_config import HydraConfig
 
+    if _signal_received is not None:  # its exception was swallowed (a finalizer prints and drops it)
+        raise Interrupted(_signal_received)
     hc = HydraConfig.get()
     name = cfg.get("name") or hc.runtime.choices.get("experiment") or "run"
     with deadline.deadline("resolving the config's interpolations"):
@@ -103,6 +105,8 @@ def _raise_interrupted(signum: int, frame: Any) -> None:
 
 def main() -> None:
     """`python -m runner`: run Hydra's entry point and exit with the outcome's code."""
+    global _signal_received
+    _signal_received = None
     user_wants_traceback = os.environ.get("HYDRA_FULL_ERROR") == "1"
     os.environ["HYDRA_FULL_ERROR"] = "1"  # Hydra then re-raises, and we report (see above)
     handlers = {s: signal.signal(s, _raise_interrupted) for s in EXIT_INTERRUPTED}
@@ -147,6 +151,10 @@ def main() -> None:
                 signal.signal(s, h)
         if not user_wants_traceback:
             os.environ.pop("HYDRA_FULL_ERROR", None)
+    if _signal_received is not None:
+        # the signal's exception was swallowed where it landed (an `Exception ignored in` a
+        # finalizer, seen in CI under MLflow: the sweep ran on to its end): still an interruption
+        sys.exit(_report_interruption(_signal_received))
     if summary.current_sweep_dir is not None:
         # a sweep's code comes from its summary, the same under every launcher (a job's own
         # code stays in its worker process under joblib or submitit): 1 if any job failed

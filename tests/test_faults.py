@@ -149,3 +149,47 @@ def test_sixteen_jobs_on_four_parallel_workers_lose_nothing(tmp_path):
         assert log["status"] == "ok" and rows[str(i)]["overrides"] == [f"point.x={i}"]
         assert log["derivatives"][0]["value"] == 3.0 * i * i
     assert "sweep: 16 jobs, 0 failed" in result.stdout
+
+
+# A signal whose exception lands in a finalizer: Python prints "Exception ignored in" and goes
+# on (seen in CI under log.mlflow: the sweep ran to its end and exited 0). After the first job,
+# an object's __del__ signals this very process.
+_SWALLOWED = """
+import os, signal, sys
+from runner import cli, job
+
+real = job.run
+
+class Finalizer:
+    def __del__(self):
+        os.kill(os.getpid(), signal.SIGINT)  # its handler raises here, inside __del__
+        for _ in range(10**6):  # the handler runs at the next bytecode boundary
+            pass
+
+def run(*args, **kwargs):
+    code = real(*args, **kwargs)
+    if not os.environ.get("SWALLOWED"):
+        os.environ["SWALLOWED"] = "1"
+        Finalizer()  # dropped at once: its __del__ runs and the interruption is swallowed
+    return code
+
+job.run = run
+cli.main()
+"""
+
+
+@pytest.mark.slow
+def test_a_signal_swallowed_by_a_finalizer_still_stops_the_sweep(tmp_path):
+    args = ["-m", "experiment=seed_cubic", "point.x=1,2,3,4", "log.tensorboard=false", "log.plots=false"]
+    proc = subprocess.run(
+        [sys.executable, "-c", _SWALLOWED, *args],
+        cwd=tmp_path,
+        env=command_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert "Exception ignored in" in proc.stderr  # the finalizer did swallow it
+    assert proc.returncode == 130, proc.stderr
+    assert "sweep interrupted by SIGINT: 1 job(s) finished and logged" in proc.stderr
+    assert len(_results(tmp_path)) == 1
