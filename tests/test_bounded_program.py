@@ -120,6 +120,31 @@ def test_an_interval_reaching_a_singularity_gives_no_bound(formula, args):
     assert not np.isfinite(c) or not np.isfinite(r)
 
 
+def test_a_fractional_power_of_an_operand_that_may_be_negative_has_no_bound():
+    """(x - 7/10)**(3/2) at F32(0.7) < 0.7: float64 gives NaN there; a bound would hide it (review)."""
+    grid = np.float32([0.7, 0.8, 1.5])
+    for q in (sp.Rational(3, 2), sp.Rational(1, 2), sp.Rational(7, 2)):
+        _, r, c, exact = _bounded((x - sp.Rational(7, 10)) ** q * y, (grid, np.ones(3, np.float32)))
+        assert np.isnan(exact[0]) and not np.isfinite(c)
+
+
+def test_an_exponent_float32_cannot_hold_is_bounded_with_its_rounding():
+    """x**(21/10) at 2e12: the exponent's rounding (|q - F32(q)| ln x) is ~5 times a function's
+    own 16 ulps (review: the bound left it out)."""
+    grid = np.linspace(2.0e12, 2.2e12, 513).astype(np.float32)
+    ones = np.ones_like(grid)
+    for q in (sp.Rational(21, 10), sp.Rational(11, 10), sp.Rational(71, 10), sp.Rational(1, 3)):
+        _holds(x**q * y, (grid, ones))
+        _holds((x * y) ** q, (grid, ones))
+
+
+def test_a_bound_python_floats_cannot_hold_is_infinite_not_an_error():
+    """(top + ea)**(q - 1) over 1e30: Python's ** raises OverflowError (review): no bound."""
+    grid = np.linspace(-1e30, 2e30, 64).astype(np.float32)
+    _, r, c, _ = _bounded((x * y - sp.Rational(7, 10)) ** 12, (grid, np.ones_like(grid)))
+    assert not np.isfinite(c) or not np.isfinite(r)
+
+
 def test_exact_steps_keep_no_error_and_functions_of_exact_inputs_only_their_rounding():
     _, r, c, _ = _bounded(sp.Abs(x))
     assert (r, c) == (0.0, 0.0)

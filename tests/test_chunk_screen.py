@@ -177,3 +177,26 @@ def test_float64_inputs_and_float64_tapes_are_not_screened(small):
     for g, got in [(grid, _exact(f, grid).astype(np.float32)), (narrow, _exact(f, narrow))]:
         rec, _ = _judged(f, g, got)
         assert rec["outcome"] == "passed" and "reference_float32" not in rec
+
+
+def test_a_fractional_power_s_domain_edge_on_the_grid_is_judged_as_float64_judges_it(small):
+    """F32(0.7) < 0.7: the first point's (x - 7/10)**(1/2) is NaN in float64, TF's 1000 fails
+    there, and the target is not finite (review: the screen passed it)."""
+    f = (x - sp.Rational(7, 10)) ** sp.Rational(3, 2) + 1000 * x
+    grid = np.linspace(0.7, 1.5, N, dtype=np.float32)
+    with np.errstate(all="ignore"):
+        got = (1.5 * np.sqrt(np.maximum(grid.astype(np.float64) - 0.7, 0)) + 1000).astype(np.float32)
+    (screened, s_values), (whole, w_values) = _both(small, f, grid, got)
+    assert screened["outcome"] == whole["outcome"] == "failed" and screened["reason"] == whole["reason"]
+    assert bool(s_values[pointwise.FINITE]) is bool(w_values[pointwise.FINITE]) is False
+
+
+def test_an_exponent_float32_cannot_hold_does_not_hide_a_wrong_element(small):
+    """d = x**(21/10) at 2e12: one element 0.4% beyond its tolerance fails in both paths."""
+    f = x ** sp.Rational(31, 10) * sp.Rational(10, 31)
+    grid = np.linspace(2.0e12, 2.2e12, N).astype(np.float32)
+    d64 = grid.astype(np.float64) ** 2.1
+    got = d64.astype(np.float32)
+    got[-1] = np.float32(d64[-1] - 1.004 * (1e-4 * d64[-1] + 1e-4 * d64.max()))
+    (screened, _), (whole, _) = _both(small, f, grid, got)
+    assert screened["outcome"] == whole["outcome"] == "failed" and screened["mismatched"] == whole["mismatched"] == 1

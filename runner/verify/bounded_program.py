@@ -124,9 +124,11 @@ def _relative_power(q: float) -> Rule:
         if q == 2.0:
             return _multiply([ops[0], ops[0]])
         eps = ra + (_over(ca, _least(a)) if ca else 0.0)
-        if eps < 1.0:
+        if eps < 1.0:  # a* has a's sign
             return max(abs((1 + eps) ** q - 1), abs((1 - eps) ** q - 1)) * GROW, 0.0
         ea = _most(ops[0])
+        if q != int(q) and not float(np.fmin.reduce(np.asarray(a), axis=None)) - ea >= 0.0:
+            return 0.0, INF  # a* may be negative, where a fractional power is not real
         if 0.0 < q < 1.0:
             return 0.0, ea**q * GROW
         return (0.0, abs(q) * (_top(a) + ea) ** (q - 1) * ea * GROW) if q >= 1.0 else (0.0, INF)
@@ -134,13 +136,28 @@ def _relative_power(q: float) -> Rule:
     return rule
 
 
+def _constant_power(q: float, dq: float, op: Operand) -> Bound:
+    """a**q32, q32 the exponent as float32 holds it, dq its distance from the exact q: a*^q =
+    a*^q32 a*^(q - q32), a further relative |a*^(q - q32) - 1| <= e**(dq max|log a*|) - 1."""
+    r, c = _relative_power(q)([op])
+    if not dq:
+        return r, c
+    a, (ra, ca) = op
+    eps = ra + (_over(ca, _least(a)) if ca else 0.0)
+    least, top = _least(a) * (1 - eps), _top(a) * (1 + eps)
+    if c or not (eps < 1.0 and least > 0.0):
+        return 0.0, INF
+    grow = math.expm1(dq * max(abs(math.log(least)), abs(math.log(top))))
+    return (r + grow + r * grow) * GROW, 0.0
+
+
 def _power(ops: Sequence[Operand]) -> Bound:
     """a**q for a constant q; a**b = exp(b log a) where a > 0 over the chunk: b log a moves by
     at most w = eb max|log a| + (max|b| + eb) dlog, dlog = -log(1 - ra - ca / min a), so a**b
     by |a**b| (e**w - 1)."""
-    (a, (ra, ca)), (b, _) = ops
+    (a, (ra, ca)), (b, (_, dq)) = ops
     if np.ndim(b) == 0:
-        return _relative_power(float(b))(ops[:1])
+        return _constant_power(float(b), dq, ops[0])
     if not any(_inexact(o) for o in ops):
         return EXACT
     lo, hi = float(np.fmin.reduce(np.asarray(a), axis=None)), float(np.fmax.reduce(np.asarray(a), axis=None))
@@ -316,7 +333,10 @@ def run(program: Program, args: Sequence[np.ndarray], scratch: Scratch) -> List[
     for st in program.steps:
         ops = [(vals[v], bounds[v]) if is_slot else _constant(v) for is_slot, v in st.operands]
         rule, ulps = BOUNDS[st.ufunc]
-        r, c = rule(ops)
+        try:
+            r, c = rule(ops)
+        except (OverflowError, ValueError, ZeroDivisionError):  # Python's floats: no bound, float64 decides
+            r, c = 0.0, INF
         if ulps:
             r, c = r + ulps * U, c + FLOOR
         dest = outs[st.result] if st.result is not None else vals[st.slot]

@@ -100,7 +100,7 @@ def piece(
         # |got - v| - alpha |v| <= beta, both shrunk for float32's roundings of the two sides
         atol = rtol * max(1.0, top * (1 - r) - c)
         alpha, beta = rtol * (1 - r) - r, atol - c * (1 + rtol)
-        alpha, beta = alpha * (1 - SHRINK), beta - abs(beta) * SHRINK
+        alpha, beta = alpha - abs(alpha) * SHRINK, beta - abs(beta) * SHRINK
         least = c / (1 - r) * (1 + SHRINK)  # |v| above it: the reference's sign is known
         np.subtract(got, v, out=d)
         np.abs(d, out=d)

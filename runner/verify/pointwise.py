@@ -165,7 +165,8 @@ def evaluate(
             map_chunks(functools.partial(grid_sample.chunk_extremes, np.broadcast_to(v, shape)), shape)
             for v in grid.values()
         ]
-    # where a float32 bound settled all but a few elements, evalf takes those few, not a sample
+    # where a float32 bound settled all but a few elements, those few are the sample: float64
+    # stands for the exact value only there
     recheck = unsettled if unsettled is not None else grid_sample.sample(shape, extremes)
     done: Dict[Any, Any] = {}
     for k, expr in wanted.items():
@@ -182,12 +183,6 @@ def evaluate(
         for idx in bad:
             values[idx] = symbolic.evaluate(expr, _at(arrays, idx))
             stats = None
-        if unsettled is not None:
-            for idx in set(recheck) - set(bad):  # exact where no bound settled the element
-                exact = symbolic.evaluate(expr, _at(arrays, idx))
-                if not _agrees(values[idx], exact):
-                    values[idx], stats = exact, None
-            continue
         if not all(_agrees(values[idx], symbolic.evaluate(expr, _at(arrays, idx))) for idx in recheck):
             if size > MAX_EVALF_POINTS:
                 raise NotEnough(
