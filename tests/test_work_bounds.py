@@ -139,7 +139,9 @@ def test_work_above_a_bound_is_refused_before_it_starts(run_job, tmp_path, chang
     assert message in ran.log["error"]["message"]
     assert "\n" not in ran.log["error"]["message"]
     assert ran.log["values"] == {} and "import_tensorflow_s" not in ran.log["timing"]  # refused before it
-    assert took < 1.0, f"refused in {took:.2f} s"
+    # not a speed goal (the machine is shared: 1.48 s was seen under load), only proof that the
+    # work was not begun: the smallest of it takes 132 s
+    assert took < 30.0, f"refused in {took:.2f} s"
 
 
 # ---- the limits keys move the bounds -----------------------------------------------------
@@ -319,7 +321,9 @@ def test_a_hostile_point_file_is_refused_without_reading_it(run_job, tmp_path, m
     assert ran.code == 2
     assert ran.log["error"]["key"] == "point.x.file"
     assert message in ran.log["error"]["message"], ran.log["error"]["message"]
-    assert took < 1.0, f"refused in {took:.2f} s"
+    # not a speed goal (the machine is shared: 1.48 s was seen under load), only proof that the
+    # work was not begun: the smallest of it takes 132 s
+    assert took < 30.0, f"refused in {took:.2f} s"
 
 
 def test_a_linked_secret_never_reaches_the_terminal_or_the_log(tmp_path, capsys):
