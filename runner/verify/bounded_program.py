@@ -46,6 +46,11 @@ def _top(x: Any) -> float:
     return max(float(np.fmax.reduce(a, axis=None)), -float(np.fmin.reduce(a, axis=None)), 0.0) if a.size else 0.0
 
 
+def _lowest(x: Any) -> float:
+    """min x over the chunk (NaN left out)."""
+    return float(np.fmin.reduce(np.asarray(x), axis=None))
+
+
 def _least(x: Any) -> float:
     """min |x| over the chunk: 0 where it changes sign."""
     a = np.asarray(x)
@@ -127,7 +132,7 @@ def _relative_power(q: float) -> Rule:
         if eps < 1.0:  # a* has a's sign
             return max(abs((1 + eps) ** q - 1), abs((1 - eps) ** q - 1)) * GROW, 0.0
         ea = _most(ops[0])
-        if q != int(q) and not float(np.fmin.reduce(np.asarray(a), axis=None)) - ea >= 0.0:
+        if q != int(q) and not _lowest(a) - ea >= 0.0:
             return 0.0, INF  # a* may be negative, where a fractional power is not real
         if 0.0 < q < 1.0:
             return 0.0, ea**q * GROW
@@ -160,7 +165,7 @@ def _power(ops: Sequence[Operand]) -> Bound:
         return _constant_power(float(b), dq, ops[0])
     if not any(_inexact(o) for o in ops):
         return EXACT
-    lo, hi = float(np.fmin.reduce(np.asarray(a), axis=None)), float(np.fmax.reduce(np.asarray(a), axis=None))
+    lo, hi = _lowest(a), float(np.fmax.reduce(np.asarray(a), axis=None))
     eps = ra + (_over(ca, lo) if ca else 0.0) if lo > 0.0 else INF
     if not eps < 1.0:
         return 0.0, INF
@@ -193,7 +198,7 @@ def _log(ops: Sequence[Operand]) -> Bound:
     a, (ra, ca) = ops[0]
     if not _inexact(ops[0]):
         return EXACT
-    lo = float(np.fmin.reduce(np.asarray(a), axis=None))
+    lo = _lowest(a)
     eps = ra + (_over(ca, lo) if ca else 0.0) if lo > 0 else INF
     return (0.0, -math.log1p(-eps) * GROW) if eps < 1.0 else (0.0, INF)
 
@@ -225,7 +230,7 @@ def _atanh_slope(a: Any, ea: float) -> float:  # 1 / (1 - x^2)
 
 
 def _acosh_slope(a: Any, ea: float) -> float:  # 1 / sqrt(x^2 - 1), x > 1
-    lo = float(np.fmin.reduce(np.asarray(a), axis=None)) - ea
+    lo = _lowest(a) - ea
     return _inverse_sqrt(lo * lo - 1.0) if lo > 1.0 else INF
 
 
@@ -263,7 +268,7 @@ def _atan2(ops: Sequence[Operand]) -> Bound:
     ey, ex = _most(ops[0]), _most(ops[1])
     s = ey + ex
     den = _least(np.hypot(y, x)) - s
-    cut = float(np.fmin.reduce(np.asarray(x), axis=None)) - ex < 0.0 and _least(y) <= ey
+    cut = _lowest(x) - ex < 0.0 and _least(y) <= ey
     return (0.0, _over(s, den) * GROW) if not cut else (0.0, INF)
 
 
